@@ -1,0 +1,73 @@
+# Every target sets up what it needs and is safe to run again.
+#   make serve       a registered demo model served on http://127.0.0.1:$(PORT)
+#   make test        unit and integration tests (a real Docker engine)
+#   make engine      start a Docker engine when none answers (Debian, as root)
+#   make base-image  a Debian bookworm + Python 3.11 base image, built with no registry
+#   make lint        ruff and mypy
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STATE := .state
+BASE_IMAGE := mlflow-dockerhost/base:bookworm-python3.11
+PORT ?= 5000
+MODEL_URI ?=
+DEMO_TRACKING_URI := sqlite:///$(CURDIR)/$(STATE)/demo/mlflow.db
+
+# Tests and the demo build on the local base; users' deployments default to python:X.Y-slim.
+export MLFLOW_DOCKERHOST_BASE_IMAGE ?= $(BASE_IMAGE)
+
+.PHONY: venv engine base-image serve test lint clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --disable-pip-version-check -q -e '.[dev]'
+	touch $@
+
+# A Docker engine: the one DOCKER_HOST / the current context names if it answers; otherwise,
+# on Debian as root, docker.io is installed and dockerd started in the background.
+engine: venv
+	@if $(BIN)/python -c 'import docker; docker.from_env(timeout=5).ping()' 2>/dev/null; then \
+	  echo "Docker engine answers."; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  command -v dockerd >/dev/null || { apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io >/dev/null; }; \
+	  mkdir -p $(STATE); \
+	  echo "Starting dockerd (log: $(STATE)/dockerd.log)"; \
+	  nohup dockerd >$(STATE)/dockerd.log 2>&1 & echo $$! >$(STATE)/dockerd.pid; \
+	  for i in $$(seq 60); do \
+	    $(BIN)/python -c 'import docker; docker.from_env(timeout=5).ping()' 2>/dev/null && \
+	      { echo "Docker engine answers."; exit 0; }; sleep 1; done; \
+	  tail -20 $(STATE)/dockerd.log; echo "dockerd did not come up" >&2; exit 1; \
+	else \
+	  echo "No Docker engine answers. Start one (e.g. 'sudo systemctl start docker'), or" \
+	       "point DOCKER_HOST at one; 'make engine' can install it only on Debian as root." >&2; \
+	  exit 1; \
+	fi
+
+base-image: engine
+	@command -v mmdebstrap >/dev/null || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mmdebstrap >/dev/null; }
+	$(BIN)/python -m mlflow_docker_target.base_image --tag $(BASE_IMAGE)
+
+# The demo: a model registered in a local SQLite registry, served with run-local.
+serve: base-image
+	@if [ -z "$(MODEL_URI)" ]; then \
+	  mkdir -p $(STATE)/demo; export MLFLOW_TRACKING_URI=$(DEMO_TRACKING_URI); \
+	  uri=$$(cd $(STATE)/demo && $(CURDIR)/$(BIN)/python -m mlflow_docker_target.demo --if-missing | tail -1); \
+	else uri="$(MODEL_URI)"; fi; \
+	echo "Serving $$uri on http://127.0.0.1:$(PORT) (Ctrl-C stops it)"; \
+	exec $(BIN)/mlflow deployments run-local -t dockerhost --name demo -m "$$uri" -C port=$(PORT)
+
+test: base-image
+	$(BIN)/python -m pytest -q -rs
+
+lint: venv
+	$(BIN)/ruff check mlflow_docker_target serving_image tests
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) $(STATE) .pytest_cache .mypy_cache .ruff_cache

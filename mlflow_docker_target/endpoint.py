@@ -1,0 +1,78 @@
+"""Talking to a deployment's endpoint: MLflow's scoring protocol from the client side."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import requests
+from mlflow.deployments import PredictionsResponse
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, ErrorCode
+
+PAYLOAD_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, pd.Timestamp):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def payload(inputs: Any) -> dict[str, Any]:
+    """The request body for ``inputs`` as MLflow's own clients build it.
+
+    A DataFrame goes as ``dataframe_split``; an ndarray, a list or a dict of columns as
+    ``inputs``; a dict that already holds one of the protocol's keys is sent as it is.
+    """
+    if isinstance(inputs, pd.DataFrame):
+        return {"dataframe_split": json.loads(inputs.to_json(orient="split", date_format="iso"))}
+    if isinstance(inputs, pd.Series):
+        return {"inputs": json.loads(inputs.to_json(orient="values", date_format="iso"))}
+    if isinstance(inputs, dict):
+        return inputs if any(key in inputs for key in PAYLOAD_KEYS) else {"inputs": inputs}
+    if isinstance(inputs, (np.ndarray, list, tuple)):
+        return {"inputs": inputs}
+    raise MlflowException(
+        f"Cannot send inputs of type {type(inputs).__name__}: pass a pandas DataFrame, a numpy "
+        "array, a list or a dict.", INVALID_PARAMETER_VALUE)
+
+
+def invoke(url: str, inputs: Any, timeout: float = 120.0) -> PredictionsResponse:
+    """POST ``inputs`` to ``<url>/invocations``; a server error becomes an MlflowException."""
+    body = json.dumps(payload(inputs), default=_jsonable)
+    session = requests.Session()
+    session.trust_env = False
+    try:
+        response = session.post(f"{url}/invocations", data=body, timeout=timeout,
+                                headers={"Content-Type": "application/json"})
+    except requests.RequestException as exc:
+        raise MlflowException(f"Could not reach the deployment at {url}: {exc}") from None
+    try:
+        answer = response.json()
+    except ValueError:
+        answer = None
+    if response.status_code != 200 or not isinstance(answer, dict):
+        raise _server_error(url, response.status_code, answer, response.text)
+    return PredictionsResponse(answer)
+
+
+def _server_error(url: str, status: int, answer: Any, text: str) -> MlflowException:
+    """The server's own message and error code, as an MlflowException."""
+    message = code = None
+    if isinstance(answer, dict):
+        message, code = answer.get("message"), answer.get("error_code")
+    if code in ErrorCode.keys():  # noqa: SIM118 (a protobuf enum, not a dict)
+        error_code = ErrorCode.Value(code)
+    elif 400 <= status < 500:
+        error_code = INVALID_PARAMETER_VALUE
+    else:
+        error_code = ErrorCode.Value("INTERNAL_ERROR")
+    return MlflowException(
+        f"The deployment at {url} answered {status}: {message or text[:2000]}", error_code)

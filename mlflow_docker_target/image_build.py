@@ -1,0 +1,307 @@
+"""Build the serving image on the engine: an environment image, once, then a thin model image.
+
+The environment image (``mlflow-dockerhost/env:<key>``) holds a virtualenv with every dependency
+and is keyed by a hash of what goes into it, so it is built only when missing. The model image
+(``mlflow-dockerhost/<deployment>:<hash>``) adds the server and the model on top and takes seconds.
+Builds stream their progress, run with the network off, and never pull anything silently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+import tarfile
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import IO, Any
+
+import docker
+import docker.errors
+from docker.utils import parse_repository_tag
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+from mlflow_docker_target import dependencies, model_fetch
+from mlflow_docker_target.config import Settings
+from mlflow_docker_target.dependencies import Platform, Requirements
+from mlflow_docker_target.engine import Engine
+from mlflow_docker_target.model_fetch import FetchedModel, ModelRef
+
+log = logging.getLogger(__name__)
+
+IMAGE_REPO = "mlflow-dockerhost"
+LABEL = "io.mlflow.dockerhost"
+CACHE_DIR = Path(os.environ.get("MLFLOW_DOCKERHOST_CACHE",
+                                Path.home() / ".cache" / "mlflow-docker-target"))
+_PROBE = (
+    "import json, platform, sys, venv, ensurepip; "
+    "print(json.dumps({'python': '%d.%d' % sys.version_info[:2], "
+    "'machine': platform.machine(), 'libc': platform.libc_ver()}))"
+)
+
+
+def template(name: str) -> bytes:
+    """A file shipped in ``serving_image/`` (the Dockerfile templates)."""
+    return resources.files("serving_image").joinpath(name).read_bytes()
+
+
+# ---------------------------------------------------------------------------------------------
+# Build contexts and the build stream
+
+
+def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes, mode: int = 0o644) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mode, info.mtime = len(data), mode, 0
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _add_tree(tar: tarfile.TarFile, root: Path, prefix: str) -> None:
+    """Add a directory with normalised metadata, so identical files give identical contexts."""
+    for path in sorted(root.rglob("*")):
+        if "__pycache__" in path.parts or path.is_symlink():
+            continue
+        arcname = f"{prefix}/{path.relative_to(root).as_posix()}"
+        info = tar.gettarinfo(str(path), arcname)
+        info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
+        info.mode = 0o755 if path.is_dir() or os.access(path, os.X_OK) else 0o644
+        if path.is_dir():
+            tar.addfile(info)
+        else:
+            with path.open("rb") as fh:
+                tar.addfile(info, fh)
+
+
+@contextmanager
+def build_context(files: Mapping[str, bytes | Path],
+                  trees: Mapping[str, Path] | None = None) -> Iterator[IO[bytes]]:
+    """A build context as an uncompressed tar in a temporary file (models can be large).
+
+    ``files`` maps names in the context to contents or to files on disk; ``trees`` maps
+    folder names in the context to directories on disk.
+    """
+    with tempfile.TemporaryFile() as fh:
+        with tarfile.open(fileobj=fh, mode="w") as tar:
+            for name, data in files.items():
+                if isinstance(data, Path):
+                    info = tar.gettarinfo(str(data), name)
+                    info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
+                    with data.open("rb") as source:
+                        tar.addfile(info, source)
+                else:
+                    _add_bytes(tar, name, data)
+            for prefix, root in (trees or {}).items():
+                _add_tree(tar, root, prefix)
+        fh.seek(0)
+        yield fh
+
+
+def _tree_digest(root: Path, digest: Any) -> None:
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts:
+            digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
+
+
+def build(engine: Engine, context: IO[bytes], tag: str, *, buildargs: Mapping[str, str],
+          labels: Mapping[str, str] | None = None) -> str:
+    """Run one build with streamed progress; raise with the build's own error text.
+
+    The legacy builder tags only a successful build, and ``forcerm`` removes the intermediate
+    containers of a failed one, so a failure leaves nothing tagged behind.
+    """
+    log.info("Building %s on %s", tag, engine.url)
+    recent: list[str] = []
+    image_id = None
+    try:
+        stream = engine.client.api.build(
+            fileobj=context, custom_context=True, tag=tag, buildargs=dict(buildargs),
+            labels=dict(labels or {}), rm=True, forcerm=True, pull=False,
+            network_mode="none", decode=True,
+        )
+        for chunk in stream:
+            if "error" in chunk or "errorDetail" in chunk or set(chunk) == {"message"}:
+                detail = chunk.get("error") or chunk.get("errorDetail", {}).get("message") \
+                    or chunk.get("message")
+                raise MlflowException(
+                    f"Building image {tag} failed: {str(detail).strip()}\n"
+                    + "\n".join(recent[-20:])
+                )
+            for line in str(chunk.get("stream", "")).splitlines():
+                if line.strip():
+                    log.info("  %s", line.rstrip())
+                    recent.append(line.rstrip())
+            aux = chunk.get("aux")
+            if isinstance(aux, dict) and "ID" in aux:
+                image_id = aux["ID"]
+    except docker.errors.APIError as exc:
+        raise MlflowException(f"Building image {tag} failed: {exc.explanation or exc}") from None
+    return image_id or engine.client.images.get(tag).id
+
+
+# ---------------------------------------------------------------------------------------------
+# Base image
+
+
+def ensure_base(engine: Engine, image: str, pull: bool) -> str:
+    """The base image's ID; pulled (announced, never silently) only when missing and allowed."""
+    try:
+        return engine.client.images.get(image).id
+    except docker.errors.ImageNotFound:
+        pass
+    hint = ("Pull or load it on that engine, or choose another base with -C base_image=<image> "
+            "or MLFLOW_DOCKERHOST_BASE_IMAGE (`make base-image` builds a Debian base locally, "
+            "with no registry).")
+    if not pull:
+        raise MlflowException(
+            f"Base image {image} is not on the Docker engine at {engine.url} and pull_base is "
+            f"false. {hint}", INVALID_PARAMETER_VALUE)
+    log.info("Base image %s is not on the engine; pulling it", image)
+    repository, tag = parse_repository_tag(image)
+    try:
+        return engine.client.images.pull(repository, tag=tag or "latest").id
+    except docker.errors.APIError as exc:
+        raise MlflowException(
+            f"Base image {image} is not on the Docker engine at {engine.url} and could not be "
+            f"pulled: {exc.explanation or exc}. {hint}", INVALID_PARAMETER_VALUE) from None
+
+
+def probe_platform(engine: Engine, base_id: str) -> Platform:
+    """Python, CPU and glibc of a base image, asked of the image itself (cached by image ID)."""
+    cache = CACHE_DIR / "probes" / f"{base_id.replace(':', '_')}.json"
+    if cache.is_file():
+        found = json.loads(cache.read_text())
+    else:
+        try:
+            output = engine.client.containers.run(
+                base_id, ["python3", "-c", _PROBE], entrypoint=[], remove=True,
+                network_disabled=True, stderr=True)
+            found = json.loads(output.decode().strip().splitlines()[-1])
+        except (docker.errors.ContainerError, ValueError, IndexError) as exc:
+            raise MlflowException(
+                f"The base image {base_id[:19]} cannot run `python3` with the venv module "
+                f"({exc}). Use a base with Python 3 and venv, such as python:3.11-slim.",
+                INVALID_PARAMETER_VALUE) from None
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps(found))
+    libc, version = found["libc"]
+    if libc != "glibc":
+        raise MlflowException(
+            f"The base image {base_id[:19]} uses {libc or 'an unknown libc'}; only glibc-based "
+            "images (Debian, Ubuntu, python:*-slim ...) can install manylinux wheels.",
+            INVALID_PARAMETER_VALUE)
+    return Platform(python=found["python"], machine=found["machine"], glibc=version)
+
+
+# ---------------------------------------------------------------------------------------------
+# Environment image
+
+
+def environment_key(requirements: Requirements, platform: Platform, base_id: str) -> str:
+    """Hash of everything that goes into an environment image."""
+    digest = hashlib.sha256()
+    for part in (requirements.text(), requirements.constraints_text(),
+                 json.dumps(platform.__dict__, sort_keys=True), base_id,
+                 template("env.Dockerfile").decode()):
+        digest.update(part.encode() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Environment:
+    tag: str
+    platform: Platform
+    requirements: Requirements
+
+
+def ensure_environment(engine: Engine, model: FetchedModel, settings: Settings) -> Environment:
+    """The environment image for this model on this engine, built only when it is missing."""
+    base = settings.resolved_base_image(model.python_version)
+    base_id = ensure_base(engine, base, settings.pull_base)
+    platform = probe_platform(engine, base_id)
+    model_python = ".".join(model.python_version.split(".")[:2])
+    if model_python != platform.python:
+        log.warning("The model was logged with Python %s; the base image %s has Python %s",
+                    model_python, base, platform.python)
+    requirements = dependencies.environment_requirements(model, settings.mlflow_package)
+    tag = f"{IMAGE_REPO}/env:{environment_key(requirements, platform, base_id)}"
+    if _image_exists(engine, tag):
+        log.info("Environment image %s is already on the engine", tag)
+        return Environment(tag, platform, requirements)
+
+    wheelhouse = CACHE_DIR / "wheelhouses" / tag.rsplit(":", 1)[1]
+    try:
+        dependencies.download_wheels(requirements, platform, wheelhouse)
+    except MlflowException as exc:
+        if requirements.skinny_swap is None or not dependencies.skinny_unavailable(exc):
+            raise
+        log.warning("mlflow-skinny %s is not available; serving with mlflow %s instead",
+                    requirements.skinny_swap, requirements.skinny_swap)
+        requirements = requirements.with_full_mlflow()
+        dependencies.download_wheels(requirements, platform, wheelhouse)
+    labels = {f"{LABEL}.kind": "environment", f"{LABEL}.base-image": base,
+              f"{LABEL}.requirements": requirements.text()}
+    files = {"Dockerfile": template("env.Dockerfile")}
+    with build_context(files, {"wheels": wheelhouse}) as context:
+        build(engine, context, tag, buildargs={"BASE_IMAGE": base}, labels=labels)
+    # The build stage (wheels and all) stays behind as an untagged image; it is never reused.
+    engine.client.images.prune(filters={"dangling": True, "label": f"{LABEL}.stage=build"})
+    return Environment(tag, platform, requirements)
+
+
+def _image_exists(engine: Engine, tag: str) -> bool:
+    try:
+        engine.client.images.get(tag)
+        return True
+    except docker.errors.ImageNotFound:
+        return False
+
+
+# ---------------------------------------------------------------------------------------------
+# Model image
+
+
+def _server_root() -> Path:
+    return Path(str(resources.files("serving_image")))
+
+
+def image_repository(deployment: str) -> str:
+    """Docker repository names are lower case; deployment names need not be."""
+    return f"{IMAGE_REPO}/{re.sub(r'[^a-z0-9._-]', '-', deployment.lower())}"
+
+
+def build_model_image(engine: Engine, environment: Environment, model: FetchedModel,
+                      deployment: str, labels: Mapping[str, str]) -> str:
+    """The model image, content-addressed: the same model on the same environment is reused."""
+    env_id = engine.client.images.get(environment.tag).id
+    digest = hashlib.sha256(env_id.encode() + template("model.Dockerfile"))
+    _tree_digest(_server_root(), digest)
+    _tree_digest(model.path, digest)
+    tag = f"{image_repository(deployment)}:{digest.hexdigest()[:12]}"
+    if _image_exists(engine, tag):
+        log.info("Model image %s is already on the engine", tag)
+        return tag
+    trees = {"server/serving_image": _server_root(), "model": model.path}
+    with build_context({"Dockerfile": template("model.Dockerfile")}, trees) as context:
+        build(engine, context, tag, buildargs={"ENV_IMAGE": environment.tag},
+              labels={**labels, f"{LABEL}.kind": "model"})
+    return tag
+
+
+def serving_image(engine: Engine, deployment: str, ref: ModelRef,
+                  settings: Settings) -> tuple[str, ModelRef]:
+    """Fetch the model and build (or reuse) its serving image; returns the tag and the model."""
+    with tempfile.TemporaryDirectory(prefix="mlflow-dockerhost-") as tmp:
+        model = model_fetch.fetch(ref, Path(tmp))
+        environment = ensure_environment(engine, model, settings)
+        labels = {f"{LABEL}.model-uri": model.ref.uri,
+                  f"{LABEL}.model-resolved-uri": model.ref.resolved_uri,
+                  f"{LABEL}.run-id": model.ref.run_id or ""}
+        return build_model_image(engine, environment, model, deployment, labels), model.ref

@@ -1,0 +1,71 @@
+"""``mlflow deployments run-local``: the image ``create`` would deploy, run in the foreground."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from types import FrameType
+from typing import Any
+
+from docker.models.containers import Container
+from mlflow.exceptions import MlflowException
+
+from mlflow_docker_target import containers, model_fetch
+from mlflow_docker_target.config import normalize, parse_config
+from mlflow_docker_target.containers import Spec, check_name
+from mlflow_docker_target.engine import connect
+from mlflow_docker_target.image_build import serving_image
+from mlflow_docker_target.version import __version__
+
+log = logging.getLogger(__name__)
+DEFAULT_PORT = 5000
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _follow_logs(container: Container) -> None:
+    """Copy the container's output to ours, line by line, until it stops."""
+    buffer = b""
+    for chunk in container.logs(stream=True, follow=True):
+        buffer += chunk
+        *lines, buffer = buffer.split(b"\n")
+        for line in lines:
+            sys.stdout.write(line.decode(errors="replace") + "\n")
+        sys.stdout.flush()
+
+
+def run_local(name: str, model_uri: str, flavor: str | None = None,
+              config: dict[str, Any] | None = None) -> None:
+    """Build the serving image, run it on the local engine until Ctrl-C or SIGTERM, then clean up.
+
+    MLflow passes no target URI here, so the engine comes from ``-C docker_host`` or the
+    environment (DOCKER_HOST, DOCKER_CONTEXT, the current context).
+    """
+    check_name(name)
+    model_fetch.check_flavor(flavor)
+    settings = parse_config(config, "run_local")
+    engine = connect(settings.docker_host, settings.timeout)
+    image, ref = serving_image(engine, name, model_fetch.resolve(model_uri), settings)
+    spec = Spec(name, image, ref, normalize(config), settings, __version__, local_run=True)
+    try:
+        previous = signal.signal(signal.SIGTERM, _interrupt)
+    except ValueError:  # not the main thread: Ctrl-C handling is the caller's
+        previous = None
+    container = containers.start(engine, spec, settings.port or DEFAULT_PORT)
+    try:
+        threading.Thread(target=_follow_logs, args=(container,), daemon=True).start()
+        url = containers.wait_ready(engine, container, settings.ready_timeout)
+        log.info("Serving %s at %s (container %s); Ctrl-C stops it", ref.resolved_uri, url,
+                 container.name)
+        status = container.wait()["StatusCode"]
+        raise MlflowException(f"The server in {container.name} exited with code {status}.")
+    except KeyboardInterrupt:
+        log.info("Stopping %s", container.name)
+    finally:
+        containers.remove(container, settings.stop_timeout)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

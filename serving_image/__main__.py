@@ -1,0 +1,61 @@
+"""Run the scoring server: ``python -m serving_image [--model PATH_OR_URI] [--port N] ...``.
+
+In the image every setting comes from the environment. On a host (benchmarks, debugging) the
+options override it, and ``--model`` also takes any MLflow model URI, downloaded first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from pathlib import Path
+
+import uvicorn
+
+from serving_image.settings import ServerSettings
+
+
+def _local_model(model: str) -> str:
+    if Path(model).is_dir():
+        return str(Path(model).resolve())
+    import mlflow
+
+    return mlflow.artifacts.download_artifacts(artifact_uri=model,
+                                               dst_path=tempfile.mkdtemp(prefix="model-"))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m serving_image", description=__doc__)
+    parser.add_argument("--model", help="model directory or MLflow model URI")
+    parser.add_argument("--host")
+    parser.add_argument("--port", type=int)
+    parser.add_argument("--workers", type=int)
+    parser.add_argument("--request-timeout", type=float)
+    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--no-access-log", action="store_true")
+    args = parser.parse_args(argv)
+
+    overrides = {
+        "MODEL_PATH": _local_model(args.model) if args.model else None,
+        "HOST": args.host, "PORT": args.port, "WORKERS": args.workers,
+        "REQUEST_TIMEOUT": args.request_timeout, "LOG_LEVEL": args.log_level,
+        "ACCESS_LOG": "false" if args.no_access_log else None,
+    }
+    for name, value in overrides.items():
+        if value is not None:
+            os.environ["SCORING_" + name] = str(value)
+    settings = ServerSettings.from_env()
+    uvicorn.run(
+        "serving_image.asgi:app",
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_level=settings.log_level,
+        access_log=settings.access_log,
+        timeout_graceful_shutdown=max(1, int(settings.request_timeout)),
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,180 @@
+"""The FastAPI application: MLflow's scoring protocol plus readiness, liveness and version.
+
+The model loads in a background thread so that ``/health`` (liveness) answers while a large
+model loads and ``/ping`` (readiness) answers 200 only once it is loaded and warmed. A model that
+fails to load ends the worker with uvicorn's start-up failure code, which stops the server, so a
+broken deployment exits at once instead of restarting forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import threading
+import traceback
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from serving_image import __version__
+from serving_image.settings import ServerSettings
+
+log = logging.getLogger("serving_image")
+
+STARTUP_FAILURE = 3  # uvicorn's exit code for a worker that could not start
+
+
+def error(status: int, error_code: str, message: str) -> JSONResponse:
+    """An error shaped like MLflow's: ``{"error_code": ..., "message": ...}``."""
+    return JSONResponse({"error_code": error_code, "message": message}, status_code=status)
+
+
+@dataclass
+class ModelState:
+    """The loaded model, set once by the loader thread."""
+
+    model: Any = None
+    input_schema: Any = None
+    load_seconds: float | None = None
+    ready: threading.Event = field(default_factory=threading.Event)
+
+
+def load_model(settings: ServerSettings, state: ModelState) -> None:
+    """Load and warm the model; on failure end this worker so the server stops."""
+    import time
+
+    started = time.perf_counter()
+    try:
+        import mlflow.pyfunc
+
+        os.environ.setdefault("_MLFLOW_IS_IN_SERVING_ENVIRONMENT", "true")
+        model = mlflow.pyfunc.load_model(settings.model_path)
+        state.input_schema = model.metadata.get_input_schema()
+        state.model = model
+        _warm_up(settings, state)
+    except BaseException:
+        log.error("Loading the model from %s failed:\n%s", settings.model_path,
+                  traceback.format_exc())
+        logging.shutdown()
+        os._exit(STARTUP_FAILURE)
+    state.load_seconds = time.perf_counter() - started
+    state.ready.set()
+    log.info("Model loaded and warmed in %.2f s", state.load_seconds)
+
+
+def _warm_up(settings: ServerSettings, state: ModelState) -> None:
+    """Score the model's own serving example once, so the first real request is not the slowest."""
+    example = Path(settings.model_path) / "serving_input_example.json"
+    if not example.is_file():
+        return
+    from mlflow.pyfunc.scoring_server import invocations
+
+    try:
+        invocations(example.read_bytes(), "application/json", state.model, state.input_schema)
+    except Exception as exc:  # a stale example must not stop a working model
+        log.warning("Warm-up with serving_input_example.json failed: %s", exc)
+
+
+async def read_body(request: Request, limit: int) -> bytes | None:
+    """The request body, or ``None`` once it grows past ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        return None
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _as_json_error(status: int, text: str) -> JSONResponse:
+    """MLflow answers some errors as plain text; ours are always JSON."""
+    try:
+        body = json.loads(text)
+        if isinstance(body, dict) and "error_code" in body:
+            return JSONResponse(body, status_code=status)
+    except ValueError:
+        pass
+    return error(status, "BAD_REQUEST", text)
+
+
+def create_app(settings: ServerSettings) -> FastAPI:
+    state = ModelState()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        threading.Thread(target=load_model, args=(settings, state), name="model-loader",
+                         daemon=True).start()
+        yield
+
+    app = FastAPI(title="MLflow model server", version=__version__, lifespan=lifespan)
+    app.state.model_state = state
+
+    @app.get("/ping")
+    async def ping() -> Response:
+        """Readiness: 200 once the model is loaded and warmed."""
+        if not state.ready.is_set():
+            return error(503, "TEMPORARILY_UNAVAILABLE", "The model is still loading.")
+        return Response(content="\n", media_type="application/json")
+
+    @app.get("/health")
+    async def health() -> Response:
+        """Liveness: the process answers, whether or not the model is loaded yet."""
+        return JSONResponse({"status": "ok", "model_loaded": state.ready.is_set()})
+
+    @app.get("/version")
+    async def version() -> Response:
+        import mlflow
+
+        return JSONResponse({
+            "server": __version__,
+            "mlflow": mlflow.__version__,
+            "model_name": settings.model_name,
+            "model_version": settings.model_version,
+            "run_id": settings.run_id,
+            "image": settings.image,
+        })
+
+    @app.post("/invocations")
+    async def invocations(request: Request) -> Response:
+        from mlflow.exceptions import MlflowException
+        from mlflow.pyfunc import scoring_server
+
+        if not state.ready.is_set():
+            return error(503, "TEMPORARILY_UNAVAILABLE", "The model is still loading.")
+        content_type = request.headers.get("content-type")
+        if not content_type:
+            return error(415, "BAD_REQUEST",
+                         "Missing Content-Type. Send application/json or text/csv.")
+        body = await read_body(request, settings.max_body_size)
+        if body is None:
+            return error(413, "REQUEST_LIMIT_EXCEEDED",
+                         f"Request body exceeds the limit of {settings.max_body_size} bytes.")
+        try:
+            result = await asyncio.wait_for(
+                asyncio.to_thread(scoring_server.invocations, body, content_type, state.model,
+                                  state.input_schema),
+                timeout=settings.request_timeout,
+            )
+        except (asyncio.TimeoutError, TimeoutError):
+            return error(504, "DEADLINE_EXCEEDED",
+                         f"Request processing time exceeded {settings.request_timeout:g} s.")
+        except MlflowException as exc:
+            return Response(content=exc.serialize_as_json(),
+                            status_code=exc.get_http_status_code(),
+                            media_type="application/json")
+        if result.mimetype != "application/json":
+            return _as_json_error(result.status, result.response)
+        return Response(content=result.response, status_code=result.status,
+                        media_type="application/json")
+
+    return app

@@ -1,0 +1,91 @@
+"""Server settings, read from the environment so that every worker process sees the same."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+PREFIX = "SCORING_"
+
+
+def available_cpus() -> int:
+    """CPUs this process may use: affinity, then the cgroup CPU quota (docker --cpus)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    quota = _cgroup_quota()
+    if quota:
+        cpus = min(cpus or 1, max(1, math.ceil(quota)))
+    return max(1, cpus or 1)
+
+
+def _cgroup_quota() -> float | None:
+    v2 = Path("/sys/fs/cgroup/cpu.max")
+    try:
+        if v2.is_file():
+            quota, period = v2.read_text().split()[:2]
+            return None if quota == "max" else int(quota) / int(period)
+        v1 = Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us")
+        if v1.is_file():
+            quota_us = int(v1.read_text())
+            period_us = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
+            return None if quota_us <= 0 else quota_us / period_us
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def _flag(value: str) -> bool:
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    model_path: str
+    host: str = "0.0.0.0"
+    port: int = 8080
+    workers: int = 1
+    request_timeout: float = 60.0
+    max_body_size: int = 100 * 1024**2
+    log_level: str = "info"
+    access_log: bool = True
+    model_name: str | None = None
+    model_version: str | None = None
+    run_id: str | None = None
+    image: str | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> ServerSettings:
+        def get(name: str, default: str | None = None) -> str | None:
+            value = environ.get(PREFIX + name, "").strip()
+            return value or default
+
+        workers = get("WORKERS")
+        return cls(
+            model_path=get("MODEL_PATH") or environ.get("MLFLOW_MODEL_PATH", "/opt/ml/model"),
+            host=get("HOST", "0.0.0.0") or "0.0.0.0",
+            port=int(get("PORT") or environ.get("SERVER_PORT") or 8080),
+            workers=int(workers) if workers else available_cpus(),
+            request_timeout=float(get("REQUEST_TIMEOUT")
+                                  or environ.get("MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT") or 60),
+            max_body_size=int(get("MAX_BODY_SIZE") or 100 * 1024**2),
+            log_level=get("LOG_LEVEL", "info") or "info",
+            access_log=_flag(get("ACCESS_LOG", "true") or "true"),
+            model_name=get("MODEL_NAME"),
+            model_version=get("MODEL_VERSION"),
+            run_id=get("RUN_ID"),
+            image=get("IMAGE"),
+        )
+
+    def to_env(self) -> dict[str, str]:
+        """The environment that makes :meth:`from_env` return these settings."""
+        values = {
+            "MODEL_PATH": self.model_path, "HOST": self.host, "PORT": str(self.port),
+            "WORKERS": str(self.workers), "REQUEST_TIMEOUT": str(self.request_timeout),
+            "MAX_BODY_SIZE": str(self.max_body_size), "LOG_LEVEL": self.log_level,
+            "ACCESS_LOG": "true" if self.access_log else "false",
+            "MODEL_NAME": self.model_name, "MODEL_VERSION": self.model_version,
+            "RUN_ID": self.run_id, "IMAGE": self.image,
+        }
+        return {PREFIX + k: v for k, v in values.items() if v is not None}

@@ -1,0 +1,121 @@
+"""Fixtures: a real Docker engine, a throwaway MLflow registry, and models registered in it.
+
+Tests marked ``engine`` need a Docker engine. Without one they skip, except under ``CI=true``,
+where a missing engine fails the run: CI must never pass by skipping the integration tests.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import mlflow
+import pytest
+
+from mlflow_docker_target.demo import register_demo_model
+
+LABEL = "io.mlflow.dockerhost.deployment"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if "integration" in item.path.parts:
+            item.add_marker(pytest.mark.engine)
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> docker.DockerClient:
+    try:
+        client = docker.from_env(timeout=10)
+        client.ping()
+    except docker.errors.DockerException as exc:
+        message = f"no Docker engine answers ({exc}); `make engine` starts one"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    base = os.environ.get("MLFLOW_DOCKERHOST_BASE_IMAGE")
+    if not base:
+        pytest.fail("MLFLOW_DOCKERHOST_BASE_IMAGE is not set; run the tests with `make test`",
+                    pytrace=False)
+    return client
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A SQLite-backed tracking server and registry for the whole session."""
+    root = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{root}/mlflow.db"
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    mlflow.set_tracking_uri(uri)
+    cwd = os.getcwd()
+    os.chdir(root)  # the default experiment's artifacts go below the registry
+    try:
+        yield uri
+    finally:
+        os.chdir(cwd)
+        if previous is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = previous
+
+
+@pytest.fixture(scope="session")
+def iris_versions(registry: str) -> dict[str, str]:
+    """Two versions of one registered model whose predictions differ on :data:`IRIS_INPUT`."""
+    first = register_demo_model("iris", c=1.0)
+    second = register_demo_model("iris", c=0.001)
+    return {"v1": first, "v2": second}
+
+
+IRIS_INPUT = {
+    "columns": ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"],
+    "data": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]],
+}
+IRIS_COLUMNS = {column: [row[i] for row in IRIS_INPUT["data"]]
+                for i, column in enumerate(IRIS_INPUT["columns"])}
+
+
+class FailingModel(mlflow.pyfunc.PythonModel):
+    """Loading it raises, as a broken model does in production."""
+
+    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+        raise RuntimeError("this model cannot be loaded")
+
+    def predict(self, context, model_input, params=None):  # pragma: no cover
+        return model_input
+
+
+@pytest.fixture(scope="session")
+def failing_model(iris_versions: dict[str, str], registry: str) -> str:
+    """A registered model that fails to load, sharing iris's requirements (and environment)."""
+    requirements = Path(mlflow.artifacts.download_artifacts(
+        f"{iris_versions['v1']}/requirements.txt")).read_text().split()
+    with mlflow.start_run():
+        info = mlflow.pyfunc.log_model(name="model", python_model=FailingModel(),
+                                       pip_requirements=requirements,
+                                       registered_model_name="broken")
+    return f"models:/broken/{info.registered_model_version}"
+
+
+@pytest.fixture
+def deployment_name(docker_client: docker.DockerClient) -> Iterator[str]:
+    """A fresh deployment name; whatever the test left behind under it is removed after."""
+    name = f"t-{secrets.token_hex(4)}"
+    yield name
+    for container in docker_client.containers.list(all=True, filters={"label": f"{LABEL}={name}"}):
+        container.remove(force=True)
+
+
+def mlflow_cli(*args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
+    """Run the real ``mlflow`` CLI, as a user would."""
+    result = subprocess.run([sys.executable, "-m", "mlflow", *args], capture_output=True,
+                            text=True, timeout=timeout, env=os.environ.copy())
+    if check and result.returncode != 0:
+        raise AssertionError(f"mlflow {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result

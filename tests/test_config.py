@@ -1,0 +1,90 @@
+"""Config parsing: strings from -C become typed settings; bad input names key, values, default."""
+
+from dataclasses import fields
+
+import pytest
+from mlflow.exceptions import MlflowException
+
+from mlflow_docker_target.config import KEYS, Settings, help_text, parse_config
+
+
+def test_none_and_empty_mean_defaults() -> None:
+    assert parse_config(None, "create") == parse_config({}, "create") == Settings()
+
+
+def test_every_setting_has_exactly_one_key() -> None:
+    assert {f.name for f in fields(Settings)} == {k.name for k in KEYS} | {"env"}
+
+
+def test_strings_are_parsed_to_types() -> None:
+    settings = parse_config({
+        "port": "8080", "cpus": "1.5", "memory": "512m", "init": "false", "workers": "3",
+        "restart_policy": "on-failure:3", "bind_address": "0.0.0.0", "max_body_size": "1g",
+        "request_timeout": "5", "env.OMP_NUM_THREADS": "1",
+    }, "create")
+    assert settings.port == 8080
+    assert settings.cpus == 1.5
+    assert settings.memory == 512 * 1024**2
+    assert settings.init is False
+    assert settings.workers == 3
+    assert settings.restart_policy == "on-failure:3"
+    assert settings.bind_address == "0.0.0.0"
+    assert settings.max_body_size == 1024**3
+    assert settings.env == {"OMP_NUM_THREADS": "1"}
+
+
+def test_python_values_are_accepted() -> None:
+    assert parse_config({"port": 8080, "init": False}, "create").port == 8080
+    assert parse_config({"init": False}, "create").init is False
+
+
+@pytest.mark.parametrize(("key", "value", "expected"), [
+    ("port", "0", "a TCP port 1-65535"),
+    ("port", "http", "a TCP port 1-65535"),
+    ("init", "maybe", "true or false"),
+    ("memory", "lots", "a size such as 512m"),
+    ("restart_policy", "sometimes", "no, always, unless-stopped or on-failure"),
+    ("bind_address", "localhost:80", "an IP address"),
+    ("workers", "0", "an integer >= 1"),
+])
+def test_bad_values_name_key_accepted_values_and_default(key: str, value: str,
+                                                         expected: str) -> None:
+    with pytest.raises(MlflowException) as err:
+        parse_config({key: value}, "create")
+    message = err.value.message
+    assert f"'{key}'" in message and repr(value) in message
+    assert expected in message and "default:" in message
+    assert err.value.error_code == "INVALID_PARAMETER_VALUE"
+
+
+def test_unknown_key_lists_accepted_keys() -> None:
+    with pytest.raises(MlflowException, match=r"Unknown config key 'prot'.*port"):
+        parse_config({"prot": "8080"}, "create")
+
+
+def test_key_for_another_command_is_refused() -> None:
+    with pytest.raises(MlflowException, match="'remove_image' does not apply to create"):
+        parse_config({"remove_image": "true"}, "create")
+    assert parse_config({"remove_image": "true"}, "delete").remove_image is True
+    with pytest.raises(MlflowException, match="'port' does not apply to delete"):
+        parse_config({"port": "1"}, "delete")
+
+
+def test_env_keys_need_a_valid_name() -> None:
+    with pytest.raises(MlflowException, match=r"env\.<NAME>"):
+        parse_config({"env.BAD-NAME": "1"}, "create")
+
+
+def test_base_image_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MLFLOW_DOCKERHOST_BASE_IMAGE", raising=False)
+    assert Settings().resolved_base_image("3.10.14") == "python:3.10-slim"
+    monkeypatch.setenv("MLFLOW_DOCKERHOST_BASE_IMAGE", "local/base:1")
+    assert Settings().resolved_base_image("3.10.14") == "local/base:1"
+    assert Settings(base_image="mine:2").resolved_base_image("3.10.14") == "mine:2"
+
+
+def test_help_lists_every_key_with_default() -> None:
+    text = help_text()
+    for key in KEYS:
+        assert f"  {key.name}  [" in text
+        assert f"default: {key.default_text}" in text

@@ -1,0 +1,71 @@
+"""What goes into a serving environment, and pip's target options."""
+
+from pathlib import Path
+
+import pytest
+
+from mlflow_docker_target.dependencies import (
+    Platform,
+    environment_requirements,
+    server_requirements,
+)
+from mlflow_docker_target.model_fetch import FetchedModel, ModelRef
+
+
+def _model(tmp_path: Path, requirements: str | None, mlflow_version: str = "3.17.2",
+           constraints: str | None = None) -> FetchedModel:
+    if requirements is not None:
+        (tmp_path / "requirements.txt").write_text(requirements)
+    if constraints is not None:
+        (tmp_path / "constraints.txt").write_text(constraints)
+    return FetchedModel(ModelRef("m", "m"), tmp_path, "3.11.7", mlflow_version)
+
+
+def test_mlflow_pin_becomes_skinny(tmp_path: Path) -> None:
+    reqs = environment_requirements(_model(tmp_path, "mlflow==3.17.2\nscikit-learn==1.9.1\n"),
+                                    "auto")
+    assert reqs.lines[:2] == ("mlflow-skinny==3.17.2", "scikit-learn==1.9.1")
+    assert reqs.skinny_swap == "3.17.2"
+    assert "mlflow==3.17.2" in reqs.with_full_mlflow().lines
+    for server_req in server_requirements():
+        assert server_req in reqs.lines
+
+
+def test_full_keeps_mlflow_and_extras(tmp_path: Path) -> None:
+    reqs = environment_requirements(_model(tmp_path, "mlflow[gateway]==3.1.0\n"), "full")
+    assert reqs.lines[0] == "mlflow[gateway]==3.1.0"
+    assert reqs.skinny_swap is None
+
+
+def test_model_without_requirements_gets_its_mlflow_version(tmp_path: Path) -> None:
+    reqs = environment_requirements(_model(tmp_path, None, mlflow_version="2.20.0"), "auto")
+    assert reqs.lines[0] == "mlflow-skinny==2.20.0"
+
+
+def test_constraints_and_comments(tmp_path: Path) -> None:
+    model = _model(tmp_path, "# logged by mlflow\nmlflow==3.17.2\n-c constraints.txt\nnumpy  # x\n",
+                   constraints="numpy<3\n")
+    reqs = environment_requirements(model, "auto")
+    assert "numpy" in reqs.lines
+    assert reqs.constraints == ("numpy<3",)
+    assert not any(line.startswith("-") for line in reqs.lines)
+
+
+def test_requirements_text_is_stable(tmp_path: Path) -> None:
+    a = environment_requirements(_model(tmp_path, "mlflow==3.17.2\npandas\n"), "auto")
+    b = environment_requirements(_model(tmp_path, "mlflow==3.17.2\npandas\n"), "auto")
+    assert a.text() == b.text()
+
+
+@pytest.mark.parametrize(("machine", "glibc", "last"), [
+    ("x86_64", "2.36", "manylinux_2_36_x86_64"),
+    ("aarch64", "2.31", "manylinux_2_31_aarch64"),
+])
+def test_platform_lists_every_manylinux_tag(machine: str, glibc: str, last: str) -> None:
+    args = Platform("3.11", machine, glibc).pip_args()
+    platforms = [args[i + 1] for i, a in enumerate(args) if a == "--platform"]
+    assert platforms[0] == f"manylinux2014_{machine}"
+    assert f"manylinux_2_17_{machine}" in platforms
+    assert platforms[-1] == last
+    assert args[args.index("--python-version") + 1] == "3.11"
+    assert args[args.index("--abi") + 1] == "cp311"

@@ -1,0 +1,101 @@
+"""The scoring server in-process: readiness, protocol and JSON errors."""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from serving_image.app import create_app
+from serving_image.settings import ServerSettings, available_cpus
+
+IRIS = {"columns": ["sepal length (cm)", "sepal width (cm)", "petal length (cm)",
+                    "petal width (cm)"],
+        "data": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]}
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import mlflow
+    import pandas as pd
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    features, target = load_iris(return_X_y=True, as_frame=True)
+    path = tmp_path_factory.mktemp("model") / "iris"
+    mlflow.sklearn.save_model(LogisticRegression(max_iter=500).fit(features, target), path,
+                              input_example=pd.DataFrame(features).head(2))
+    return path
+
+
+@pytest.fixture(scope="module")
+def client(model_dir: Path) -> Iterator[TestClient]:
+    settings = ServerSettings(model_path=str(model_dir), max_body_size=4096, model_name="iris",
+                              model_version="3")
+    app = create_app(settings)
+    with TestClient(app) as test_client:
+        assert app.state.model_state.ready.wait(120)
+        yield test_client
+
+
+def test_ping_health_version(client: TestClient) -> None:
+    assert client.get("/ping").status_code == 200
+    assert client.get("/health").json() == {"status": "ok", "model_loaded": True}
+    version = client.get("/version").json()
+    assert version["model_name"] == "iris" and version["model_version"] == "3"
+    assert version["mlflow"]
+
+
+def test_not_ready_answers_503(model_dir: Path) -> None:
+    app = create_app(ServerSettings(model_path=str(model_dir)))
+    client = TestClient(app)  # no lifespan: the model never starts loading
+    assert client.get("/ping").status_code == 503
+    answer = client.post("/invocations", json={"dataframe_split": IRIS})
+    assert answer.status_code == 503
+    assert answer.json()["error_code"] == "TEMPORARILY_UNAVAILABLE"
+    assert client.get("/health").status_code == 200
+
+
+@pytest.mark.parametrize("body", [
+    {"dataframe_split": IRIS},
+    {"dataframe_records": [dict(zip(IRIS["columns"], row, strict=True)) for row in IRIS["data"]]},
+    {"inputs": {col: [row[i] for row in IRIS["data"]] for i, col in enumerate(IRIS["columns"])}},
+])
+def test_json_formats(client: TestClient, body: dict) -> None:
+    answer = client.post("/invocations", json=body)
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"predictions": [0, 2]}
+
+
+def test_csv_with_charset(client: TestClient) -> None:
+    csv = ",".join(IRIS["columns"]) + "\n" + "\n".join(",".join(map(str, r)) for r in IRIS["data"])
+    answer = client.post("/invocations", content=csv,
+                         headers={"Content-Type": "text/csv; charset=utf-8"})
+    assert answer.json() == {"predictions": [0, 2]}
+
+
+@pytest.mark.parametrize(("headers", "content", "status"), [
+    ({}, b"{}", 415),
+    ({"Content-Type": "text/plain"}, b"x", 415),
+    ({"Content-Type": "application/json; format=pandas-split"}, b"{}", 415),
+    ({"Content-Type": "application/json"}, b"[1, 2]", 400),
+    ({"Content-Type": "application/json"}, b"{not json", 400),
+    ({"Content-Type": "application/json"}, b'{"dataframe_split": {"columns": ["x"], '
+                                           b'"data": [[1]]}}', 400),
+    ({"Content-Type": "application/json"}, b"x" * 5000, 413),
+])
+def test_errors_are_json(client: TestClient, headers: dict, content: bytes, status: int) -> None:
+    answer = client.post("/invocations", content=content, headers=headers)
+    assert answer.status_code == status
+    body = answer.json()
+    assert set(body) >= {"error_code", "message"}
+
+
+def test_available_cpus_is_positive() -> None:
+    assert available_cpus() >= 1
+
+
+def test_settings_round_trip_through_the_environment() -> None:
+    settings = ServerSettings(model_path="/m", workers=3, request_timeout=5.0, access_log=False,
+                              run_id="abc")
+    assert ServerSettings.from_env(settings.to_env()) == settings

@@ -13,6 +13,7 @@ from mlflow.protos.databricks_pb2 import (
     INVALID_PARAMETER_VALUE,
     RESOURCE_ALREADY_EXISTS,
     RESOURCE_DOES_NOT_EXIST,
+    ErrorCode,
 )
 
 from mlflow_docker_target import config as config_module
@@ -156,8 +157,10 @@ def _start_ready(engine: Engine, spec: Spec, port: int | None, settings: Setting
         containers.remove(container, stop_timeout=1)
         if replacing is None:
             _remove_images(engine, {spec.image})
-        if isinstance(exc, MlflowException) and replacing is not None:
-            exc.message += f"\nThe previous container {replacing.name} keeps serving."
+        elif isinstance(exc, MlflowException):
+            raise MlflowException(
+                f"{exc.message}\nThe previous container {replacing.name} keeps serving.",
+                ErrorCode.Value(exc.error_code)) from None
         raise
     container.reload()
     return container

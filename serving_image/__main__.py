@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 from pathlib import Path
 
 import uvicorn
 
+from serving_image.app import STARTUP_FAILURE
+from serving_image.readiness import READY_DIR_ENV, Readiness
 from serving_image.settings import ServerSettings
 
 
@@ -46,6 +49,8 @@ def main(argv: list[str] | None = None) -> None:
         if value is not None:
             os.environ["SCORING_" + name] = str(value)
     settings = ServerSettings.from_env()
+    ready_dir = tempfile.mkdtemp(prefix="scoring-ready-")
+    os.environ[READY_DIR_ENV] = ready_dir
     uvicorn.run(
         "serving_image.asgi:app",
         host=settings.host,
@@ -55,6 +60,8 @@ def main(argv: list[str] | None = None) -> None:
         access_log=settings.access_log,
         timeout_graceful_shutdown=max(1, int(settings.request_timeout)),
     )
+    if Readiness(ready_dir, settings.workers).failed():
+        sys.exit(STARTUP_FAILURE)
 
 
 if __name__ == "__main__":

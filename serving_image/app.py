@@ -24,6 +24,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from serving_image import __version__
+from serving_image.readiness import READY_DIR_ENV, Readiness
 from serving_image.settings import ServerSettings
 
 log = logging.getLogger("serving_image")
@@ -40,6 +41,7 @@ def error(status: int, error_code: str, message: str) -> JSONResponse:
 class ModelState:
     """The loaded model, set once by the loader thread."""
 
+    readiness: Readiness
     model: Any = None
     input_schema: Any = None
     load_seconds: float | None = None
@@ -62,10 +64,12 @@ def load_model(settings: ServerSettings, state: ModelState) -> None:
     except BaseException:
         log.error("Loading the model from %s failed:\n%s", settings.model_path,
                   traceback.format_exc())
+        state.readiness.mark_failed()
         logging.shutdown()
         os._exit(STARTUP_FAILURE)
     state.load_seconds = time.perf_counter() - started
     state.ready.set()
+    state.readiness.mark_ready()
     log.info("Model loaded and warmed in %.2f s", state.load_seconds)
 
 
@@ -108,7 +112,7 @@ def _as_json_error(status: int, text: str) -> JSONResponse:
 
 
 def create_app(settings: ServerSettings) -> FastAPI:
-    state = ModelState()
+    state = ModelState(Readiness(os.environ.get(READY_DIR_ENV), settings.workers))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -121,8 +125,8 @@ def create_app(settings: ServerSettings) -> FastAPI:
 
     @app.get("/ping")
     async def ping() -> Response:
-        """Readiness: 200 once the model is loaded and warmed."""
-        if not state.ready.is_set():
+        """Readiness: 200 once every worker has its model loaded and warmed."""
+        if not state.readiness.all_ready():
             return error(503, "TEMPORARILY_UNAVAILABLE", "The model is still loading.")
         return Response(content="\n", media_type="application/json")
 

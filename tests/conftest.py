@@ -81,23 +81,32 @@ IRIS_COLUMNS = {column: [row[i] for row in IRIS_INPUT["data"]]
                 for i, column in enumerate(IRIS_INPUT["columns"])}
 
 
-class FailingModel(mlflow.pyfunc.PythonModel):
-    """Loading it raises, as a broken model does in production."""
+FAILING_MODEL_CODE = """
+import mlflow
 
-    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+
+class FailingModel(mlflow.pyfunc.PythonModel):
+    def load_context(self, context):
         raise RuntimeError("this model cannot be loaded")
 
-    def predict(self, context, model_input, params=None):  # pragma: no cover
+    def predict(self, context, model_input, params=None):
         return model_input
 
 
+mlflow.models.set_model(FailingModel())
+"""
+
+
 @pytest.fixture(scope="session")
-def failing_model(iris_versions: dict[str, str], registry: str) -> str:
-    """A registered model that fails to load, sharing iris's requirements (and environment)."""
+def failing_model(iris_versions: dict[str, str], registry: str,
+                  tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A registered model whose loading raises; it shares iris's requirements (and environment)."""
     requirements = Path(mlflow.artifacts.download_artifacts(
         f"{iris_versions['v1']}/requirements.txt")).read_text().split()
+    code = tmp_path_factory.mktemp("failing") / "failing_model.py"
+    code.write_text(FAILING_MODEL_CODE)
     with mlflow.start_run():
-        info = mlflow.pyfunc.log_model(name="model", python_model=FailingModel(),
+        info = mlflow.pyfunc.log_model(name="model", python_model=str(code),
                                        pip_requirements=requirements,
                                        registered_model_name="broken")
     return f"models:/broken/{info.registered_model_version}"

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -167,7 +168,7 @@ def test_bad_inputs_are_clear_and_leave_nothing(registry, deployment_name, docke
     with pytest.raises(MlflowException, match="nonexistent-model") as err:
         client.create_deployment(deployment_name, "models:/nonexistent-model/1")
     assert err.value.error_code == "RESOURCE_DOES_NOT_EXIST"
-    with pytest.raises(MlflowException, match=r"could not be pulled.*make base-image"):
+    with pytest.raises(MlflowException, match=r"(?s)could not be pulled.*make base-image"):
         client.create_deployment(deployment_name, "models:/iris/1",
                                  config={"base_image": "example.invalid/no-such-image:1"})
     assert _containers(docker_client, deployment_name) == []
@@ -184,7 +185,7 @@ def test_engine_not_reachable_is_clear(tmp_path: Path) -> None:
 def test_predict_error_carries_server_message(iris_versions, deployment_name) -> None:
     client = get_deploy_client("dockerhost")
     client.create_deployment(deployment_name, iris_versions["v1"])
-    with pytest.raises(MlflowException, match=r"answered 400.*Failed to enforce schema"):
+    with pytest.raises(MlflowException, match=r"(?s)answered 400.*Failed to enforce schema"):
         client.predict(deployment_name, pd.DataFrame({"x": [1.0]}))
     with pytest.raises(MlflowException, match="does not compute explanations"):
         client.explain(deployment_name, pd.DataFrame({"x": [1.0]}))
@@ -196,23 +197,25 @@ def test_run_local_serves_until_sigterm(iris_versions, deployment_name, docker_c
         [sys.executable, "-m", "mlflow", "deployments", "run-local", "-t", "dockerhost",
          "--name", deployment_name, "-m", iris_versions["v1"], "-C", f"port={port}"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ.copy())
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(process.stdout or []), daemon=True)
+    reader.start()
     try:
         deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
-            assert process.poll() is None, process.stdout.read() if process.stdout else ""
-            try:
-                if requests.get(f"http://127.0.0.1:{port}/ping", timeout=1).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            time.sleep(0.5)
+        while not any(f"at http://127.0.0.1:{port}" in line for line in lines):
+            assert process.poll() is None, "".join(lines)
+            assert time.monotonic() < deadline, "".join(lines)
+            time.sleep(0.2)
         assert _curl(f"http://127.0.0.1:{port}") == [0, 2, 1]
         # run-local containers are not deployments
-        assert deployment_name not in [d["name"] for d in get_deploy_client("dockerhost")
-                                       .list_deployments()]
+        listed = get_deploy_client("dockerhost").list_deployments()
+        assert deployment_name not in [d["name"] for d in listed]
     finally:
         process.send_signal(signal.SIGTERM)
-        output, _ = process.communicate(timeout=60)
+        process.wait(timeout=60)
+        reader.join(timeout=10)
+    output = "".join(lines)
+    assert process.returncode == 0, output
     assert "Serving models:/iris/1" in output
     assert "Application startup complete" in output  # the server's own log is streamed
     assert _containers(docker_client, deployment_name) == []

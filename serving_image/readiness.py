@@ -1,0 +1,51 @@
+"""Readiness shared by a server's worker processes, through marker files in one directory.
+
+Requests go to whichever worker accepts them, so one worker's loaded model says nothing about
+the others: ``/ping`` answers 200 only when every worker has marked itself ready. A worker whose
+model fails to load leaves a ``failed`` marker, so the launcher can exit with an error code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+READY_DIR_ENV = "SCORING_READY_DIR"
+
+
+class Readiness:
+    def __init__(self, directory: str | None, workers: int) -> None:
+        self.directory = Path(directory) if directory else None
+        self.workers = workers
+        self.own = False
+
+    def mark_ready(self) -> None:
+        self.own = True
+        if self.directory:
+            (self.directory / f"ready-{os.getpid()}").touch()
+
+    def mark_failed(self) -> None:
+        if self.directory:
+            (self.directory / "failed").touch()
+
+    def failed(self) -> bool:
+        return bool(self.directory and (self.directory / "failed").exists())
+
+    def all_ready(self) -> bool:
+        if not self.own:
+            return False
+        if not self.directory:
+            return True
+        alive = 0
+        for marker in self.directory.glob("ready-*"):
+            pid = int(marker.name.split("-", 1)[1])
+            try:
+                os.kill(pid, 0)
+                alive += 1
+            except ProcessLookupError:  # a worker that died; its replacement marks itself
+                with contextlib.suppress(FileNotFoundError):
+                    marker.unlink()
+            except PermissionError:
+                alive += 1
+        return alive >= self.workers

@@ -18,7 +18,6 @@ import tarfile
 import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import IO, Any
@@ -205,7 +204,11 @@ def probe_platform(engine: Engine, base_id: str) -> Platform:
 
 
 def environment_key(requirements: Requirements, platform: Platform, base_id: str) -> str:
-    """Hash of everything that goes into an environment image."""
+    """Hash of everything that goes into an environment image but the model.
+
+    The model only decides which modules get bytecode, so models with the same requirements
+    share one environment.
+    """
     digest = hashlib.sha256()
     for part in (requirements.text(), requirements.constraints_text(),
                  json.dumps(platform.__dict__, sort_keys=True), base_id,
@@ -214,15 +217,8 @@ def environment_key(requirements: Requirements, platform: Platform, base_id: str
     return digest.hexdigest()[:16]
 
 
-@dataclass(frozen=True)
-class Environment:
-    tag: str
-    platform: Platform
-    requirements: Requirements
-
-
-def ensure_environment(engine: Engine, model: FetchedModel, settings: Settings) -> Environment:
-    """The environment image for this model on this engine, built only when it is missing."""
+def ensure_environment(engine: Engine, model: FetchedModel, settings: Settings) -> str:
+    """The tag of this model's environment image on this engine, built only when missing."""
     base = settings.resolved_base_image(model.python_version)
     base_id = ensure_base(engine, base, settings.pull_base)
     platform = probe_platform(engine, base_id)
@@ -234,26 +230,35 @@ def ensure_environment(engine: Engine, model: FetchedModel, settings: Settings) 
     tag = f"{IMAGE_REPO}/env:{environment_key(requirements, platform, base_id)}"
     if _image_exists(engine, tag):
         log.info("Environment image %s is already on the engine", tag)
-        return Environment(tag, platform, requirements)
+        return tag
 
-    wheelhouse = CACHE_DIR / "wheelhouses" / tag.rsplit(":", 1)[1]
+    labels = {f"{LABEL}.kind": "environment", f"{LABEL}.base-image": base}
+    with tempfile.TemporaryDirectory(prefix="mlflow-dockerhost-wheels-") as wheelhouse:
+        requirements = _download(requirements, platform, Path(wheelhouse))
+        labels[f"{LABEL}.requirements"] = requirements.text()
+        files = {"Dockerfile": template("env.Dockerfile")}
+        trees = {"wheels": Path(wheelhouse), "server/serving_image": _server_root(),
+                 "model": model.path}
+        with build_context(files, trees) as context:
+            build(engine, context, tag, buildargs={"BASE_IMAGE": base}, labels=labels)
+    # The build stage (wheels and all) stays behind as an untagged image; it is never reused.
+    engine.client.images.prune(filters={"dangling": True, "label": f"{LABEL}.stage=build"})
+    return tag
+
+
+def _download(requirements: Requirements, platform: Platform, wheelhouse: Path) -> Requirements:
+    """Wheels for the environment; full mlflow when mlflow-skinny lacks the model's version."""
     try:
         dependencies.download_wheels(requirements, platform, wheelhouse)
+        return requirements
     except MlflowException as exc:
         if requirements.skinny_swap is None or not dependencies.skinny_unavailable(exc):
             raise
-        log.warning("mlflow-skinny %s is not available; serving with mlflow %s instead",
-                    requirements.skinny_swap, requirements.skinny_swap)
-        requirements = requirements.with_full_mlflow()
-        dependencies.download_wheels(requirements, platform, wheelhouse)
-    labels = {f"{LABEL}.kind": "environment", f"{LABEL}.base-image": base,
-              f"{LABEL}.requirements": requirements.text()}
-    files = {"Dockerfile": template("env.Dockerfile")}
-    with build_context(files, {"wheels": wheelhouse}) as context:
-        build(engine, context, tag, buildargs={"BASE_IMAGE": base}, labels=labels)
-    # The build stage (wheels and all) stays behind as an untagged image; it is never reused.
-    engine.client.images.prune(filters={"dangling": True, "label": f"{LABEL}.stage=build"})
-    return Environment(tag, platform, requirements)
+    log.warning("mlflow-skinny %s is not available; serving with mlflow %s instead",
+                requirements.skinny_swap, requirements.skinny_swap)
+    requirements = requirements.with_full_mlflow()
+    dependencies.download_wheels(requirements, platform, wheelhouse)
+    return requirements
 
 
 def _image_exists(engine: Engine, tag: str) -> bool:
@@ -277,10 +282,10 @@ def image_repository(deployment: str) -> str:
     return f"{IMAGE_REPO}/{re.sub(r'[^a-z0-9._-]', '-', deployment.lower())}"
 
 
-def build_model_image(engine: Engine, environment: Environment, model: FetchedModel,
+def build_model_image(engine: Engine, environment: str, model: FetchedModel,
                       deployment: str, labels: Mapping[str, str]) -> str:
     """The model image, content-addressed: the same model on the same environment is reused."""
-    env_id = engine.client.images.get(environment.tag).id
+    env_id = engine.client.images.get(environment).id
     digest = hashlib.sha256(env_id.encode() + template("model.Dockerfile"))
     _tree_digest(_server_root(), digest)
     _tree_digest(model.path, digest)
@@ -290,7 +295,7 @@ def build_model_image(engine: Engine, environment: Environment, model: FetchedMo
         return tag
     trees = {"server/serving_image": _server_root(), "model": model.path}
     with build_context({"Dockerfile": template("model.Dockerfile")}, trees) as context:
-        build(engine, context, tag, buildargs={"ENV_IMAGE": environment.tag},
+        build(engine, context, tag, buildargs={"ENV_IMAGE": environment},
               labels={**labels, f"{LABEL}.kind": "model"})
     return tag
 

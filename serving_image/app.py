@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import threading
+import time
 import traceback
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -48,19 +49,31 @@ class ModelState:
     ready: threading.Event = field(default_factory=threading.Event)
 
 
-def load_model(settings: ServerSettings, state: ModelState) -> None:
-    """Load and warm the model; on failure end this worker so the server stops."""
-    import time
+def load_and_warm(model_path: str) -> tuple[Any, Any]:
+    """Load the pyfunc model and score its own serving example once.
 
+    The warm-up makes the first real request as fast as the rest; a stale example only warns.
+    """
+    import mlflow.pyfunc
+    from mlflow.pyfunc.scoring_server import invocations
+
+    os.environ.setdefault("_MLFLOW_IS_IN_SERVING_ENVIRONMENT", "true")
+    model = mlflow.pyfunc.load_model(model_path)
+    input_schema = model.metadata.get_input_schema()
+    example = Path(model_path) / "serving_input_example.json"
+    if example.is_file():
+        try:
+            invocations(example.read_bytes(), "application/json", model, input_schema)
+        except Exception as exc:
+            log.warning("Warm-up with serving_input_example.json failed: %s", exc)
+    return model, input_schema
+
+
+def load_model(settings: ServerSettings, state: ModelState) -> None:
+    """The loader thread: load, then mark ready; on failure end this worker so the server stops."""
     started = time.perf_counter()
     try:
-        import mlflow.pyfunc
-
-        os.environ.setdefault("_MLFLOW_IS_IN_SERVING_ENVIRONMENT", "true")
-        model = mlflow.pyfunc.load_model(settings.model_path)
-        state.input_schema = model.metadata.get_input_schema()
-        state.model = model
-        _warm_up(settings, state)
+        state.model, state.input_schema = load_and_warm(settings.model_path)
     except BaseException:
         log.error("Loading the model from %s failed:\n%s", settings.model_path,
                   traceback.format_exc())
@@ -71,19 +84,6 @@ def load_model(settings: ServerSettings, state: ModelState) -> None:
     state.ready.set()
     state.readiness.mark_ready()
     log.info("Model loaded and warmed in %.2f s", state.load_seconds)
-
-
-def _warm_up(settings: ServerSettings, state: ModelState) -> None:
-    """Score the model's own serving example once, so the first real request is not the slowest."""
-    example = Path(settings.model_path) / "serving_input_example.json"
-    if not example.is_file():
-        return
-    from mlflow.pyfunc.scoring_server import invocations
-
-    try:
-        invocations(example.read_bytes(), "application/json", state.model, state.input_schema)
-    except Exception as exc:  # a stale example must not stop a working model
-        log.warning("Warm-up with serving_input_example.json failed: %s", exc)
 
 
 async def read_body(request: Request, limit: int) -> bytes | None:

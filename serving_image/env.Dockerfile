@@ -1,18 +1,25 @@
 # Environment image: a virtualenv holding the model's and the server's dependencies.
 # Built with the network off from wheels the client resolved (wheels/), in a build stage, so the
-# final image carries no wheels. Packages' own test suites are left out (a fifth of the size;
-# nothing imports them when serving). Keyed by a hash of everything that goes in, built once.
+# final image carries no wheels. Size: packages' own test suites, C headers and type stubs are
+# left out, and bytecode is written only for what serving the model imports (precompile.py).
+# Keyed by a hash of everything that goes in but the model, built once.
 # Legacy-builder syntax only: the engine may have no BuildKit.
 ARG BASE_IMAGE
 FROM ${BASE_IMAGE} AS build
 LABEL io.mlflow.dockerhost.stage=build
 COPY wheels/ /tmp/wheels/
 RUN python3 -m venv /opt/venv \
- && /opt/venv/bin/python -m pip install --no-cache-dir --no-index --disable-pip-version-check \
-      --find-links /tmp/wheels -r /tmp/wheels/requirements.txt \
+ && /opt/venv/bin/python -m pip install --no-cache-dir --no-index --no-compile \
+      --disable-pip-version-check --find-links /tmp/wheels -r /tmp/wheels/requirements.txt \
       $( [ -f /tmp/wheels/constraints.txt ] && echo "-c /tmp/wheels/constraints.txt" ) \
  && /opt/venv/bin/python -m pip uninstall --yes --disable-pip-version-check pip \
- && find /opt/venv/lib -type d -name tests -prune -exec rm -rf {} +
+ && find /opt/venv -name __pycache__ -prune -exec rm -rf {} + \
+ && find /opt/venv/lib -type d -name tests -prune -exec rm -rf {} + \
+ && find /opt/venv/lib \( -name '*.pyi' -o -name '*.h' -o -name '*.pxd' -o -name '*.pyx' \) -delete
+COPY server/ /tmp/server/
+COPY model/ /tmp/model/
+RUN HOME=/tmp PYTHONPATH=/tmp/server /opt/venv/bin/python -m serving_image.precompile \
+      /tmp/model /opt/venv
 
 FROM ${BASE_IMAGE}
 COPY --from=build /opt/venv /opt/venv

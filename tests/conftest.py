@@ -119,6 +119,8 @@ def deployment_name(docker_client: docker.DockerClient) -> Iterator[str]:
     yield name
     for container in docker_client.containers.list(all=True, filters={"label": f"{LABEL}={name}"}):
         container.remove(force=True)
+    for image in docker_client.images.list(f"mlflow-dockerhost/{name}"):
+        docker_client.images.remove(image.id, force=True)
 
 
 def mlflow_cli(*args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:

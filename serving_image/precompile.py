@@ -1,0 +1,37 @@
+"""Write bytecode for what serving a model imports, and for nothing else.
+
+Run in the environment image's build stage: it loads and warms the model once, as the server
+will, with bytecode writing on. Bytecode for a whole environment is about a fifth of its size,
+and most of it belongs to modules a server never imports; without bytecode, though, every start
+would compile the imports again (9 s instead of 4 s here). If the model cannot load in the build
+(it needs a GPU, say), everything is compiled instead.
+
+    python -m serving_image.precompile MODEL_DIR VENV_DIR
+"""
+
+from __future__ import annotations
+
+import compileall
+import sys
+
+
+def main(model_path: str, venv: str) -> None:
+    sys.dont_write_bytecode = False
+    try:
+        import uvicorn
+        import uvicorn.supervisors.multiprocess
+
+        from serving_image.app import create_app, load_and_warm
+        from serving_image.settings import ServerSettings
+
+        app = create_app(ServerSettings(model_path=model_path))
+        uvicorn.Config(app=app, workers=2).load()  # the loop, protocol and lifespan it will use
+        load_and_warm(model_path)
+        print("Compiled the bytecode serving this model imports")
+    except (Exception, SystemExit) as exc:
+        print(f"Loading the model in the build failed ({exc!r}); compiling everything")
+        compileall.compile_dir(venv, quiet=1, workers=0)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])

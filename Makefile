@@ -4,6 +4,7 @@
 #   make engine      start a Docker engine when none answers (Debian, as root)
 #   make base-image  a Debian bookworm + Python 3.11 base image, built with no registry
 #   make lint        ruff and mypy
+#   make bench       benchmarks (figures for the closing notes)
 
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -18,7 +19,7 @@ DEMO_TRACKING_URI := sqlite:///$(CURDIR)/$(STATE)/demo/mlflow.db
 # Tests and the demo build on the local base; users' deployments default to python:X.Y-slim.
 export MLFLOW_DOCKERHOST_BASE_IMAGE ?= $(BASE_IMAGE)
 
-.PHONY: venv engine base-image serve test lint clean
+.PHONY: venv engine base-image serve test lint bench clean
 
 venv: $(VENV)/.installed
 
@@ -71,3 +72,7 @@ lint: venv
 
 clean:
 	rm -rf $(VENV) $(STATE) .pytest_cache .mypy_cache .ruff_cache
+
+# Deployment figures (cold/warm create, start-to-ready, image size), medians of several runs.
+bench: base-image
+	$(BIN)/python tests/benchmarks/deploy.py

@@ -145,6 +145,11 @@ KEYS: tuple[Key, ...] = (
     Key("log_level", _choice("debug", "info", "warning", "error"), "debug, info, warning or error",
         "info", "Server log level.", DEPLOY),
     Key("access_log", _bool, "true or false", "true", "Log one line per request.", DEPLOY),
+    Key("auth_token", _text, "a secret string", "none (no authentication)",
+        "Require 'Authorization: Bearer <token>' on /invocations; never stored in labels.",
+        DEPLOY),
+    Key("parquet", _bool, "true or false", "false",
+        "Accept application/vnd.apache.parquet bodies (adds pyarrow to the image).", DEPLOY),
     Key("stop_timeout", _positive_int, "seconds >= 1", "10",
         "Grace period for in-flight requests when a container is stopped.", DEPLOY | DELETE),
     Key("timeout", _seconds, "seconds > 0", "60",
@@ -159,6 +164,7 @@ KEYS: tuple[Key, ...] = (
 
 _BY_NAME = {key.name: key for key in KEYS}
 EXAMPLES = {
+    "auth_token": "$(openssl rand -hex 16)",
     "base_image": "mlflow-dockerhost/base:bookworm-python3.11",
     "port": "8080",
     "bind_address": "0.0.0.0",
@@ -189,6 +195,8 @@ class Settings:
     max_body_size: int = 100 * 1024**2
     log_level: str = "info"
     access_log: bool = True
+    auth_token: str | None = None
+    parquet: bool = False
     stop_timeout: int = 10
     timeout: float = 60.0
     docker_host: str | None = None
@@ -260,10 +268,15 @@ def parse_config(config: Mapping[str, Any] | None, command: str) -> Settings:
     return Settings(**values, env=env)
 
 
+SECRET_KEYS = frozenset({"auth_token"})
+MASK = "***"
+_SECRET_ENV = re.compile(r"(token|secret|password|passwd|key|credential)", re.IGNORECASE)
+
+
 def redacted(config: Mapping[str, str]) -> dict[str, str]:
-    """Config fit to print: values of env.<NAME> keys that look like secrets are masked."""
-    secret = re.compile(r"(token|secret|password|passwd|key|credential)", re.IGNORECASE)
-    return {k: ("***" if k.startswith(ENV_PREFIX) and secret.search(k) else v)
+    """Config fit to print: secrets, and env.<NAME> values that look like secrets, masked."""
+    return {k: (MASK if k in SECRET_KEYS or (k.startswith(ENV_PREFIX) and _SECRET_ENV.search(k))
+                else v)
             for k, v in config.items()}
 
 

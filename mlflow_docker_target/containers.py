@@ -24,7 +24,7 @@ from docker.models.containers import Container
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
-from mlflow_docker_target.config import Settings, redacted
+from mlflow_docker_target.config import MASK, SECRET_KEYS, Settings, redacted
 from mlflow_docker_target.engine import Engine
 from mlflow_docker_target.image_build import LABEL
 from mlflow_docker_target.model_fetch import PYFUNC, ModelRef
@@ -68,7 +68,9 @@ class Spec:
             f"{LABEL}.run-id": self.model.run_id or "",
             f"{LABEL}.flavor": PYFUNC,
             f"{LABEL}.image": self.image,
-            f"{LABEL}.config": json.dumps(dict(self.config), sort_keys=True),
+            # secrets stay in the container's environment, out of labels
+            f"{LABEL}.config": json.dumps({k: (MASK if k in SECRET_KEYS else v)
+                                           for k, v in self.config.items()}, sort_keys=True),
             f"{LABEL}.plugin-version": self.plugin_version,
         }
         if self.local_run:
@@ -86,6 +88,7 @@ class Spec:
             model_version=self.model.version,
             run_id=self.model.run_id,
             image=self.image,
+            auth_token=self.settings.auth_token,
         ).to_env()
         server.pop("SCORING_WORKERS")  # the server counts the CPUs its container may use
         if self.settings.workers:
@@ -225,6 +228,17 @@ def describe(engine: Engine, container: Container) -> dict[str, Any]:
 
 
 def recorded_config(container: Container) -> dict[str, str]:
-    """The config a deployment was made with, for ``update`` to build on."""
+    """The config a deployment was made with, for ``update`` to build on (secrets included)."""
     config: dict[str, str] = json.loads(container.labels.get(f"{LABEL}.config", "{}"))
+    if config.get("auth_token") == MASK:
+        config["auth_token"] = auth_token(container) or ""
     return config
+
+
+def auth_token(container: Container) -> str | None:
+    """The bearer token a deployment's server requires, from the container's environment."""
+    for entry in container.attrs.get("Config", {}).get("Env") or []:
+        name, _, value = entry.partition("=")
+        if name == "SCORING_AUTH_TOKEN":
+            return value
+    return None

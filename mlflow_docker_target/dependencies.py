@@ -103,11 +103,13 @@ def model_requirements(model: FetchedModel) -> tuple[list[str], list[str]]:
     return requirements, constraints
 
 
-def environment_requirements(model: FetchedModel, mlflow_package: str) -> Requirements:
+def environment_requirements(model: FetchedModel, mlflow_package: str,
+                             parquet: bool = False) -> Requirements:
     """Model requirements plus the server's; ``mlflow`` becomes ``mlflow-skinny`` unless told not.
 
     Full MLflow drags in its tracking server, UI, pyarrow and more; serving a pyfunc needs only
-    mlflow-skinny at the same version, which keeps images small and builds fast.
+    mlflow-skinny at the same version, which keeps images small and builds fast. pyarrow
+    (large) comes only when asked for, to read Parquet bodies.
     """
     requirements, constraints = model_requirements(model)
     has_mlflow = False
@@ -134,7 +136,8 @@ def environment_requirements(model: FetchedModel, mlflow_package: str) -> Requir
         lines.append(f"{package}=={version}" if version else package)
         if version and mlflow_package == "auto":
             skinny_swap = version
-    lines += [req for req in server_requirements() if req not in lines]
+    extras = ["pyarrow"] if parquet else []
+    lines += [req for req in [*server_requirements(), *extras] if req not in lines]
     return Requirements(tuple(lines), tuple(constraints), skinny_swap)
 
 

@@ -124,11 +124,12 @@ class DockerHostDeploymentClient(BaseDeploymentClient):
         if not deployment_name:
             raise MlflowException("predict needs a deployment name.", INVALID_PARAMETER_VALUE)
         engine = self._connect()
-        url = containers.endpoint_url(engine, _current(engine, deployment_name))
+        container = _current(engine, deployment_name)
+        url = containers.endpoint_url(engine, container)
         if url is None:
             raise MlflowException(f"Deployment {deployment_name!r} publishes no port; is it "
                                   "running? `mlflow deployments get` shows its status.")
-        return invoke(url, inputs)
+        return invoke(url, inputs, token=containers.auth_token(container))
 
     def explain(self, deployment_name: str | None = None, df: Any = None,
                 endpoint: str | None = None) -> Any:

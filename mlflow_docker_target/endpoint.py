@@ -44,14 +44,18 @@ def payload(inputs: Any) -> dict[str, Any]:
         "array, a list or a dict.", INVALID_PARAMETER_VALUE)
 
 
-def invoke(url: str, inputs: Any, timeout: float = 120.0) -> PredictionsResponse:
+def invoke(url: str, inputs: Any, timeout: float = 120.0,
+           token: str | None = None) -> PredictionsResponse:
     """POST ``inputs`` to ``<url>/invocations``; a server error becomes an MlflowException."""
     body = json.dumps(payload(inputs), default=_jsonable)
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
     session = requests.Session()
     session.trust_env = False
     try:
         response = session.post(f"{url}/invocations", data=body, timeout=timeout,
-                                headers={"Content-Type": "application/json"})
+                                headers=headers)
     except requests.RequestException as exc:
         raise MlflowException(f"Could not reach the deployment at {url}: {exc}") from None
     try:

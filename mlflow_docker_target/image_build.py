@@ -226,7 +226,8 @@ def ensure_environment(engine: Engine, model: FetchedModel, settings: Settings) 
     if model_python != platform.python:
         log.warning("The model was logged with Python %s; the base image %s has Python %s",
                     model_python, base, platform.python)
-    requirements = dependencies.environment_requirements(model, settings.mlflow_package)
+    requirements = dependencies.environment_requirements(model, settings.mlflow_package,
+                                                         settings.parquet)
     tag = f"{IMAGE_REPO}/env:{environment_key(requirements, platform, base_id)}"
     if _image_exists(engine, tag):
         log.info("Environment image %s is already on the engine", tag)
@@ -293,10 +294,12 @@ def build_model_image(engine: Engine, environment: str, model: FetchedModel,
     if _image_exists(engine, tag):
         log.info("Model image %s is already on the engine", tag)
         return tag
+    labels = {**labels, f"{LABEL}.kind": "model", f"{LABEL}.environment": environment}
+    label_line = "LABEL " + " ".join(f"{k}={json.dumps(v)}" for k, v in sorted(labels.items()))
+    dockerfile = template("model.Dockerfile") + label_line.encode() + b"\n"
     trees = {"server/serving_image": _server_root(), "model": model.path}
-    with build_context({"Dockerfile": template("model.Dockerfile")}, trees) as context:
-        build(engine, context, tag, buildargs={"ENV_IMAGE": environment},
-              labels={**labels, f"{LABEL}.kind": "model"})
+    with build_context({"Dockerfile": dockerfile}, trees) as context:
+        build(engine, context, tag, buildargs={"ENV_IMAGE": environment})
     return tag
 
 

@@ -12,10 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-import uvicorn
-
-from serving_image.app import STARTUP_FAILURE
-from serving_image.readiness import READY_DIR_ENV, Readiness
+from serving_image.readiness import READY_DIR_ENV, STARTUP_FAILURE, Readiness
 from serving_image.settings import ServerSettings
 
 
@@ -49,8 +46,14 @@ def main(argv: list[str] | None = None) -> None:
         if value is not None:
             os.environ["SCORING_" + name] = str(value)
     settings = ServerSettings.from_env()
+    # Shared by the workers: readiness markers, and prometheus-client's multiprocess files
+    # (which it must see before it is first imported, hence before the app is).
     ready_dir = tempfile.mkdtemp(prefix="scoring-ready-")
     os.environ[READY_DIR_ENV] = ready_dir
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="scoring-metrics-")
+
+    import uvicorn
+
     uvicorn.run(
         "serving_image.asgi:app",
         host=settings.host,

@@ -1,14 +1,15 @@
-"""The FastAPI application: MLflow's scoring protocol plus readiness, liveness and version.
+"""The FastAPI application: MLflow's scoring protocol plus readiness, liveness, version, metrics.
 
 The model loads in a background thread so that ``/health`` (liveness) answers while a large
-model loads and ``/ping`` (readiness) answers 200 only once it is loaded and warmed. A model that
-fails to load ends the worker with uvicorn's start-up failure code, which stops the server, so a
-broken deployment exits at once instead of restarting forever.
+model loads and ``/ping`` (readiness) answers 200 only once every worker has it loaded and
+warmed. A model that fails to load ends the worker with uvicorn's start-up failure code, which
+stops the server, so a broken deployment exits at once instead of restarting forever.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import logging
 import os
@@ -22,20 +23,25 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 
-from serving_image import __version__
-from serving_image.readiness import READY_DIR_ENV, Readiness
+from serving_image import __version__, metrics
+from serving_image.fast_path import FastPath
+from serving_image.openapi import request_body
+from serving_image.readiness import READY_DIR_ENV, STARTUP_FAILURE, Readiness
 from serving_image.settings import ServerSettings
 
 log = logging.getLogger("serving_image")
 
-STARTUP_FAILURE = 3  # uvicorn's exit code for a worker that could not start
+PARQUET = "application/vnd.apache.parquet"
 
 
-def error(status: int, error_code: str, message: str) -> JSONResponse:
+def error(status: int, error_code: str, message: str,
+          headers: dict[str, str] | None = None) -> JSONResponse:
     """An error shaped like MLflow's: ``{"error_code": ..., "message": ...}``."""
-    return JSONResponse({"error_code": error_code, "message": message}, status_code=status)
+    return JSONResponse({"error_code": error_code, "message": message}, status_code=status,
+                        headers=headers)
 
 
 @dataclass
@@ -45,7 +51,7 @@ class ModelState:
     readiness: Readiness
     model: Any = None
     input_schema: Any = None
-    load_seconds: float | None = None
+    fast_path: FastPath | None = None
     ready: threading.Event = field(default_factory=threading.Event)
 
 
@@ -74,16 +80,19 @@ def load_model(settings: ServerSettings, state: ModelState) -> None:
     started = time.perf_counter()
     try:
         state.model, state.input_schema = load_and_warm(settings.model_path)
+        state.fast_path = FastPath.for_model(state.model)
     except BaseException:
         log.error("Loading the model from %s failed:\n%s", settings.model_path,
                   traceback.format_exc())
         state.readiness.mark_failed()
         logging.shutdown()
         os._exit(STARTUP_FAILURE)
-    state.load_seconds = time.perf_counter() - started
+    seconds = time.perf_counter() - started
+    metrics.MODEL_LOAD.set(seconds)
     state.ready.set()
     state.readiness.mark_ready()
-    log.info("Model loaded and warmed in %.2f s", state.load_seconds)
+    log.info("Model loaded and warmed in %.2f s%s", seconds,
+             " (numeric tabular fast path on)" if state.fast_path else "")
 
 
 async def read_body(request: Request, limit: int) -> bytes | None:
@@ -111,6 +120,24 @@ def _as_json_error(status: int, text: str) -> JSONResponse:
     return error(status, "BAD_REQUEST", text)
 
 
+def _prediction_count(response: str) -> int:
+    predictions = json.loads(response).get("predictions")
+    return len(predictions) if isinstance(predictions, list) else 1
+
+
+def _authorized(request: Request, token: str) -> bool:
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip(), token)
+
+
+def _has_pyarrow() -> bool:
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def create_app(settings: ServerSettings) -> FastAPI:
     state = ModelState(Readiness(os.environ.get(READY_DIR_ENV), settings.workers))
 
@@ -122,6 +149,16 @@ def create_app(settings: ServerSettings) -> FastAPI:
 
     app = FastAPI(title="MLflow model server", version=__version__, lifespan=lifespan)
     app.state.model_state = state
+    app.add_middleware(metrics.MetricsMiddleware)
+
+    def openapi() -> dict[str, Any]:
+        schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+        if state.ready.is_set():
+            schema["paths"]["/invocations"]["post"]["requestBody"] = request_body(
+                state.model, settings.model_path)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     @app.get("/ping")
     async def ping() -> Response:
@@ -148,11 +185,20 @@ def create_app(settings: ServerSettings) -> FastAPI:
             "image": settings.image,
         })
 
+    @app.get("/metrics")
+    async def prometheus_metrics() -> Response:
+        content, media_type = metrics.render()
+        return Response(content=content, media_type=media_type)
+
     @app.post("/invocations")
     async def invocations(request: Request) -> Response:
+        """Score a batch: MLflow's scoring protocol (JSON, CSV, Parquet)."""
         from mlflow.exceptions import MlflowException
         from mlflow.pyfunc import scoring_server
 
+        if settings.auth_token and not _authorized(request, settings.auth_token):
+            return error(401, "UNAUTHENTICATED", "Send 'Authorization: Bearer <token>'.",
+                         headers={"WWW-Authenticate": "Bearer"})
         if not state.ready.is_set():
             return error(503, "TEMPORARILY_UNAVAILABLE", "The model is still loading.")
         content_type = request.headers.get("content-type")
@@ -163,6 +209,18 @@ def create_app(settings: ServerSettings) -> FastAPI:
         if body is None:
             return error(413, "REQUEST_LIMIT_EXCEEDED",
                          f"Request body exceeds the limit of {settings.max_body_size} bytes.")
+        if content_type.split(";")[0].strip().lower() == PARQUET and not _has_pyarrow():
+            return error(415, "BAD_REQUEST",
+                         "Parquet input needs pyarrow in the image: deploy with "
+                         "-C parquet=true, or send application/json or text/csv.")
+        if state.fast_path is not None:
+            try:
+                answer = state.fast_path(content_type, body)
+            except Exception:  # MLflow's path below gives the error its own shape
+                answer = None
+            if answer is not None:
+                metrics.ROWS.inc(answer[1])
+                return Response(content=answer[0], media_type="application/json")
         try:
             result = await asyncio.wait_for(
                 asyncio.to_thread(scoring_server.invocations, body, content_type, state.model,
@@ -176,8 +234,13 @@ def create_app(settings: ServerSettings) -> FastAPI:
             return Response(content=exc.serialize_as_json(),
                             status_code=exc.get_http_status_code(),
                             media_type="application/json")
+        except Exception as exc:  # MLflow's own server answers a bare 500 here
+            log.exception("Scoring failed")
+            return error(500, "INTERNAL_ERROR", f"{type(exc).__name__}: {exc}")
         if result.mimetype != "application/json":
             return _as_json_error(result.status, result.response)
+        if result.status == 200:
+            metrics.ROWS.inc(_prediction_count(result.response))
         return Response(content=result.response, status_code=result.status,
                         media_type="application/json")
 

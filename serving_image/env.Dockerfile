@@ -21,10 +21,20 @@ COPY model/ /tmp/model/
 RUN HOME=/tmp PYTHONPATH=/tmp/server /opt/venv/bin/python -m serving_image.precompile \
       /tmp/model /opt/venv
 
+# The final stage also carries what every serving image shares, so that a model image adds
+# only its few files: each instruction costs the legacy builder a container.
 FROM ${BASE_IMAGE}
 COPY --from=build /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     VIRTUAL_ENV=/opt/venv \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    HOME=/tmp
+    HOME=/tmp \
+    PYTHONPATH=/opt/mlflow-server \
+    SCORING_MODEL_PATH=/opt/ml/model \
+    SCORING_PORT=8080
+USER 10001:10001
+EXPOSE 8080
+HEALTHCHECK --interval=5s --timeout=3s --start-period=300s --retries=3 \
+    CMD ["python3", "-m", "serving_image.healthcheck"]
+CMD ["python3", "-m", "serving_image"]

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 READY_DIR_ENV = "SCORING_READY_DIR"
+STARTUP_FAILURE = 3  # uvicorn's exit code for a worker that could not start
 
 
 class Readiness:

@@ -54,6 +54,7 @@ class ServerSettings:
     model_version: str | None = None
     run_id: str | None = None
     image: str | None = None
+    auth_token: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> ServerSettings:
@@ -63,9 +64,9 @@ class ServerSettings:
 
         workers = get("WORKERS")
         return cls(
-            model_path=get("MODEL_PATH") or environ.get("MLFLOW_MODEL_PATH", "/opt/ml/model"),
+            model_path=get("MODEL_PATH", "/opt/ml/model") or "/opt/ml/model",
             host=get("HOST", "0.0.0.0") or "0.0.0.0",
-            port=int(get("PORT") or environ.get("SERVER_PORT") or 8080),
+            port=int(get("PORT") or 8080),
             workers=int(workers) if workers else available_cpus(),
             request_timeout=float(get("REQUEST_TIMEOUT")
                                   or environ.get("MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT") or 60),
@@ -76,6 +77,7 @@ class ServerSettings:
             model_version=get("MODEL_VERSION"),
             run_id=get("RUN_ID"),
             image=get("IMAGE"),
+            auth_token=get("AUTH_TOKEN"),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -86,6 +88,6 @@ class ServerSettings:
             "MAX_BODY_SIZE": str(self.max_body_size), "LOG_LEVEL": self.log_level,
             "ACCESS_LOG": "true" if self.access_log else "false",
             "MODEL_NAME": self.model_name, "MODEL_VERSION": self.model_version,
-            "RUN_ID": self.run_id, "IMAGE": self.image,
+            "RUN_ID": self.run_id, "IMAGE": self.image, "AUTH_TOKEN": self.auth_token,
         }
         return {PREFIX + k: v for k, v in values.items() if v is not None}

@@ -99,3 +99,51 @@ def test_settings_round_trip_through_the_environment() -> None:
     settings = ServerSettings(model_path="/m", workers=3, request_timeout=5.0, access_log=False,
                               run_id="abc")
     assert ServerSettings.from_env(settings.to_env()) == settings
+
+
+def test_metrics_count_requests_and_rows(client: TestClient) -> None:
+    client.post("/invocations", json={"dataframe_split": IRIS})
+    text = client.get("/metrics").text
+    assert 'mlflow_server_requests_total{method="POST",route="/invocations",status="200"}' in text
+    assert "mlflow_server_request_duration_seconds_bucket" in text
+    assert "mlflow_server_requests_in_flight" in text
+    samples = dict(line.rsplit(" ", 1) for line in text.splitlines()
+                   if line and not line.startswith("#"))
+    assert float(samples["mlflow_server_rows_predicted_total"]) >= 2
+    assert "mlflow_server_model_load_seconds" in text
+
+
+def test_openapi_describes_the_signature(client: TestClient) -> None:
+    body = client.get("/openapi.json").json()["paths"]["/invocations"]["post"]["requestBody"]
+    schema = body["content"]["application/json"]["schema"]["properties"]
+    assert schema["dataframe_split"]["properties"]["columns"]["items"]["enum"] == IRIS["columns"]
+    assert body["content"]["application/json"]["example"]["dataframe_split"]["columns"]
+    assert client.get("/docs").status_code == 200
+
+
+def test_parquet_without_pyarrow_is_a_clean_415(client: TestClient, monkeypatch) -> None:
+    import serving_image.app as app_module
+
+    monkeypatch.setattr(app_module, "_has_pyarrow", lambda: False)
+    answer = client.post("/invocations", content=b"PAR1",
+                         headers={"Content-Type": "application/vnd.apache.parquet"})
+    assert answer.status_code == 415
+    assert "parquet=true" in answer.json()["message"]
+
+
+def test_bearer_token(model_dir: Path) -> None:
+    app = create_app(ServerSettings(model_path=str(model_dir), auth_token="s3cret"))
+    with TestClient(app) as secured:
+        assert app.state.model_state.ready.wait(120)
+        denied = secured.post("/invocations", json={"dataframe_split": IRIS})
+        assert denied.status_code == 401
+        assert denied.json()["error_code"] == "UNAUTHENTICATED"
+        assert denied.headers["www-authenticate"] == "Bearer"
+        wrong = secured.post("/invocations", json={"dataframe_split": IRIS},
+                             headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401
+        allowed = secured.post("/invocations", json={"dataframe_split": IRIS},
+                               headers={"Authorization": "Bearer s3cret"})
+        assert allowed.json() == {"predictions": [0, 2]}
+        for open_route in ("/ping", "/health", "/metrics", "/version"):
+            assert secured.get(open_route).status_code == 200

@@ -130,6 +130,25 @@ def test_python_api_with_fixed_port(iris_versions, deployment_name, docker_clien
     assert err.value.error_code == "RESOURCE_DOES_NOT_EXIST"
 
 
+def test_auth_token_stays_out_of_labels_and_survives_update(iris_versions, deployment_name,
+                                                            docker_client) -> None:
+    client = get_deploy_client("dockerhost")
+    created = client.create_deployment(deployment_name, iris_versions["v1"],
+                                       config={"auth_token": "s3cret-token"})
+    container = _containers(docker_client, deployment_name)[0]
+    assert "s3cret-token" not in json.dumps(container.labels)
+    assert created["config"]["auth_token"] == "***"
+    denied = requests.post(f"{created['endpoint']}/invocations",
+                           json={"dataframe_split": IRIS_INPUT}, timeout=30)
+    assert denied.status_code == 401
+    frame = pd.DataFrame(IRIS_INPUT["data"], columns=IRIS_INPUT["columns"])
+    assert client.predict(deployment_name, frame)["predictions"] == [0, 2, 1]
+    client.update_deployment(deployment_name, iris_versions["v2"])
+    assert requests.post(f"{client.get_deployment(deployment_name)['endpoint']}/invocations",
+                         json={"dataframe_split": IRIS_INPUT}, timeout=30).status_code == 401
+    assert len(client.predict(deployment_name, frame)["predictions"]) == 3
+
+
 def test_failed_create_leaves_nothing(failing_model, deployment_name, docker_client) -> None:
     client = get_deploy_client("dockerhost")
     with pytest.raises(MlflowException, match="this model cannot be loaded"):

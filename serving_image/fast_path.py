@@ -1,0 +1,134 @@
+"""A shortcut for the commonest request, answering exactly as MLflow's own path would.
+
+Most traffic to a tabular model is JSON ``dataframe_split`` or ``dataframe_records`` whose numeric
+columns match the signature. MLflow's path spends ~2.4 ms on each such request in per-column
+pandas casts and schema checks, whatever the row count. For those requests this module builds
+the DataFrame that schema enforcement would produce (schema column order, ``double`` as float64,
+``long`` as int64) and calls the model's predict function with it, then encodes the answer with
+MLflow's own encoder.
+
+Anything else returns ``None`` and takes MLflow's path, so every error stays MLflow's own:
+other content types, params, nulls, booleans, strings, nested values, missing or extra columns,
+column types other than double and long, an ``index`` other than 0..n-1, signatures with
+optional columns or params, and models whose signature comes from type hints. The differential
+suite (tests/test_differential.py) checks that both paths answer alike.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from io import StringIO
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+JSON_TYPES = ("application/json", "application/json; charset=utf-8")
+_DTYPES = {"double": np.float64, "long": np.int64}
+# JSON literals that Python's parser turns into values numpy would silently coerce.
+_LITERALS = (b"true", b"false", b"null", b"NaN", b"Infinity")
+
+
+@dataclass(frozen=True)
+class FastPath:
+    columns: tuple[str, ...]
+    kinds: tuple[str, ...]  # "double" or "long", per column
+    predict: Callable[[pd.DataFrame], Any]
+
+    @classmethod
+    def for_model(cls, model: Any) -> FastPath | None:
+        """The fast path for ``model``, or ``None`` when its signature does not allow one."""
+        metadata = model.metadata
+        schema = metadata.get_input_schema()
+        predict = getattr(model, "_predict_fn", None)
+        if (schema is None or predict is None or not schema.has_input_names()
+                or schema.is_tensor_spec() or metadata.get_params_schema() is not None
+                or metadata._is_signature_from_type_hint()
+                or metadata._is_type_hint_from_example()):
+            return None
+        kinds = []
+        for spec in schema.inputs:
+            kind = getattr(getattr(spec, "type", None), "name", None)
+            if kind not in _DTYPES or not getattr(spec, "required", False):
+                return None
+            kinds.append(kind)
+        return cls(tuple(schema.input_names()), tuple(kinds), predict)
+
+    def __call__(self, content_type: str | None, body: bytes) -> tuple[str, int] | None:
+        """The JSON answer for ``body`` and its number of predictions, or ``None`` for MLflow's
+        path."""
+        if content_type not in JSON_TYPES or any(lit in body for lit in _LITERALS):
+            return None
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            return None
+        if not isinstance(payload, dict) or len(payload) != 1:
+            return None
+        rows = self._rows(payload)
+        frame = self._frame(rows) if rows else None
+        if frame is None:
+            return None
+        from mlflow.pyfunc.scoring_server import predictions_to_json
+
+        predictions = self.predict(frame)
+        out = StringIO()
+        predictions_to_json(predictions, out)
+        return out.getvalue(), len(predictions) if hasattr(predictions, "__len__") else 1
+
+    def _rows(self, payload: dict[str, Any]) -> list[list[Any]] | None:
+        """Rows in schema column order, if the payload names exactly the schema's columns."""
+        if "dataframe_split" in payload:
+            split = payload["dataframe_split"]
+            if not isinstance(split, dict) or not set(split) <= {"columns", "data", "index"}:
+                return None
+            columns, data = split.get("columns"), split.get("data")
+            if not isinstance(columns, list) or not isinstance(data, list) or not data:
+                return None
+            if "index" in split and split["index"] != list(range(len(data))):
+                return None
+            if columns == list(self.columns):
+                return data
+            if sorted(columns) != sorted(self.columns) or len(set(columns)) != len(columns):
+                return None
+            order = [columns.index(name) for name in self.columns]
+            try:
+                return [[row[i] for i in order] for row in data]
+            except (TypeError, IndexError, KeyError):
+                return None
+        if "dataframe_records" in payload:
+            records = payload["dataframe_records"]
+            if not isinstance(records, list) or not records:
+                return None
+            names = set(self.columns)
+            if not all(isinstance(r, dict) and r.keys() == names for r in records):
+                return None
+            return [[record[name] for name in self.columns] for record in records]
+        return None
+
+    def _frame(self, rows: list[list[Any]]) -> pd.DataFrame | None:
+        """The DataFrame schema enforcement would give, or ``None`` if any value needs MLflow."""
+        try:
+            values = np.array(rows)
+        except (ValueError, TypeError):
+            return None
+        if values.ndim != 2 or values.shape[1] != len(self.columns):
+            return None
+        if values.dtype.kind not in "if":  # strings, objects (nulls, nesting, huge ints)
+            return None
+        if "long" not in self.kinds:
+            return pd.DataFrame(values.astype(np.float64, copy=False), columns=self.columns)
+        if "double" not in self.kinds and values.dtype.kind == "i":
+            return pd.DataFrame(values, columns=self.columns)
+        columns = {}
+        for i, (name, kind) in enumerate(zip(self.columns, self.kinds, strict=True)):
+            if kind == "double":
+                columns[name] = values[:, i].astype(np.float64)
+                continue
+            column = [row[i] for row in rows]  # a float anywhere makes values float
+            if not all(type(v) is int for v in column):
+                return None
+            columns[name] = np.array(column, dtype=np.int64)
+        return pd.DataFrame(columns)

@@ -1,0 +1,50 @@
+"""The OpenAPI request body of ``/invocations``, from the model's signature and input example."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+_JSON_TYPES = {"double": "number", "float": "number", "long": "integer", "integer": "integer",
+               "boolean": "boolean", "string": "string", "binary": "string",
+               "datetime": "string"}
+
+
+def _type(spec: Any) -> dict[str, Any]:
+    name = getattr(getattr(spec, "type", None), "name", None)
+    return {"type": _JSON_TYPES[name]} if name in _JSON_TYPES else {}
+
+
+def request_body(model: Any, model_path: str) -> dict[str, Any]:
+    """A requestBody object: the scoring protocol's formats, typed by the signature."""
+    schema = model.metadata.get_input_schema()
+    formats: dict[str, Any] = {"inputs": {}, "instances": {"type": "array"}}
+    if schema is not None and schema.has_input_names() and not schema.is_tensor_spec():
+        names = schema.input_names()
+        types = [_type(spec) for spec in schema.inputs]
+        formats["dataframe_split"] = {"type": "object", "required": ["columns", "data"],
+                                      "properties": {
+            "columns": {"type": "array", "items": {"type": "string", "enum": names}},
+            "data": {"type": "array", "items": {"type": "array", "prefixItems": types}}}}
+        formats["dataframe_records"] = {"type": "array", "items": {
+            "type": "object", "properties": dict(zip(names, types, strict=True)),
+            "required": [s.name for s in schema.inputs if getattr(s, "required", True)]}}
+    else:
+        formats["dataframe_split"] = {"type": "object"}
+        formats["dataframe_records"] = {"type": "array"}
+    params = model.metadata.get_params_schema()
+    body: dict[str, Any] = {
+        "type": "object",
+        "description": "Exactly one of dataframe_split, dataframe_records, instances, inputs.",
+        "properties": formats,
+    }
+    if params is not None:
+        body["properties"]["params"] = {"type": "object", "properties": {
+            p.name: {**_type(p), "default": p.default} for p in params.params}}
+    content: dict[str, Any] = {"application/json": {"schema": body},
+                               "text/csv": {"schema": {"type": "string"}}}
+    example = Path(model_path) / "serving_input_example.json"
+    if example.is_file():
+        content["application/json"]["example"] = json.loads(example.read_text())
+    return {"required": True, "content": content}

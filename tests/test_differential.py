@@ -1,0 +1,244 @@
+"""Differential suite: MLflow's own scoring server and ours answer the same corpus alike.
+
+Both run in-process on the same loaded model. For every request the status must match, and
+the body too: predictions exactly, errors by ``error_code`` and ``message``. Where MLflow answers
+plain text or crashes, ours answers a JSON error; those cases say so in ``CORPUS``. When a
+difference turns up, add the request here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+from mlflow.models import ModelSignature
+from mlflow.pyfunc import scoring_server
+from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
+
+from serving_image.app import create_app
+from serving_image.settings import ServerSettings
+
+JSON = "application/json"
+CSV = "text/csv"
+
+
+class MixedModel(mlflow.pyfunc.PythonModel):
+    """Strings, longs, doubles and booleans in; params change the answer."""
+
+    def predict(self, context, model_input, params=None):
+        params = params or {}
+        scale = params.get("scale", 1.0)
+        return pd.DataFrame({
+            "score": model_input["amount"] * scale + model_input["count"],
+            "label": model_input["city"].str.upper() + params.get("suffix", ""),
+            "flag": ~model_input["active"],
+        })
+
+
+class TensorModel(mlflow.pyfunc.PythonModel):
+    def predict(self, context, model_input, params=None):
+        return np.asarray(model_input).sum(axis=-1)
+
+
+class LongDoubleModel(mlflow.pyfunc.PythonModel):
+    def predict(self, context, model_input, params=None):
+        return (model_input["a"] * 2 + model_input["b"]).to_numpy()
+
+
+def _iris(path: Path) -> None:
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    features, target = load_iris(return_X_y=True, as_frame=True)
+    mlflow.sklearn.save_model(LogisticRegression(max_iter=500).fit(features, target), path,
+                              input_example=features.head(2))
+
+
+def _mixed(path: Path) -> None:
+    signature = ModelSignature(
+        inputs=Schema([ColSpec("string", "city"), ColSpec("long", "count"),
+                       ColSpec("double", "amount"), ColSpec("boolean", "active")]),
+        params=ParamSchema([ParamSpec("scale", "double", 1.0), ParamSpec("suffix", "string", "")]),
+    )
+    mlflow.pyfunc.save_model(path, python_model=MixedModel(), signature=signature)
+
+
+def _tensor(path: Path) -> None:
+    signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype("float64"), (-1, 3))]))
+    mlflow.pyfunc.save_model(path, python_model=TensorModel(), signature=signature)
+
+
+def _long_double(path: Path) -> None:
+    signature = ModelSignature(inputs=Schema([ColSpec("long", "a"), ColSpec("double", "b")]))
+    mlflow.pyfunc.save_model(path, python_model=LongDoubleModel(), signature=signature)
+
+
+MODELS = {"iris": _iris, "mixed": _mixed, "tensor": _tensor, "long_double": _long_double}
+
+IRIS_COLS = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
+ROW = [5.1, 3.5, 1.4, 0.2]
+MIXED_COLS = ["city", "count", "amount", "active"]
+
+
+@dataclass(frozen=True)
+class Case:
+    model: str
+    name: str
+    body: bytes
+    content_type: str | None = JSON
+    ours: int | None = None  # our status where MLflow answers plain text or crashes
+
+
+def _j(value: object) -> bytes:
+    return json.dumps(value).encode()
+
+
+def _split(columns: list, data: list, **extra: object) -> bytes:
+    return _j({"dataframe_split": {"columns": columns, "data": data}, **extra})
+
+
+def _record(columns: list, row: list) -> dict:
+    return dict(zip(columns, row, strict=True))
+
+
+CORPUS = [
+    # iris: named double columns (the fast path's case, and every way out of it)
+    Case("iris", "split one row", _split(IRIS_COLS, [ROW])),
+    Case("iris", "split 100 rows", _split(IRIS_COLS, [ROW] * 100)),
+    Case("iris", "split ints for doubles", _split(IRIS_COLS, [[5, 3, 1, 0]])),
+    Case("iris", "split columns reordered", _split(IRIS_COLS[::-1], [ROW[::-1]])),
+    Case("iris", "split with index", _j({"dataframe_split": {
+        "columns": IRIS_COLS, "data": [ROW, ROW], "index": [0, 1]}})),
+    Case("iris", "split with odd index", _j({"dataframe_split": {
+        "columns": IRIS_COLS, "data": [ROW, ROW], "index": [7, 3]}})),
+    Case("iris", "split missing column", _split(IRIS_COLS[:3], [ROW[:3]])),
+    Case("iris", "split extra column", _split([*IRIS_COLS, "x"], [[*ROW, 1.0]])),
+    Case("iris", "split duplicate column", _split([*IRIS_COLS[:3], IRIS_COLS[0]], [ROW])),
+    Case("iris", "split null value", _split(IRIS_COLS, [[None, 3.5, 1.4, 0.2]])),
+    Case("iris", "split string value", _split(IRIS_COLS, [["5.1", 3.5, 1.4, 0.2]])),
+    Case("iris", "split bool value", _split(IRIS_COLS, [[True, 3.5, 1.4, 0.2]])),
+    Case("iris", "split ragged rows", _split(IRIS_COLS, [ROW, ROW[:2]])),
+    Case("iris", "split nested value", _split(IRIS_COLS, [[[5.1], 3.5, 1.4, 0.2]])),
+    Case("iris", "split empty data", _split(IRIS_COLS, [])),
+    Case("iris", "split huge int", _split(IRIS_COLS, [[10**30, 3.5, 1.4, 0.2]])),
+    Case("iris", "split NaN literal", b'{"dataframe_split": {"columns": '
+         + _j(IRIS_COLS) + b', "data": [[NaN, 3.5, 1.4, 0.2]]}}'),
+    Case("iris", "records", _j({"dataframe_records": [_record(IRIS_COLS, ROW)]})),
+    Case("iris", "records missing key", _j({"dataframe_records": [{"sepal length (cm)": 1.0}]})),
+    Case("iris", "inputs as columns", _j({"inputs": {c: [v] for c, v in _record(IRIS_COLS, ROW)
+                                                      .items()}})),
+    Case("iris", "instances as records", _j({"instances": [_record(IRIS_COLS, ROW)]})),
+    Case("iris", "two formats", _j({"dataframe_split": {"columns": IRIS_COLS, "data": [ROW]},
+                                    "inputs": [ROW]})),
+    Case("iris", "no format key", _j({"data": [ROW]})),
+    Case("iris", "params to a model without params",
+         _split(IRIS_COLS, [ROW], params={"k": 1})),
+    Case("iris", "json list body", b"[1, 2, 3]"),
+    Case("iris", "invalid json", b"{not json"),
+    Case("iris", "empty body", b""),
+    Case("iris", "csv", (",".join(IRIS_COLS) + "\n5.1,3.5,1.4,0.2\n").encode(), CSV),
+    Case("iris", "csv with charset", (",".join(IRIS_COLS) + "\n5.1,3.5,1.4,0.2\n").encode(),
+         "text/csv; charset=utf-8"),
+    Case("iris", "json with charset", _split(IRIS_COLS, [ROW]), "application/json; charset=utf-8"),
+    Case("iris", "json with upper-case charset", _split(IRIS_COLS, [ROW]),
+         "application/json; charset=UTF-8"),
+    Case("iris", "latin-1 charset", _split(IRIS_COLS, [ROW]), "application/json; charset=latin-1",
+         ours=415),
+    Case("iris", "pandas-split format parameter", _split(IRIS_COLS, [ROW]),
+         "application/json; format=pandas-split", ours=415),
+    Case("iris", "unsupported content type", b"x", "text/plain", ours=415),
+    Case("iris", "missing content type", _split(IRIS_COLS, [ROW]), None, ours=415),
+    # mixed: string, long, double and boolean columns, with params
+    Case("mixed", "split", _split(MIXED_COLS, [["paris", 2, 1.5, True], ["rome", 1, 0.25, False]])),
+    Case("mixed", "split with params", _split(MIXED_COLS, [["paris", 2, 1.5, True]],
+                                              params={"scale": 2.0, "suffix": "!"})),
+    Case("mixed", "unknown param", _split(MIXED_COLS, [["paris", 2, 1.5, True]],
+                                          params={"nope": 1})),
+    Case("mixed", "bad param type", _split(MIXED_COLS, [["paris", 2, 1.5, True]],
+                                           params={"scale": "x"})),
+    Case("mixed", "float for long", _split(MIXED_COLS, [["paris", 2.5, 1.5, True]])),
+    Case("mixed", "string for bool", _split(MIXED_COLS, [["paris", 2, 1.5, "yes"]])),
+    Case("mixed", "null string", _split(MIXED_COLS, [[None, 2, 1.5, True]])),
+    Case("mixed", "records", _j({"dataframe_records": [_record(MIXED_COLS,
+                                                               ["oslo", 3, 2.0, False])]})),
+    Case("mixed", "csv", b"city,count,amount,active\nparis,2,1.5,true\n", CSV),
+    # tensor input
+    Case("tensor", "inputs", _j({"inputs": [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]})),
+    Case("tensor", "instances", _j({"instances": [[1.0, 2.0, 3.0]]})),
+    Case("tensor", "wrong shape", _j({"inputs": [[1.0, 2.0]]})),
+    Case("tensor", "ints", _j({"inputs": [[1, 2, 3]]})),
+    Case("tensor", "split", _split(["a", "b", "c"], [[1.0, 2.0, 3.0]])),
+    # long and double columns (the fast path's mixed-type case)
+    Case("long_double", "split", _split(["a", "b"], [[1, 0.5], [2, 1.5]])),
+    Case("long_double", "split all ints", _split(["a", "b"], [[1, 2], [3, 4]])),
+    Case("long_double", "float for long", _split(["a", "b"], [[1.5, 0.5]])),
+    Case("long_double", "float with zero fraction for long", _split(["a", "b"], [[1.0, 0.5]])),
+    Case("long_double", "records", _j({"dataframe_records": [{"a": 1, "b": 2.5}]})),
+]
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tuple]]:
+    """For each model: (MLflow's app, ours), both serving the same model directory."""
+    clients = {}
+    for name, save in MODELS.items():
+        path = tmp_path_factory.mktemp("models") / name
+        save(path)
+        model = mlflow.pyfunc.load_model(str(path))
+        theirs = TestClient(scoring_server.init(model), raise_server_exceptions=False)
+        app = create_app(ServerSettings(model_path=str(path)))
+        ours = TestClient(app)
+        ours.__enter__()
+        assert app.state.model_state.ready.wait(120)
+        clients[name] = (theirs, ours)
+    yield clients
+    for _, ours in clients.values():
+        ours.__exit__(None, None, None)
+
+
+def _post(client: TestClient, case: Case):
+    headers = {"Content-Type": case.content_type} if case.content_type else {}
+    return client.post("/invocations", content=case.body, headers=headers)
+
+
+@pytest.mark.parametrize("case", CORPUS, ids=lambda c: f"{c.model}: {c.name}")
+def test_same_answer_as_mlflow(servers, case: Case) -> None:
+    theirs, ours = servers[case.model]
+    expected, actual = _post(theirs, case), _post(ours, case)
+    body = actual.json()  # ours is always JSON
+    if case.ours is not None:
+        assert actual.status_code == case.ours
+        assert set(body) >= {"error_code", "message"}
+        assert expected.status_code != 200
+        return
+    assert actual.status_code == expected.status_code, (expected.text, actual.text)
+    reference = expected.json()
+    if expected.status_code == 200:
+        assert body == reference
+    else:
+        assert body["error_code"] == reference["error_code"]
+        assert body["message"] == reference["message"]
+
+
+def test_fast_path_serves_the_common_case(servers) -> None:
+    _, ours = servers["iris"]
+    fast_path = ours.app.state.model_state.fast_path
+    assert fast_path is not None
+    assert fast_path(JSON, _split(IRIS_COLS, [ROW])) is not None
+    assert fast_path(JSON, _split(IRIS_COLS, [ROW], params={"k": 1})) is None
+    assert servers["mixed"][1].app.state.model_state.fast_path is None  # has params
+
+
+def test_corpus_covers_every_format_and_model() -> None:
+    bodies = b" ".join(case.body for case in CORPUS)
+    for key in (b"dataframe_split", b"dataframe_records", b"instances", b"inputs", b"params"):
+        assert key in bodies
+    assert {case.content_type for case in CORPUS} >= {JSON, CSV, None}
+    assert {case.model for case in CORPUS} == set(MODELS)

@@ -73,6 +73,10 @@ lint: venv
 clean:
 	rm -rf $(VENV) $(STATE) .pytest_cache .mypy_cache .ruff_cache
 
-# Deployment figures (cold/warm create, start-to-ready, image size), medians of several runs.
+# Figures for the closing notes: deployments (cold/warm create, start-to-ready, image size) and
+# the server against MLflow's own and a bare FastAPI endpoint under wrk.
 bench: base-image
+	@command -v wrk >/dev/null || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
+	$(BIN)/python -W ignore tests/benchmarks/server.py --rounds 3
 	$(BIN)/python tests/benchmarks/deploy.py

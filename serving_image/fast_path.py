@@ -7,6 +7,12 @@ the DataFrame that schema enforcement would produce (schema column order, ``doub
 ``long`` as int64) and calls the model's predict function with it, then encodes the answer with
 MLflow's own encoder.
 
+For plain scikit-learn estimators (linear models, trees, ensembles and the like, not pipelines or
+column transformers, which may select columns by name) it goes one step further: sklearn turns a
+DataFrame into the same float64 array before computing, after checking that the column names
+match those it was fitted with, so when they do (or it has none) it gets the array directly and
+the ~0.6 ms of DataFrame validation per call is skipped.
+
 Anything else returns ``None`` and takes MLflow's path, so every error stays MLflow's own:
 other content types, params, nulls, booleans, strings, nested values, missing or extra columns,
 column types other than double and long, an ``index`` other than 0..n-1, signatures with
@@ -17,18 +23,48 @@ suite (tests/test_differential.py) checks that both paths answer alike.
 from __future__ import annotations
 
 import json
+import re
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from io import StringIO
 from typing import Any
 
 import numpy as np
+import orjson
 import pandas as pd
 
 JSON_TYPES = ("application/json", "application/json; charset=utf-8")
 _DTYPES = {"double": np.float64, "long": np.int64}
-# JSON literals that Python's parser turns into values numpy would silently coerce.
-_LITERALS = (b"true", b"false", b"null", b"NaN", b"Infinity")
+# JSON literals whose values numpy would silently coerce (true -> 1.0), or MLflow must judge.
+_LITERALS = re.compile(rb"true|false|null|NaN|Infinity")
+_PLAIN_ESTIMATORS = tuple(f"sklearn.{family}" for family in (
+    "linear_model", "ensemble", "tree", "svm", "neighbors", "naive_bayes",
+    "discriminant_analysis", "neural_network", "kernel_ridge", "gaussian_process", "dummy"))
+
+
+def _array_predict(model: Any, columns: tuple[str, ...]) -> Callable[[np.ndarray], Any] | None:
+    """The estimator's own predict function, where an array in schema order is equivalent."""
+    impl = getattr(model, "_model_impl", None)
+    estimator = getattr(impl, "sklearn_model", None)
+    function = getattr(model, "_predict_fn", None)
+    if estimator is None or function is None:
+        return None
+    owner = getattr(function, "__self__", None)
+    if owner is impl and getattr(function, "__func__", None) is type(impl).predict:
+        function = estimator.predict  # what MLflow's wrapper calls
+    elif owner is not estimator:  # predict_proba and friends are the estimator's own
+        return None
+    if not type(estimator).__module__.startswith(_PLAIN_ESTIMATORS):
+        return None
+    fitted_names = getattr(estimator, "feature_names_in_", None)
+    if fitted_names is not None:
+        if list(fitted_names) != list(columns):
+            return None
+        # True here (same names, same order), and emitting it costs time on every call.
+        warnings.filterwarnings("ignore", message="X does not have valid feature names",
+                                category=UserWarning)
+    return function
 
 
 @dataclass(frozen=True)
@@ -36,6 +72,7 @@ class FastPath:
     columns: tuple[str, ...]
     kinds: tuple[str, ...]  # "double" or "long", per column
     predict: Callable[[pd.DataFrame], Any]
+    predict_array: Callable[[np.ndarray], Any] | None = None
 
     @classmethod
     def for_model(cls, model: Any) -> FastPath | None:
@@ -54,29 +91,40 @@ class FastPath:
             if kind not in _DTYPES or not getattr(spec, "required", False):
                 return None
             kinds.append(kind)
-        return cls(tuple(schema.input_names()), tuple(kinds), predict)
+        columns = tuple(schema.input_names())
+        array = _array_predict(model, columns) if set(kinds) == {"double"} else None
+        return cls(columns, tuple(kinds), predict, array)
 
     def __call__(self, content_type: str | None, body: bytes) -> tuple[str, int] | None:
         """The JSON answer for ``body`` and its number of predictions, or ``None`` for MLflow's
         path."""
-        if content_type not in JSON_TYPES or any(lit in body for lit in _LITERALS):
+        if content_type not in JSON_TYPES or _LITERALS.search(body):
             return None
         try:
-            payload = json.loads(body)
-        except ValueError:
+            payload = orjson.loads(body)  # correctly rounded, as json.loads; 5x faster
+        except orjson.JSONDecodeError:  # also integers beyond 64 bits: MLflow's path decides
             return None
         if not isinstance(payload, dict) or len(payload) != 1:
             return None
         rows = self._rows(payload)
-        frame = self._frame(rows) if rows else None
-        if frame is None:
+        values = self._values(rows) if rows else None
+        if values is None:
             return None
+        if self.predict_array is not None:
+            predictions = self.predict_array(values.astype(np.float64, copy=False))
+        else:
+            frame = self._frame(values, rows)
+            if frame is None:
+                return None
+            predictions = self.predict(frame)
+        count = len(predictions) if hasattr(predictions, "__len__") else 1
+        if isinstance(predictions, np.ndarray):  # the bytes MLflow's encoder writes, 5x faster
+            return json.dumps({"predictions": predictions.tolist()}), count
         from mlflow.pyfunc.scoring_server import predictions_to_json
 
-        predictions = self.predict(frame)
         out = StringIO()
         predictions_to_json(predictions, out)
-        return out.getvalue(), len(predictions) if hasattr(predictions, "__len__") else 1
+        return out.getvalue(), count
 
     def _rows(self, payload: dict[str, Any]) -> list[list[Any]] | None:
         """Rows in schema column order, if the payload names exactly the schema's columns."""
@@ -108,8 +156,8 @@ class FastPath:
             return [[record[name] for name in self.columns] for record in records]
         return None
 
-    def _frame(self, rows: list[list[Any]]) -> pd.DataFrame | None:
-        """The DataFrame schema enforcement would give, or ``None`` if any value needs MLflow."""
+    def _values(self, rows: list[list[Any]]) -> np.ndarray | None:
+        """The rows as one numeric array, or ``None`` if any value needs MLflow."""
         try:
             values = np.array(rows)
         except (ValueError, TypeError):
@@ -118,6 +166,10 @@ class FastPath:
             return None
         if values.dtype.kind not in "if":  # strings, objects (nulls, nesting, huge ints)
             return None
+        return values
+
+    def _frame(self, values: np.ndarray, rows: list[list[Any]]) -> pd.DataFrame | None:
+        """The DataFrame schema enforcement would give, or ``None`` if a long needs MLflow."""
         if "long" not in self.kinds:
             return pd.DataFrame(values.astype(np.float64, copy=False), columns=self.columns)
         if "double" not in self.kinds and values.dtype.kind == "i":

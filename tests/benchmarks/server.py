@@ -1,0 +1,197 @@
+"""Our scoring server against MLflow's own and a bare FastAPI ceiling, side by side, with wrk.
+
+    python tests/benchmarks/server.py [--seconds 8] [--workers N] [--rounds 1]
+
+The model is a LogisticRegression over 20 float columns (the one in shared/research's
+baseline). Each server runs on the host on loopback, started fresh; wrk (one thread) loads it at
+concurrency 1, 8 and 32 with a 1-row and a 100-row ``dataframe_split`` body. ``mlflow models
+serve --env-manager local`` runs with its default single worker (its multi-worker mode stalls at
+c=1 without uvloop); ours and the bare endpoint run with ``--workers`` (default: the CPUs).
+With several rounds, every figure is the median over rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+BARE_APP = '''
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+
+app = FastAPI()
+
+@app.get("/ping")
+async def ping():
+    return Response("\\n", media_type="application/json")
+
+@app.post("/invocations")
+async def invocations(request: Request):
+    await request.body()
+    return Response('{"predictions": [0]}', media_type="application/json")
+'''
+
+WRK_SCRIPT = '''
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local f = io.open("{body}", "rb")
+wrk.body = f:read("*all")
+f:close()
+'''
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def make_model(path: Path) -> list[str]:
+    import mlflow
+    import pandas as pd
+    from sklearn.datasets import make_classification
+    from sklearn.linear_model import LogisticRegression
+
+    features, target = make_classification(n_samples=2000, n_features=20, n_informative=10,
+                                           random_state=42)
+    columns = [f"f{i}" for i in range(20)]
+    frame = pd.DataFrame(features, columns=columns)
+    model = LogisticRegression(max_iter=1000, random_state=42).fit(frame, target)
+    mlflow.sklearn.save_model(model, path, input_example=frame.head(5))
+    return columns
+
+
+def write_payloads(work: Path, columns: list[str]) -> dict[str, Path]:
+    import numpy as np
+
+    rows = np.random.default_rng(0).normal(size=(100, len(columns))).round(6).tolist()
+    payloads = {}
+    for name, data in (("1 row", rows[:1]), ("100 rows", rows)):
+        body = work / f"{name.replace(' ', '_')}.json"
+        body.write_text(json.dumps({"dataframe_split": {"columns": columns, "data": data}}))
+        script = work / f"{name.replace(' ', '_')}.lua"
+        script.write_text(WRK_SCRIPT.replace("{body}", str(body)))
+        payloads[name] = script
+    return payloads
+
+
+def start(command: list[str], port: int, cwd: Path) -> subprocess.Popen:
+    # mlflow models serve runs `uvicorn` by name: the virtualenv's bin goes first on PATH.
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1", "PATH": path})
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/ping", timeout=1).status_code == 200:
+                time.sleep(1)  # let every worker finish starting
+                return process
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    stop(process)
+    raise RuntimeError(f"{command} did not become ready")
+
+
+def stop(process: subprocess.Popen) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def wrk(url: str, script: Path, connections: int, seconds: int) -> dict[str, float]:
+    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency",
+                          "--timeout", "10s", "-s", str(script), url],
+                         capture_output=True, text=True, check=True).stdout
+    latency = {p: float(v) * _UNITS[u] for p, v, u in
+               re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)$", out, re.MULTILINE)}
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+            "p50": latency["50"], "p99": latency["99"],
+            "errors": float(errors.group(1)) if errors else 0.0}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--rounds", type=int, default=1)
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed (Debian: apt-get install wrk)")
+
+    work = Path(tempfile.mkdtemp(prefix="bench-server-"))
+    model = work / "model"
+    payloads = write_payloads(work, make_model(model))
+    (work / "bare_app.py").write_text(BARE_APP)
+    python = sys.executable
+    servers = {
+        "ours": lambda port: [python, "-m", "serving_image", "--model", str(model), "--host",
+                              "127.0.0.1", "--port", str(port), "--workers",
+                              str(args.workers)],
+        "mlflow": lambda port: [python, "-m", "mlflow", "models", "serve", "-m", str(model),
+                                "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port),
+                                "-w", "1"],
+        "bare": lambda port: [python, "-m", "uvicorn", "bare_app:app", "--host", "127.0.0.1",
+                              "--port", str(port), "--workers", str(args.workers)],
+    }
+    results: dict[tuple[str, str, int], list[dict[str, float]]] = {}
+    for round_ in range(args.rounds):
+        for name, command in servers.items():
+            port = _free_port()
+            process = start(command(port), port, work)
+            try:
+                url = f"http://127.0.0.1:{port}/invocations"
+                for payload, script in payloads.items():
+                    wrk(url, script, 8, 2)  # warm-up, not recorded
+                    for connections in (1, 8, 32):
+                        point = wrk(url, script, connections, args.seconds)
+                        results.setdefault((name, payload, connections), []).append(point)
+                        print(f"round {round_ + 1} {name:6} {payload:8} c={connections:<2} "
+                              f"{point['rps']:8.0f} req/s  p50 {point['p50']:7.2f} ms  "
+                              f"p99 {point['p99']:7.2f} ms  errors {point['errors']:.0f}",
+                              flush=True)
+            finally:
+                stop(process)
+
+    def med(name: str, payload: str, c: int, key: str) -> float:
+        return statistics.median(p[key] for p in results[(name, payload, c)])
+
+    print(f"\nours: {args.workers} workers; mlflow: 1 worker; bare FastAPI: {args.workers} "
+          f"workers; wrk -t1, {args.seconds} s per point, median of {args.rounds} round(s)\n")
+    print("| payload | c | ours req/s | mlflow req/s | bare req/s | ours/mlflow | ours/bare "
+          "| ours p50 ms | mlflow p50 ms | ours p99 ms | mlflow p99 ms | p99 mlflow/ours |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for payload in payloads:
+        for c in (1, 8, 32):
+            ours, theirs, bare = (med(n, payload, c, "rps") for n in ("ours", "mlflow", "bare"))
+            p99_ours, p99_theirs = med("ours", payload, c, "p99"), med("mlflow", payload, c, "p99")
+            print(f"| {payload} | {c} | {ours:.0f} | {theirs:.0f} | {bare:.0f} | "
+                  f"{ours / theirs:.1f}x | {ours / bare:.0%} | {med('ours', payload, c, 'p50'):.2f}"
+                  f" | {med('mlflow', payload, c, 'p50'):.2f} | {p99_ours:.2f} | {p99_theirs:.2f}"
+                  f" | {p99_theirs / p99_ours:.1f}x |")
+    errors = sum(p["errors"] for points in results.values() for p in points)
+    print(f"\nnon-2xx responses: {errors:.0f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -70,6 +70,13 @@ def _size(value: str) -> int:
     return number
 
 
+def _non_negative(value: str) -> float:
+    number = float(value)
+    if number < 0:
+        raise ValueError(value)
+    return number
+
+
 def _ip(value: str) -> str:
     return str(ipaddress.ip_address(value.strip()))
 
@@ -148,6 +155,11 @@ KEYS: tuple[Key, ...] = (
     Key("auth_token", _text, "a secret string", "none (no authentication)",
         "Require 'Authorization: Bearer <token>' on /invocations; never stored in labels.",
         DEPLOY),
+    Key("batch_max_size", _positive_int, "an integer >= 1 (rows)", "1 (no batching)",
+        "Merge concurrent requests into one predict call of up to this many rows; only for "
+        "models that score each row on its own.", DEPLOY),
+    Key("batch_max_wait_ms", _non_negative, "milliseconds >= 0", "0",
+        "How long a batch waits for more requests (0: only those already waiting).", DEPLOY),
     Key("parquet", _bool, "true or false", "false",
         "Accept application/vnd.apache.parquet bodies (adds pyarrow to the image).", DEPLOY),
     Key("stop_timeout", _positive_int, "seconds >= 1", "10",
@@ -164,6 +176,7 @@ KEYS: tuple[Key, ...] = (
 
 _BY_NAME = {key.name: key for key in KEYS}
 EXAMPLES = {
+    "batch_max_size": "64",
     "auth_token": "$(openssl rand -hex 16)",
     "base_image": "mlflow-dockerhost/base:bookworm-python3.11",
     "port": "8080",
@@ -196,6 +209,8 @@ class Settings:
     log_level: str = "info"
     access_log: bool = True
     auth_token: str | None = None
+    batch_max_size: int = 1
+    batch_max_wait_ms: float = 0.0
     parquet: bool = False
     stop_timeout: int = 10
     timeout: float = 60.0

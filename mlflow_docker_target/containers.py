@@ -89,6 +89,8 @@ class Spec:
             run_id=self.model.run_id,
             image=self.image,
             auth_token=self.settings.auth_token,
+            batch_max_size=self.settings.batch_max_size,
+            batch_max_wait_ms=self.settings.batch_max_wait_ms,
         ).to_env()
         server.pop("SCORING_WORKERS")  # the server counts the CPUs its container may use
         if self.settings.workers:

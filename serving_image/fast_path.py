@@ -98,6 +98,12 @@ class FastPath:
     def __call__(self, content_type: str | None, body: bytes) -> tuple[str, int] | None:
         """The JSON answer for ``body`` and its number of predictions, or ``None`` for MLflow's
         path."""
+        model_input = self.prepare(content_type, body)
+        return None if model_input is None else self.encode(self.predict_input(model_input))
+
+    def prepare(self, content_type: str | None,
+                body: bytes) -> np.ndarray | pd.DataFrame | None:
+        """What the model will be called with (an array or a DataFrame), or ``None``."""
         if content_type not in JSON_TYPES or _LITERALS.search(body):
             return None
         try:
@@ -111,12 +117,17 @@ class FastPath:
         if values is None:
             return None
         if self.predict_array is not None:
-            predictions = self.predict_array(values.astype(np.float64, copy=False))
-        else:
-            frame = self._frame(values, rows)
-            if frame is None:
-                return None
-            predictions = self.predict(frame)
+            return values.astype(np.float64, copy=False)
+        return self._frame(values, rows)
+
+    def predict_input(self, model_input: np.ndarray | pd.DataFrame) -> Any:
+        if isinstance(model_input, np.ndarray) and self.predict_array is not None:
+            return self.predict_array(model_input)
+        return self.predict(model_input)
+
+    @staticmethod
+    def encode(predictions: Any) -> tuple[str, int]:
+        """MLflow's JSON for ``predictions``, and how many there are."""
         count = len(predictions) if hasattr(predictions, "__len__") else 1
         if isinstance(predictions, np.ndarray):  # the bytes MLflow's encoder writes, 5x faster
             return json.dumps({"predictions": predictions.tolist()}), count

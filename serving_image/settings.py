@@ -55,6 +55,8 @@ class ServerSettings:
     run_id: str | None = None
     image: str | None = None
     auth_token: str | None = None
+    batch_max_size: int = 1  # rows; 1 means no batching
+    batch_max_wait_ms: float = 0.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> ServerSettings:
@@ -78,6 +80,8 @@ class ServerSettings:
             run_id=get("RUN_ID"),
             image=get("IMAGE"),
             auth_token=get("AUTH_TOKEN"),
+            batch_max_size=int(get("BATCH_MAX_SIZE") or 1),
+            batch_max_wait_ms=float(get("BATCH_MAX_WAIT_MS") or 0),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -89,5 +93,7 @@ class ServerSettings:
             "ACCESS_LOG": "true" if self.access_log else "false",
             "MODEL_NAME": self.model_name, "MODEL_VERSION": self.model_version,
             "RUN_ID": self.run_id, "IMAGE": self.image, "AUTH_TOKEN": self.auth_token,
+            "BATCH_MAX_SIZE": str(self.batch_max_size),
+            "BATCH_MAX_WAIT_MS": str(self.batch_max_wait_ms),
         }
         return {PREFIX + k: v for k, v in values.items() if v is not None}

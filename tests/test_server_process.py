@@ -30,27 +30,39 @@ mlflow.models.set_model(Slow())
 """
 
 
-@pytest.fixture
-def slow_server(tmp_path: Path):
-    code = tmp_path / "slow.py"
-    code.write_text(SLOW_MODEL)
-    model = tmp_path / "model"
-    mlflow.pyfunc.save_model(model, python_model=str(code))
+def _serve(model: Path, *options: str) -> tuple[subprocess.Popen, str]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     process = subprocess.Popen(
         [sys.executable, "-m", "serving_image", "--model", str(model), "--host", "127.0.0.1",
-         "--port", str(port), "--workers", "1"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+         "--port", str(port), *options],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         try:
             if requests.get(f"{url}/ping", timeout=1).status_code == 200:
-                break
+                return process, url
         except requests.RequestException:
-            time.sleep(0.2)
+            pass
+        time.sleep(0.2)
+    process.kill()
+    raise AssertionError("the server did not become ready")
+
+
+@pytest.fixture
+def slow_model(tmp_path: Path) -> Path:
+    code = tmp_path / "slow.py"
+    code.write_text(SLOW_MODEL)
+    model = tmp_path / "model"
+    mlflow.pyfunc.save_model(model, python_model=str(code))
+    return model
+
+
+@pytest.fixture
+def slow_server(slow_model: Path):
+    process, url = _serve(slow_model, "--workers", "1")
     yield process, url
     if process.poll() is None:
         process.kill()
@@ -75,3 +87,37 @@ def test_sigterm_finishes_in_flight_requests(slow_server) -> None:
     assert process.wait(timeout=30) in (0, -signal.SIGTERM)
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{url}/health", timeout=2)
+
+
+def test_request_timeout_answers_504(slow_model: Path) -> None:
+    process, url = _serve(slow_model, "--workers", "1", "--request-timeout", "0.5")
+    try:
+        answer = requests.post(f"{url}/invocations", json={"inputs": [[1.0]]}, timeout=30)
+        assert answer.status_code == 504
+        assert answer.json()["error_code"] == "DEADLINE_EXCEEDED"
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_metrics_add_up_across_workers(tmp_path: Path) -> None:
+    from tests.test_differential import IRIS_COLS, ROW, _iris
+
+    _iris(tmp_path / "iris")
+    process, url = _serve(tmp_path / "iris", "--workers", "2")
+    try:
+        for _ in range(30):  # a new connection each: the kernel spreads them over the workers
+            with requests.Session() as session:
+                answer = session.post(f"{url}/invocations", json={"dataframe_split": {
+                    "columns": IRIS_COLS, "data": [ROW, ROW]}}, timeout=30)
+                assert answer.status_code == 200
+        key = 'mlflow_server_requests_total{method="POST",route="/invocations",status="200"}'
+        for _ in range(10):  # whichever worker answers /metrics reports every worker's counts
+            text = requests.get(f"{url}/metrics", timeout=5).text
+            samples = dict(line.rsplit(" ", 1) for line in text.splitlines()
+                           if line and not line.startswith("#"))
+            assert float(samples[key]) == 30
+            assert float(samples["mlflow_server_rows_predicted_total"]) == 60
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)

@@ -1,0 +1,62 @@
+"""Adaptive batching: concurrent requests share predict calls, each gets exactly its own rows."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+
+from serving_image.app import create_app
+from serving_image.batching import combine, split
+from serving_image.settings import ServerSettings
+from tests.test_differential import IRIS_COLS, _iris, _long_double
+
+
+def test_combine_and_split_round_trip() -> None:
+    arrays = [np.ones((1, 2)), np.zeros((3, 2))]
+    assert combine(arrays).shape == (4, 2)
+    parts = split(np.arange(4), [1, 3])
+    assert [p.tolist() for p in parts] == [[0], [1, 2, 3]]
+    frames = split(pd.DataFrame({"a": range(4)}), [3, 1])
+    assert frames[1]["a"].tolist() == [3] and frames[1].index.tolist() == [0]
+    with pytest.raises(ValueError, match="do not match"):
+        split(np.arange(3), [1, 3])
+
+
+@pytest.mark.parametrize(("save", "columns", "make_row"), [
+    (_iris, IRIS_COLS, lambda i: [4.0 + i % 4, 3.0, 1.0 + (i % 6), 0.1 * (i % 25)]),
+    (_long_double, ["a", "b"], lambda i: [i, i / 4]),  # the DataFrame route
+])
+def test_concurrent_requests_are_batched_exactly(tmp_path, save, columns, make_row) -> None:
+    save(tmp_path / "model")
+    settings = ServerSettings(model_path=str(tmp_path / "model"), batch_max_size=64,
+                              batch_max_wait_ms=20)
+    app = create_app(settings)
+    bodies = [{"dataframe_split": {"columns": columns,
+                                   "data": [make_row(i), make_row(i + 1)][: 1 + i % 2]}}
+              for i in range(40)]
+    with TestClient(app) as client:
+        state = app.state.model_state
+        assert state.ready.wait(120) and state.batcher is not None
+        expected = [state.fast_path.encode(state.fast_path.predict_input(
+            state.fast_path.prepare("application/json", httpx.Request(
+                "POST", "/", json=body).content)))[0] for body in bodies]
+        calls = []
+        predict = state.batcher.predict
+        state.batcher.predict = lambda batch: calls.append(len(batch)) or predict(batch)
+
+        async def send_all() -> list[httpx.Response]:
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+                return await asyncio.gather(*(http.post("/invocations", json=b) for b in bodies))
+
+        answers = asyncio.run(send_all())
+        assert client.get("/ping").status_code == 200
+    assert [a.status_code for a in answers] == [200] * len(bodies)
+    assert [a.text for a in answers] == expected
+    assert len(calls) < len(bodies) / 4  # requests really were merged
+    assert max(calls) <= 64

@@ -88,12 +88,14 @@ def write_payloads(work: Path, columns: list[str]) -> dict[str, Path]:
     return payloads
 
 
-def start(command: list[str], port: int, cwd: Path) -> subprocess.Popen:
+def start(command: list[str], port: int, cwd: Path,
+          env: dict[str, str] | None = None) -> subprocess.Popen:
     # mlflow models serve runs `uvicorn` by name: the virtualenv's bin goes first on PATH.
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, start_new_session=True,
-                               env={**os.environ, "PYTHONUNBUFFERED": "1", "PATH": path})
+                               env={**os.environ, "PYTHONUNBUFFERED": "1", "PATH": path,
+                                    **(env or {})})
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         try:
@@ -144,10 +146,13 @@ def main() -> None:
     payloads = write_payloads(work, make_model(model))
     (work / "bare_app.py").write_text(BARE_APP)
     python = sys.executable
+    ours = lambda port: [python, "-m", "serving_image", "--model", str(model),  # noqa: E731
+                         "--host", "127.0.0.1", "--port", str(port), "--workers",
+                         str(args.workers)]
+    environments = {"batched": {"SCORING_BATCH_MAX_SIZE": "64"}}
     servers = {
-        "ours": lambda port: [python, "-m", "serving_image", "--model", str(model), "--host",
-                              "127.0.0.1", "--port", str(port), "--workers",
-                              str(args.workers)],
+        "ours": ours,
+        "batched": ours,
         "mlflow": lambda port: [python, "-m", "mlflow", "models", "serve", "-m", str(model),
                                 "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port),
                                 "-w", "1"],
@@ -158,7 +163,7 @@ def main() -> None:
     for round_ in range(args.rounds):
         for name, command in servers.items():
             port = _free_port()
-            process = start(command(port), port, work)
+            process = start(command(port), port, work, environments.get(name))
             try:
                 url = f"http://127.0.0.1:{port}/invocations"
                 for payload, script in payloads.items():
@@ -176,19 +181,22 @@ def main() -> None:
     def med(name: str, payload: str, c: int, key: str) -> float:
         return statistics.median(p[key] for p in results[(name, payload, c)])
 
-    print(f"\nours: {args.workers} workers; mlflow: 1 worker; bare FastAPI: {args.workers} "
-          f"workers; wrk -t1, {args.seconds} s per point, median of {args.rounds} round(s)\n")
-    print("| payload | c | ours req/s | mlflow req/s | bare req/s | ours/mlflow | ours/bare "
-          "| ours p50 ms | mlflow p50 ms | ours p99 ms | mlflow p99 ms | p99 mlflow/ours |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print(f"\nours: {args.workers} workers, defaults; batched: the same with -C batch_max_size=64 "
+          f"(no wait); mlflow: 1 worker; bare FastAPI: {args.workers} workers; wrk -t1, "
+          f"{args.seconds} s per point, median of {args.rounds} round(s)\n")
+    print("| payload | c | ours req/s | batched req/s | mlflow req/s | bare req/s | ours/mlflow "
+          "| ours/bare | batched/bare | ours p50 ms | mlflow p50 ms | ours p99 ms | mlflow p99 ms "
+          "| p99 mlflow/ours |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for payload in payloads:
         for c in (1, 8, 32):
-            ours, theirs, bare = (med(n, payload, c, "rps") for n in ("ours", "mlflow", "bare"))
+            ours, batched, theirs, bare = (med(n, payload, c, "rps")
+                                           for n in ("ours", "batched", "mlflow", "bare"))
             p99_ours, p99_theirs = med("ours", payload, c, "p99"), med("mlflow", payload, c, "p99")
-            print(f"| {payload} | {c} | {ours:.0f} | {theirs:.0f} | {bare:.0f} | "
-                  f"{ours / theirs:.1f}x | {ours / bare:.0%} | {med('ours', payload, c, 'p50'):.2f}"
-                  f" | {med('mlflow', payload, c, 'p50'):.2f} | {p99_ours:.2f} | {p99_theirs:.2f}"
-                  f" | {p99_theirs / p99_ours:.1f}x |")
+            print(f"| {payload} | {c} | {ours:.0f} | {batched:.0f} | {theirs:.0f} | {bare:.0f} | "
+                  f"{ours / theirs:.1f}x | {ours / bare:.0%} | {batched / bare:.0%} | "
+                  f"{med('ours', payload, c, 'p50'):.2f} | {med('mlflow', payload, c, 'p50'):.2f} "
+                  f"| {p99_ours:.2f} | {p99_theirs:.2f} | {p99_theirs / p99_ours:.1f}x |")
     errors = sum(p["errors"] for points in results.values() for p in points)
     print(f"\nnon-2xx responses: {errors:.0f}")
 

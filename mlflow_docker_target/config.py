@@ -9,6 +9,7 @@ and the default.
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -34,25 +35,23 @@ def _bool(value: str) -> bool:
     raise ValueError(value)
 
 
-def _positive_int(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise ValueError(value)
-    return number
+def _number(convert: Callable[[str], Any], low: float, high: float = math.inf,
+            low_allowed: bool = True) -> Callable[[str], Any]:
+    """A parser for numbers within [low, high] (or (low, high] when low is not allowed)."""
+
+    def parse(value: str) -> Any:
+        number = convert(value)
+        if not low <= number <= high or (number == low and not low_allowed):
+            raise ValueError(value)
+        return number
+
+    return parse
 
 
-def _port(value: str) -> int:
-    number = int(value)
-    if not 1 <= number <= 65535:
-        raise ValueError(value)
-    return number
-
-
-def _seconds(value: str) -> float:
-    number = float(value)
-    if number <= 0:
-        raise ValueError(value)
-    return number
+_positive_int = _number(int, 1)
+_port = _number(int, 1, 65535)
+_seconds = _number(float, 0, low_allowed=False)
+_non_negative = _number(float, 0)
 
 
 _SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmg]?)i?b?$", re.IGNORECASE)
@@ -66,13 +65,6 @@ def _size(value: str) -> int:
         raise ValueError(value)
     number = int(float(match.group(1)) * _SIZE_FACTOR[match.group(2).lower()])
     if number < 1:
-        raise ValueError(value)
-    return number
-
-
-def _non_negative(value: str) -> float:
-    number = float(value)
-    if number < 0:
         raise ValueError(value)
     return number
 

@@ -46,6 +46,8 @@ def test_python_values_are_accepted() -> None:
     ("restart_policy", "sometimes", "no, always, unless-stopped or on-failure"),
     ("bind_address", "localhost:80", "an IP address"),
     ("workers", "0", "an integer >= 1"),
+    ("ready_timeout", "nan", "seconds > 0"),
+    ("batch_max_wait_ms", "-1", "milliseconds >= 0"),
 ])
 def test_bad_values_name_key_accepted_values_and_default(key: str, value: str,
                                                          expected: str) -> None:

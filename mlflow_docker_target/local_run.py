@@ -51,10 +51,14 @@ def run_local(name: str, model_uri: str, flavor: str | None = None,
     engine = connect(settings.docker_host, settings.timeout)
     image, ref = serving_image(engine, name, model_fetch.resolve(model_uri), settings)
     spec = Spec(name, image, ref, normalize(config), settings, __version__, local_run=True)
-    try:
-        previous = signal.signal(signal.SIGTERM, _interrupt)
-    except ValueError:  # not the main thread: Ctrl-C handling is the caller's
-        previous = None
+    # Both signals stop the server, even where SIGINT was inherited as ignored (a process
+    # started in the background by a shell, a supervisor).
+    previous = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            previous[signum] = signal.signal(signum, _interrupt)
+        except ValueError:  # not the main thread: signal handling is the caller's
+            break
     container = containers.start(engine, spec, settings.port or DEFAULT_PORT)
     try:
         threading.Thread(target=_follow_logs, args=(container,), daemon=True).start()
@@ -67,5 +71,5 @@ def run_local(name: str, model_uri: str, flavor: str | None = None,
         log.info("Stopping %s", container.name)
     finally:
         containers.remove(container, settings.stop_timeout)
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

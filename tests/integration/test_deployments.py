@@ -210,12 +210,16 @@ def test_predict_error_carries_server_message(iris_versions, deployment_name) ->
         client.explain(deployment_name, pd.DataFrame({"x": [1.0]}))
 
 
-def test_run_local_serves_until_sigterm(iris_versions, deployment_name, docker_client) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_run_local_serves_until_signalled(iris_versions, deployment_name, docker_client,
+                                          signum: int) -> None:
     port = _free_port()
+    # SIGINT ignored at start, as a shell does for background jobs: run-local must still stop.
     process = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "deployments", "run-local", "-t", "dockerhost",
          "--name", deployment_name, "-m", iris_versions["v1"], "-C", f"port={port}"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ.copy())
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ.copy(),
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(process.stdout or []), daemon=True)
     reader.start()
@@ -230,7 +234,7 @@ def test_run_local_serves_until_sigterm(iris_versions, deployment_name, docker_c
         listed = get_deploy_client("dockerhost").list_deployments()
         assert deployment_name not in [d["name"] for d in listed]
     finally:
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(signum)
         process.wait(timeout=60)
         reader.join(timeout=10)
     output = "".join(lines)

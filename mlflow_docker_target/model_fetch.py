@@ -86,11 +86,14 @@ def resolve(model_uri: str) -> ModelRef:
                     )
                 version = found[0]
     except MlflowException as exc:
+        # The registry calls a missing alias an invalid parameter and a missing version a
+        # missing resource; to a deployment both are a model that does not exist.
+        missing = exc.error_code in ("INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST")
         raise MlflowException(
             f"Cannot resolve model {model_uri!r} in the registry at "
             f"{mlflow.get_registry_uri()}: {exc.message} Check the name, version or alias, and "
             "MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI.",
-            ErrorCode.Value(exc.error_code),
+            RESOURCE_DOES_NOT_EXIST if missing else ErrorCode.Value(exc.error_code),
         ) from None
     return ModelRef(
         uri=model_uri,

@@ -158,14 +158,17 @@ def test_failed_create_leaves_nothing(failing_model, deployment_name, docker_cli
     assert not [t for t in tags if t.startswith(f"mlflow-dockerhost/{deployment_name}:")]
 
 
+@pytest.mark.parametrize("fixed_port", [False, True])
 def test_failed_update_keeps_old_serving(iris_versions, failing_model, deployment_name,
-                                         docker_client) -> None:
+                                         docker_client, fixed_port: bool) -> None:
     client = get_deploy_client("dockerhost")
-    created = client.create_deployment(deployment_name, iris_versions["v1"])
+    config = {"port": str(_free_port())} if fixed_port else {}
+    created = client.create_deployment(deployment_name, iris_versions["v1"], config=config)
     with pytest.raises(MlflowException, match="keeps serving"):
         client.update_deployment(deployment_name, failing_model)
     info = client.get_deployment(deployment_name)
     assert info["container"] == created["container"]
+    assert info["endpoint"] == created["endpoint"]
     assert info["model_version"] == "1"
     assert _curl(info["endpoint"]) == [0, 2, 1]
     assert len(_containers(docker_client, deployment_name)) == 1

@@ -95,12 +95,6 @@ class FastPath:
         array = _array_predict(model, columns) if set(kinds) == {"double"} else None
         return cls(columns, tuple(kinds), predict, array)
 
-    def __call__(self, content_type: str | None, body: bytes) -> tuple[str, int] | None:
-        """The JSON answer for ``body`` and its number of predictions, or ``None`` for MLflow's
-        path."""
-        model_input = self.prepare(content_type, body)
-        return None if model_input is None else self.encode(self.predict_input(model_input))
-
     def prepare(self, content_type: str | None,
                 body: bytes) -> np.ndarray | pd.DataFrame | None:
         """What the model will be called with (an array or a DataFrame), or ``None``."""
@@ -121,7 +115,9 @@ class FastPath:
         return self._frame(values, rows)
 
     def predict_input(self, model_input: np.ndarray | pd.DataFrame) -> Any:
-        if isinstance(model_input, np.ndarray) and self.predict_array is not None:
+        """Predictions for what :meth:`prepare` returned (an array exactly when
+        ``predict_array`` is set)."""
+        if self.predict_array is not None:
             return self.predict_array(model_input)
         return self.predict(model_input)
 

@@ -231,8 +231,8 @@ def test_fast_path_serves_the_common_case(servers) -> None:
     _, ours = servers["iris"]
     fast_path = ours.app.state.model_state.fast_path
     assert fast_path is not None
-    assert fast_path(JSON, _split(IRIS_COLS, [ROW])) is not None
-    assert fast_path(JSON, _split(IRIS_COLS, [ROW], params={"k": 1})) is None
+    assert fast_path.prepare(JSON, _split(IRIS_COLS, [ROW])) is not None
+    assert fast_path.prepare(JSON, _split(IRIS_COLS, [ROW], params={"k": 1})) is None
     assert servers["mixed"][1].app.state.model_state.fast_path is None  # has params
 
 

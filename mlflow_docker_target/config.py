@@ -97,6 +97,10 @@ def _text(value: str) -> str:
     return value.strip()
 
 
+def _path(value: str) -> str:
+    return os.path.abspath(os.path.expanduser(_text(value)))
+
+
 @dataclass(frozen=True)
 class Key:
     """One ``-C`` key: how to parse it, what it accepts, and which commands take it."""
@@ -120,7 +124,8 @@ KEYS: tuple[Key, ...] = (
         DEPLOY),
     Key("port", _port, "a TCP port 1-65535", "a free port (run_local: 5000)",
         "Host port the endpoint is published on.", DEPLOY),
-    Key("bind_address", _ip, "an IP address", "127.0.0.1",
+    Key("bind_address", _ip, "an IP address",
+        "127.0.0.1 on a local engine, 0.0.0.0 (all interfaces) on a remote one",
         "Host address the port is published on.", DEPLOY),
     Key("host_address", _text, "a host name or IP", "the engine's host",
         "Host name put in the endpoint URL, when clients reach the engine by another name.",
@@ -162,6 +167,16 @@ KEYS: tuple[Key, ...] = (
     Key("docker_host", _text, "a Docker engine URL or context name",
         "DOCKER_HOST, then the context",
         "Engine for run_local, which gets no target URI from MLflow.", frozenset({"run_local"})),
+    Key("tlscacert", _path, "a file path", "DOCKER_CERT_PATH/ca.pem when DOCKER_TLS_VERIFY is set",
+        "CA certificate that signed a tcp:// engine's certificate (docker --tlscacert).",
+        DEPLOY | DELETE),
+    Key("tlscert", _path, "a file path", "DOCKER_CERT_PATH/cert.pem",
+        "Client certificate for a tcp:// engine (docker --tlscert).", DEPLOY | DELETE),
+    Key("tlskey", _path, "a file path", "DOCKER_CERT_PATH/key.pem",
+        "Key of the client certificate (docker --tlskey).", DEPLOY | DELETE),
+    Key("tlsverify", _bool, "true or false", "true when any tls* key is given",
+        "Verify the engine's certificate against tlscacert (or the system's CAs).",
+        DEPLOY | DELETE),
     Key("remove_image", _bool, "true or false", "false",
         "Also remove the deployment's model image.", DELETE),
 )
@@ -188,7 +203,7 @@ class Settings:
     pull_base: bool = True
     mlflow_package: str = "auto"
     port: int | None = None
-    bind_address: str = "127.0.0.1"
+    bind_address: str | None = None
     host_address: str | None = None
     restart_policy: str = "unless-stopped"
     cpus: float | None = None
@@ -207,6 +222,10 @@ class Settings:
     stop_timeout: int = 10
     timeout: float = 60.0
     docker_host: str | None = None
+    tlscacert: str | None = None
+    tlscert: str | None = None
+    tlskey: str | None = None
+    tlsverify: bool | None = None
     remove_image: bool = False
     env: dict[str, str] = field(default_factory=dict)
 
@@ -276,6 +295,9 @@ def parse_config(config: Mapping[str, Any] | None, command: str) -> Settings:
 
 
 SECRET_KEYS = frozenset({"auth_token"})
+# How this client reaches the engine, not part of the deployment: never recorded on it.
+CONNECTION_KEYS = frozenset({"docker_host", "timeout", "tlscacert", "tlscert", "tlskey",
+                             "tlsverify"})
 MASK = "***"
 _SECRET_ENV = re.compile(r"(token|secret|password|passwd|key|credential)", re.IGNORECASE)
 

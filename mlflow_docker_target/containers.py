@@ -8,6 +8,7 @@ them back, so any client talking to the same engine sees the same deployments.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import logging
 import re
@@ -24,7 +25,7 @@ from docker.models.containers import Container
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
-from mlflow_docker_target.config import MASK, SECRET_KEYS, Settings, redacted
+from mlflow_docker_target.config import CONNECTION_KEYS, MASK, SECRET_KEYS, Settings, redacted
 from mlflow_docker_target.engine import Engine
 from mlflow_docker_target.image_build import LABEL
 from mlflow_docker_target.model_fetch import PYFUNC, ModelRef
@@ -68,9 +69,11 @@ class Spec:
             f"{LABEL}.run-id": self.model.run_id or "",
             f"{LABEL}.flavor": PYFUNC,
             f"{LABEL}.image": self.image,
-            # secrets stay in the container's environment, out of labels
+            # secrets stay in the container's environment, out of labels; how this client
+            # reached the engine is no part of the deployment
             f"{LABEL}.config": json.dumps({k: (MASK if k in SECRET_KEYS else v)
-                                           for k, v in self.config.items()}, sort_keys=True),
+                                           for k, v in self.config.items()
+                                           if k not in CONNECTION_KEYS}, sort_keys=True),
             f"{LABEL}.plugin-version": self.plugin_version,
         }
         if self.local_run:
@@ -116,11 +119,13 @@ def start(engine: Engine, spec: Spec, host_port: int | None) -> Container:
     if settings.memory:
         kwargs["mem_limit"] = settings.memory
     policy = "no" if spec.local_run else settings.restart_policy
+    # A remote engine's loopback is out of this machine's reach.
+    bind = settings.bind_address or ("127.0.0.1" if engine.is_local else "0.0.0.0")
     try:
         return engine.client.containers.run(
             spec.image, detach=True, name=name, labels=spec.labels(),
             environment=spec.environment(), init=settings.init,
-            ports={CONTAINER_PORT: (settings.bind_address, host_port)},
+            ports={CONTAINER_PORT: (bind, host_port)},
             restart_policy=_restart_policy(policy), stop_signal="SIGTERM", **kwargs,
         )
     except docker.errors.APIError as exc:
@@ -132,20 +137,34 @@ def start(engine: Engine, spec: Spec, host_port: int | None) -> Container:
             f"{exc.explanation or exc}") from None
 
 
-def host_port(container: Container) -> int | None:
+def _binding(container: Container) -> tuple[str, int] | None:
+    """Host address and port the server's port is published on (the IPv4 binding first)."""
     bindings = (container.attrs.get("NetworkSettings", {}).get("Ports") or {}).get(CONTAINER_PORT)
-    for binding in bindings or []:
-        if ":" not in binding.get("HostIp", ""):  # the IPv4 binding
-            return int(binding["HostPort"])
+    ordered = sorted(bindings or [], key=lambda b: ":" in b.get("HostIp", ""))
+    for binding in ordered:
+        return binding.get("HostIp", ""), int(binding["HostPort"])
     return None
 
 
+def host_port(container: Container) -> int | None:
+    binding = _binding(container)
+    return binding[1] if binding else None
+
+
 def endpoint_url(engine: Engine, container: Container) -> str | None:
-    config = json.loads(container.labels.get(f"{LABEL}.config", "{}"))
-    port = host_port(container)
-    if port is None:
+    """The URL clients reach the server by: ``host_address`` if configured, else the address
+    the port is bound to, else (all interfaces, or loopback) the engine's host."""
+    binding = _binding(container)
+    if binding is None:
         return None
-    return f"http://{config.get('host_address') or engine.host}:{port}"
+    bound, port = binding
+    config = json.loads(container.labels.get(f"{LABEL}.config", "{}"))
+    host = config.get("host_address")
+    if not host:
+        address = ipaddress.ip_address(bound) if bound else None
+        specific = address is not None and not (address.is_unspecified or address.is_loopback)
+        host = bound if specific else engine.host
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def last_logs(container: Container, lines: int = 40) -> str:
@@ -155,14 +174,20 @@ def last_logs(container: Container, lines: int = 40) -> str:
         return "(no logs)"
 
 
+UNREACHABLE_GRACE = 15.0
+
+
 def wait_ready(engine: Engine, container: Container, deadline_seconds: float) -> str:
     """Block until the server answers ``/ping`` with 200; return its endpoint URL.
 
-    Fails early when the container exits or restarts, with its last log lines.
+    Fails early when the container exits or restarts, with its last log lines, and when the
+    engine reports the server healthy but this machine cannot reach its port.
     """
     deadline = time.monotonic() + deadline_seconds
     session = requests.Session()
     session.trust_env = False  # the endpoint is the engine's host, never a proxy's
+    healthy_since: float | None = None
+    failure = ""
     while True:
         container.reload()
         state = container.attrs["State"]
@@ -176,8 +201,16 @@ def wait_ready(engine: Engine, container: Container, deadline_seconds: float) ->
             try:
                 if session.get(f"{url}/ping", timeout=2).status_code == 200:
                     return url
-            except requests.RequestException:
-                pass
+            except requests.RequestException as exc:
+                failure = str(exc)
+        if (state.get("Health") or {}).get("Status") == "healthy":
+            healthy_since = healthy_since or time.monotonic()
+            if time.monotonic() - healthy_since > min(UNREACHABLE_GRACE, deadline_seconds):
+                raise MlflowException(
+                    f"The server in container {container.name} is healthy on the engine, but "
+                    f"{url} cannot be reached from here ({failure or 'no answer'}). Check that "
+                    "a firewall lets the port through, or set -C bind_address (the address the "
+                    "port is published on) and -C host_address (the name clients reach it by).")
         if time.monotonic() > deadline:
             raise MlflowException(
                 f"The server in container {container.name} was not ready after "

@@ -21,7 +21,8 @@ from mlflow_docker_target import containers, model_fetch
 from mlflow_docker_target.config import Settings, normalize, parse_config
 from mlflow_docker_target.containers import Spec, check_name
 from mlflow_docker_target.endpoint import invoke
-from mlflow_docker_target.engine import Engine, connect, engine_from_target
+from mlflow_docker_target.engine import Engine, connect, talking_to
+from mlflow_docker_target.engine_address import engine_from_target
 from mlflow_docker_target.image_build import LABEL, serving_image
 from mlflow_docker_target.model_fetch import ModelRef, check_flavor
 from mlflow_docker_target.version import __version__
@@ -39,8 +40,8 @@ class DockerHostDeploymentClient(BaseDeploymentClient):
         super().__init__(target_uri)
         self.engine_ref = engine_from_target(target_uri)
 
-    def _connect(self, timeout: float = 60.0) -> Engine:
-        return connect(self.engine_ref, timeout)
+    def _connect(self, settings: Settings | None = None) -> Engine:
+        return connect(self.engine_ref, settings)
 
     def create_deployment(self, name: str, model_uri: str, flavor: str | None = None,
                           config: dict[str, Any] | None = None,
@@ -48,83 +49,63 @@ class DockerHostDeploymentClient(BaseDeploymentClient):
         check_name(name)
         settings = parse_config(config, "create")
         flavor = check_flavor(flavor)
-        engine = self._connect(settings.timeout)
-        if containers.find(engine, name):
-            raise MlflowException(
-                f"A deployment named {name!r} already exists on {engine.url}; update it, or "
-                "delete it first.", RESOURCE_ALREADY_EXISTS)
-        image, ref = serving_image(engine, name, model_fetch.resolve(model_uri), settings)
-        spec = Spec(name, image, ref, normalize(config), settings, __version__)
-        container = _start_ready(engine, spec, settings.port, settings)
-        log.info("Deployment %s serves %s at %s", name, ref.resolved_uri,
-                 containers.endpoint_url(engine, container))
-        return {**containers.describe(engine, container), "flavor": flavor}
+        engine = self._connect(settings)
+        with talking_to(engine):
+            if containers.find(engine, name):
+                raise MlflowException(
+                    f"A deployment named {name!r} already exists on {engine.url}; update it, "
+                    "or delete it first.", RESOURCE_ALREADY_EXISTS)
+            image, ref = serving_image(engine, name, model_fetch.resolve(model_uri), settings)
+            spec = Spec(name, image, ref, normalize(config), settings, __version__)
+            container = _start_ready(engine, spec, settings.port, settings)
+            log.info("Deployment %s serves %s at %s", name, ref.resolved_uri,
+                     containers.endpoint_url(engine, container))
+            return {**containers.describe(engine, container), "flavor": flavor}
 
     def update_deployment(self, name: str, model_uri: str | None = None,
                           flavor: str | None = None, config: dict[str, Any] | None = None,
                           endpoint: str | None = None) -> dict[str, Any]:
         check_name(name)
         flavor = check_flavor(flavor)
-        engine = self._connect(parse_config(config, "update").timeout)
-        current = _current(engine, name)
-        raw = {**containers.recorded_config(current), **normalize(config)}
-        settings = parse_config(raw, "update")
-        if model_uri:
-            ref = model_fetch.resolve(model_uri)
-        else:
-            labels = current.labels
-            ref = ModelRef(labels[f"{LABEL}.model-uri"], labels[f"{LABEL}.model-resolved-uri"],
-                           labels.get(f"{LABEL}.model-name") or None,
-                           labels.get(f"{LABEL}.model-version") or None,
-                           labels.get(f"{LABEL}.run-id") or None)
-        image, ref = serving_image(engine, name, ref, settings)
-        spec = Spec(name, image, ref, raw, settings, __version__)
-        old = containers.find(engine, name)
-        port_taken = settings.port is not None and settings.port == containers.host_port(current)
-        if port_taken:
-            new = _replace_on_same_port(engine, spec, current, settings)
-        else:
-            new = _start_ready(engine, spec, settings.port, settings, replacing=current)
-        old_images = {c.labels.get(f"{LABEL}.image") for c in old} - {image}
-        for container in old:
-            if container.id != new.id:
-                containers.remove(container, settings.stop_timeout)
-        _remove_images(engine, old_images)
-        log.info("Deployment %s now serves %s at %s", name, ref.resolved_uri,
-                 containers.endpoint_url(engine, new))
-        return {**containers.describe(engine, new), "flavor": flavor}
+        engine = self._connect(parse_config(config, "update"))
+        with talking_to(engine):
+            return {**_update(engine, name, model_uri, config), "flavor": flavor}
 
     def delete_deployment(self, name: str, config: dict[str, Any] | None = None,
                           endpoint: str | None = None) -> None:
         check_name(name)
         settings = parse_config(config, "delete")
-        engine = self._connect(settings.timeout)
-        found = containers.find(engine, name)
-        for container in found:
-            containers.remove(container, settings.stop_timeout)
-        if settings.remove_image:
-            _remove_images(engine, {c.labels.get(f"{LABEL}.image") for c in found})
+        engine = self._connect(settings)
+        with talking_to(engine):
+            found = containers.find(engine, name)
+            for container in found:
+                containers.remove(container, settings.stop_timeout)
+            if settings.remove_image:
+                _remove_images(engine, {c.labels.get(f"{LABEL}.image") for c in found})
 
     def list_deployments(self, endpoint: str | None = None) -> list[dict[str, Any]]:
         engine = self._connect()
         newest: dict[str, Container] = {}
-        for container in containers.find(engine):
-            name = container.labels[containers.DEPLOYMENT]
-            if name not in newest or (container.status == "running"
-                                      and newest[name].status != "running"):
-                newest[name] = container
-        return [containers.describe(engine, c) for _, c in sorted(newest.items())]
+        with talking_to(engine):
+            for container in containers.find(engine):
+                name = container.labels[containers.DEPLOYMENT]
+                if name not in newest or (container.status == "running"
+                                          and newest[name].status != "running"):
+                    newest[name] = container
+            return [containers.describe(engine, c) for _, c in sorted(newest.items())]
 
     def get_deployment(self, name: str, endpoint: str | None = None) -> dict[str, Any]:
         engine = self._connect()
-        return containers.describe(engine, _current(engine, name))
+        with talking_to(engine):
+            return containers.describe(engine, _current(engine, name))
 
     def predict(self, deployment_name: str | None = None, inputs: Any = None,
                 endpoint: str | None = None) -> PredictionsResponse:
         if not deployment_name:
             raise MlflowException("predict needs a deployment name.", INVALID_PARAMETER_VALUE)
         engine = self._connect()
-        container = _current(engine, deployment_name)
+        with talking_to(engine):
+            container = _current(engine, deployment_name)
         url = containers.endpoint_url(engine, container)
         if url is None:
             raise MlflowException(f"Deployment {deployment_name!r} publishes no port; is it "
@@ -136,6 +117,38 @@ class DockerHostDeploymentClient(BaseDeploymentClient):
         raise MlflowException(
             "The dockerhost target does not compute explanations; call predict instead.",
             INVALID_PARAMETER_VALUE)
+
+
+def _update(engine: Engine, name: str, model_uri: str | None,
+            config: dict[str, Any] | None) -> dict[str, Any]:
+    """Start the new container, prove it, then retire the old ones and their images."""
+    current = _current(engine, name)
+    raw = {**containers.recorded_config(current), **normalize(config)}
+    settings = parse_config(raw, "update")
+    if model_uri:
+        ref = model_fetch.resolve(model_uri)
+    else:
+        labels = current.labels
+        ref = ModelRef(labels[f"{LABEL}.model-uri"], labels[f"{LABEL}.model-resolved-uri"],
+                       labels.get(f"{LABEL}.model-name") or None,
+                       labels.get(f"{LABEL}.model-version") or None,
+                       labels.get(f"{LABEL}.run-id") or None)
+    image, ref = serving_image(engine, name, ref, settings)
+    spec = Spec(name, image, ref, raw, settings, __version__)
+    old = containers.find(engine, name)
+    port_taken = settings.port is not None and settings.port == containers.host_port(current)
+    if port_taken:
+        new = _replace_on_same_port(engine, spec, current, settings)
+    else:
+        new = _start_ready(engine, spec, settings.port, settings, replacing=current)
+    old_images = {c.labels.get(f"{LABEL}.image") for c in old} - {image}
+    for container in old:
+        if container.id != new.id:
+            containers.remove(container, settings.stop_timeout)
+    _remove_images(engine, old_images)
+    log.info("Deployment %s now serves %s at %s", name, ref.resolved_uri,
+             containers.endpoint_url(engine, new))
+    return containers.describe(engine, new)
 
 
 def _current(engine: Engine, name: str) -> Container:

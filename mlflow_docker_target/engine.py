@@ -1,55 +1,53 @@
-"""Which Docker engine a target URI means, and a client connected to it.
+"""A client connected to the engine an address names, and errors that say what to fix.
 
-Precedence follows Docker's own: the engine named in the target URI (an engine URL such as
-``unix:///var/run/docker.sock`` or ``tcp://host:2376``, or a Docker context name), then
-``DOCKER_HOST`` / ``DOCKER_CONTEXT``, then the current Docker context, then the local socket.
+The connection is made once per command and checked at once (docker-py asks the engine for its
+version), so a down engine, a wrong CA, a refused ssh login or an unknown host key fails here,
+within the config ``timeout``, with a message that names the host and the file or setting to fix.
 """
 
 from __future__ import annotations
 
-import os
+import logging
+import socket
+import ssl
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlparse
 
 import docker
 import docker.errors
+import requests
 from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
-TARGET_NAME = "dockerhost"
-_ENGINE_SCHEMES = ("unix", "tcp", "ssh", "npipe", "http", "https")
+from mlflow_docker_target.config import Settings
+from mlflow_docker_target.engine_address import Address, resolve, ssh_config
+
+log = logging.getLogger(__name__)
 
 
-def engine_from_target(target_uri: str) -> str | None:
-    """The engine part of ``dockerhost``, ``dockerhost:/`` or ``dockerhost:/<engine>``.
+class _APIClient(docker.APIClient):
+    """docker-py's API client, with the engine's CA kept when ``REQUESTS_CA_BUNDLE`` is set.
 
-    Returns ``None`` when the target names no engine, so the environment decides.
+    requests lets ``REQUESTS_CA_BUNDLE`` / ``CURL_CA_BUNDLE`` replace a session's CA bundle
+    (psf/requests#3829, docker/docker-py#2433), so a private CA given for the engine would be
+    ignored and every TLS connection would fail verification.
     """
-    parsed = urlparse(target_uri)
-    if not parsed.scheme:
-        if target_uri.strip() != TARGET_NAME:
-            raise _bad_target(target_uri)
-        return None
-    if parsed.scheme != TARGET_NAME:
-        raise _bad_target(target_uri)
-    suffix = target_uri.split(":", 1)[1].lstrip("/")
-    if not suffix:
-        return None
-    if "://" in suffix:
-        scheme = suffix.split("://", 1)[0].lower()
-        if scheme not in _ENGINE_SCHEMES:
-            raise _bad_target(target_uri)
-    return suffix
+
+    def merge_environment_settings(self, url: Any, proxies: Any, stream: Any, verify: Any,
+                                   cert: Any) -> dict[str, Any]:
+        merged = super().merge_environment_settings(url, proxies, stream, verify, cert)
+        if verify is None and self.verify is not True:
+            merged["verify"] = self.verify
+        return merged
 
 
-def _bad_target(target_uri: str) -> MlflowException:
-    return MlflowException(
-        f"Not a dockerhost target: {target_uri!r}. Use 'dockerhost' (DOCKER_HOST or the current "
-        "Docker context), 'dockerhost:/unix:///var/run/docker.sock', "
-        "'dockerhost:/tcp://host:2376', 'dockerhost:/ssh://user@host' or "
-        "'dockerhost:/<docker context name>'.",
-        INVALID_PARAMETER_VALUE,
-    )
+class _DockerClient(docker.DockerClient):
+    """The high-level client around an API client made here."""
+
+    def __init__(self, api: docker.APIClient) -> None:
+        self.api = api
 
 
 @dataclass(frozen=True)
@@ -57,57 +55,160 @@ class Engine:
     """A connected engine and what the plugin needs to know about where it runs."""
 
     client: docker.DockerClient
-    url: str
+    address: Address
+
+    @property
+    def url(self) -> str:
+        return self.address.url
 
     @property
     def is_local(self) -> bool:
-        """A unix socket or named pipe means the engine runs on this machine."""
-        return self.url.startswith(("unix://", "npipe://"))
+        return self.address.is_local
 
     @property
     def host(self) -> str:
         """Host name clients use to reach ports the engine publishes."""
-        if self.is_local:
-            return "127.0.0.1"
-        return urlparse(self.url).hostname or "127.0.0.1"
+        return self.address.published_host
 
 
-def engine_url(engine: str | None) -> str:
-    """The URL an engine reference stands for, resolved the way the Docker CLI does."""
-    if engine and "://" in engine:
-        return engine
-    if engine is None and os.environ.get("DOCKER_HOST"):
-        return os.environ["DOCKER_HOST"]
-    try:
-        context = docker.ContextAPI.get_context(engine or os.environ.get("DOCKER_CONTEXT"))
-    except docker.errors.DockerException:
-        context = None
-    if context is None and engine is not None:
-        raise MlflowException(
-            f"No Docker context named {engine!r}; `docker context ls` lists the ones there are.",
-            INVALID_PARAMETER_VALUE,
-        )
-    return (context.Host if context else None) or "unix:///var/run/docker.sock"
-
-
-def connect(engine: str | None, timeout: float = 60.0) -> Engine:
+def connect(engine: str | None, settings: Settings | None = None) -> Engine:
     """Connect to ``engine`` (URL or context name) or, when ``None``, to the environment's.
 
-    The client asks the engine for its version on construction, so an engine that is down
-    fails here, within ``timeout``, with a message that names it.
+    The client asks the engine for its version on construction, so an engine that is down,
+    refuses our certificate or our ssh login fails here, within ``settings.timeout``, with a
+    message that names it and says what to fix.
     """
-    url = engine_url(engine)
+    settings = settings or Settings()
+    address = resolve(engine, settings)
+    if address.scheme in ("tcp", "http") and address.tls is None and not address.is_local:
+        log.warning("Talking to the Docker engine at %s without TLS: whoever reaches that port "
+                    "controls the host. Prefer TLS (DOCKER_TLS_VERIFY, -C tlscacert) or ssh://.",
+                    address.url)
     try:
-        if engine is None:
-            client = docker.DockerClient.from_env(timeout=int(timeout))
-        elif "://" in engine:
-            client = docker.DockerClient(base_url=engine, timeout=int(timeout))
-        else:
-            client = docker.DockerClient.from_context(engine, timeout=int(timeout))
+        tls = address.tls.config() if address.tls else False
+        if address.scheme == "ssh":
+            _check_ssh_answers(address, settings.timeout)
+        api = _APIClient(base_url=address.url, tls=tls, timeout=settings.timeout)
+    except MlflowException:
+        raise
+    except Exception as exc:
+        raise connection_error(address, exc, settings.timeout) from None
+    return Engine(client=_DockerClient(api), address=address)
+
+
+def _check_ssh_answers(address: Address, timeout: float) -> None:
+    """Wait at most ``timeout`` for the ssh server's banner.
+
+    paramiko, under docker-py, connects with no time limit of its own; this check bounds the
+    wait for a host that does not answer. Hosts behind a ProxyCommand are left to it.
+    """
+    parsed = urlparse(address.url)
+    config = ssh_config(parsed.hostname or "")
+    if "proxycommand" in config:
+        return
+    host = str(config.get("hostname", parsed.hostname))
+    port = parsed.port or int(config.get("port", 22))
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.settimeout(timeout)
+        banner = sock.recv(256)
+    if not banner.startswith(b"SSH-"):
+        raise ConnectionError(f"{host}:{port} answered, but not as an ssh server")
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """The exception and those it was raised from or during, outermost first."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def connection_error(address: Address, exc: BaseException, timeout: float) -> MlflowException:
+    """An actionable message for a failure to reach or to authenticate with an engine."""
+    import paramiko
+
+    text = " ".join(str(e) for e in _causes(exc))
+    where = f"the Docker engine at {address.url} (from {address.origin})"
+    chain = list(_causes(exc))
+    tls = address.tls
+    if any(isinstance(e, paramiko.BadHostKeyException) for e in chain):
+        reason = (f"the ssh host key of {address.published_host} is not the one in "
+                  "~/.ssh/known_hosts. If the host was reinstalled, check its new key and "
+                  f"replace the old one (ssh-keygen -R {address.published_host})")
+    elif "not found in known_hosts" in text:
+        port = urlparse(address.url).port
+        keyscan = f"ssh-keyscan {f'-p {port} ' if port else ''}{address.published_host}"
+        reason = (f"the ssh host key of {address.published_host} is unknown: it is not in "
+                  "~/.ssh/known_hosts. Check the key and add it (`ssh` to the host once, or "
+                  f"`{keyscan} >> ~/.ssh/known_hosts`)")
+    elif any(isinstance(e, paramiko.AuthenticationException) for e in chain):
+        user = urlparse(address.url).username or "your user"
+        reason = (f"the ssh login as {user} was refused ({exc}). Check the key (ssh-agent, or "
+                  "IdentityFile in ~/.ssh/config) and that the user may log in")
+    elif "CERTIFICATE_VERIFY_FAILED" in text and "mismatch" in text:
+        reason = (f"its TLS certificate is not issued for {address.hostname}. Use the name or "
+                  "address the certificate names (its subjectAltName)")
+    elif "CERTIFICATE_VERIFY_FAILED" in text:
+        ca = tls.ca if tls and tls.ca else "the system's trust store"
+        reason = (f"its TLS certificate is not signed by the CA in {ca} (from "
+                  f"{tls.origin if tls else 'the default'}). Point tlscacert or "
+                  "DOCKER_CERT_PATH at the CA that signed the engine's certificate")
+    elif any(alert in text for alert in ("alert certificate required", "alert bad certificate",
+                                         "alert unknown ca", "alert handshake failure")):
+        given = f"{tls.cert} (from {tls.origin})" if tls and tls.cert else "none was given"
+        reason = (f"the engine refused this client's TLS certificate ({given}). Give a client "
+                  "certificate and key signed by the CA the engine trusts: -C tlscert and "
+                  "tlskey, or cert.pem and key.pem in DOCKER_CERT_PATH")
+    elif "HTTP request to an HTTPS server" in text:
+        reason = ("the engine speaks TLS. Set DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH, or "
+                  "-C tlscacert, tlscert and tlskey")
+    elif "WRONG_VERSION_NUMBER" in text.upper() or any(isinstance(e, ssl.SSLError)
+                                                       for e in chain):
+        reason = (f"the TLS handshake failed ({_last_line(text)}). If the engine listens "
+                  "without TLS, drop the TLS settings")
+    elif any(isinstance(e, (socket.timeout, requests.Timeout, TimeoutError)) for e in chain):
+        reason = (f"it did not answer within {timeout:g} s (config timeout). Check the address, "
+                  "that the engine runs and that no firewall drops the connection")
+    elif any(isinstance(e, ConnectionRefusedError) for e in chain) or "refused" in text:
+        reason = "the connection was refused: nothing listens there. Check the address and port"
+    elif any(isinstance(e, FileNotFoundError) for e in chain) and address.scheme == "unix":
+        reason = ("there is no engine socket there. Start the engine (on this project's "
+                  "machines `make engine`), or point DOCKER_HOST or the target URI elsewhere")
+    elif any(isinstance(e, PermissionError) for e in chain):
+        reason = ("this user may not use the engine's socket. Join the docker group, or use "
+                  "an engine this user may reach")
+    elif address.scheme == "ssh":
+        reason = (f"{_last_line(text)}. Over ssh the remote user needs the docker CLI (it runs "
+                  "`docker system dial-stdio`) and access to the engine's socket")
+    else:
+        reason = (f"{_last_line(text)}. Check that the engine is running and that this user may "
+                  "use it, or point DOCKER_HOST or the target URI at another engine")
+    return MlflowException(f"Cannot reach {where}: {reason}.")
+
+
+def _last_line(text: str) -> str:
+    return text.strip().splitlines()[-1] if text.strip() else "no answer"
+
+
+@contextmanager
+def talking_to(engine: Engine) -> Iterator[None]:
+    """Turn the engine lost mid-operation into an error that names it, not a stack trace."""
+    import paramiko
+
+    try:
+        yield
+    except (requests.ConnectionError, requests.Timeout) as exc:
+        request = getattr(exc, "request", None)
+        if request is None or not str(request.url).startswith(engine.client.api.base_url):
+            raise  # some other server (the tracking server, say): its own error says which
+        raise MlflowException(f"Lost the Docker engine at {engine.url} mid-operation: {exc}. "
+                              "`mlflow deployments list` shows what it holds now.") from None
+    except paramiko.SSHException as exc:
+        raise MlflowException(f"Lost the ssh connection to the Docker engine at {engine.url} "
+                              f"mid-operation: {exc}.") from None
     except docker.errors.DockerException as exc:
-        raise MlflowException(
-            f"Cannot reach the Docker engine at {url}: {exc}. Check that the engine is "
-            "running and that this user may use it (on this project's machines `make engine` "
-            "starts one), or point DOCKER_HOST or the target URI at another engine."
-        ) from None
-    return Engine(client=client, url=url)
+        if isinstance(exc, docker.errors.APIError):
+            raise
+        raise connection_error(engine.address, exc, engine.client.api.timeout) from None

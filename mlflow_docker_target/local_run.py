@@ -48,7 +48,7 @@ def run_local(name: str, model_uri: str, flavor: str | None = None,
     check_name(name)
     model_fetch.check_flavor(flavor)
     settings = parse_config(config, "run_local")
-    engine = connect(settings.docker_host, settings.timeout)
+    engine = connect(settings.docker_host, settings)
     image, ref = serving_image(engine, name, model_fetch.resolve(model_uri), settings)
     spec = Spec(name, image, ref, normalize(config), settings, __version__, local_run=True)
     # Both signals stop the server, even where SIGINT was inherited as ignored (a process

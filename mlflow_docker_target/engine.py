@@ -171,6 +171,9 @@ def connection_error(address: Address, exc: BaseException, timeout: float) -> Ml
     elif any(isinstance(e, (socket.timeout, requests.Timeout, TimeoutError)) for e in chain):
         reason = (f"it did not answer within {timeout:g} s (config timeout). Check the address, "
                   "that the engine runs and that no firewall drops the connection")
+    elif "No route to host" in text or "Network is unreachable" in text:
+        reason = ("this machine has no route to it: nothing answers at that address. Check the "
+                  "address, and the VPN or network that should reach it")
     elif any(isinstance(e, ConnectionRefusedError) for e in chain) or "refused" in text:
         reason = "the connection was refused: nothing listens there. Check the address and port"
     elif any(isinstance(e, FileNotFoundError) for e in chain) and address.scheme == "unix":

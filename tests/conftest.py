@@ -123,10 +123,11 @@ def deployment_name(docker_client: docker.DockerClient) -> Iterator[str]:
         docker_client.images.remove(image.id, force=True)
 
 
-def mlflow_cli(*args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
-    """Run the real ``mlflow`` CLI, as a user would."""
+def mlflow_cli(*args: str, check: bool = True, timeout: float = 900,
+               env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run the real ``mlflow`` CLI, as a user would; ``env`` adds to the environment."""
     result = subprocess.run([sys.executable, "-m", "mlflow", *args], capture_output=True,
-                            text=True, timeout=timeout, env=os.environ.copy())
+                            text=True, timeout=timeout, env={**os.environ, **(env or {})})
     if check and result.returncode != 0:
         raise AssertionError(f"mlflow {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
     return result

@@ -1,0 +1,222 @@
+"""Every command against a second engine that is remote in every way that matters here.
+
+The engine runs in its own network namespace with its own address (tests/remote_engine.py): the
+client reaches it over tcp with mutual TLS or over ssh, and reaches the containers it publishes
+only through that address, as it would another machine. The tests skip only where this machine
+cannot make a network namespace.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import pytest
+import requests
+from mlflow.deployments import get_deploy_client
+from mlflow.exceptions import MlflowException
+
+from tests.conftest import IRIS_COLUMNS, IRIS_INPUT, LABEL, mlflow_cli
+from tests.remote_engine import RemoteEngine, cannot_make_namespaces, remote_engine
+
+EXPECTED = [0, 2, 1]
+
+
+@pytest.fixture(scope="session")
+def remote(docker_client: docker.DockerClient) -> Iterator[RemoteEngine]:
+    reason = cannot_make_namespaces()
+    if reason:
+        pytest.skip(f"no remote test engine: {reason}")
+    with remote_engine([os.environ["MLFLOW_DOCKERHOST_BASE_IMAGE"]]) as engine:
+        yield engine
+
+
+@pytest.fixture
+def remote_name(remote: RemoteEngine, deployment_name: str) -> Iterator[str]:
+    """A deployment name whose containers and images on the remote engine are removed after."""
+    yield deployment_name
+    client = remote.client()
+    for container in client.containers.list(all=True,
+                                            filters={"label": f"{LABEL}={deployment_name}"}):
+        container.remove(force=True)
+    for image in client.images.list(f"mlflow-dockerhost/{deployment_name}"):
+        client.images.remove(image.id, force=True)
+
+
+def tls_env(remote: RemoteEngine) -> dict[str, str]:
+    """Docker's own TLS variables, and the CA bundle variable that breaks private CAs."""
+    return {"DOCKER_TLS_VERIFY": "1", "DOCKER_CERT_PATH": str(remote.certs),
+            "REQUESTS_CA_BUNDLE": "/etc/ssl/certs/ca-certificates.crt"}
+
+
+def ssh_env(remote: RemoteEngine, home: Path | None = None) -> dict[str, str]:
+    """A HOME whose ~/.ssh has the client key and knows the engine's host key."""
+    return {"HOME": str(home or remote.ssh_home),
+            "PIP_CACHE_DIR": os.environ.get("PIP_CACHE_DIR")
+            or str(Path("~/.cache/pip").expanduser())}
+
+
+def _containers(client: docker.DockerClient, name: str) -> list:
+    return client.containers.list(all=True, filters={"label": f"{LABEL}={name}"})
+
+
+def _curl(endpoint: str) -> list:
+    """The endpoint as a user's curl sees it."""
+    out = subprocess.run(
+        ["curl", "-sS", "--fail-with-body", "--noproxy", "*", "-H",
+         "Content-Type: application/json", "-d", json.dumps({"dataframe_split": IRIS_INPUT}),
+         f"{endpoint}/invocations"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr + out.stdout
+    return json.loads(out.stdout)["predictions"]
+
+
+def _get(target: str, name: str, env: dict[str, str]) -> dict[str, str]:
+    out = mlflow_cli("deployments", "get", "-t", target, "--name", name, env=env).stdout
+    return dict(line.split(": ", 1) for line in out.splitlines() if ": " in line)
+
+
+@pytest.mark.parametrize("transport", ["tcp+tls", "ssh"])
+def test_cli_session_on_the_remote_engine(remote, remote_name, iris_versions, docker_client,
+                                          tmp_path: Path, transport: str) -> None:
+    name = remote_name
+    if transport == "ssh":
+        target, env = f"dockerhost:/{remote.ssh_url}", ssh_env(remote)
+    else:
+        target, env = f"dockerhost:/{remote.tcp_url}", tls_env(remote)
+
+    mlflow_cli("deployments", "create", "-t", target, "--name", name, "-m", iris_versions["v1"],
+               env=env)
+    assert _containers(docker_client, name) == []  # nothing on the local engine
+    container = _containers(remote.client(), name)[0]
+    binding = container.attrs["NetworkSettings"]["Ports"]["8080/tcp"][0]
+    assert binding["HostIp"] == "0.0.0.0"  # published where this machine can reach it
+
+    listed = mlflow_cli("deployments", "list", "-t", target, env=env).stdout
+    assert f"'name': '{name}'" in listed
+    info = _get(target, name, env)
+    assert info["endpoint"] == f"http://{remote.address}:{binding['HostPort']}"
+    with pytest.raises(requests.ConnectionError):  # the engine's loopback is not ours
+        requests.get(f"http://127.0.0.1:{binding['HostPort']}/ping", timeout=5)
+
+    input_path = tmp_path / "in.json"
+    input_path.write_text(json.dumps(IRIS_COLUMNS))
+    predicted = mlflow_cli("deployments", "predict", "-t", target, "--name", name,
+                           "--input-path", str(input_path), env=env).stdout
+    assert json.loads(predicted)["predictions"] == _curl(info["endpoint"]) == EXPECTED
+
+    mlflow_cli("deployments", "update", "-t", target, "--name", name, "-m", iris_versions["v2"],
+               env=env)
+    info = _get(target, name, env)
+    assert info["model_version"] == "2"
+    assert _curl(info["endpoint"]) != EXPECTED
+    assert len(_containers(remote.client(), name)) == 1
+
+    mlflow_cli("deployments", "delete", "-t", target, "--name", name, "-C", "remove_image=true",
+               env=env)
+    assert _containers(remote.client(), name) == []
+    assert remote.client().images.list(f"mlflow-dockerhost/{name}") == []
+
+
+def test_tls_config_keys_and_a_docker_context(remote, remote_name, iris_versions,
+                                              tmp_path: Path, monkeypatch) -> None:
+    """-C tlscacert/tlscert/tlskey for the commands that take config; a context for the rest."""
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
+    for name in ("DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH", "DOCKER_HOST", "DOCKER_CONTEXT"):
+        monkeypatch.delenv(name, raising=False)
+    tls = {"tlscacert": str(remote.certs / "ca.pem"), "tlscert": str(remote.certs / "cert.pem"),
+           "tlskey": str(remote.certs / "key.pem")}
+    client = get_deploy_client(f"dockerhost:/{remote.tcp_url}")
+    created = client.create_deployment(remote_name, iris_versions["v1"], config=tls)
+    assert created["endpoint"].startswith(f"http://{remote.address}:")
+    assert "tlscacert" not in created["config"]  # how this client connects is not recorded
+
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-config"))
+    subprocess.run(["docker", "context", "create", "far-away", "--docker",
+                    f"host={remote.tcp_url},ca={tls['tlscacert']},cert={tls['tlscert']},"
+                    f"key={tls['tlskey']}"], check=True, capture_output=True)
+    by_context = get_deploy_client("dockerhost:/far-away")
+    assert by_context.get_deployment(remote_name)["endpoint"] == created["endpoint"]
+    assert by_context.predict(remote_name, IRIS_COLUMNS)["predictions"] == EXPECTED
+    subprocess.run(["docker", "context", "use", "far-away"], check=True, capture_output=True)
+    current = get_deploy_client("dockerhost")  # the current context
+    assert remote_name in [d["name"] for d in current.list_deployments()]
+
+    client.delete_deployment(remote_name, config=tls)
+    assert _containers(remote.client(), remote_name) == []
+
+
+def _assert_nothing_made(remote: RemoteEngine, docker_client, name: str) -> None:
+    assert _containers(remote.client(), name) == []
+    assert _containers(docker_client, name) == []
+    assert remote.client().images.list(f"mlflow-dockerhost/{name}") == []
+
+
+def test_wrong_ca_names_host_and_file(remote, remote_name, iris_versions, docker_client,
+                                      tmp_path: Path) -> None:
+    other_ca = tmp_path / "other-ca.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=another CA", "-days", "1",
+                    "-keyout", tmp_path / "other-key.pem", "-out", other_ca], check=True,
+                   capture_output=True)
+    env = {**tls_env(remote), "DOCKER_CERT_PATH": str(tmp_path / "certs")}
+    shutil.copytree(remote.certs, tmp_path / "certs")
+    shutil.copy(other_ca, tmp_path / "certs" / "ca.pem")
+    result = mlflow_cli("deployments", "create", "-t", f"dockerhost:/{remote.tcp_url}",
+                        "--name", remote_name, "-m", iris_versions["v1"], env=env, check=False)
+    assert result.returncode != 0
+    assert (f"Cannot reach the Docker engine at {remote.tcp_url}" in result.stderr
+            and f"not signed by the CA in {tmp_path}/certs/ca.pem" in result.stderr), \
+        result.stderr
+    assert "During handling of the above exception" not in result.stderr  # one clear error
+
+    client = get_deploy_client(f"dockerhost:/{remote.tcp_url}")
+    with pytest.raises(MlflowException, match="refused this client's TLS certificate"):
+        client.create_deployment(remote_name, iris_versions["v1"],
+                                 config={"tlscacert": str(remote.certs / "ca.pem")})
+    _assert_nothing_made(remote, docker_client, remote_name)
+
+
+def test_ssh_unknown_host_key_and_refused_login(remote, remote_name, iris_versions,
+                                                docker_client, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    shutil.copytree(remote.ssh_home, home)
+    (home / ".ssh" / "known_hosts").write_text("")
+    target = f"dockerhost:/{remote.ssh_url}"
+    result = mlflow_cli("deployments", "create", "-t", target, "--name", remote_name, "-m",
+                        iris_versions["v1"], env=ssh_env(remote, home), check=False)
+    assert result.returncode != 0
+    assert f"the ssh host key of {remote.address} is unknown" in result.stderr, result.stderr
+    assert f"ssh-keyscan -p 2222 {remote.address}" in result.stderr
+
+    shutil.copy(remote.ssh_home / ".ssh" / "known_hosts", home / ".ssh" / "known_hosts")
+    for key in (home / ".ssh").glob("id_ed25519*"):
+        key.unlink()
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f",
+                    home / ".ssh" / "id_ed25519"], check=True)
+    result = mlflow_cli("deployments", "list", "-t", target, env=ssh_env(remote, home),
+                        check=False)
+    assert result.returncode != 0
+    assert "the ssh login as root was refused" in result.stderr, result.stderr
+    _assert_nothing_made(remote, docker_client, remote_name)
+
+
+@pytest.mark.parametrize("scheme", ["tcp", "ssh"])
+def test_unreachable_address_fails_within_timeout(remote, remote_name, iris_versions,
+                                                  docker_client, scheme: str) -> None:
+    silent = remote.address.rsplit(".", 1)[0] + ".99"  # on the link, but nobody answers
+    url = f"tcp://{silent}:2376" if scheme == "tcp" else f"ssh://root@{silent}:2222"
+    started = time.monotonic()
+    result = mlflow_cli("deployments", "create", "-t", f"dockerhost:/{url}", "--name",
+                        remote_name, "-m", iris_versions["v1"], "-C", "timeout=3",
+                        env={**tls_env(remote), **ssh_env(remote)}, check=False)
+    elapsed = time.monotonic() - started
+    assert result.returncode != 0
+    assert f"Cannot reach the Docker engine at {url}" in result.stderr, result.stderr
+    assert elapsed < 30, elapsed  # 3 s for the engine; the rest is the CLI starting
+    _assert_nothing_made(remote, docker_client, remote_name)

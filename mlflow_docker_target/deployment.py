@@ -214,14 +214,19 @@ def target_help() -> str:
     return f"""\
 Target 'dockerhost': serve MLflow models as containers on a Docker engine.
 
-Target URIs
-  dockerhost                           DOCKER_HOST / DOCKER_CONTEXT, else the current Docker
-  dockerhost:/                         context, else the local socket
+Target URIs (which engine, in this order)
   dockerhost:/unix:///var/run/docker.sock
-  dockerhost:/tcp://host:2376          (TLS from DOCKER_TLS_VERIFY / DOCKER_CERT_PATH)
-  dockerhost:/ssh://user@host
-  dockerhost:/<docker context name>
+  dockerhost:/tcp://host:2376          TLS from -C tlscacert/tlscert/tlskey, else
+                                       DOCKER_TLS_VERIFY / DOCKER_CERT_PATH
+  dockerhost:/ssh://user@host[:port]   ~/.ssh/config and known_hosts; the remote user needs
+                                       the docker CLI
+  dockerhost:/<docker context name>    the context's host and TLS files
+  dockerhost  or  dockerhost:/         DOCKER_HOST, else DOCKER_CONTEXT, else the current
+                                       Docker context, else the local socket
 run-local gets no target from MLflow: it uses -C docker_host=..., else the environment.
+list, get and predict take no config: for TLS use the DOCKER_* variables or a context.
+On a remote engine the port is published on all interfaces and the endpoint URL uses the
+engine's host name (-C host_address overrides it); builds run there, with wheels for its CPU.
 
 Model URIs: models:/name/version, models:/name@alias, models:/name/latest, runs:/<id>/path, or a
 local path. Aliases and 'latest' are resolved to a version, recorded on the deployment.

@@ -6,6 +6,7 @@ import pytest
 
 from mlflow_docker_target.dependencies import (
     Platform,
+    download_wheels,
     environment_requirements,
     server_requirements,
 )
@@ -69,3 +70,15 @@ def test_platform_lists_every_manylinux_tag(machine: str, glibc: str, last: str)
     assert platforms[-1] == last
     assert args[args.index("--python-version") + 1] == "3.11"
     assert args[args.index("--abi") + 1] == "cp311"
+
+
+def test_wheels_for_an_arm64_engine_from_an_x86_client(tmp_path: Path) -> None:
+    """The demo model's whole environment resolves to aarch64 (or pure-Python) wheels."""
+    model = _model(tmp_path, "mlflow==3.17.2\nscikit-learn\nnumpy\npandas\nscipy\n")
+    requirements = environment_requirements(model, "auto")
+    wheelhouse = tmp_path / "wheels"
+    download_wheels(requirements, Platform("3.11", "aarch64", "2.36"), wheelhouse)
+    wheels = sorted(p.name for p in wheelhouse.glob("*.whl"))
+    assert any(name.startswith("numpy-") for name in wheels)
+    binary = [name for name in wheels if not name.endswith("-none-any.whl")]
+    assert binary and all(name.endswith("_aarch64.whl") for name in binary), binary

@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import signal
 import subprocess
+import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -220,3 +224,45 @@ def test_unreachable_address_fails_within_timeout(remote, remote_name, iris_vers
     assert f"Cannot reach the Docker engine at {url}" in result.stderr, result.stderr
     assert elapsed < 30, elapsed  # 3 s for the engine; the rest is the CLI starting
     _assert_nothing_made(remote, docker_client, remote_name)
+
+
+def test_run_local_takes_the_engine_from_config(remote, remote_name, iris_versions) -> None:
+    """MLflow gives run-local no target: -C docker_host (and the tls keys) choose the engine."""
+    certs = remote.certs
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "deployments", "run-local", "-t", "dockerhost",
+         "--name", remote_name, "-m", iris_versions["v1"], "-C", f"docker_host={remote.tcp_url}",
+         "-C", f"tlscacert={certs}/ca.pem", "-C", f"tlscert={certs}/cert.pem",
+         "-C", f"tlskey={certs}/key.pem", "-C", "port=5055"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ.copy())
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(process.stdout or []), daemon=True)
+    reader.start()
+    endpoint = f"http://{remote.address}:5055"
+    try:
+        deadline = time.monotonic() + 600
+        while not any(f"at {endpoint}" in line for line in lines):
+            assert process.poll() is None, "".join(lines)
+            assert time.monotonic() < deadline, "".join(lines)
+            time.sleep(0.2)
+        assert _curl(endpoint) == EXPECTED
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=60)
+        reader.join(timeout=10)
+    assert process.returncode == 0, "".join(lines)
+    assert _containers(remote.client(), remote_name) == []
+
+
+def test_healthy_but_unreachable_port_is_its_own_error(remote, remote_name, iris_versions,
+                                                       monkeypatch) -> None:
+    """Published on the remote engine's loopback: healthy there, out of this machine's reach."""
+    for name, value in tls_env(remote).items():
+        monkeypatch.setenv(name, value)
+    client = get_deploy_client(f"dockerhost:/{remote.tcp_url}")
+    with pytest.raises(MlflowException, match=r"is healthy on the engine, but http://"
+                                              rf"{re.escape(remote.address)}:\d+ cannot be "
+                                              r"reached from here.*bind_address"):
+        client.create_deployment(remote_name, iris_versions["v1"],
+                                 config={"bind_address": "127.0.0.1"})
+    assert _containers(remote.client(), remote_name) == []

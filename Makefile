@@ -63,7 +63,12 @@ serve: base-image
 	echo "Serving $$uri on http://127.0.0.1:$(PORT) (Ctrl-C stops it)"; \
 	exec $(BIN)/mlflow deployments run-local -t dockerhost --name demo -m "$$uri" -C port=$(PORT)
 
+# The remote-engine tests also need a network namespace, openssl, an sshd and curl.
 test: base-image
+	@missing=""; for tool in ip:iproute2 openssl:openssl curl:curl /usr/sbin/sshd:openssh-server; do \
+	  command -v $${tool%%:*} >/dev/null || missing="$$missing $${tool##*:}"; done; \
+	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
 	$(BIN)/python -m pytest -q -rs
 
 lint: venv
@@ -73,10 +78,12 @@ lint: venv
 clean:
 	rm -rf $(VENV) $(STATE) .pytest_cache .mypy_cache .ruff_cache
 
-# Figures for the closing notes: deployments (cold/warm create, start-to-ready, image size) and
-# the server against MLflow's own and a bare FastAPI endpoint under wrk.
+# Figures for the closing notes: deployments (cold/warm create, start-to-ready, image size), the
+# server against MLflow's own and a bare FastAPI endpoint under wrk, and local against remote
+# engines (create time, predict latency).
 bench: base-image
 	@command -v wrk >/dev/null || { apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
 	$(BIN)/python -W ignore tests/benchmarks/server.py --rounds 3
 	$(BIN)/python tests/benchmarks/deploy.py
+	$(BIN)/python -W ignore tests/benchmarks/remote.py

@@ -21,8 +21,8 @@ from mlflow_docker_target import containers, model_fetch
 from mlflow_docker_target.config import Settings, normalize, parse_config
 from mlflow_docker_target.containers import Spec, check_name
 from mlflow_docker_target.endpoint import invoke
-from mlflow_docker_target.engine import Engine, connect, talking_to
-from mlflow_docker_target.engine_address import engine_from_target
+from mlflow_docker_target.engine import Engine, connect_to, talking_to
+from mlflow_docker_target.engine_address import Address, engine_from_target, resolve
 from mlflow_docker_target.image_build import LABEL, serving_image
 from mlflow_docker_target.model_fetch import ModelRef, check_flavor
 from mlflow_docker_target.version import __version__
@@ -39,9 +39,19 @@ class DockerHostDeploymentClient(BaseDeploymentClient):
     def __init__(self, target_uri: str) -> None:
         super().__init__(target_uri)
         self.engine_ref = engine_from_target(target_uri)
+        self._engines: dict[tuple[Address, float], Engine] = {}
 
     def _connect(self, settings: Settings | None = None) -> Engine:
-        return connect(self.engine_ref, settings)
+        """The engine, connected once per address and timeout for this client's lifetime.
+
+        A client that calls ``predict`` in a loop would otherwise open a connection (over ssh,
+        a login: half a second) for every call.
+        """
+        settings = settings or Settings()
+        key = (resolve(self.engine_ref, settings), settings.timeout)
+        if key not in self._engines:
+            self._engines[key] = connect_to(*key)
+        return self._engines[key]
 
     def create_deployment(self, name: str, model_uri: str, flavor: str | None = None,
                           config: dict[str, Any] | None = None,

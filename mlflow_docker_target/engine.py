@@ -72,14 +72,18 @@ class Engine:
 
 
 def connect(engine: str | None, settings: Settings | None = None) -> Engine:
-    """Connect to ``engine`` (URL or context name) or, when ``None``, to the environment's.
+    """Connect to ``engine`` (URL or context name) or, when ``None``, to the environment's."""
+    settings = settings or Settings()
+    return connect_to(resolve(engine, settings), settings.timeout)
+
+
+def connect_to(address: Address, timeout: float) -> Engine:
+    """Connect to the engine at ``address``.
 
     The client asks the engine for its version on construction, so an engine that is down,
-    refuses our certificate or our ssh login fails here, within ``settings.timeout``, with a
-    message that names it and says what to fix.
+    refuses our certificate or our ssh login fails here, within ``timeout``, with a message
+    that names it and says what to fix.
     """
-    settings = settings or Settings()
-    address = resolve(engine, settings)
     if address.scheme in ("tcp", "http") and address.tls is None and not address.is_local:
         log.warning("Talking to the Docker engine at %s without TLS: whoever reaches that port "
                     "controls the host. Prefer TLS (DOCKER_TLS_VERIFY, -C tlscacert) or ssh://.",
@@ -87,12 +91,12 @@ def connect(engine: str | None, settings: Settings | None = None) -> Engine:
     try:
         tls = address.tls.config() if address.tls else False
         if address.scheme == "ssh":
-            _check_ssh_answers(address, settings.timeout)
-        api = _APIClient(base_url=address.url, tls=tls, timeout=settings.timeout)
+            _check_ssh_answers(address, timeout)
+        api = _APIClient(base_url=address.url, tls=tls, timeout=timeout)
     except MlflowException:
         raise
     except Exception as exc:
-        raise connection_error(address, exc, settings.timeout) from None
+        raise connection_error(address, exc, timeout) from None
     return Engine(client=_DockerClient(api), address=address)
 
 

@@ -1,0 +1,101 @@
+"""The same deployment on this machine's engine and on a remote one (tcp+TLS and ssh), side by side.
+
+    python tests/benchmarks/remote.py [--creates 3] [--requests 200]
+
+The remote engine is the test engine of tests/remote_engine.py: its own network namespace and
+address, reached over a veth pair (no real network latency, so the difference is the transport:
+TLS, ssh, and the build context streamed over the API). Per engine: warm create (the environment
+image is there, a new model version needs its model image), then ``predict`` through the plugin
+(which asks the engine where the deployment is, then posts) and plain HTTP posts to the endpoint
+on one keep-alive connection. Every figure is a median; needs root, like the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import mlflow
+import requests
+from mlflow.deployments import get_deploy_client
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from mlflow_docker_target.demo import register_demo_model  # noqa: E402
+from tests.conftest import IRIS_INPUT  # noqa: E402
+from tests.remote_engine import remote_engine  # noqa: E402
+
+
+def _median_ms(action: Callable[[], object], count: int) -> float:
+    samples = []
+    for _ in range(count):
+        started = time.perf_counter()
+        action()
+        samples.append((time.perf_counter() - started) * 1000)
+    return statistics.median(samples)
+
+
+def measure(target: str, creates: int, count: int) -> dict[str, float]:
+    client = get_deploy_client(target)
+    name = "bench-remote"
+    client.delete_deployment(name, config={"remove_image": "true"})
+    client.create_deployment(name, register_demo_model("bench-remote"))  # environment image
+    client.delete_deployment(name, config={"remove_image": "true"})
+    seconds = []
+    for _ in range(creates):
+        uri = register_demo_model("bench-remote")
+        started = time.perf_counter()
+        created = client.create_deployment(name, uri)
+        seconds.append(time.perf_counter() - started)
+        if len(seconds) < creates:
+            client.delete_deployment(name, config={"remove_image": "true"})
+    body = {"dataframe_split": IRIS_INPUT}
+    session = requests.Session()
+    session.trust_env = False
+    url = f"{created['endpoint']}/invocations"
+    session.post(url, json=body, timeout=30).raise_for_status()
+    figures = {
+        "create_s": statistics.median(seconds),
+        "plugin_predict_ms": _median_ms(lambda: client.predict(name, body), count),
+        "http_ms": _median_ms(lambda: session.post(url, json=body, timeout=30), count),
+    }
+    client.delete_deployment(name, config={"remove_image": "true"})
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--creates", type=int, default=3)
+    parser.add_argument("--requests", type=int, default=200)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="bench-remote-"))
+    os.chdir(work)
+    mlflow.set_tracking_uri(f"sqlite:///{work}/mlflow.db")
+    os.environ["MLFLOW_TRACKING_URI"] = mlflow.get_tracking_uri()
+    rows = []
+    with remote_engine([os.environ["MLFLOW_DOCKERHOST_BASE_IMAGE"]]) as remote:
+        rows.append(("local (unix socket)", measure("dockerhost", args.creates, args.requests)))
+        os.environ.update({"DOCKER_TLS_VERIFY": "1", "DOCKER_CERT_PATH": str(remote.certs)})
+        rows.append(("remote, tcp+TLS", measure(f"dockerhost:/{remote.tcp_url}", args.creates,
+                                                 args.requests)))
+        os.environ["HOME"] = str(remote.ssh_home)
+        rows.append(("remote, ssh", measure(f"dockerhost:/{remote.ssh_url}", args.creates,
+                                             args.requests)))
+    print(f"\nMedians: {args.creates} warm creates, {args.requests} requests each "
+          "(3-row iris body)")
+    print("| engine | warm create s | plugin predict ms | HTTP to endpoint ms |")
+    print("|---|---:|---:|---:|")
+    for label, figures in rows:
+        print(f"| {label} | {figures['create_s']:.2f} | {figures['plugin_predict_ms']:.1f} | "
+              f"{figures['http_ms']:.2f} |")
+
+
+if __name__ == "__main__":
+    main()

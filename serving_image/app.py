@@ -184,7 +184,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
     @app.get("/ping")
     async def ping() -> Response:
         """Readiness: 200 once every worker has its model loaded and warmed."""
-        if not state.readiness.all_ready():
+        if not (state.ready.is_set() and state.readiness.all_ready()):
             return error(503, "TEMPORARILY_UNAVAILABLE", "The model is still loading.")
         return Response(content="\n", media_type="application/json")
 

@@ -19,10 +19,8 @@ class Readiness:
     def __init__(self, directory: str | None, workers: int) -> None:
         self.directory = Path(directory) if directory else None
         self.workers = workers
-        self.own = False
 
     def mark_ready(self) -> None:
-        self.own = True
         if self.directory:
             (self.directory / f"ready-{os.getpid()}").touch()
 
@@ -34,8 +32,7 @@ class Readiness:
         return bool(self.directory and (self.directory / "failed").exists())
 
     def all_ready(self) -> bool:
-        if not self.own:
-            return False
+        """Every worker has marked itself ready (the caller checks its own model first)."""
         if not self.directory:
             return True
         alive = 0

@@ -3,14 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import socket
-import subprocess
-import sys
-import threading
-import time
 from pathlib import Path
 
 import docker
@@ -21,7 +16,14 @@ import requests
 from mlflow.deployments import PredictionsResponse, get_deploy_client
 from mlflow.exceptions import MlflowException
 
-from tests.conftest import IRIS_COLUMNS, IRIS_INPUT, LABEL, mlflow_cli
+from tests.conftest import (
+    IRIS_COLUMNS,
+    IRIS_INPUT,
+    LABEL,
+    mlflow_cli,
+    mlflow_cli_background,
+    wait_for_output,
+)
 
 
 def _containers(client: docker.DockerClient, name: str) -> list:
@@ -218,20 +220,12 @@ def test_run_local_serves_until_signalled(iris_versions, deployment_name, docker
                                           signum: int) -> None:
     port = _free_port()
     # SIGINT ignored at start, as a shell does for background jobs: run-local must still stop.
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "deployments", "run-local", "-t", "dockerhost",
-         "--name", deployment_name, "-m", iris_versions["v1"], "-C", f"port={port}"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ.copy(),
+    process, lines = mlflow_cli_background(
+        "deployments", "run-local", "-t", "dockerhost", "--name", deployment_name, "-m",
+        iris_versions["v1"], "-C", f"port={port}",
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(process.stdout or []), daemon=True)
-    reader.start()
     try:
-        deadline = time.monotonic() + 600
-        while not any(f"at http://127.0.0.1:{port}" in line for line in lines):
-            assert process.poll() is None, "".join(lines)
-            assert time.monotonic() < deadline, "".join(lines)
-            time.sleep(0.2)
+        wait_for_output(process, lines, f"at http://127.0.0.1:{port}")
         assert _curl(f"http://127.0.0.1:{port}") == [0, 2, 1]
         # run-local containers are not deployments
         listed = get_deploy_client("dockerhost").list_deployments()
@@ -239,7 +233,6 @@ def test_run_local_serves_until_signalled(iris_versions, deployment_name, docker
     finally:
         process.send_signal(signum)
         process.wait(timeout=60)
-        reader.join(timeout=10)
     output = "".join(lines)
     assert process.returncode == 0, output
     assert "Serving models:/iris/1" in output

@@ -14,8 +14,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +24,14 @@ import requests
 from mlflow.deployments import get_deploy_client
 from mlflow.exceptions import MlflowException
 
-from tests.conftest import IRIS_COLUMNS, IRIS_INPUT, LABEL, mlflow_cli
+from tests.conftest import (
+    IRIS_COLUMNS,
+    IRIS_INPUT,
+    LABEL,
+    mlflow_cli,
+    mlflow_cli_background,
+    wait_for_output,
+)
 from tests.remote_engine import RemoteEngine, cannot_make_namespaces, remote_engine
 
 EXPECTED = [0, 2, 1]
@@ -229,27 +234,18 @@ def test_unreachable_address_fails_within_timeout(remote, remote_name, iris_vers
 def test_run_local_takes_the_engine_from_config(remote, remote_name, iris_versions) -> None:
     """MLflow gives run-local no target: -C docker_host (and the tls keys) choose the engine."""
     certs = remote.certs
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "deployments", "run-local", "-t", "dockerhost",
-         "--name", remote_name, "-m", iris_versions["v1"], "-C", f"docker_host={remote.tcp_url}",
-         "-C", f"tlscacert={certs}/ca.pem", "-C", f"tlscert={certs}/cert.pem",
-         "-C", f"tlskey={certs}/key.pem", "-C", "port=5055"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ.copy())
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(process.stdout or []), daemon=True)
-    reader.start()
+    process, lines = mlflow_cli_background(
+        "deployments", "run-local", "-t", "dockerhost", "--name", remote_name, "-m",
+        iris_versions["v1"], "-C", f"docker_host={remote.tcp_url}", "-C",
+        f"tlscacert={certs}/ca.pem", "-C", f"tlscert={certs}/cert.pem", "-C",
+        f"tlskey={certs}/key.pem", "-C", "port=5055")
     endpoint = f"http://{remote.address}:5055"
     try:
-        deadline = time.monotonic() + 600
-        while not any(f"at {endpoint}" in line for line in lines):
-            assert process.poll() is None, "".join(lines)
-            assert time.monotonic() < deadline, "".join(lines)
-            time.sleep(0.2)
+        wait_for_output(process, lines, f"at {endpoint}")
         assert _curl(endpoint) == EXPECTED
     finally:
         process.send_signal(signal.SIGINT)
         process.wait(timeout=60)
-        reader.join(timeout=10)
     assert process.returncode == 0, "".join(lines)
     assert _containers(remote.client(), remote_name) == []
 

@@ -162,7 +162,8 @@ KEYS: tuple[Key, ...] = (
     Key("stop_timeout", _positive_int, "seconds >= 1", "10",
         "Grace period for in-flight requests when a container is stopped.", DEPLOY | DELETE),
     Key("timeout", _seconds, "seconds > 0", "60",
-        "Time limit of each call to the Docker engine (builds are not limited).",
+        "Time limit for reaching the Docker engine and for each call to it (builds are not "
+        "limited).",
         DEPLOY | DELETE),
     Key("docker_host", _text, "a Docker engine URL or context name",
         "DOCKER_HOST, then the context",

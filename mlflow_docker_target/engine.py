@@ -92,7 +92,7 @@ def connect_to(address: Address, timeout: float) -> Engine:
         tls = address.tls.config() if address.tls else False
         if address.scheme == "ssh":
             _check_ssh_answers(address, timeout)
-        api = _APIClient(base_url=address.url, tls=tls, timeout=timeout)
+        api = _APIClient(base_url=address.client_url, tls=tls, timeout=timeout)
     except MlflowException:
         raise
     except Exception as exc:

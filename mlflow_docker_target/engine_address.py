@@ -109,6 +109,22 @@ class Address:
         return urlparse(self.url).hostname
 
     @property
+    def client_url(self) -> str:
+        """The URL for docker-py, with the port filled in as the Docker CLI and ssh would.
+
+        docker-py refuses tcp:// without a port, and gives ssh:// port 22 before its paramiko
+        transport reads ~/.ssh/config, so an alias's ``Port`` would be ignored.
+        """
+        parsed = urlparse(self.url)
+        if parsed.port or self.scheme not in ("ssh", "tcp"):
+            return self.url
+        if self.scheme == "ssh":
+            port = int(ssh_config(parsed.hostname or "").get("port", 22))
+        else:
+            port = 2376 if self.tls else 2375
+        return self.url.replace(parsed.netloc, f"{parsed.netloc}:{port}", 1)
+
+    @property
     def is_local(self) -> bool:
         """A socket, named pipe or loopback address: the engine runs on this machine."""
         if self.scheme in ("unix", "npipe"):

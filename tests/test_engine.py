@@ -188,6 +188,19 @@ def test_published_host(home: Path) -> None:
     assert not Address("tcp://10.0.0.5:2376", "test").is_local
 
 
+def test_ports_filled_in_as_docker_and_ssh_would(home: Path) -> None:
+    ssh = home / ".ssh"
+    ssh.mkdir()
+    (ssh / "config").write_text("Host gpu-box\n  HostName 10.20.30.40\n  Port 2200\n")
+    assert Address("ssh://deploy@gpu-box", "t").client_url == "ssh://deploy@gpu-box:2200"
+    assert Address("ssh://other-box", "t").client_url == "ssh://other-box:22"
+    assert Address("ssh://gpu-box:2222", "t").client_url == "ssh://gpu-box:2222"
+    tls = TLSFiles(None, None, None, True, "t")
+    assert Address("tcp://10.0.0.5", "t", tls).client_url == "tcp://10.0.0.5:2376"
+    assert Address("tcp://10.0.0.5", "t").client_url == "tcp://10.0.0.5:2375"
+    assert Address("unix:///var/run/docker.sock", "t").client_url == "unix:///var/run/docker.sock"
+
+
 # ---------------------------------------------------------------------------------------------
 # Failing to connect: bounded, and the message says what to fix
 

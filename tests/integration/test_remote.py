@@ -262,3 +262,20 @@ def test_healthy_but_unreachable_port_is_its_own_error(remote, remote_name, iris
         client.create_deployment(remote_name, iris_versions["v1"],
                                  config={"bind_address": "127.0.0.1"})
     assert _containers(remote.client(), remote_name) == []
+
+
+def test_ssh_alias_from_the_users_ssh_config(remote, remote_name, iris_versions,
+                                             tmp_path: Path, monkeypatch) -> None:
+    """An alias the ssh config maps: the endpoint URL uses its HostName, not the alias."""
+    home = tmp_path / "home"
+    shutil.copytree(remote.ssh_home, home)
+    (home / ".ssh" / "config").write_text(
+        f"Host model-box\n  HostName {remote.address}\n  Port 2222\n  User root\n")
+    for name, value in ssh_env(remote, home).items():
+        monkeypatch.setenv(name, value)
+    client = get_deploy_client("dockerhost:/ssh://model-box")
+    created = client.create_deployment(remote_name, iris_versions["v1"])
+    assert created["endpoint"].startswith(f"http://{remote.address}:")
+    assert client.predict(remote_name, IRIS_COLUMNS)["predictions"] == EXPECTED
+    client.delete_deployment(remote_name)
+    assert _containers(remote.client(), remote_name) == []

@@ -22,7 +22,7 @@ import requests
 from mlflow.exceptions import MlflowException
 
 from mlflow_docker_target.config import Settings
-from mlflow_docker_target.engine_address import Address, resolve, ssh_config
+from mlflow_docker_target.engine_address import Address, resolve
 
 log = logging.getLogger(__name__)
 
@@ -106,12 +106,9 @@ def _check_ssh_answers(address: Address, timeout: float) -> None:
     paramiko, under docker-py, connects with no time limit of its own; this check bounds the
     wait for a host that does not answer. Hosts behind a ProxyCommand are left to it.
     """
-    parsed = urlparse(address.url)
-    config = ssh_config(parsed.hostname or "")
-    if "proxycommand" in config:
+    if "proxycommand" in address.ssh_options:
         return
-    host = str(config.get("hostname", parsed.hostname))
-    port = parsed.port or int(config.get("port", 22))
+    host, port = address.published_host, urlparse(address.client_url).port or 22
     with socket.create_connection((host, port), timeout=timeout) as sock:
         sock.settimeout(timeout)
         banner = sock.recv(256)
@@ -133,9 +130,9 @@ def connection_error(address: Address, exc: BaseException, timeout: float) -> Ml
     """An actionable message for a failure to reach or to authenticate with an engine."""
     import paramiko
 
-    text = " ".join(str(e) for e in _causes(exc))
-    where = f"the Docker engine at {address.url} (from {address.origin})"
     chain = list(_causes(exc))
+    text = " ".join(str(e) for e in chain)
+    where = f"the Docker engine at {address.url} (from {address.origin})"
     tls = address.tls
     if any(isinstance(e, paramiko.BadHostKeyException) for e in chain):
         reason = (f"the ssh host key of {address.published_host} is not the one in "

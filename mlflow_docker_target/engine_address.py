@@ -15,6 +15,7 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -108,6 +109,11 @@ class Address:
     def hostname(self) -> str | None:
         return urlparse(self.url).hostname
 
+    @cached_property
+    def ssh_options(self) -> dict[str, Any]:
+        """What ``~/.ssh/config`` says of an ssh:// host (read once per address)."""
+        return _ssh_config(self.hostname or "") if self.scheme == "ssh" else {}
+
     @property
     def client_url(self) -> str:
         """The URL for docker-py, with the port filled in as the Docker CLI and ssh would.
@@ -119,7 +125,7 @@ class Address:
         if parsed.port or self.scheme not in ("ssh", "tcp"):
             return self.url
         if self.scheme == "ssh":
-            port = int(ssh_config(parsed.hostname or "").get("port", 22))
+            port = int(self.ssh_options.get("port", 22))
         else:
             port = 2376 if self.tls else 2375
         return self.url.replace(parsed.netloc, f"{parsed.netloc}:{port}", 1)
@@ -140,9 +146,7 @@ class Address:
         if self.scheme in ("unix", "npipe"):
             return "127.0.0.1"
         host = self.hostname or "127.0.0.1"
-        if self.scheme == "ssh":
-            host = str(ssh_config(host).get("hostname", host))
-        return host
+        return str(self.ssh_options.get("hostname", host))
 
 
 def _is_loopback(host: str) -> bool:
@@ -154,7 +158,7 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def ssh_config(host: str) -> dict[str, Any]:
+def _ssh_config(host: str) -> dict[str, Any]:
     """What ``~/.ssh/config`` says of ``host``, read as docker-py's paramiko transport reads it."""
     import paramiko
 
@@ -244,13 +248,14 @@ def resolve(engine: str | None, settings: Settings | None = None,
     """The engine ``engine`` (a URL, a context name, or ``None`` for the environment's) means."""
     settings = settings or Settings()
     environ = os.environ if environ is None else environ
+    # DOCKER_TLS_VERIFY / DOCKER_CERT_PATH go with a URL given as such; a context has its own.
     if engine and "://" in engine:
-        address = Address(engine, "the target URI")
+        address = Address(engine, "the target URI", _tls_from_env(environ))
     elif engine:
         address = (_from_context(engine, "the target URI", environ)
                    or Address(LOCAL_SOCKET, "context 'default'"))
     elif environ.get("DOCKER_HOST"):
-        address = Address(environ["DOCKER_HOST"], "DOCKER_HOST")
+        address = Address(environ["DOCKER_HOST"], "DOCKER_HOST", _tls_from_env(environ))
     elif environ.get("DOCKER_CONTEXT"):
         address = (_from_context(environ["DOCKER_CONTEXT"], "DOCKER_CONTEXT", environ)
                    or Address(LOCAL_SOCKET, "context 'default'"))
@@ -266,6 +271,4 @@ def resolve(engine: str | None, settings: Settings | None = None,
                 f"The tls* config keys apply to tcp:// engines; {address.url} (from "
                 f"{address.origin}) is reached over {address.scheme}.", INVALID_PARAMETER_VALUE)
         return Address(address.url, address.origin)
-    if tls is None and address.tls is None and not address.origin.startswith("Docker context"):
-        tls = _tls_from_env(environ)
     return Address(address.url, address.origin, tls or address.tls)

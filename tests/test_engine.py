@@ -173,10 +173,16 @@ def test_engine_ca_survives_requests_ca_bundle(tmp_path: Path,
 # Where published ports are reached
 
 
-def test_published_host(home: Path) -> None:
-    ssh = home / ".ssh"
-    ssh.mkdir()
-    (ssh / "config").write_text("Host gpu-box\n  HostName 10.20.30.40\n  User deploy\n")
+@pytest.fixture
+def ssh_alias(home: Path) -> str:
+    """An alias in the user's ~/.ssh/config, with its own HostName, Port and User."""
+    (home / ".ssh").mkdir()
+    (home / ".ssh" / "config").write_text(
+        "Host gpu-box\n  HostName 10.20.30.40\n  Port 2200\n  User deploy\n")
+    return "gpu-box"
+
+
+def test_published_host(ssh_alias: str) -> None:
     assert Address("ssh://gpu-box", "test").published_host == "10.20.30.40"
     assert Address("ssh://other@10.1.1.1:2222", "test").published_host == "10.1.1.1"
     assert Address("tcp://engine.example:2376", "test").published_host == "engine.example"
@@ -188,10 +194,7 @@ def test_published_host(home: Path) -> None:
     assert not Address("tcp://10.0.0.5:2376", "test").is_local
 
 
-def test_ports_filled_in_as_docker_and_ssh_would(home: Path) -> None:
-    ssh = home / ".ssh"
-    ssh.mkdir()
-    (ssh / "config").write_text("Host gpu-box\n  HostName 10.20.30.40\n  Port 2200\n")
+def test_ports_filled_in_as_docker_and_ssh_would(ssh_alias: str) -> None:
     assert Address("ssh://deploy@gpu-box", "t").client_url == "ssh://deploy@gpu-box:2200"
     assert Address("ssh://other-box", "t").client_url == "ssh://other-box:22"
     assert Address("ssh://gpu-box:2222", "t").client_url == "ssh://gpu-box:2222"

@@ -25,11 +25,12 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
+from starlette.routing import Route
 
 from serving_image import __version__, metrics
 from serving_image.batching import Batcher
 from serving_image.fast_path import FastPath
-from serving_image.openapi import request_body
+from serving_image.openapi import invocations_operation, request_body
 from serving_image.readiness import READY_DIR_ENV, STARTUP_FAILURE, Readiness
 from serving_image.settings import ServerSettings
 
@@ -174,9 +175,8 @@ def create_app(settings: ServerSettings) -> FastAPI:
 
     def openapi() -> dict[str, Any]:
         schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
-        if state.ready.is_set():
-            schema["paths"]["/invocations"]["post"]["requestBody"] = request_body(
-                state.model, settings.model_path)
+        body = request_body(state.model, settings.model_path) if state.ready.is_set() else None
+        schema["paths"]["/invocations"] = {"post": invocations_operation(body)}
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
@@ -211,7 +211,6 @@ def create_app(settings: ServerSettings) -> FastAPI:
         content, media_type = metrics.render()
         return Response(content=content, media_type=media_type)
 
-    @app.post("/invocations")
     async def invocations(request: Request) -> Response:
         """Score a batch: MLflow's scoring protocol (JSON, CSV, Parquet)."""
         from mlflow.exceptions import MlflowException
@@ -262,4 +261,8 @@ def create_app(settings: ServerSettings) -> FastAPI:
         return Response(content=result.response, status_code=result.status,
                         media_type="application/json")
 
+    # A plain Starlette route, matched first: FastAPI's per-request dependency solving and
+    # response handling cost more than a bare answer, and this handler reads the request itself.
+    # The OpenAPI document describes it (``invocations_operation``).
+    app.router.routes.insert(0, Route("/invocations", invocations, methods=["POST"]))
     return app

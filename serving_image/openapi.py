@@ -1,4 +1,5 @@
-"""The OpenAPI request body of ``/invocations``, from the model's signature and input example."""
+"""The OpenAPI operation of ``/invocations``: its request body comes from the model's signature
+and input example, its answers are the scoring protocol's."""
 
 from __future__ import annotations
 
@@ -48,3 +49,37 @@ def request_body(model: Any, model_path: str) -> dict[str, Any]:
     if example.is_file():
         content["application/json"]["example"] = json.loads(example.read_text())
     return {"required": True, "content": content}
+
+
+_ERROR = {"application/json": {"schema": {
+    "type": "object", "required": ["error_code", "message"],
+    "properties": {"error_code": {"type": "string"}, "message": {"type": "string"}}}}}
+_ANSWERS = {
+    "400": "The input does not match the protocol or the model's signature",
+    "401": "A bearer token is configured and was not sent",
+    "413": "The body is larger than the server's limit",
+    "415": "Missing or unsupported Content-Type",
+    "503": "The model is still loading",
+    "504": "Scoring took longer than the request timeout",
+}
+
+
+def invocations_operation(body: dict[str, Any] | None) -> dict[str, Any]:
+    """``POST /invocations`` with ``body`` (from :func:`request_body`, ``None`` before the
+    model is loaded)."""
+    responses: dict[str, Any] = {"200": {
+        "description": "Predictions",
+        "content": {"application/json": {"schema": {
+            "type": "object", "properties": {"predictions": {}}}}}}}
+    responses.update({status: {"description": text, "content": _ERROR}
+                      for status, text in _ANSWERS.items()})
+    return {
+        "summary": "Score a batch",
+        "description": "MLflow's scoring protocol: JSON (dataframe_split, dataframe_records, "
+                       "instances or inputs, with optional params), CSV or Parquet.",
+        "operationId": "invocations",
+        "requestBody": body or {"required": True, "content": {
+            "application/json": {"schema": {"type": "object"}},
+            "text/csv": {"schema": {"type": "string"}}}},
+        "responses": responses,
+    }

@@ -130,6 +130,10 @@ CORPUS = [
     Case("iris", "split huge int", _split(IRIS_COLS, [[10**30, 3.5, 1.4, 0.2]])),
     Case("iris", "split NaN literal", b'{"dataframe_split": {"columns": '
          + _j(IRIS_COLS) + b', "data": [[NaN, 3.5, 1.4, 0.2]]}}'),
+    Case("iris", "split Infinity literal", b'{"dataframe_split": {"columns": '
+         + _j(IRIS_COLS) + b', "data": [[-Infinity, 3.5, 1.4, 0.2]]}}'),
+    Case("iris", "split number beyond double range", b'{"dataframe_split": {"columns": '
+         + _j(IRIS_COLS) + b', "data": [[1e999, 3.5, 1.4, 0.2]]}}'),
     Case("iris", "records", _j({"dataframe_records": [_record(IRIS_COLS, ROW)]})),
     Case("iris", "records missing key", _j({"dataframe_records": [{"sepal length (cm)": 1.0}]})),
     Case("iris", "inputs as columns", _j({"inputs": {c: [v] for c, v in _record(IRIS_COLS, ROW)

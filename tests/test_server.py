@@ -118,7 +118,16 @@ def test_openapi_describes_the_signature(client: TestClient) -> None:
     schema = body["content"]["application/json"]["schema"]["properties"]
     assert schema["dataframe_split"]["properties"]["columns"]["items"]["enum"] == IRIS["columns"]
     assert body["content"]["application/json"]["example"]["dataframe_split"]["columns"]
+    answers = client.get("/openapi.json").json()["paths"]["/invocations"]["post"]["responses"]
+    assert {"200", "400", "413", "415", "503"} <= set(answers)
     assert client.get("/docs").status_code == 200
+
+
+def test_openapi_before_the_model_loads(model_dir: Path) -> None:
+    client = TestClient(create_app(ServerSettings(model_path=str(model_dir))))
+    operation = client.get("/openapi.json").json()["paths"]["/invocations"]["post"]
+    assert set(operation["requestBody"]["content"]) == {"application/json", "text/csv"}
+    assert client.get("/invocations").status_code == 405
 
 
 def test_parquet_without_pyarrow_is_a_clean_415(client: TestClient, monkeypatch) -> None:

@@ -147,6 +147,35 @@ async def _fast_answer(state: ModelState, content_type: str, body: bytes) -> tup
         return None
 
 
+async def _mlflow_answer(state: ModelState, timeout: float, content_type: str,
+                         body: bytes) -> Response:
+    """MLflow's own scoring path, in a thread and bounded by ``timeout``; errors as JSON."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.pyfunc import scoring_server
+
+    try:
+        result = await asyncio.wait_for(
+            asyncio.to_thread(scoring_server.invocations, body, content_type, state.model,
+                              state.input_schema),
+            timeout=timeout,
+        )
+    except (asyncio.TimeoutError, TimeoutError):
+        return error(504, "DEADLINE_EXCEEDED",
+                     f"Request processing time exceeded {timeout:g} s.")
+    except MlflowException as exc:
+        return Response(content=exc.serialize_as_json(), status_code=exc.get_http_status_code(),
+                        media_type="application/json")
+    except Exception as exc:  # MLflow's own server answers a bare 500 here
+        log.exception("Scoring failed")
+        return error(500, "INTERNAL_ERROR", f"{type(exc).__name__}: {exc}")
+    if result.mimetype != "application/json":
+        return _as_json_error(result.status, result.response)
+    if result.status == 200:
+        metrics.ROWS.inc(_prediction_count(result.response))
+    return Response(content=result.response, status_code=result.status,
+                    media_type="application/json")
+
+
 def _authorized(request: Request, token: str) -> bool:
     scheme, _, given = request.headers.get("authorization", "").partition(" ")
     return scheme.lower() == "bearer" and hmac.compare_digest(given.strip(), token)
@@ -213,9 +242,6 @@ def create_app(settings: ServerSettings) -> FastAPI:
 
     async def invocations(request: Request) -> Response:
         """Score a batch: MLflow's scoring protocol (JSON, CSV, Parquet)."""
-        from mlflow.exceptions import MlflowException
-        from mlflow.pyfunc import scoring_server
-
         if settings.auth_token and not _authorized(request, settings.auth_token):
             return error(401, "UNAUTHENTICATED", "Send 'Authorization: Bearer <token>'.",
                          headers={"WWW-Authenticate": "Bearer"})
@@ -229,37 +255,16 @@ def create_app(settings: ServerSettings) -> FastAPI:
         if body is None:
             return error(413, "REQUEST_LIMIT_EXCEEDED",
                          f"Request body exceeds the limit of {settings.max_body_size} bytes.")
-        if content_type.split(";")[0].strip().lower() == PARQUET and not _has_pyarrow():
-            return error(415, "BAD_REQUEST",
-                         "Parquet input needs pyarrow in the image: deploy with "
-                         "-C parquet=true, or send application/json or text/csv.")
         if state.fast_path is not None:
             answer = await _fast_answer(state, content_type, body)
             if answer is not None:
                 metrics.ROWS.inc(answer[1])
                 return Response(content=answer[0], media_type="application/json")
-        try:
-            result = await asyncio.wait_for(
-                asyncio.to_thread(scoring_server.invocations, body, content_type, state.model,
-                                  state.input_schema),
-                timeout=settings.request_timeout,
-            )
-        except (asyncio.TimeoutError, TimeoutError):
-            return error(504, "DEADLINE_EXCEEDED",
-                         f"Request processing time exceeded {settings.request_timeout:g} s.")
-        except MlflowException as exc:
-            return Response(content=exc.serialize_as_json(),
-                            status_code=exc.get_http_status_code(),
-                            media_type="application/json")
-        except Exception as exc:  # MLflow's own server answers a bare 500 here
-            log.exception("Scoring failed")
-            return error(500, "INTERNAL_ERROR", f"{type(exc).__name__}: {exc}")
-        if result.mimetype != "application/json":
-            return _as_json_error(result.status, result.response)
-        if result.status == 200:
-            metrics.ROWS.inc(_prediction_count(result.response))
-        return Response(content=result.response, status_code=result.status,
-                        media_type="application/json")
+        if content_type.split(";")[0].strip().lower() == PARQUET and not _has_pyarrow():
+            return error(415, "BAD_REQUEST",
+                         "Parquet input needs pyarrow in the image: deploy with "
+                         "-C parquet=true, or send application/json or text/csv.")
+        return await _mlflow_answer(state, settings.request_timeout, content_type, body)
 
     # A plain Starlette route, matched first: FastAPI's per-request dependency solving and
     # response handling cost more than a bare answer, and this handler reads the request itself.

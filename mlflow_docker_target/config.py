@@ -154,7 +154,8 @@ KEYS: tuple[Key, ...] = (
         DEPLOY),
     Key("batch_max_size", _positive_int, "an integer >= 1 (rows)", "1 (no batching)",
         "Merge concurrent requests into one predict call of up to this many rows; only for "
-        "models that score each row on its own.", DEPLOY),
+        "models that score each row on its own (a linear model's BLAS may round a batch's "
+        "last bit differently from a lone row's).", DEPLOY),
     Key("batch_max_wait_ms", _non_negative, "milliseconds >= 0", "0",
         "How long a batch waits for more requests (0: only those already waiting).", DEPLOY),
     Key("parquet", _bool, "true or false", "false",

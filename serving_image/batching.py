@@ -1,18 +1,23 @@
 """Adaptive batching: concurrent requests merged into one predict call, answers split back.
 
 Opt-in (``SCORING_BATCH_MAX_SIZE`` > 1), because merging is exact only for models that score each
-row on its own, which a server cannot check. Requests that take the fast path queue here; one
-predict runs at a time in a dedicated thread, and whatever queued meanwhile (up to the batch size
-in rows) becomes the next call. With ``max_wait`` 0 a lone request never waits; a positive wait
-holds a batch open that long for more requests. A batch whose predictions do not split by rows
-fails, and each of its requests then takes MLflow's own path.
+row on its own and whose arithmetic does not depend on how many rows come together, which a
+server cannot check: a linear model's BLAS rounds a lone row (a dot product) and a batch (a
+matrix-vector product) differently in the last bit (≈1e-15) for most rows, while tree models
+give the same answer bit for bit. Class labels are unaffected unless a score is that close to a
+decision boundary.
+
+Requests that take the fast path queue here and predict on the event loop, as unbatched ones do,
+so batching costs no thread hop. The first request of a batch schedules the predict call behind
+the requests the server has already received, which join it; with ``max_wait`` > 0 the batch
+instead stays open that long, or until it has ``max_rows``. A batch whose predictions do not split
+by rows fails, and each of its requests then takes MLflow's own path.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -48,16 +53,23 @@ class Batcher:
         self.max_rows = max_rows
         self.max_wait = max_wait
         self.queue: list[tuple[Input, asyncio.Future[Any]]] = []
-        self.running = False
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch")
+        self.rows = 0  # in the queue
+        self.flush: asyncio.Handle | None = None  # the scheduled predict call
+        self.waiting = False  # ... is a max_wait timer
 
     async def submit(self, model_input: Input) -> Any:
         """Predictions for ``model_input``, computed together with whatever else is queued."""
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
         self.queue.append((model_input, future))
-        if not self.running:
-            self.running = True
-            asyncio.get_running_loop().create_task(self._drain())
+        self.rows += len(model_input)
+        full = self.rows >= self.max_rows
+        if self.flush is None or (full and self.waiting):
+            if self.flush is not None:
+                self.flush.cancel()
+            self.waiting = self.max_wait > 0 and not full
+            self.flush = (loop.call_later(self.max_wait, self._predict) if self.waiting
+                          else loop.call_soon(self._predict))
         return await future
 
     def _take(self) -> list[tuple[Input, asyncio.Future[Any]]]:
@@ -66,27 +78,23 @@ class Batcher:
             item = self.queue.pop(0)
             batch.append(item)
             rows += len(item[0])
+        self.rows -= rows
         return batch
 
-    async def _drain(self) -> None:
-        loop = asyncio.get_running_loop()
+    def _predict(self) -> None:
+        """One predict call for the head of the queue; the rest (beyond max_rows) goes next."""
+        batch = self._take()
+        self.flush, self.waiting = None, False
+        if self.queue:
+            self.flush = asyncio.get_running_loop().call_soon(self._predict)
+        inputs = [model_input for model_input, _ in batch]
         try:
-            while self.queue:
-                if self.max_wait and sum(len(i) for i, _ in self.queue) < self.max_rows:
-                    await asyncio.sleep(self.max_wait)
-                batch = self._take()
-                inputs = [model_input for model_input, _ in batch]
-                try:
-                    predictions = await loop.run_in_executor(
-                        self.executor, self.predict, combine(inputs))
-                    parts = split(predictions, [len(i) for i in inputs])
-                except Exception as exc:
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
-                    continue
-                for (_, future), part in zip(batch, parts, strict=True):
-                    if not future.done():
-                        future.set_result(part)
-        finally:
-            self.running = False
+            parts = split(self.predict(combine(inputs)), [len(i) for i in inputs])
+        except Exception as exc:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (_, future), part in zip(batch, parts, strict=True):
+            if not future.done():  # a client that went away
+                future.set_result(part)

@@ -16,6 +16,18 @@ from serving_image.settings import ServerSettings
 from tests.test_differential import IRIS_COLS, _iris, _long_double
 
 
+def _forest(path) -> None:
+    """Float answers through the sklearn array route; trees are exact whatever the batch."""
+    import mlflow
+    from sklearn.datasets import load_iris
+    from sklearn.ensemble import RandomForestRegressor
+
+    features, target = load_iris(return_X_y=True, as_frame=True)
+    model = RandomForestRegressor(n_estimators=20, random_state=0).fit(features, target * 1.37)
+    mlflow.sklearn.save_model(model, path, input_example=features.head(2),
+                              skops_trusted_types=["sklearn.tree._tree.Tree"])
+
+
 def test_combine_and_split_round_trip() -> None:
     arrays = [np.ones((1, 2)), np.zeros((3, 2))]
     assert combine(arrays).shape == (4, 2)
@@ -27,14 +39,20 @@ def test_combine_and_split_round_trip() -> None:
         split(np.arange(3), [1, 3])
 
 
-@pytest.mark.parametrize(("save", "columns", "make_row"), [
-    (_iris, IRIS_COLS, lambda i: [4.0 + i % 4, 3.0, 1.0 + (i % 6), 0.1 * (i % 25)]),
-    (_long_double, ["a", "b"], lambda i: [i, i / 4]),  # the DataFrame route
+def _iris_row(i: int) -> list[float]:
+    return [4.0 + i % 4, 3.0 + i / 97, 1.0 + (i % 6), 0.1 * (i % 25)]
+
+
+@pytest.mark.parametrize(("save", "columns", "make_row", "wait_ms"), [
+    (_iris, IRIS_COLS, _iris_row, 20),
+    (_forest, IRIS_COLS, _iris_row, 0),  # no wait: merges what has arrived
+    (_long_double, ["a", "b"], lambda i: [i, i / 4], 20),  # the DataFrame route
 ])
-def test_concurrent_requests_are_batched_exactly(tmp_path, save, columns, make_row) -> None:
+def test_concurrent_requests_are_batched_exactly(tmp_path, save, columns, make_row,
+                                                 wait_ms) -> None:
     save(tmp_path / "model")
     settings = ServerSettings(model_path=str(tmp_path / "model"), batch_max_size=64,
-                              batch_max_wait_ms=20)
+                              batch_max_wait_ms=wait_ms)
     app = create_app(settings)
     bodies = [{"dataframe_split": {"columns": columns,
                                    "data": [make_row(i), make_row(i + 1)][: 1 + i % 2]}}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -48,23 +49,36 @@ def main(argv: list[str] | None = None) -> None:
     settings = ServerSettings.from_env()
     # Shared by the workers: readiness markers, and prometheus-client's multiprocess files
     # (which it must see before it is first imported, hence before the app is).
-    ready_dir = tempfile.mkdtemp(prefix="scoring-ready-")
+    ready_dir, metrics_dir = _shared_dir("scoring-ready-"), _shared_dir("scoring-metrics-")
     os.environ[READY_DIR_ENV] = ready_dir
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="scoring-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
 
     import uvicorn
 
-    uvicorn.run(
-        "serving_image.asgi:app",
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        log_level=settings.log_level,
-        access_log=settings.access_log,
-        timeout_graceful_shutdown=max(1, int(settings.request_timeout)),
-    )
-    if Readiness(ready_dir, settings.workers).failed():
+    try:
+        uvicorn.run(
+            "serving_image.asgi:app",
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            log_level=settings.log_level,
+            access_log=settings.access_log,
+            timeout_graceful_shutdown=max(1, int(settings.request_timeout)),
+        )
+        failed = Readiness(ready_dir, settings.workers).failed()
+    finally:
+        shutil.rmtree(ready_dir, ignore_errors=True)
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+    if failed:
         sys.exit(STARTUP_FAILURE)
+
+
+def _shared_dir(prefix: str) -> str:
+    """A new directory in RAM when there is a /dev/shm: every request writes the metrics files
+    (memory-mapped), and on a disk-backed /tmp the kernel's write-back makes those writes fault
+    again after each flush."""
+    shm = "/dev/shm"
+    return tempfile.mkdtemp(prefix=prefix, dir=shm if os.access(shm, os.W_OK) else None)
 
 
 if __name__ == "__main__":

@@ -89,7 +89,10 @@ class Batcher:
             self.flush = asyncio.get_running_loop().call_soon(self._predict)
         inputs = [model_input for model_input, _ in batch]
         try:
-            parts = split(self.predict(combine(inputs)), [len(i) for i in inputs])
+            if len(inputs) == 1:  # nothing to merge
+                parts = [self.predict(inputs[0])]
+            else:
+                parts = split(self.predict(combine(inputs)), [len(i) for i in inputs])
         except Exception as exc:
             for _, future in batch:
                 if not future.done():

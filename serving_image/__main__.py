@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -55,6 +56,18 @@ def main(argv: list[str] | None = None) -> None:
 
     import uvicorn
 
+    def remove_shared_dirs() -> None:
+        shutil.rmtree(ready_dir, ignore_errors=True)
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+    def end_by(signum: int, frame: object) -> None:
+        # One worker: uvicorn drains, puts this handler back and raises the signal again.
+        remove_shared_dirs()
+        signal.signal(signum, signal.SIG_DFL)
+        signal.raise_signal(signum)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, end_by)
     try:
         uvicorn.run(
             "serving_image.asgi:app",
@@ -67,8 +80,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         failed = Readiness(ready_dir, settings.workers).failed()
     finally:
-        shutil.rmtree(ready_dir, ignore_errors=True)
-        shutil.rmtree(metrics_dir, ignore_errors=True)
+        remove_shared_dirs()
     if failed:
         sys.exit(STARTUP_FAILURE)
 

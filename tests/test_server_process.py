@@ -60,33 +60,36 @@ def slow_model(tmp_path: Path) -> Path:
     return model
 
 
-@pytest.fixture
-def slow_server(slow_model: Path):
+def _shared_dirs() -> set[Path]:
+    return set(Path("/dev/shm").glob("scoring-*"))
+
+
+def test_sigterm_finishes_in_flight_requests(slow_model: Path) -> None:
+    shared_before = _shared_dirs()
     process, url = _serve(slow_model, "--workers", "1")
-    yield process, url
-    if process.poll() is None:
-        process.kill()
-    process.wait()
+    try:
+        answers: list[requests.Response] = []
 
+        def call() -> None:
+            answers.append(requests.post(f"{url}/invocations", json={"inputs": [[1.0]]},
+                                         timeout=30))
 
-def test_sigterm_finishes_in_flight_requests(slow_server) -> None:
-    process, url = slow_server
-    answers: list[requests.Response] = []
-
-    def call() -> None:
-        answers.append(requests.post(f"{url}/invocations", json={"inputs": [[1.0]]}, timeout=30))
-
-    caller = threading.Thread(target=call)
-    caller.start()
-    time.sleep(0.5)  # the request is inside predict
-    os.kill(process.pid, signal.SIGTERM)
-    caller.join(timeout=30)
-    assert answers and answers[0].status_code == 200
-    assert answers[0].json() == {"predictions": [1]}
-    # uvicorn drains, then re-raises the signal it caught: the conventional "ended by SIGTERM"
-    assert process.wait(timeout=30) in (0, -signal.SIGTERM)
-    with pytest.raises(requests.ConnectionError):
-        requests.get(f"{url}/health", timeout=2)
+        caller = threading.Thread(target=call)
+        caller.start()
+        time.sleep(0.5)  # the request is inside predict
+        os.kill(process.pid, signal.SIGTERM)
+        caller.join(timeout=30)
+        assert answers and answers[0].status_code == 200
+        assert answers[0].json() == {"predictions": [1]}
+        # uvicorn drains, then re-raises the signal it caught: the conventional "ended by SIGTERM"
+        assert process.wait(timeout=30) in (0, -signal.SIGTERM)
+        with pytest.raises(requests.ConnectionError):
+            requests.get(f"{url}/health", timeout=2)
+        assert not _shared_dirs() - shared_before  # the workers' files are removed
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 def test_request_timeout_answers_504(slow_model: Path) -> None:
@@ -104,6 +107,7 @@ def test_metrics_add_up_across_workers(tmp_path: Path) -> None:
     from tests.test_differential import IRIS_COLS, ROW, _iris
 
     _iris(tmp_path / "iris")
+    shared_before = _shared_dirs()
     process, url = _serve(tmp_path / "iris", "--workers", "2")
     try:
         for _ in range(30):  # a new connection each: the kernel spreads them over the workers
@@ -121,3 +125,4 @@ def test_metrics_add_up_across_workers(tmp_path: Path) -> None:
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=30)
+    assert not _shared_dirs() - shared_before

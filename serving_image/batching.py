@@ -10,7 +10,8 @@ decision boundary.
 Requests that take the fast path queue here and predict on the event loop, as unbatched ones do,
 so batching costs no thread hop. The first request of a batch schedules the predict call behind
 the requests the server has already received, which join it; with ``max_wait`` > 0 the batch
-instead stays open that long, or until it has ``max_rows``. A batch whose predictions do not split
+instead stays open that long, or until it has ``max_rows``. A request that fills a batch by
+itself while nothing waits is predicted at once. A batch whose predictions do not split
 by rows fails, and each of its requests then takes MLflow's own path.
 """
 
@@ -59,6 +60,8 @@ class Batcher:
 
     async def submit(self, model_input: Input) -> Any:
         """Predictions for ``model_input``, computed together with whatever else is queued."""
+        if not self.queue and len(model_input) >= self.max_rows:  # a full batch by itself
+            return self.predict(model_input)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self.queue.append((model_input, future))

@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from serving_image.app import create_app
-from serving_image.batching import combine, split
+from serving_image.batching import Batcher, combine, split
 from serving_image.settings import ServerSettings
 from tests.test_differential import IRIS_COLS, _iris, _long_double
 
@@ -41,6 +41,23 @@ def test_combine_and_split_round_trip() -> None:
 
 def _iris_row(i: int) -> list[float]:
     return [4.0 + i % 4, 3.0 + i / 97, 1.0 + (i % 6), 0.1 * (i % 25)]
+
+
+def test_full_batches_do_not_wait() -> None:
+    calls: list[int] = []
+    batcher = Batcher(lambda rows: calls.append(len(rows)) or np.zeros(len(rows)), 4, 10.0)
+    alone = batcher.submit(np.ones((5, 2)))
+    with pytest.raises(StopIteration) as done:  # predicted without suspending even once
+        alone.send(None)
+    assert len(done.value.value) == 5
+
+    async def two_that_fill_one() -> list[int]:  # the second ends the first one's 10 s wait
+        answers = await asyncio.wait_for(asyncio.gather(
+            batcher.submit(np.ones((1, 2))), batcher.submit(np.ones((3, 2)))), 1)
+        return [len(a) for a in answers]
+
+    assert asyncio.run(two_that_fill_one()) == [1, 3]
+    assert calls == [5, 4]
 
 
 @pytest.mark.parametrize(("save", "columns", "make_row", "wait_ms"), [

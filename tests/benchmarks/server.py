@@ -7,7 +7,8 @@ baseline). Each server runs on the host on loopback, started fresh; wrk (one thr
 concurrency 1, 8 and 32 with a 1-row and a 100-row ``dataframe_split`` body. ``mlflow models
 serve --env-manager local`` runs with its default single worker (its multi-worker mode stalls at
 c=1 without uvloop); ours and the bare endpoint run with ``--workers`` (default: the CPUs).
-With several rounds, every figure is the median over rounds.
+With several rounds, every figure is the median over rounds, and each round starts with the
+next server.
 """
 
 from __future__ import annotations
@@ -161,7 +162,12 @@ def main() -> None:
     }
     results: dict[tuple[str, str, int], list[dict[str, float]]] = {}
     for round_ in range(args.rounds):
-        for name, command in servers.items():
+        # Each round starts with the next server, so that none always has the same place: in
+        # a test here the third server of a round ran 10-20% slower than the second, whichever
+        # of two it was.
+        names = list(servers)
+        for name in names[round_ % len(names):] + names[:round_ % len(names)]:
+            command = servers[name]
             port = _free_port()
             process = start(command(port), port, work, environments.get(name))
             try:

@@ -9,6 +9,7 @@ stops the server, so a broken deployment exits at once instead of restarting for
 from __future__ import annotations
 
 import asyncio
+import gc
 import hmac
 import json
 import logging
@@ -93,6 +94,11 @@ def load_model(settings: ServerSettings, state: ModelState) -> None:
         state.readiness.mark_failed()
         logging.shutdown()
         os._exit(STARTUP_FAILURE)
+    # What is loaded by now (MLflow, the model, their libraries: ~250k objects) lives as long as
+    # the worker. Frozen, it is left out of the collector's full collections, which otherwise
+    # scan all of it every few seconds under load and stall every request for ~150 ms.
+    gc.collect()
+    gc.freeze()
     seconds = time.perf_counter() - started
     metrics.MODEL_LOAD.set(seconds)
     state.ready.set()

@@ -14,22 +14,25 @@ import argparse
 import json
 import os
 import statistics
-import tempfile
+import sys
 import time
 from pathlib import Path
 
 import docker
-import mlflow
 from mlflow.deployments import get_deploy_client
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from mlflow_docker_target import containers
 from mlflow_docker_target.config import Settings
 from mlflow_docker_target.containers import Spec
 from mlflow_docker_target.demo import register_demo_model
 from mlflow_docker_target.engine import connect
+from mlflow_docker_target.image_build import LABEL
 from mlflow_docker_target.model_fetch import resolve
+from tests.benchmarks.scratch import scratch_registry
 
-ENV_LABEL = "io.mlflow.dockerhost.environment"
+ENV_LABEL = f"{LABEL}.environment"
 
 
 def _timed(action) -> tuple[float, object]:
@@ -58,10 +61,7 @@ def main() -> None:
     parser.add_argument("--starts", type=int, default=5)
     args = parser.parse_args()
 
-    work = Path(tempfile.mkdtemp(prefix="bench-deploy-"))
-    os.chdir(work)
-    mlflow.set_tracking_uri(f"sqlite:///{work}/mlflow.db")
-    os.environ["MLFLOW_TRACKING_URI"] = mlflow.get_tracking_uri()
+    work = scratch_registry("bench-deploy-")
     client = get_deploy_client("dockerhost")
     docker_client = docker.from_env()
     name = "bench"

@@ -18,22 +18,22 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import mlflow
 import requests
 from mlflow.deployments import get_deploy_client
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from mlflow_docker_target.demo import register_demo_model
+from mlflow_docker_target.image_build import LABEL
+from tests.benchmarks.scratch import scratch_registry
 from tests.conftest import IRIS_INPUT
 from tests.remote_engine import remote_engine
 
-ENV_LABEL = "io.mlflow.dockerhost.environment"
+ENV_LABEL = f"{LABEL}.environment"
 
 
 def _median_ms(action: Callable[[], object], count: int) -> float:
@@ -87,10 +87,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200)
     args = parser.parse_args()
 
-    work = Path(tempfile.mkdtemp(prefix="bench-remote-"))
-    os.chdir(work)
-    mlflow.set_tracking_uri(f"sqlite:///{work}/mlflow.db")
-    os.environ["MLFLOW_TRACKING_URI"] = mlflow.get_tracking_uri()
+    scratch_registry("bench-remote-")
     rows = []
     with remote_engine([os.environ["MLFLOW_DOCKERHOST_BASE_IMAGE"]]) as remote:
         rows.append(("local (unix socket)", measure("dockerhost", args.creates, args.requests)))

@@ -2,7 +2,7 @@
 #   make serve       a registered demo model served on http://127.0.0.1:$(PORT)
 #   make test        unit and integration tests (a real Docker engine)
 #   make engine      start a Docker engine when none answers (Debian, as root)
-#   make base-image  a Debian bookworm + Python 3.11 base image, built with no registry
+#   make base-image  Debian bookworm images built with no registry: Python 3.11, HAProxy
 #   make lint        ruff and mypy
 #   make bench       benchmarks (figures for the closing notes)
 
@@ -12,12 +12,15 @@ VENV := .venv
 BIN := $(VENV)/bin
 STATE := .state
 BASE_IMAGE := mlflow-dockerhost/base:bookworm-python3.11
+PROXY_IMAGE := mlflow-dockerhost/haproxy:bookworm
 PORT ?= 5000
 MODEL_URI ?=
 DEMO_TRACKING_URI := sqlite:///$(CURDIR)/$(STATE)/demo/mlflow.db
 
-# Tests and the demo build on the local base; users' deployments default to python:X.Y-slim.
+# Tests and the demo build on the local base and front images; users' deployments default to
+# python:X.Y-slim and haproxy:2.8.
 export MLFLOW_DOCKERHOST_BASE_IMAGE ?= $(BASE_IMAGE)
+export MLFLOW_DOCKERHOST_PROXY_IMAGE ?= $(PROXY_IMAGE)
 
 .PHONY: venv engine base-image serve test lint bench clean
 
@@ -52,7 +55,8 @@ engine: venv
 base-image: engine
 	@command -v mmdebstrap >/dev/null || { apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mmdebstrap >/dev/null; }
-	$(BIN)/python -m mlflow_docker_target.base_image --tag $(BASE_IMAGE)
+	$(BIN)/python -m mlflow_docker_target.base_image --kind base --tag $(BASE_IMAGE)
+	$(BIN)/python -m mlflow_docker_target.base_image --kind proxy --tag $(PROXY_IMAGE)
 
 # The demo: a model registered in a local SQLite registry, served with run-local.
 serve: base-image

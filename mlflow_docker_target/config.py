@@ -103,83 +103,127 @@ def _path(value: str) -> str:
 
 @dataclass(frozen=True)
 class Key:
-    """One ``-C`` key: how to parse it, what it accepts, and which commands take it."""
+    """One ``-C`` key: how to parse it, its default, and which commands take it.
+
+    ``default`` is the value :class:`Settings` starts from (``None``: decided where it is used,
+    as ``default_text`` says); ``default_text`` defaults to the default's own text.
+    """
 
     name: str
     parse: Callable[[str], Any]
     accepted: str
-    default_text: str
+    default: Any
     help: str
     commands: frozenset[str]
+    default_text: str = ""
 
+    @property
+    def shown_default(self) -> str:
+        if self.default_text:
+            return self.default_text
+        if isinstance(self.default, bool):
+            return "true" if self.default else "false"
+        return f"{self.default:g}" if isinstance(self.default, float) else str(self.default)
+
+
+def _traffic(value: str) -> dict[str, int]:
+    """``name:weight,name:weight`` with whole weights that sum to 100."""
+    weights: dict[str, int] = {}
+    for part in value.split(","):
+        name, sep, weight = part.strip().rpartition(":")
+        if not sep or not name or not weight.strip().isdigit() or name in weights:
+            raise ValueError(value)
+        weights[name] = int(weight)
+    if sum(weights.values()) != 100:
+        raise ValueError(value)
+    return weights
+
+
+PROXY_IMAGE_ENV = "MLFLOW_DOCKERHOST_PROXY_IMAGE"
+DEFAULT_PROXY_IMAGE = "haproxy:2.8"
+ENDPOINT = frozenset({"create_endpoint"})
+CONNECTION = DEPLOY | DELETE | ENDPOINT | frozenset({"update_endpoint"})
 
 KEYS: tuple[Key, ...] = (
-    Key("base_image", _text, "an image reference",
-        f"${BASE_IMAGE_ENV}, else python:<model's major.minor>-slim",
-        "Image the serving image builds on; it must have python3 with the venv module.", DEPLOY),
-    Key("pull_base", _bool, "true or false", "true",
-        "Pull the base image when the engine lacks it (announced, never silent).", DEPLOY),
+    Key("base_image", _text, "an image reference", None,
+        "Image the serving image builds on; it must have python3 with the venv module.", DEPLOY,
+        f"${BASE_IMAGE_ENV}, else python:<model's major.minor>-slim"),
+    Key("pull_base", _bool, "true or false", True,
+        "Pull the base or proxy image when the engine lacks it (announced, never silent).",
+        DEPLOY | ENDPOINT),
     Key("mlflow_package", _choice("auto", "skinny", "full"), "auto, skinny or full", "auto",
         "Serve with mlflow-skinny at the model's MLflow version (auto: when that version exists).",
         DEPLOY),
-    Key("port", _port, "a TCP port 1-65535", "a free port (run_local: 5000)",
-        "Host port the endpoint is published on.", DEPLOY),
-    Key("bind_address", _ip, "an IP address",
-        "127.0.0.1 on a local engine, 0.0.0.0 (all interfaces) on a remote one",
-        "Host address the port is published on.", DEPLOY),
-    Key("host_address", _text, "a host name or IP", "the engine's host",
+    Key("port", _port, "a TCP port 1-65535", None,
+        "Host port of the endpoint, chosen at create and kept for the endpoint's life.",
+        DEPLOY | ENDPOINT, "a free port (run_local: 5000)"),
+    Key("endpoint_port", _port, "a TCP port 1-65535", None,
+        "Host port of the endpoint that create --endpoint makes when it does not exist yet.",
+        frozenset({"create"}), "a free port"),
+    Key("replicas", _positive_int, "an integer >= 1", 1,
+        "Serving containers behind the endpoint's front.", DEPLOY - {"run_local"}),
+    Key("proxy_image", _text, "an image with haproxy on its PATH", None,
+        "Image of the endpoint's front (HAProxy); the plugin supplies command and config.",
+        DEPLOY - {"run_local"} | ENDPOINT, f"${PROXY_IMAGE_ENV}, else {DEFAULT_PROXY_IMAGE}"),
+    Key("traffic", _traffic, "name:weight,... with weights summing to 100", None,
+        "Share of the endpoint's requests each deployment gets.", frozenset({"update_endpoint"}),
+        "an even split; a deployment attached later gets 0 once traffic is set"),
+    Key("bind_address", _ip, "an IP address", None,
+        "Host address the port is published on.", DEPLOY | ENDPOINT,
+        "127.0.0.1 on a local engine, 0.0.0.0 (all interfaces) on a remote one"),
+    Key("host_address", _text, "a host name or IP", None,
         "Host name put in the endpoint URL, when clients reach the engine by another name.",
-        DEPLOY),
+        DEPLOY | ENDPOINT, "the engine's host"),
     Key("restart_policy", _restart_policy, "no, always, unless-stopped or on-failure[:N]",
-        "unless-stopped", "Docker restart policy of the container.", DEPLOY - {"run_local"}),
-    Key("cpus", _seconds, "a positive number of CPUs", "no limit", "CPU limit (docker --cpus).",
-        DEPLOY),
-    Key("memory", _size, "a size such as 512m or 2g", "no limit",
-        "Memory limit (docker --memory).", DEPLOY),
-    Key("init", _bool, "true or false", "true",
+        "unless-stopped", "Docker restart policy of the containers.", DEPLOY - {"run_local"}),
+    Key("cpus", _seconds, "a positive number of CPUs", None, "CPU limit of each replica "
+        "(docker --cpus).", DEPLOY, "no limit"),
+    Key("memory", _size, "a size such as 512m or 2g", None,
+        "Memory limit of each replica (docker --memory).", DEPLOY, "no limit"),
+    Key("init", _bool, "true or false", True,
         "Run an init process as PID 1 so signals reach the server at once.", DEPLOY),
-    Key("ready_timeout", _seconds, "seconds > 0", "300",
+    Key("ready_timeout", _seconds, "seconds > 0", 300.0,
         "How long create/update wait for the server to answer /ping.", DEPLOY),
-    Key("workers", _positive_int, "an integer >= 1", "the CPUs the container may use",
-        "Server worker processes.", DEPLOY),
-    Key("request_timeout", _positive_int, "seconds >= 1", "60",
+    Key("workers", _positive_int, "an integer >= 1", None,
+        "Server worker processes in each replica.", DEPLOY, "the CPUs the container may use"),
+    Key("request_timeout", _positive_int, "seconds >= 1", 60,
         "Per-request time limit; slower requests answer 504.", DEPLOY),
-    Key("max_body_size", _size, "a size such as 100m", "100m",
-        "Largest accepted request body; larger ones answer 413.", DEPLOY),
+    Key("max_body_size", _size, "a size such as 100m", 100 * 1024**2,
+        "Largest accepted request body; larger ones answer 413.", DEPLOY, "100m"),
     Key("log_level", _choice("debug", "info", "warning", "error"), "debug, info, warning or error",
         "info", "Server log level.", DEPLOY),
-    Key("access_log", _bool, "true or false", "true", "Log one line per request.", DEPLOY),
-    Key("auth_token", _text, "a secret string", "none (no authentication)",
+    Key("access_log", _bool, "true or false", True, "Log one line per request.", DEPLOY),
+    Key("auth_token", _text, "a secret string", None,
         "Require 'Authorization: Bearer <token>' on /invocations; never stored in labels.",
-        DEPLOY),
-    Key("batch_max_size", _positive_int, "an integer >= 1 (rows)", "1 (no batching)",
+        DEPLOY, "none (no authentication)"),
+    Key("batch_max_size", _positive_int, "an integer >= 1 (rows)", 1,
         "Merge concurrent requests into one predict call of up to this many rows; only for "
         "models that score each row on its own (a linear model's BLAS may round a batch's "
-        "last bit differently from a lone row's).", DEPLOY),
-    Key("batch_max_wait_ms", _non_negative, "milliseconds >= 0", "0",
+        "last bit differently from a lone row's).", DEPLOY, "1 (no batching)"),
+    Key("batch_max_wait_ms", _non_negative, "milliseconds >= 0", 0.0,
         "How long a batch waits for more requests (0: only those already waiting).", DEPLOY),
-    Key("parquet", _bool, "true or false", "false",
+    Key("parquet", _bool, "true or false", False,
         "Accept application/vnd.apache.parquet bodies (adds pyarrow to the image).", DEPLOY),
-    Key("stop_timeout", _positive_int, "seconds >= 1", "10",
-        "Grace period for in-flight requests when a container is stopped.", DEPLOY | DELETE),
-    Key("timeout", _seconds, "seconds > 0", "60",
+    Key("stop_timeout", _positive_int, "seconds >= 1", 10,
+        "Grace period for in-flight requests when a replica is stopped.", DEPLOY | DELETE),
+    Key("timeout", _seconds, "seconds > 0", 60.0,
         "Time limit for reaching the Docker engine and for each call to it (builds are not "
-        "limited).",
-        DEPLOY | DELETE),
-    Key("docker_host", _text, "a Docker engine URL or context name",
-        "DOCKER_HOST, then the context",
-        "Engine for run_local, which gets no target URI from MLflow.", frozenset({"run_local"})),
-    Key("tlscacert", _path, "a file path", "DOCKER_CERT_PATH/ca.pem when DOCKER_TLS_VERIFY is set",
+        "limited).", CONNECTION),
+    Key("docker_host", _text, "a Docker engine URL or context name", None,
+        "Engine for run_local, which gets no target URI from MLflow.", frozenset({"run_local"}),
+        "DOCKER_HOST, then the context"),
+    Key("tlscacert", _path, "a file path", None,
         "CA certificate that signed a tcp:// engine's certificate (docker --tlscacert).",
-        DEPLOY | DELETE),
-    Key("tlscert", _path, "a file path", "DOCKER_CERT_PATH/cert.pem",
-        "Client certificate for a tcp:// engine (docker --tlscert).", DEPLOY | DELETE),
-    Key("tlskey", _path, "a file path", "DOCKER_CERT_PATH/key.pem",
-        "Key of the client certificate (docker --tlskey).", DEPLOY | DELETE),
-    Key("tlsverify", _bool, "true or false", "true when any tls* key is given",
+        CONNECTION, "DOCKER_CERT_PATH/ca.pem when DOCKER_TLS_VERIFY is set"),
+    Key("tlscert", _path, "a file path", None,
+        "Client certificate for a tcp:// engine (docker --tlscert).", CONNECTION,
+        "DOCKER_CERT_PATH/cert.pem"),
+    Key("tlskey", _path, "a file path", None, "Key of the client certificate (docker --tlskey).",
+        CONNECTION, "DOCKER_CERT_PATH/key.pem"),
+    Key("tlsverify", _bool, "true or false", None,
         "Verify the engine's certificate against tlscacert (or the system's CAs).",
-        DEPLOY | DELETE),
-    Key("remove_image", _bool, "true or false", "false",
+        CONNECTION, "true when any tls* key is given"),
+    Key("remove_image", _bool, "true or false", False,
         "Also remove the deployment's model image.", DELETE),
 )
 
@@ -193,42 +237,52 @@ EXAMPLES = {
     "memory": "2g",
     "cpus": "1.5",
     "workers": "2",
+    "replicas": "2",
+    "traffic": "fraud-v3:90,fraud-v4:10",
     "restart_policy": "on-failure:3",
 }
 
 
+def _default(name: str) -> Any:
+    return _BY_NAME[name].default
+
+
 @dataclass(frozen=True)
 class Settings:
-    """Validated settings; ``None`` means "use the documented default for this context"."""
+    """Validated settings; every default is its :class:`Key`'s (``None``: decided by context)."""
 
-    base_image: str | None = None
-    pull_base: bool = True
-    mlflow_package: str = "auto"
-    port: int | None = None
-    bind_address: str | None = None
-    host_address: str | None = None
-    restart_policy: str = "unless-stopped"
-    cpus: float | None = None
-    memory: int | None = None
-    init: bool = True
-    ready_timeout: float = 300.0
-    workers: int | None = None
-    request_timeout: int = 60
-    max_body_size: int = 100 * 1024**2
-    log_level: str = "info"
-    access_log: bool = True
-    auth_token: str | None = None
-    batch_max_size: int = 1
-    batch_max_wait_ms: float = 0.0
-    parquet: bool = False
-    stop_timeout: int = 10
-    timeout: float = 60.0
-    docker_host: str | None = None
-    tlscacert: str | None = None
-    tlscert: str | None = None
-    tlskey: str | None = None
-    tlsverify: bool | None = None
-    remove_image: bool = False
+    base_image: str | None = _default("base_image")
+    pull_base: bool = _default("pull_base")
+    mlflow_package: str = _default("mlflow_package")
+    port: int | None = _default("port")
+    endpoint_port: int | None = _default("endpoint_port")
+    replicas: int = _default("replicas")
+    proxy_image: str | None = _default("proxy_image")
+    traffic: dict[str, int] | None = _default("traffic")  # noqa: RUF009 (it is None)
+    bind_address: str | None = _default("bind_address")
+    host_address: str | None = _default("host_address")
+    restart_policy: str = _default("restart_policy")
+    cpus: float | None = _default("cpus")
+    memory: int | None = _default("memory")
+    init: bool = _default("init")
+    ready_timeout: float = _default("ready_timeout")
+    workers: int | None = _default("workers")
+    request_timeout: int = _default("request_timeout")
+    max_body_size: int = _default("max_body_size")
+    log_level: str = _default("log_level")
+    access_log: bool = _default("access_log")
+    auth_token: str | None = _default("auth_token")
+    batch_max_size: int = _default("batch_max_size")
+    batch_max_wait_ms: float = _default("batch_max_wait_ms")
+    parquet: bool = _default("parquet")
+    stop_timeout: int = _default("stop_timeout")
+    timeout: float = _default("timeout")
+    docker_host: str | None = _default("docker_host")
+    tlscacert: str | None = _default("tlscacert")
+    tlscert: str | None = _default("tlscert")
+    tlskey: str | None = _default("tlskey")
+    tlsverify: bool | None = _default("tlsverify")
+    remove_image: bool = _default("remove_image")
     env: dict[str, str] = field(default_factory=dict)
 
     def resolved_base_image(self, python_version: str) -> str:
@@ -240,6 +294,11 @@ class Settings:
             return from_env
         major_minor = ".".join(python_version.split(".")[:2])
         return f"python:{major_minor}-slim"
+
+    def resolved_proxy_image(self) -> str:
+        """Config wins, then the environment variable, then the official HAProxy image."""
+        return (self.proxy_image or os.environ.get(PROXY_IMAGE_ENV, "").strip()
+                or DEFAULT_PROXY_IMAGE)
 
 
 def normalize(config: Mapping[str, Any] | None) -> dict[str, str]:
@@ -290,25 +349,10 @@ def parse_config(config: Mapping[str, Any] | None, command: str) -> Settings:
         except ValueError:
             raise MlflowException(
                 f"Invalid value {raw!r} for config key '{name}': expected {key.accepted} "
-                f"(default: {key.default_text}).",
+                f"(default: {key.shown_default}).",
                 INVALID_PARAMETER_VALUE,
             ) from None
     return Settings(**values, env=env)
-
-
-SECRET_KEYS = frozenset({"auth_token"})
-# How this client reaches the engine, not part of the deployment: never recorded on it.
-CONNECTION_KEYS = frozenset({"docker_host", "timeout", "tlscacert", "tlscert", "tlskey",
-                             "tlsverify"})
-MASK = "***"
-_SECRET_ENV = re.compile(r"(token|secret|password|passwd|key|credential)", re.IGNORECASE)
-
-
-def redacted(config: Mapping[str, str]) -> dict[str, str]:
-    """Config fit to print: secrets, and env.<NAME> values that look like secrets, masked."""
-    return {k: (MASK if k in SECRET_KEYS or (k.startswith(ENV_PREFIX) and _SECRET_ENV.search(k))
-                else v)
-            for k, v in config.items()}
 
 
 def help_text() -> str:
@@ -319,7 +363,7 @@ def help_text() -> str:
         example = EXAMPLES.get(key.name)
         lines.append(f"  {key.name}  [{commands}]")
         lines.append(f"      {key.help}")
-        lines.append(f"      accepts {key.accepted}; default: {key.default_text}"
+        lines.append(f"      accepts {key.accepted}; default: {key.shown_default}"
                      + (f"; e.g. -C {key.name}={example}" if example else ""))
     lines.append("  env.<NAME>  [create, run_local, update]")
     lines.append("      Environment variable of the server, e.g. -C env.OMP_NUM_THREADS=1")

@@ -1,15 +1,13 @@
-"""Serving containers: start, wait until ready, describe, remove.
+"""Serving containers on an engine: start one, wait for it, read its logs, stop and remove it.
 
-The engine is the only state. Each container carries labels naming its deployment, the model as
-given and as resolved, the image, the config and the plugin version; ``list`` and ``get`` read
-them back, so any client talking to the same engine sees the same deployments.
+Shared by the container runtime (replicas behind a front) and ``run-local`` (one container on a
+published port). What a container records about its deployment is ``record``'s business.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ipaddress
-import json
 import logging
 import re
 import secrets
@@ -25,24 +23,22 @@ from docker.models.containers import Container
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
-from mlflow_docker_target.config import CONNECTION_KEYS, MASK, SECRET_KEYS, Settings, redacted
+from mlflow_docker_target import front, record
+from mlflow_docker_target.config import Settings
 from mlflow_docker_target.engine import Engine
-from mlflow_docker_target.image_build import LABEL
-from mlflow_docker_target.model_fetch import PYFUNC, ModelRef
+from mlflow_docker_target.model_fetch import ModelRef
 from serving_image.settings import ServerSettings
 
 log = logging.getLogger(__name__)
 
 CONTAINER_PORT = "8080/tcp"
-DEPLOYMENT = f"{LABEL}.deployment"
-LOCAL_RUN = f"{LABEL}.run-local"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
 
-def check_name(name: str) -> str:
+def check_name(name: str, what: str = "deployment") -> str:
     if not isinstance(name, str) or not _NAME.match(name):
         raise MlflowException(
-            f"Invalid deployment name {name!r}: use 1-63 letters, digits, '_', '.' or '-', "
+            f"Invalid {what} name {name!r}: use 1-63 letters, digits, '_', '.' or '-', "
             "starting with a letter or digit.", INVALID_PARAMETER_VALUE)
     return name
 
@@ -58,26 +54,13 @@ class Spec:
     settings: Settings
     plugin_version: str
     local_run: bool = False
+    endpoint: str | None = None
 
     def labels(self) -> dict[str, str]:
-        labels = {
-            DEPLOYMENT: self.deployment,
-            f"{LABEL}.model-uri": self.model.uri,
-            f"{LABEL}.model-resolved-uri": self.model.resolved_uri,
-            f"{LABEL}.model-name": self.model.name or "",
-            f"{LABEL}.model-version": self.model.version or "",
-            f"{LABEL}.run-id": self.model.run_id or "",
-            f"{LABEL}.flavor": PYFUNC,
-            f"{LABEL}.image": self.image,
-            # secrets stay in the container's environment, out of labels; how this client
-            # reached the engine is no part of the deployment
-            f"{LABEL}.config": json.dumps({k: (MASK if k in SECRET_KEYS else v)
-                                           for k, v in self.config.items()
-                                           if k not in CONNECTION_KEYS}, sort_keys=True),
-            f"{LABEL}.plugin-version": self.plugin_version,
-        }
+        labels = record.server_labels(self.deployment, self.image, self.model, self.config,
+                                      self.plugin_version, self.endpoint)
         if self.local_run:
-            labels[LOCAL_RUN] = "true"
+            labels[record.LOCAL_RUN] = "true"
         return labels
 
     def environment(self) -> dict[str, str]:
@@ -94,14 +77,18 @@ class Spec:
             auth_token=self.settings.auth_token,
             batch_max_size=self.settings.batch_max_size,
             batch_max_wait_ms=self.settings.batch_max_wait_ms,
+            deployment=self.deployment,
         ).to_env()
         server.pop("SCORING_WORKERS")  # the server counts the CPUs its container may use
         if self.settings.workers:
             server["SCORING_WORKERS"] = str(self.settings.workers)
+        if not self.local_run:  # behind a front: out of its rotation before shutting down
+            server["SCORING_DRAIN_SECONDS"] = f"{front.DRAIN_SECONDS:g}"
         return {**self.settings.env, **server}
 
 
-def _restart_policy(value: str) -> dict[str, Any]:
+def restart_policy(value: str) -> dict[str, Any]:
+    """Docker's restart policy for ``no``, ``always``, ``unless-stopped``, ``on-failure[:N]``."""
     name, _, count = value.partition(":")
     policy: dict[str, Any] = {"Name": name}
     if count:
@@ -109,8 +96,10 @@ def _restart_policy(value: str) -> dict[str, Any]:
     return policy
 
 
-def start(engine: Engine, spec: Spec, host_port: int | None) -> Container:
-    """Create and start a container; ``host_port=None`` publishes on a free port."""
+def start(engine: Engine, spec: Spec, host_port: int | None = None,
+          publish: bool = True) -> Container:
+    """Create and start a container; published on ``host_port`` (``None``: a free one) unless
+    ``publish`` is false (replicas behind a front publish nothing)."""
     name = f"mlflow-{spec.deployment}-{secrets.token_hex(3)}"
     settings = spec.settings
     kwargs: dict[str, Any] = {}
@@ -118,15 +107,18 @@ def start(engine: Engine, spec: Spec, host_port: int | None) -> Container:
         kwargs["nano_cpus"] = int(settings.cpus * 1e9)
     if settings.memory:
         kwargs["mem_limit"] = settings.memory
+    if publish:
+        # A remote engine's loopback is out of this machine's reach.
+        bind = settings.bind_address or ("127.0.0.1" if engine.is_local else "0.0.0.0")
+        kwargs["ports"] = {CONTAINER_PORT: (bind, host_port)}
+    if spec.local_run:  # the engine removes it when it ends, however the client ends
+        kwargs["auto_remove"] = True
     policy = "no" if spec.local_run else settings.restart_policy
-    # A remote engine's loopback is out of this machine's reach.
-    bind = settings.bind_address or ("127.0.0.1" if engine.is_local else "0.0.0.0")
     try:
         return engine.client.containers.run(
             spec.image, detach=True, name=name, labels=spec.labels(),
             environment=spec.environment(), init=settings.init,
-            ports={CONTAINER_PORT: (bind, host_port)},
-            restart_policy=_restart_policy(policy), stop_signal="SIGTERM", **kwargs,
+            restart_policy=restart_policy(policy), stop_signal="SIGTERM", **kwargs,
         )
     except docker.errors.APIError as exc:
         # created but not started (a port already taken, say): leave nothing behind
@@ -146,25 +138,25 @@ def _binding(container: Container) -> tuple[str, int] | None:
     return None
 
 
-def host_port(container: Container) -> int | None:
-    binding = _binding(container)
-    return binding[1] if binding else None
-
-
-def endpoint_url(engine: Engine, container: Container) -> str | None:
-    """The URL clients reach the server by: ``host_address`` if configured, else the address
-    the port is bound to, else (all interfaces, or loopback) the engine's host."""
-    binding = _binding(container)
-    if binding is None:
-        return None
-    bound, port = binding
-    config = json.loads(container.labels.get(f"{LABEL}.config", "{}"))
-    host = config.get("host_address")
+def url_for(engine: Engine, bound: str, port: int, host_address: str | None) -> str:
+    """The URL clients reach a published port by: ``host_address`` if configured, else the
+    address the port is bound to, else (all interfaces, or loopback) the engine's host."""
+    host = host_address
     if not host:
         address = ipaddress.ip_address(bound) if bound else None
         specific = address is not None and not (address.is_unspecified or address.is_loopback)
         host = bound if specific else engine.host
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def published_url(engine: Engine, container: Container) -> str | None:
+    """The URL of a container's own published port (run-local, and deployments made before
+    fronts existed)."""
+    binding = _binding(container)
+    if binding is None:
+        return None
+    config = record.recorded_config(container.labels, None)
+    return url_for(engine, binding[0], binding[1], config.get("host_address"))
 
 
 def last_logs(container: Container, lines: int = 40) -> str:
@@ -177,46 +169,84 @@ def last_logs(container: Container, lines: int = 40) -> str:
 UNREACHABLE_GRACE = 15.0
 
 
+def raise_if_exited(container: Container) -> None:
+    """Fail with the container's last log lines once it has exited or restarted; an
+    out-of-memory kill is named as such."""
+    state = container.attrs["State"]
+    if state["Status"] in ("exited", "dead", "restarting") or container.attrs.get(
+            "RestartCount", 0) > 0:
+        why = (" after running out of memory (raise -C memory)" if state.get("OOMKilled")
+               else "")
+        raise MlflowException(
+            f"The server in container {container.name} exited (code {state.get('ExitCode')})"
+            f"{why} before it was ready. Its last log lines:\n{last_logs(container)}")
+
+
+def _session() -> requests.Session:
+    session = requests.Session()
+    session.trust_env = False  # the endpoint is the engine's host, never a proxy's
+    return session
+
+
 def wait_ready(engine: Engine, container: Container, deadline_seconds: float) -> str:
-    """Block until the server answers ``/ping`` with 200; return its endpoint URL.
+    """Block until a container's published server answers ``/ping`` with 200; return its URL.
 
     Fails early when the container exits or restarts, with its last log lines, and when the
     engine reports the server healthy but this machine cannot reach its port.
     """
     deadline = time.monotonic() + deadline_seconds
-    session = requests.Session()
-    session.trust_env = False  # the endpoint is the engine's host, never a proxy's
+    session = _session()
     healthy_since: float | None = None
     failure = ""
     while True:
-        container.reload()
-        state = container.attrs["State"]
-        if state["Status"] in ("exited", "dead", "restarting") or container.attrs.get(
-                "RestartCount", 0) > 0:
-            raise MlflowException(
-                f"The server in container {container.name} exited (code {state.get('ExitCode')}) "
-                f"before it was ready. Its last log lines:\n{last_logs(container)}")
-        url = endpoint_url(engine, container)
-        if url and state["Status"] == "running":
+        try:
+            container.reload()
+        except docker.errors.NotFound:  # run-local's container is removed as it exits
+            raise MlflowException(f"The server in container {container.name} exited before it "
+                                  "was ready; its output is above.") from None
+        raise_if_exited(container)
+        url = published_url(engine, container)
+        if url and container.status == "running":
             try:
                 if session.get(f"{url}/ping", timeout=2).status_code == 200:
                     return url
             except requests.RequestException as exc:
                 failure = str(exc)
-        if (state.get("Health") or {}).get("Status") == "healthy":
+        if (container.attrs["State"].get("Health") or {}).get("Status") == "healthy":
             healthy_since = healthy_since or time.monotonic()
             if time.monotonic() - healthy_since > min(UNREACHABLE_GRACE, deadline_seconds):
-                raise MlflowException(
-                    f"The server in container {container.name} is healthy on the engine, but "
-                    f"{url} cannot be reached from here ({failure or 'no answer'}). Check that "
-                    "a firewall lets the port through, or set -C bind_address (the address the "
-                    "port is published on) and -C host_address (the name clients reach it by).")
+                raise _unreachable(container.name, url, failure)
         if time.monotonic() > deadline:
             raise MlflowException(
                 f"The server in container {container.name} was not ready after "
                 f"{deadline_seconds:g} s (config ready_timeout). Its last log lines:\n"
                 f"{last_logs(container)}")
         time.sleep(0.2)
+
+
+def check_reachable(url: str, server: str, grace: float = UNREACHABLE_GRACE) -> None:
+    """``url`` answers ``/ping`` with 200 from this machine within ``grace`` seconds."""
+    session = _session()
+    deadline = time.monotonic() + grace
+    failure = ""
+    while time.monotonic() < deadline:
+        try:
+            answer = session.get(f"{url}/ping", timeout=2)
+            if answer.status_code == 200:
+                return
+            failure = f"HTTP {answer.status_code}"
+        except requests.RequestException as exc:
+            failure = str(exc)
+        time.sleep(0.2)
+    raise _unreachable(server, url, failure)
+
+
+def _unreachable(server: str, url: str | None, failure: str) -> MlflowException:
+    return MlflowException(
+        f"The server in container {server} is ready on the engine, but {url} cannot be reached "
+        f"from here ({failure or 'no answer'}). Check that a firewall lets the port through, or "
+        "set -C bind_address (the address the port is published on) and -C host_address (the "
+        "name clients reach it by).")
 
 
 def remove(container: Container, stop_timeout: int) -> None:
@@ -229,51 +259,3 @@ def remove(container: Container, stop_timeout: int) -> None:
         log.warning("Stopping %s failed (%s); removing it by force", container.name, exc)
     with contextlib.suppress(docker.errors.NotFound):
         container.remove(force=True)
-
-
-def find(engine: Engine, deployment: str | None = None) -> list[Container]:
-    """Managed containers, newest first; local runs are not deployments."""
-    label = f"{DEPLOYMENT}={deployment}" if deployment else DEPLOYMENT
-    found = engine.client.containers.list(all=True, filters={"label": label})
-    found = [c for c in found if c.labels.get(LOCAL_RUN) != "true"]
-    return sorted(found, key=lambda c: c.attrs.get("Created", ""), reverse=True)
-
-
-def describe(engine: Engine, container: Container) -> dict[str, Any]:
-    """A deployment as ``get``/``list`` report it, read back from the container's labels."""
-    labels = container.labels
-    health = (container.attrs.get("State", {}).get("Health") or {}).get("Status")
-    return {
-        "name": labels[DEPLOYMENT],
-        "flavor": labels.get(f"{LABEL}.flavor", PYFUNC),
-        "endpoint": endpoint_url(engine, container),
-        "status": container.status,
-        "health": health,
-        "model_uri": labels.get(f"{LABEL}.model-uri"),
-        "resolved_model_uri": labels.get(f"{LABEL}.model-resolved-uri"),
-        "model_name": labels.get(f"{LABEL}.model-name") or None,
-        "model_version": labels.get(f"{LABEL}.model-version") or None,
-        "run_id": labels.get(f"{LABEL}.run-id") or None,
-        "image": labels.get(f"{LABEL}.image"),
-        "container": container.name,
-        "config": redacted(recorded_config(container)),
-        "created": container.attrs.get("Created"),
-        "plugin_version": labels.get(f"{LABEL}.plugin-version"),
-    }
-
-
-def recorded_config(container: Container) -> dict[str, str]:
-    """The config a deployment was made with, for ``update`` to build on (secrets included)."""
-    config: dict[str, str] = json.loads(container.labels.get(f"{LABEL}.config", "{}"))
-    if config.get("auth_token") == MASK:
-        config["auth_token"] = auth_token(container) or ""
-    return config
-
-
-def auth_token(container: Container) -> str | None:
-    """The bearer token a deployment's server requires, from the container's environment."""
-    for entry in container.attrs.get("Config", {}).get("Env") or []:
-        name, _, value = entry.partition("=")
-        if name == "SCORING_AUTH_TOKEN":
-            return value
-    return None

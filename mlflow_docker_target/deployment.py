@@ -1,39 +1,44 @@
-"""The ``dockerhost`` deployment client: MLflow's deployment API on a Docker engine."""
+"""The ``dockerhost`` deployment client: MLflow's deployment and endpoint API on a Docker engine.
+
+This module holds the rules users see (names, config, what may change, errors); what runs where
+is the runtime's business (``runtime.Runtime``; today ``ContainerRuntime``).
+"""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any
 
-import docker.errors
-from docker.models.containers import Container
 from mlflow.deployments import BaseDeploymentClient, PredictionsResponse
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import (
     INVALID_PARAMETER_VALUE,
     RESOURCE_ALREADY_EXISTS,
     RESOURCE_DOES_NOT_EXIST,
-    ErrorCode,
 )
 
 from mlflow_docker_target import config as config_module
-from mlflow_docker_target import containers, model_fetch
+from mlflow_docker_target import model_fetch
 from mlflow_docker_target.config import Settings, normalize, parse_config
-from mlflow_docker_target.containers import Spec, check_name
+from mlflow_docker_target.container_runtime import ContainerRuntime
+from mlflow_docker_target.containers import check_name
 from mlflow_docker_target.endpoint import invoke
 from mlflow_docker_target.engine import Engine, connect_to, talking_to
 from mlflow_docker_target.engine_address import Address, engine_from_target, resolve
-from mlflow_docker_target.image_build import LABEL, serving_image
-from mlflow_docker_target.model_fetch import ModelRef, check_flavor
-from mlflow_docker_target.version import __version__
+from mlflow_docker_target.front import DEPLOYMENT_HEADER
+from mlflow_docker_target.image_build import ensure_image, serving_image
+from mlflow_docker_target.model_fetch import check_flavor
+from mlflow_docker_target.runtime import Deployment, Endpoint, Version
 
 log = logging.getLogger(__name__)
 
 
 class DockerHostDeploymentClient(BaseDeploymentClient):
-    """Deploys MLflow models as containers on the Docker engine the target URI names.
+    """Deploys MLflow models behind stable endpoints on the Docker engine the target URI names.
 
-    Nothing is stored outside the engine: containers carry labels that describe their deployment.
+    Nothing is stored outside the engine: containers carry labels that describe their deployment,
+    and an endpoint's front holds its traffic shares.
     """
 
     def __init__(self, target_uri: str) -> None:
@@ -53,74 +58,149 @@ class DockerHostDeploymentClient(BaseDeploymentClient):
             self._engines[key] = connect_to(*key)
         return self._engines[key]
 
+    # -----------------------------------------------------------------------------------------
+    # Deployments
+
     def create_deployment(self, name: str, model_uri: str, flavor: str | None = None,
                           config: dict[str, Any] | None = None,
                           endpoint: str | None = None) -> dict[str, Any]:
         check_name(name)
         settings = parse_config(config, "create")
         flavor = check_flavor(flavor)
-        engine = self._connect(settings)
-        with talking_to(engine):
-            if containers.find(engine, name):
+        if endpoint is not None:
+            check_name(endpoint, "endpoint")
+            if settings.port is not None:
                 raise MlflowException(
-                    f"A deployment named {name!r} already exists on {engine.url}; update it, "
-                    "or delete it first.", RESOURCE_ALREADY_EXISTS)
-            image, ref = serving_image(engine, name, model_fetch.resolve(model_uri), settings)
-            spec = Spec(name, image, ref, normalize(config), settings, __version__)
-            container = _start_ready(engine, spec, settings.port, settings)
-            log.info("Deployment %s serves %s at %s", name, ref.resolved_uri,
-                     containers.endpoint_url(engine, container))
-            return {**containers.describe(engine, container), "flavor": flavor}
+                    f"The port belongs to endpoint {endpoint!r}, not to a deployment on it: "
+                    "give -C endpoint_port when create makes the endpoint, or -C port to "
+                    "create-endpoint.", INVALID_PARAMETER_VALUE)
+        elif settings.endpoint_port is not None:
+            raise MlflowException("-C endpoint_port applies only with --endpoint; a "
+                                  "deployment's own port is -C port.", INVALID_PARAMETER_VALUE)
+        engine = self._connect(settings)
+        runtime = ContainerRuntime(engine)
+        with talking_to(engine):
+            proxy = ensure_image(engine, settings.resolved_proxy_image(), settings.pull_base,
+                                 "proxy")
+            with runtime.claim("deployment", name, "create", proxy):
+                if runtime.find(name) is not None:
+                    raise MlflowException(
+                        f"A deployment named {name!r} already exists on {engine.url}; update "
+                        "it, or delete it first.", RESOURCE_ALREADY_EXISTS)
+                made = None
+                if endpoint is not None and runtime.endpoint(endpoint) is None:
+                    made = self._make_endpoint(runtime, endpoint,
+                                               replace(settings, port=settings.endpoint_port),
+                                               proxy, exists_ok=True)
+                try:
+                    image, ref = serving_image(engine, name, model_fetch.resolve(model_uri),
+                                               settings)
+                    version = Version(name, image, ref, normalize(config), settings, endpoint)
+                    try:
+                        deployed = runtime.roll_out(version, None)
+                    except BaseException:
+                        runtime.remove_images({image})
+                        raise
+                except BaseException:
+                    if made is not None:
+                        runtime.remove_endpoint(made)
+                    raise
+            log.info("Deployment %s serves %s at %s", name, ref.resolved_uri, deployed.url)
+            return {**deployed.describe(), "flavor": flavor}
 
     def update_deployment(self, name: str, model_uri: str | None = None,
                           flavor: str | None = None, config: dict[str, Any] | None = None,
                           endpoint: str | None = None) -> dict[str, Any]:
         check_name(name)
         flavor = check_flavor(flavor)
-        engine = self._connect(parse_config(config, "update"))
+        given = normalize(config)
+        engine = self._connect(parse_config(given, "update"))
+        runtime = ContainerRuntime(engine)
         with talking_to(engine):
-            return {**_update(engine, name, model_uri, config), "flavor": flavor}
+            current = self._find(runtime, name, endpoint)
+            with runtime.claim("deployment", name, "update", _image_of(current)):
+                current = self._find(runtime, name, endpoint)
+                recorded = dict(current.config)
+                if current.legacy and "port" not in given:
+                    # its port is held by the old container until the new front serves
+                    recorded.pop("port", None)
+                elif "port" in given and recorded.get("port") != given["port"]:
+                    raise MlflowException(
+                        f"The endpoint of {name!r} keeps its port for its life "
+                        f"({current.url}); delete and create the deployment to change it.",
+                        INVALID_PARAMETER_VALUE)
+                raw = {**recorded, **given}
+                settings = parse_config(raw, "update")
+                ref = model_fetch.resolve(model_uri) if model_uri else current.model
+                image, ref = serving_image(engine, name, ref, settings)
+                version = Version(name, image, ref, raw, settings, current.endpoint)
+                old_images = {r.image for r in current.replicas if r.image} - {image}
+                try:
+                    updated = runtime.roll_out(version, current)
+                except BaseException:
+                    runtime.remove_images({image} - {r.image for r in current.replicas
+                                                     if r.image})
+                    raise
+                runtime.remove_images(old_images)
+            if current.legacy and current.url != updated.url:
+                log.warning("Deployment %s moved to the new layout: its endpoint is now %s "
+                            "(was %s) and stays there from now on.", name, updated.url,
+                            current.url)
+            log.info("Deployment %s now serves %s at %s", name, ref.resolved_uri, updated.url)
+            return {**updated.describe(), "flavor": flavor}
 
     def delete_deployment(self, name: str, config: dict[str, Any] | None = None,
                           endpoint: str | None = None) -> None:
         check_name(name)
         settings = parse_config(config, "delete")
         engine = self._connect(settings)
+        runtime = ContainerRuntime(engine)
         with talking_to(engine):
-            found = containers.find(engine, name)
-            for container in found:
-                containers.remove(container, settings.stop_timeout)
-            if settings.remove_image:
-                _remove_images(engine, {c.labels.get(f"{LABEL}.image") for c in found})
+            found = runtime.find(name)
+            if found is None:
+                return
+            _check_on(found, endpoint)
+            with runtime.claim("deployment", name, "delete", _image_of(found)):
+                images = runtime.remove(found, settings.stop_timeout)
+                if settings.remove_image:
+                    runtime.remove_images(images)
 
     def list_deployments(self, endpoint: str | None = None) -> list[dict[str, Any]]:
         engine = self._connect()
-        newest: dict[str, Container] = {}
+        runtime = ContainerRuntime(engine)
         with talking_to(engine):
-            for container in containers.find(engine):
-                name = container.labels[containers.DEPLOYMENT]
-                if name not in newest or (container.status == "running"
-                                          and newest[name].status != "running"):
-                    newest[name] = container
-            return [containers.describe(engine, c) for _, c in sorted(newest.items())]
+            if endpoint is not None:
+                self._endpoint(runtime, endpoint)
+            return [d.describe() for d in runtime.deployments(endpoint)]
 
     def get_deployment(self, name: str, endpoint: str | None = None) -> dict[str, Any]:
         engine = self._connect()
         with talking_to(engine):
-            return containers.describe(engine, _current(engine, name))
+            return self._find(ContainerRuntime(engine), check_name(name), endpoint).describe()
 
     def predict(self, deployment_name: str | None = None, inputs: Any = None,
                 endpoint: str | None = None) -> PredictionsResponse:
-        if not deployment_name:
-            raise MlflowException("predict needs a deployment name.", INVALID_PARAMETER_VALUE)
+        """Through the endpoint's front: with a deployment name, that deployment answers;
+        with only an endpoint, the endpoint's traffic split decides."""
+        if not deployment_name and not endpoint:
+            raise MlflowException("predict needs a deployment name or an endpoint.",
+                                  INVALID_PARAMETER_VALUE)
         engine = self._connect()
+        runtime = ContainerRuntime(engine)
         with talking_to(engine):
-            container = _current(engine, deployment_name)
-        url = containers.endpoint_url(engine, container)
+            if deployment_name:
+                found = self._find(runtime, deployment_name, endpoint)
+                url, on = found.url, [found]
+            else:
+                shared = self._endpoint(runtime, str(endpoint))
+                url, on = shared.url, runtime.deployments(shared.name)
         if url is None:
-            raise MlflowException(f"Deployment {deployment_name!r} publishes no port; is it "
+            raise MlflowException(f"{deployment_name or endpoint!r} publishes no port; is it "
                                   "running? `mlflow deployments get` shows its status.")
-        return invoke(url, inputs, token=containers.auth_token(container))
+        tokens = {d.config.get("auth_token") for d in on}
+        headers = {DEPLOYMENT_HEADER: deployment_name} if deployment_name else {}
+        return invoke(url, inputs, token=tokens.pop() if len(tokens) == 1 else None,
+                      headers=headers)
 
     def explain(self, deployment_name: str | None = None, df: Any = None,
                 endpoint: str | None = None) -> Any:
@@ -128,96 +208,110 @@ class DockerHostDeploymentClient(BaseDeploymentClient):
             "The dockerhost target does not compute explanations; call predict instead.",
             INVALID_PARAMETER_VALUE)
 
+    # -----------------------------------------------------------------------------------------
+    # Endpoints
 
-def _update(engine: Engine, name: str, model_uri: str | None,
-            config: dict[str, Any] | None) -> dict[str, Any]:
-    """Start the new container, prove it, then retire the old ones and their images."""
-    current = _current(engine, name)
-    raw = {**containers.recorded_config(current), **normalize(config)}
-    settings = parse_config(raw, "update")
-    if model_uri:
-        ref = model_fetch.resolve(model_uri)
-    else:
-        labels = current.labels
-        ref = ModelRef(labels[f"{LABEL}.model-uri"], labels[f"{LABEL}.model-resolved-uri"],
-                       labels.get(f"{LABEL}.model-name") or None,
-                       labels.get(f"{LABEL}.model-version") or None,
-                       labels.get(f"{LABEL}.run-id") or None)
-    image, ref = serving_image(engine, name, ref, settings)
-    spec = Spec(name, image, ref, raw, settings, __version__)
-    old = containers.find(engine, name)
-    port_taken = settings.port is not None and settings.port == containers.host_port(current)
-    if port_taken:
-        new = _replace_on_same_port(engine, spec, current, settings)
-    else:
-        new = _start_ready(engine, spec, settings.port, settings, replacing=current)
-    old_images = {c.labels.get(f"{LABEL}.image") for c in old} - {image}
-    for container in old:
-        if container.id != new.id:
-            containers.remove(container, settings.stop_timeout)
-    _remove_images(engine, old_images)
-    log.info("Deployment %s now serves %s at %s", name, ref.resolved_uri,
-             containers.endpoint_url(engine, new))
-    return containers.describe(engine, new)
+    def create_endpoint(self, name: str, config: dict[str, Any] | None = None) -> dict[str, Any]:
+        check_name(name, "endpoint")
+        settings = parse_config(config, "create_endpoint")
+        engine = self._connect(settings)
+        runtime = ContainerRuntime(engine)
+        with talking_to(engine):
+            proxy = ensure_image(engine, settings.resolved_proxy_image(), settings.pull_base,
+                                 "proxy")
+            return self._make_endpoint(runtime, name, settings, proxy).describe()
 
+    @staticmethod
+    def _make_endpoint(runtime: ContainerRuntime, name: str, settings: Settings, proxy: str,
+                       exists_ok: bool = False) -> Endpoint:
+        with runtime.claim("endpoint", name, "create", proxy):
+            found = runtime.endpoint(name)
+            if found is not None:
+                if exists_ok:
+                    return found
+                raise MlflowException(f"An endpoint named {name!r} already exists on "
+                                      f"{runtime.url}.", RESOURCE_ALREADY_EXISTS)
+            return runtime.create_endpoint(name, settings)
 
-def _current(engine: Engine, name: str) -> Container:
-    """The container serving ``name``: the newest running one, else the newest."""
-    found = containers.find(engine, check_name(name))
-    if not found:
-        raise MlflowException(f"No deployment named {name!r} on {engine.url}.",
-                              RESOURCE_DOES_NOT_EXIST)
-    running = [c for c in found if c.status == "running"]
-    return (running or found)[0]
-
-
-def _start_ready(engine: Engine, spec: Spec, port: int | None, settings: Settings,
-                 replacing: Container | None = None) -> Container:
-    """Start a container and wait until it serves; on any failure remove it and its new image."""
-    container = containers.start(engine, spec, port)
-    try:
-        containers.wait_ready(engine, container, settings.ready_timeout)
-    except BaseException as exc:
-        containers.remove(container, stop_timeout=1)
-        if replacing is None:
-            _remove_images(engine, {spec.image})
-        elif isinstance(exc, MlflowException):
+    def update_endpoint(self, endpoint: str, config: dict[str, Any] | None = None) -> None:
+        settings = parse_config(config, "update_endpoint")
+        if settings.traffic is None:
             raise MlflowException(
-                f"{exc.message}\nThe previous container {replacing.name} keeps serving.",
-                ErrorCode.Value(exc.error_code)) from None
-        raise
-    container.reload()
-    return container
+                "update-endpoint changes the traffic split: give -C traffic=<deployment>:"
+                "<weight>,... with weights that sum to 100.", INVALID_PARAMETER_VALUE)
+        engine = self._connect(settings)
+        runtime = ContainerRuntime(engine)
+        with talking_to(engine):
+            found = self._endpoint(runtime, endpoint)
+            unknown = sorted(set(settings.traffic) - set(found.deployments))
+            if unknown:
+                raise MlflowException(
+                    f"Not on endpoint {endpoint!r}: {', '.join(unknown)}. Its deployments: "
+                    f"{', '.join(found.deployments) or 'none'}.", INVALID_PARAMETER_VALUE)
+            with runtime.claim("endpoint", endpoint, "update", found.image, wait=60):
+                updated = runtime.set_traffic(found, settings.traffic)
+            log.info("Endpoint %s now splits traffic %s", endpoint,
+                     updated.describe()["traffic"])
+
+    def delete_endpoint(self, endpoint: str) -> None:
+        engine = self._connect()
+        runtime = ContainerRuntime(engine)
+        with talking_to(engine):
+            found = runtime.endpoint(check_name(endpoint, "endpoint"))
+            if found is None:
+                return
+            if found.deployments:
+                raise MlflowException(
+                    f"Endpoint {endpoint!r} still has deployments: "
+                    f"{', '.join(found.deployments)}. Delete them first "
+                    "(mlflow deployments delete -t dockerhost --name <deployment>).",
+                    INVALID_PARAMETER_VALUE)
+            with runtime.claim("endpoint", endpoint, "delete", found.image):
+                runtime.remove_endpoint(found)
+
+    def list_endpoints(self) -> list[dict[str, Any]]:
+        engine = self._connect()
+        with talking_to(engine):
+            return [e.describe() for e in ContainerRuntime(engine).endpoints()]
+
+    def get_endpoint(self, endpoint: str) -> dict[str, Any]:
+        engine = self._connect()
+        runtime = ContainerRuntime(engine)
+        with talking_to(engine):
+            return self._endpoint(runtime, check_name(endpoint, "endpoint")).describe()
+
+    # -----------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _find(runtime: ContainerRuntime, name: str, endpoint: str | None) -> Deployment:
+        found = runtime.find(name)
+        if found is None:
+            raise MlflowException(f"No deployment named {name!r} on {runtime.url}.",
+                                  RESOURCE_DOES_NOT_EXIST)
+        _check_on(found, endpoint)
+        return found
+
+    @staticmethod
+    def _endpoint(runtime: ContainerRuntime, name: str) -> Endpoint:
+        found = runtime.endpoint(name)
+        if found is None:
+            raise MlflowException(f"No endpoint named {name!r} on {runtime.url}.",
+                                  RESOURCE_DOES_NOT_EXIST)
+        return found
 
 
-def _replace_on_same_port(engine: Engine, spec: Spec, current: Container,
-                          settings: Settings) -> Container:
-    """Replace a container whose fixed host port the new one needs.
-
-    The new image is first proven on a free port while the old container serves; only then is
-    the old one stopped for the few seconds the final container needs to start on the port. If
-    that fails, the old container is started again.
-    """
-    trial = _start_ready(engine, spec, None, settings, replacing=current)
-    containers.remove(trial, stop_timeout=1)
-    current.stop(timeout=settings.stop_timeout)
-    try:
-        return _start_ready(engine, spec, settings.port, settings, replacing=current)
-    except BaseException:
-        current.start()
-        containers.wait_ready(engine, current, settings.ready_timeout)
-        raise
+def _check_on(found: Deployment, endpoint: str | None) -> None:
+    """``endpoint=`` given with a deployment must be the one it is attached to."""
+    if endpoint is not None and found.endpoint != endpoint:
+        where = f"endpoint {found.endpoint!r}" if found.endpoint else "its own endpoint"
+        raise MlflowException(
+            f"Deployment {found.name!r} is on {where}, not on endpoint {endpoint!r}; a "
+            "deployment stays on the endpoint it was created on.", INVALID_PARAMETER_VALUE)
 
 
-def _remove_images(engine: Engine, images: set[str | None]) -> None:
-    """Remove model images no container uses any more; one still in use is left alone."""
-    for image in sorted(i for i in images if i):
-        try:
-            engine.client.images.remove(image)
-        except docker.errors.ImageNotFound:
-            pass
-        except docker.errors.APIError as exc:
-            log.info("Keeping image %s: %s", image, exc.explanation or exc)
+def _image_of(found: Deployment) -> str:
+    """An image the engine surely has, for claim containers: the deployment's own."""
+    return next(r.image for r in found.replicas if r.image)
 
 
 def target_help() -> str:

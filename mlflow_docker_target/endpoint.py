@@ -44,11 +44,11 @@ def payload(inputs: Any) -> dict[str, Any]:
         "array, a list or a dict.", INVALID_PARAMETER_VALUE)
 
 
-def invoke(url: str, inputs: Any, timeout: float = 120.0,
-           token: str | None = None) -> PredictionsResponse:
+def invoke(url: str, inputs: Any, timeout: float = 120.0, token: str | None = None,
+           headers: dict[str, str] | None = None) -> PredictionsResponse:
     """POST ``inputs`` to ``<url>/invocations``; a server error becomes an MlflowException."""
     body = json.dumps(payload(inputs), default=_jsonable)
-    headers = {"Content-Type": "application/json"}
+    headers = {**(headers or {}), "Content-Type": "application/json"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
     session = requests.Session()

@@ -33,11 +33,18 @@ from mlflow_docker_target.config import Settings
 from mlflow_docker_target.dependencies import Platform, Requirements
 from mlflow_docker_target.engine import Engine
 from mlflow_docker_target.model_fetch import FetchedModel, ModelRef
+from mlflow_docker_target.record import (
+    BASE_IMAGE,
+    ENVIRONMENT,
+    KIND,
+    REQUIREMENTS,
+    STAGE,
+    model_labels,
+)
 
 log = logging.getLogger(__name__)
 
 IMAGE_REPO = "mlflow-dockerhost"
-LABEL = "io.mlflow.dockerhost"
 CACHE_DIR = Path(os.environ.get("MLFLOW_DOCKERHOST_CACHE",
                                 Path.home() / ".cache" / "mlflow-docker-target"))
 _PROBE = (
@@ -149,27 +156,30 @@ def build(engine: Engine, context: IO[bytes], tag: str, *, buildargs: Mapping[st
 # Base image
 
 
-def ensure_base(engine: Engine, image: str, pull: bool) -> str:
-    """The base image's ID; pulled (announced, never silently) only when missing and allowed."""
+def ensure_image(engine: Engine, image: str, pull: bool, what: str = "base") -> str:
+    """An image's ID; pulled (announced, never silently) only when missing and allowed.
+
+    ``what`` names its use in messages: the serving images' ``base``, or the fronts' ``proxy``.
+    """
     try:
         return engine.client.images.get(image).id
     except docker.errors.ImageNotFound:
         pass
-    hint = ("Pull or load it on that engine, or choose another base with -C base_image=<image> "
-            "or MLFLOW_DOCKERHOST_BASE_IMAGE (`make base-image` builds a Debian base locally, "
-            "with no registry).")
+    hint = (f"Pull or load it on that engine, or choose another with -C {what}_image=<image> or "
+            f"MLFLOW_DOCKERHOST_{what.upper()}_IMAGE (`make base-image` builds one from Debian "
+            "packages, with no registry).")
     if not pull:
         raise MlflowException(
-            f"Base image {image} is not on the Docker engine at {engine.url} and pull_base is "
-            f"false. {hint}", INVALID_PARAMETER_VALUE)
-    log.info("Base image %s is not on the engine; pulling it", image)
+            f"The {what} image {image} is not on the Docker engine at {engine.url} and "
+            f"pull_base is false. {hint}", INVALID_PARAMETER_VALUE)
+    log.info("The %s image %s is not on the engine; pulling it", what, image)
     repository, tag = parse_repository_tag(image)
     try:
         return engine.client.images.pull(repository, tag=tag or "latest").id
     except docker.errors.APIError as exc:
         raise MlflowException(
-            f"Base image {image} is not on the Docker engine at {engine.url} and could not be "
-            f"pulled: {exc.explanation or exc}. {hint}", INVALID_PARAMETER_VALUE) from None
+            f"The {what} image {image} is not on the Docker engine at {engine.url} and could "
+            f"not be pulled: {exc.explanation or exc}. {hint}", INVALID_PARAMETER_VALUE) from None
 
 
 def probe_platform(engine: Engine, base_id: str) -> Platform:
@@ -220,7 +230,7 @@ def environment_key(requirements: Requirements, platform: Platform, base_id: str
 def ensure_environment(engine: Engine, model: FetchedModel, settings: Settings) -> str:
     """The tag of this model's environment image on this engine, built only when missing."""
     base = settings.resolved_base_image(model.python_version)
-    base_id = ensure_base(engine, base, settings.pull_base)
+    base_id = ensure_image(engine, base, settings.pull_base)
     platform = probe_platform(engine, base_id)
     model_python = ".".join(model.python_version.split(".")[:2])
     if model_python != platform.python:
@@ -233,17 +243,17 @@ def ensure_environment(engine: Engine, model: FetchedModel, settings: Settings) 
         log.info("Environment image %s is already on the engine", tag)
         return tag
 
-    labels = {f"{LABEL}.kind": "environment", f"{LABEL}.base-image": base}
+    labels = {KIND: "environment", BASE_IMAGE: base}
     with tempfile.TemporaryDirectory(prefix="mlflow-dockerhost-wheels-") as wheelhouse:
         requirements = _download(requirements, platform, Path(wheelhouse))
-        labels[f"{LABEL}.requirements"] = requirements.text()
+        labels[REQUIREMENTS] = requirements.text()
         files = {"Dockerfile": template("env.Dockerfile")}
         trees = {"wheels": Path(wheelhouse), "server/serving_image": _server_root(),
                  "model": model.path}
         with build_context(files, trees) as context:
             build(engine, context, tag, buildargs={"BASE_IMAGE": base}, labels=labels)
     # The build stage (wheels and all) stays behind as an untagged image; it is never reused.
-    engine.client.images.prune(filters={"dangling": True, "label": f"{LABEL}.stage=build"})
+    engine.client.images.prune(filters={"dangling": True, "label": f"{STAGE}=build"})
     return tag
 
 
@@ -294,7 +304,7 @@ def build_model_image(engine: Engine, environment: str, model: FetchedModel,
     if _image_exists(engine, tag):
         log.info("Model image %s is already on the engine", tag)
         return tag
-    labels = {**labels, f"{LABEL}.kind": "model", f"{LABEL}.environment": environment}
+    labels = {**labels, KIND: "model", ENVIRONMENT: environment}
     label_line = "LABEL " + " ".join(f"{k}={json.dumps(v)}" for k, v in sorted(labels.items()))
     dockerfile = template("model.Dockerfile") + label_line.encode() + b"\n"
     trees = {"server/serving_image": _server_root(), "model": model.path}
@@ -309,7 +319,5 @@ def serving_image(engine: Engine, deployment: str, ref: ModelRef,
     with tempfile.TemporaryDirectory(prefix="mlflow-dockerhost-") as tmp:
         model = model_fetch.fetch(ref, Path(tmp))
         environment = ensure_environment(engine, model, settings)
-        labels = {f"{LABEL}.model-uri": model.ref.uri,
-                  f"{LABEL}.model-resolved-uri": model.ref.resolved_uri,
-                  f"{LABEL}.run-id": model.ref.run_id or ""}
+        labels = model_labels(model.ref)
         return build_model_image(engine, environment, model, deployment, labels), model.ref

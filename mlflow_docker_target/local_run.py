@@ -13,9 +13,9 @@ from docker.models.containers import Container
 from mlflow.exceptions import MlflowException
 
 from mlflow_docker_target import containers, model_fetch
-from mlflow_docker_target.config import normalize, parse_config
+from mlflow_docker_target.config import Settings, normalize, parse_config
 from mlflow_docker_target.containers import Spec, check_name
-from mlflow_docker_target.engine import connect
+from mlflow_docker_target.engine import Engine, connect, talking_to
 from mlflow_docker_target.image_build import serving_image
 from mlflow_docker_target.version import __version__
 
@@ -49,6 +49,12 @@ def run_local(name: str, model_uri: str, flavor: str | None = None,
     model_fetch.check_flavor(flavor)
     settings = parse_config(config, "run_local")
     engine = connect(settings.docker_host, settings)
+    with talking_to(engine):
+        _serve(engine, name, model_uri, config, settings)
+
+
+def _serve(engine: Engine, name: str, model_uri: str, config: dict[str, Any] | None,
+           settings: Settings) -> None:
     image, ref = serving_image(engine, name, model_fetch.resolve(model_uri), settings)
     spec = Spec(name, image, ref, normalize(config), settings, __version__, local_run=True)
     # Both signals stop the server, even where SIGINT was inherited as ignored (a process
@@ -59,6 +65,7 @@ def run_local(name: str, model_uri: str, flavor: str | None = None,
             previous[signum] = signal.signal(signum, _interrupt)
         except ValueError:  # not the main thread: signal handling is the caller's
             break
+    # auto-removed by the engine when it ends, however this client ends
     container = containers.start(engine, spec, settings.port or DEFAULT_PORT)
     try:
         threading.Thread(target=_follow_logs, args=(container,), daemon=True).start()

@@ -10,8 +10,10 @@ import argparse
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from serving_image.readiness import READY_DIR_ENV, STARTUP_FAILURE, Readiness
@@ -36,6 +38,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--request-timeout", type=float)
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     parser.add_argument("--no-access-log", action="store_true")
+    parser.add_argument("--drain-seconds", type=float)
     args = parser.parse_args(argv)
 
     overrides = {
@@ -43,6 +46,7 @@ def main(argv: list[str] | None = None) -> None:
         "HOST": args.host, "PORT": args.port, "WORKERS": args.workers,
         "REQUEST_TIMEOUT": args.request_timeout, "LOG_LEVEL": args.log_level,
         "ACCESS_LOG": "false" if args.no_access_log else None,
+        "DRAIN_SECONDS": args.drain_seconds,
     }
     for name, value in overrides.items():
         if value is not None:
@@ -54,35 +58,52 @@ def main(argv: list[str] | None = None) -> None:
     os.environ[READY_DIR_ENV] = ready_dir
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
 
-    import uvicorn
-
-    def remove_shared_dirs() -> None:
-        shutil.rmtree(ready_dir, ignore_errors=True)
-        shutil.rmtree(metrics_dir, ignore_errors=True)
-
-    def end_by(signum: int, frame: object) -> None:
-        # One worker: uvicorn drains, puts this handler back and raises the signal again.
-        remove_shared_dirs()
-        signal.signal(signum, signal.SIG_DFL)
-        signal.raise_signal(signum)
-
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, end_by)
     try:
-        uvicorn.run(
-            "serving_image.asgi:app",
-            host=settings.host,
-            port=settings.port,
-            workers=settings.workers,
-            log_level=settings.log_level,
-            access_log=settings.access_log,
-            timeout_graceful_shutdown=max(1, int(settings.request_timeout)),
-        )
+        code = _supervise(settings, Readiness(ready_dir, settings.workers))
         failed = Readiness(ready_dir, settings.workers).failed()
     finally:
-        remove_shared_dirs()
-    if failed:
-        sys.exit(STARTUP_FAILURE)
+        shutil.rmtree(ready_dir, ignore_errors=True)
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+    sys.exit(STARTUP_FAILURE if failed else code)
+
+
+def _supervise(settings: ServerSettings, readiness: Readiness) -> int:
+    """Run uvicorn as a child and pass it the stop signal, after draining.
+
+    uvicorn installs its own signal handlers in whatever process it runs in, so the drain
+    (``/ping`` answers 503 for ``drain_seconds`` while requests are still served, so that a
+    front takes this server out of rotation first) happens here, before uvicorn hears of the
+    signal. The child runs in its own session: a terminal's Ctrl-C reaches it once, from here.
+    """
+    command = [
+        sys.executable, "-m", "uvicorn", "serving_image.asgi:app", "--host", settings.host,
+        "--port", str(settings.port), "--workers", str(settings.workers),
+        "--log-level", settings.log_level,
+        "--timeout-graceful-shutdown", str(max(1, int(settings.request_timeout))),
+    ]
+    if not settings.access_log:
+        command.append("--no-access-log")
+    child = subprocess.Popen(command, start_new_session=True)
+    received: list[int] = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda signum, frame: received.append(signum))
+    draining_since: float | None = None
+    forwarded = False
+    while True:
+        try:
+            code = child.wait(timeout=0.05)
+            break
+        except subprocess.TimeoutExpired:
+            pass
+        if received and not forwarded:
+            if draining_since is None:
+                draining_since = time.monotonic()
+                readiness.mark_draining()
+            if time.monotonic() - draining_since >= settings.drain_seconds:
+                child.send_signal(received[0])
+                forwarded = True
+    # Stopped as asked (uvicorn may end by re-raising the signal): a clean exit.
+    return 0 if forwarded and code in (0, -received[0]) else code
 
 
 def _shared_dir(prefix: str) -> str:

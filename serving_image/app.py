@@ -38,6 +38,8 @@ from serving_image.settings import ServerSettings
 log = logging.getLogger("serving_image")
 
 PARQUET = "application/vnd.apache.parquet"
+FRONT_HEADER = "x-mlflow-front"  # sent by an endpoint's front with its health checks
+PROBE_HEADER = "x-mlflow-probe"  # healthcheck --behind-front
 
 
 def error(status: int, error_code: str, message: str,
@@ -216,11 +218,22 @@ def create_app(settings: ServerSettings) -> FastAPI:
 
     app.openapi = openapi  # type: ignore[method-assign]
 
+    front_seen = threading.Event()  # this worker has noted a front's successful check
+
     @app.get("/ping")
-    async def ping() -> Response:
-        """Readiness: 200 once every worker has its model loaded and warmed."""
-        if not (state.ready.is_set() and state.readiness.all_ready()):
+    async def ping(request: Request) -> Response:
+        """Readiness: 200 once every worker has its model loaded and warmed, 503 while the
+        server drains before it stops."""
+        readiness = state.readiness
+        if readiness.draining():
+            return error(503, "TEMPORARILY_UNAVAILABLE", "The server is shutting down.")
+        if not (state.ready.is_set() and readiness.all_ready()):
             return error(503, "TEMPORARILY_UNAVAILABLE", "The model is still loading.")
+        if FRONT_HEADER in request.headers and not front_seen.is_set():
+            readiness.mark_front_seen()
+            front_seen.set()
+        elif request.headers.get(PROBE_HEADER) == "behind-front" and not readiness.front_seen():
+            return error(503, "TEMPORARILY_UNAVAILABLE", "No front has checked this server yet.")
         return Response(content="\n", media_type="application/json")
 
     @app.get("/health")
@@ -246,8 +259,17 @@ def create_app(settings: ServerSettings) -> FastAPI:
         content, media_type = metrics.render()
         return Response(content=content, media_type=media_type)
 
+    served_by = {"x-mlflow-deployment": settings.deployment or "",
+                 "x-mlflow-model-version": settings.model_version or ""}
+
     async def invocations(request: Request) -> Response:
-        """Score a batch: MLflow's scoring protocol (JSON, CSV, Parquet)."""
+        """Score a batch; every answer says which deployment and model version gave it."""
+        response = await score(request)
+        response.headers.update(served_by)
+        return response
+
+    async def score(request: Request) -> Response:
+        """MLflow's scoring protocol (JSON, CSV, Parquet)."""
         if settings.auth_token and not _authorized(request, settings.auth_token):
             return error(401, "UNAUTHENTICATED", "Send 'Authorization: Bearer <token>'.",
                          headers={"WWW-Authenticate": "Bearer"})

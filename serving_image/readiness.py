@@ -3,6 +3,10 @@
 Requests go to whichever worker accepts them, so one worker's loaded model says nothing about
 the others: ``/ping`` answers 200 only when every worker has marked itself ready. A worker whose
 model fails to load leaves a ``failed`` marker, so the launcher can exit with an error code.
+The launcher leaves ``draining`` when it is told to stop, so that ``/ping`` answers 503 and a
+front takes the server out of rotation before it shuts down; a worker leaves ``front-seen`` the
+first time it answers a front's health check with 200, which tells the plugin's probe that the
+front now sends this server traffic.
 """
 
 from __future__ import annotations
@@ -25,11 +29,29 @@ class Readiness:
             (self.directory / f"ready-{os.getpid()}").touch()
 
     def mark_failed(self) -> None:
-        if self.directory:
-            (self.directory / "failed").touch()
+        self._touch("failed")
 
     def failed(self) -> bool:
-        return bool(self.directory and (self.directory / "failed").exists())
+        return self._has("failed")
+
+    def mark_draining(self) -> None:
+        self._touch("draining")
+
+    def draining(self) -> bool:
+        return self._has("draining")
+
+    def mark_front_seen(self) -> None:
+        self._touch("front-seen")
+
+    def front_seen(self) -> bool:
+        return self._has("front-seen")
+
+    def _touch(self, name: str) -> None:
+        if self.directory:
+            (self.directory / name).touch()
+
+    def _has(self, name: str) -> bool:
+        return bool(self.directory and (self.directory / name).exists())
 
     def all_ready(self) -> bool:
         """Every worker has marked itself ready (the caller checks its own model first)."""

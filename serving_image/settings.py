@@ -57,6 +57,8 @@ class ServerSettings:
     auth_token: str | None = None
     batch_max_size: int = 1  # rows; 1 means no batching
     batch_max_wait_ms: float = 0.0
+    deployment: str | None = None  # named in every answer's x-mlflow-deployment header
+    drain_seconds: float = 0.0  # /ping answers 503 this long after SIGTERM, then shutdown
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> ServerSettings:
@@ -82,6 +84,8 @@ class ServerSettings:
             auth_token=get("AUTH_TOKEN"),
             batch_max_size=int(get("BATCH_MAX_SIZE") or 1),
             batch_max_wait_ms=float(get("BATCH_MAX_WAIT_MS") or 0),
+            deployment=get("DEPLOYMENT"),
+            drain_seconds=float(get("DRAIN_SECONDS") or 0),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -95,5 +99,6 @@ class ServerSettings:
             "RUN_ID": self.run_id, "IMAGE": self.image, "AUTH_TOKEN": self.auth_token,
             "BATCH_MAX_SIZE": str(self.batch_max_size),
             "BATCH_MAX_WAIT_MS": str(self.batch_max_wait_ms),
+            "DEPLOYMENT": self.deployment, "DRAIN_SECONDS": str(self.drain_seconds),
         }
         return {PREFIX + k: v for k, v in values.items() if v is not None}

@@ -41,10 +41,9 @@ def docker_client() -> docker.DockerClient:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(message, pytrace=False)
         pytest.skip(message)
-    base = os.environ.get("MLFLOW_DOCKERHOST_BASE_IMAGE")
-    if not base:
-        pytest.fail("MLFLOW_DOCKERHOST_BASE_IMAGE is not set; run the tests with `make test`",
-                    pytrace=False)
+    for variable in ("MLFLOW_DOCKERHOST_BASE_IMAGE", "MLFLOW_DOCKERHOST_PROXY_IMAGE"):
+        if not os.environ.get(variable):
+            pytest.fail(f"{variable} is not set; run the tests with `make test`", pytrace=False)
     return client
 
 

@@ -89,4 +89,42 @@ def test_help_lists_every_key_with_default() -> None:
     text = help_text()
     for key in KEYS:
         assert f"  {key.name}  [" in text
-        assert f"default: {key.default_text}" in text
+        assert f"default: {key.shown_default}" in text
+
+
+def test_settings_defaults_are_the_keys_defaults() -> None:
+    settings = Settings()
+    for key in KEYS:
+        assert getattr(settings, key.name) == key.default, key.name
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("fraud-v3:90,fraud-v4:10", {"fraud-v3": 90, "fraud-v4": 10}),
+    ("a:100", {"a": 100}),
+    ("a.b:50, c_d:50", {"a.b": 50, "c_d": 50}),
+])
+def test_traffic(value: str, expected: dict[str, int]) -> None:
+    assert parse_config({"traffic": value}, "update_endpoint").traffic == expected
+
+
+@pytest.mark.parametrize("value", ["a:90,b:20", "a:90", "a:x,b:10", "a90", "a:50,a:50", ":100"])
+def test_traffic_must_name_whole_weights_summing_to_100(value: str) -> None:
+    with pytest.raises(MlflowException, match="sum"):
+        parse_config({"traffic": value}, "update_endpoint")
+
+
+def test_proxy_image_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MLFLOW_DOCKERHOST_PROXY_IMAGE", raising=False)
+    assert Settings().resolved_proxy_image() == "haproxy:2.8"
+    monkeypatch.setenv("MLFLOW_DOCKERHOST_PROXY_IMAGE", "local/haproxy:1")
+    assert Settings().resolved_proxy_image() == "local/haproxy:1"
+    assert Settings(proxy_image="mine:2").resolved_proxy_image() == "mine:2"
+
+
+def test_endpoint_keys_belong_to_their_commands() -> None:
+    with pytest.raises(MlflowException, match="does not apply to update"):
+        parse_config({"endpoint_port": "8080"}, "update")
+    with pytest.raises(MlflowException, match="does not apply to create"):
+        parse_config({"traffic": "a:100"}, "create")
+    assert parse_config({"port": "8080"}, "create_endpoint").port == 8080
+    assert parse_config({"replicas": "3"}, "update").replicas == 3

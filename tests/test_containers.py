@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from mlflow_docker_target import containers
+from mlflow_docker_target import containers, record
 from mlflow_docker_target.config import parse_config
-from mlflow_docker_target.containers import Spec, endpoint_url
+from mlflow_docker_target.containers import Spec, published_url
 from mlflow_docker_target.engine import Engine
 from mlflow_docker_target.engine_address import Address
 from mlflow_docker_target.model_fetch import ModelRef
@@ -39,11 +39,11 @@ def container(host_ip: str | None, config: dict[str, str] | None = None) -> Any:
     ("tcp://[fd00::5]:2376", "::", {}, "http://[fd00::5]:32768"),
 ])
 def test_endpoint_url(url: str, bound: str, config: dict[str, str], expected: str) -> None:
-    assert endpoint_url(engine(url), container(bound, config)) == expected
+    assert published_url(engine(url), container(bound, config)) == expected
 
 
 def test_no_published_port_means_no_url() -> None:
-    assert endpoint_url(engine(LOCAL), container(None)) is None
+    assert published_url(engine(LOCAL), container(None)) is None
 
 
 class Recorder:
@@ -76,9 +76,34 @@ def test_bind_address_defaults_to_what_the_client_can_reach(url: str, config: di
     assert recorder.kwargs["ports"] == {"8080/tcp": (bind, None)}
 
 
-def test_connection_settings_are_not_recorded() -> None:
-    config = {"workers": "2", "tlscacert": "/c/ca.pem", "timeout": "5", "auth_token": "t"}
+def test_connection_settings_are_not_recorded_and_secrets_are_masked() -> None:
+    config = {"workers": "2", "tlscacert": "/c/ca.pem", "timeout": "5", "auth_token": "t",
+              "env.AWS_SECRET_ACCESS_KEY": "s3", "env.OMP_NUM_THREADS": "1",
+              "endpoint_port": "8080"}
     spec = Spec("d", "img", ModelRef("models:/m/1", "models:/m/1", "m", "1", "r"), config,
-                parse_config(config, "create"), "0")
-    assert json.loads(spec.labels()["io.mlflow.dockerhost.config"]) == {
-        "workers": "2", "auth_token": "***"}
+                parse_config({k: v for k, v in config.items() if k != "endpoint_port"},
+                             "create"), "0")
+    labels = spec.labels()
+    assert json.loads(labels["io.mlflow.dockerhost.config"]) == {
+        "workers": "2", "auth_token": "***", "env.AWS_SECRET_ACCESS_KEY": "***",
+        "env.OMP_NUM_THREADS": "1"}
+    assert labels["io.mlflow.dockerhost.role"] == "server"
+    assert labels["io.mlflow.dockerhost.deployment"] == "d"
+
+
+def test_recorded_config_restores_secrets_from_the_environment() -> None:
+    labels = {"io.mlflow.dockerhost.config": json.dumps(
+        {"auth_token": "***", "env.DB_PASSWORD": "***", "workers": "2"})}
+    env = ["SCORING_AUTH_TOKEN=tok", "DB_PASSWORD=pw=with=equals", "PATH=/bin"]
+    assert record.recorded_config(labels, env) == {
+        "auth_token": "tok", "env.DB_PASSWORD": "pw=with=equals", "workers": "2"}
+
+
+def test_replicas_publish_nothing_and_drain_behind_a_front() -> None:
+    recorder = Recorder()
+    spec = Spec("d", "img", ModelRef("models:/m/1", "models:/m/1", "m", "1", "r"), {},
+                parse_config({}, "create"), "0")
+    containers.start(engine(LOCAL, recorder), spec, publish=False)
+    assert "ports" not in recorder.kwargs
+    assert float(recorder.kwargs["environment"]["SCORING_DRAIN_SECONDS"]) > 0
+    assert recorder.kwargs["environment"]["SCORING_DEPLOYMENT"] == "d"

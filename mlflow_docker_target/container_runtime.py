@@ -1,0 +1,479 @@
+"""The runtime on one Docker engine: a front container per endpoint, replicas as containers.
+
+Each endpoint (a shared one, or a deployment's own) is a user-defined network plus a front
+(HAProxy) that publishes the endpoint's host port, chosen once and bound explicitly so it
+survives updates and engine restarts. Replicas start on the default bridge, are proven ready
+from inside (``docker exec`` of the image's health check), and only then join the endpoint's
+network under the deployment's alias, so the front never sees a replica that is not ready.
+A rollout waits until the front has checked every new replica, then stops the old ones, whose
+servers drain (``/ping`` answers 503 for a few health checks while in-flight requests finish).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import secrets
+import tarfile
+import time
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from typing import Any
+
+import docker.errors
+from docker.models.containers import Container
+from docker.models.networks import Network
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import (
+    INVALID_PARAMETER_VALUE,
+    INVALID_STATE,
+    RESOURCE_ALREADY_EXISTS,
+)
+
+from mlflow_docker_target import containers, front, record
+from mlflow_docker_target.config import Settings
+from mlflow_docker_target.containers import Spec
+from mlflow_docker_target.engine import Engine
+from mlflow_docker_target.image_build import ensure_image
+from mlflow_docker_target.runtime import Deployment, Endpoint, Replica, Version
+from mlflow_docker_target.version import __version__
+
+log = logging.getLogger(__name__)
+
+FRONT_PORT = f"{front.FRONT_PORT}/tcp"
+LOCK_STALE_SECONDS = 3600
+PROBE_INTERVAL = 0.25
+
+
+class ContainerRuntime:
+    """Deployments and endpoints as containers on the engine ``engine``."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.client = engine.client
+        self.url = engine.url
+
+    # -----------------------------------------------------------------------------------------
+    # One writer per name
+
+    @contextlib.contextmanager
+    def claim(self, kind: str, name: str, doing: str, image: str,
+              wait: float = 0) -> Iterator[None]:
+        """A created (never started) container named after ``kind`` and ``name``: the engine
+        refuses a second container of that name, so exactly one client holds the claim."""
+        lock = f"mlflow-dockerhost-lock-{kind}-{name}"
+        labels = {record.ROLE: record.LOCK_ROLE, record.LOCK: f"{kind}:{name}:{doing}",
+                  record.LOCK_SINCE: str(int(time.time()))}
+        give_up = time.monotonic() + wait
+        while True:
+            try:
+                held = self.client.containers.create(image, command=["claim"], name=lock,
+                                                      labels=labels, network_disabled=True)
+                break
+            except docker.errors.APIError as exc:
+                if exc.status_code != 409:
+                    raise
+                holder = self._existing(lock)
+                since = int((holder.labels.get(record.LOCK_SINCE) if holder else 0) or 0)
+                if holder is None:
+                    continue  # released in between
+                if time.time() - since > LOCK_STALE_SECONDS:
+                    log.warning("Removing the stale claim %s (made %s)", lock, _when(since))
+                    with contextlib.suppress(docker.errors.NotFound):
+                        holder.remove(force=True)
+                    continue
+                if time.monotonic() < give_up:
+                    time.sleep(0.2)
+                    continue
+                busy = holder.labels.get(record.LOCK, "::").rsplit(":", 1)[-1]
+                raise MlflowException(
+                    f"{kind.capitalize()} {name!r} is being {_past(busy or 'changed')} by "
+                    f"another client (since {_when(since)}); try again when that is done. If no "
+                    f"client is at work (one was killed), remove the claim: docker rm {lock}",
+                    RESOURCE_ALREADY_EXISTS if doing == "create" else INVALID_STATE) from None
+        try:
+            yield
+        finally:
+            with contextlib.suppress(docker.errors.NotFound):
+                held.remove(force=True)
+
+    def _existing(self, name: str) -> Container | None:
+        try:
+            return self.client.containers.get(name)
+        except docker.errors.NotFound:
+            return None
+
+    # -----------------------------------------------------------------------------------------
+    # Reading what the engine holds
+
+    def _servers(self, deployment: str | None = None,
+                 endpoint: str | None = None) -> list[Container]:
+        """Serving containers, newest first; local runs and containers of other roles left out."""
+        if endpoint is not None:
+            label = f"{record.ENDPOINT}={endpoint}"
+        else:
+            label = f"{record.DEPLOYMENT}={deployment}" if deployment else record.DEPLOYMENT
+        found = self.client.containers.list(all=True, filters={"label": label})
+        found = [c for c in found if c.labels.get(record.LOCAL_RUN) != "true"
+                 and c.labels.get(record.ROLE, record.SERVER) == record.SERVER]
+        return sorted(found, key=lambda c: c.attrs.get("Created", ""), reverse=True)
+
+    def _front(self, deployment: str | None = None,
+               endpoint: str | None = None) -> Container | None:
+        label = (f"{record.FRONT_OF}={deployment}" if deployment
+                 else f"{record.ENDPOINT}={endpoint}")
+        found = self.client.containers.list(all=True, filters={"label": label})
+        fronts = [c for c in found if c.labels.get(record.ROLE) == record.FRONT]
+        return fronts[0] if fronts else None
+
+    def find(self, name: str) -> Deployment | None:
+        servers = self._servers(name)
+        return self._deployment(name, servers) if servers else None
+
+    def deployments(self, endpoint: str | None = None) -> list[Deployment]:
+        by_name: dict[str, list[Container]] = {}
+        for container in self._servers(endpoint=endpoint):
+            by_name.setdefault(container.labels[record.DEPLOYMENT], []).append(container)
+        return [self._deployment(name, servers) for name, servers in sorted(by_name.items())]
+
+    def _deployment(self, name: str, servers: list[Container]) -> Deployment:
+        running = [c for c in servers if c.status == "running"]
+        newest = (running or servers)[0]
+        labels = newest.labels
+        legacy = record.ROLE not in labels
+        endpoint = labels.get(record.ENDPOINT) or None
+        if legacy:
+            url = containers.published_url(self.engine, newest)
+        else:
+            found = self._front(endpoint=endpoint) if endpoint else self._front(deployment=name)
+            url = self._front_url(found) if found else None
+        replicas = tuple(Replica(c.name, c.status, _health(c), c.labels.get(record.IMAGE))
+                         for c in servers)
+        config = record.recorded_config(labels, newest.attrs.get("Config", {}).get("Env"))
+        return Deployment(name, labels, config, replicas, url, endpoint, legacy)
+
+    def _front_url(self, container: Container) -> str | None:
+        bindings = (container.attrs.get("HostConfig", {}).get("PortBindings") or {})
+        binding = (bindings.get(FRONT_PORT) or [None])[0]
+        if not binding or not binding.get("HostPort"):
+            return None
+        return containers.url_for(self.engine, binding.get("HostIp", ""),
+                                  int(binding["HostPort"]),
+                                  container.labels.get(record.HOST_ADDRESS) or None)
+
+    def endpoint(self, name: str) -> Endpoint | None:
+        container = self._front(endpoint=name)
+        return self._endpoint(container) if container else None
+
+    def endpoints(self) -> list[Endpoint]:
+        found = self.client.containers.list(all=True, filters={"label": record.ENDPOINT})
+        fronts = [c for c in found if c.labels.get(record.ROLE) == record.FRONT]
+        return sorted((self._endpoint(c) for c in fronts), key=lambda e: e.name)
+
+    def _endpoint(self, container: Container) -> Endpoint:
+        name = container.labels[record.ENDPOINT]
+        attached = tuple(sorted({c.labels[record.DEPLOYMENT]
+                                 for c in self._servers(endpoint=name)}))
+        port = container.labels.get(record.PORT)
+        return Endpoint(name, self._front_url(container), int(port) if port else None,
+                        container.status, attached, _read_state(container).get("traffic"),
+                        container.attrs["Config"]["Image"])
+
+    # -----------------------------------------------------------------------------------------
+    # Fronts
+
+    def create_endpoint(self, name: str, settings: Settings) -> Endpoint:
+        self._start_front(settings, endpoint=name)
+        found = self.endpoint(name)
+        assert found is not None
+        log.info("Endpoint %s answers at %s", name, found.url)
+        return found
+
+    def _start_front(self, settings: Settings, endpoint: str | None = None,
+                     deployment: str | None = None,
+                     backends: tuple[front.Backend, ...] = ()) -> Container:
+        """A front on a new network of its own, on ``settings.port`` or a port picked once."""
+        image = ensure_image(self.engine, settings.resolved_proxy_image(), settings.pull_base,
+                             "proxy")
+        stem = f"mlflow-endpoint-{endpoint}" if endpoint else f"mlflow-{deployment}-front"
+        labels = {record.ROLE: record.FRONT}
+        if endpoint:
+            labels[record.ENDPOINT] = endpoint
+        else:
+            labels[record.FRONT_OF] = labels[record.DEPLOYMENT] = str(deployment)
+        if settings.host_address:
+            labels[record.HOST_ADDRESS] = settings.host_address
+        bind = settings.bind_address or ("127.0.0.1" if self.engine.is_local else "0.0.0.0")
+        network = self.client.networks.create(stem, labels=labels, check_duplicate=True)
+        try:
+            port = settings.port or self._pick_port(image, bind, stem, labels, network)
+            container = self._front_container(image, stem, {**labels, record.PORT: str(port)},
+                                              network, bind, port, settings.restart_policy)
+            try:
+                self._configure(container, endpoint or str(deployment), backends, None)
+                container.start()
+            except BaseException:
+                container.remove(force=True)
+                raise
+        except docker.errors.APIError as exc:
+            network.remove()
+            raise MlflowException(
+                f"Could not start the front of {endpoint or deployment!r} on port "
+                f"{settings.port or 'any'}: {exc.explanation or exc}. If the port is taken, "
+                "choose another with -C port (create-endpoint, create) or -C endpoint_port "
+                "(create --endpoint).", INVALID_PARAMETER_VALUE) from None
+        except BaseException:
+            network.remove()
+            raise
+        return container
+
+    def _front_container(self, image: str, name: str, labels: dict[str, str],
+                         network: Network, bind: str, port: int | None,
+                         restart_policy: str) -> Container:
+        return self.client.containers.create(
+            image, entrypoint=[], command=front.COMMAND, name=name, labels=labels,
+            network=network.name, ports={FRONT_PORT: (bind, port)}, init=True,
+            restart_policy=containers.restart_policy(restart_policy), stop_signal="SIGUSR1")
+
+    def _pick_port(self, image: str, bind: str, stem: str, labels: dict[str, str],
+                   network: Network) -> int:
+        """A free host port, as the engine picks one: a trial front gets a random port, which
+        the real front then binds explicitly (a random binding would change on every start)."""
+        trial = self._front_container(image, f"{stem}-{secrets.token_hex(3)}", labels, network,
+                                      bind, None, "no")
+        try:
+            self._configure(trial, "trial", (), None)
+            trial.start()
+            trial.reload()
+            return int(trial.attrs["NetworkSettings"]["Ports"][FRONT_PORT][0]["HostPort"])
+        finally:
+            trial.remove(force=True)
+
+    def _configure(self, container: Container, name: str, backends: tuple[front.Backend, ...],
+                   traffic: Mapping[str, int] | None) -> None:
+        """Write the front's configuration and traffic record into it; reload it if running.
+
+        HAProxy's master process re-reads the file on SIGUSR2 and starts new workers, while the
+        old ones finish the requests they hold: nothing in flight is lost.
+        """
+        files = {front.CONFIG_PATH: front.render(name, backends).encode(),
+                 front.STATE_PATH: json.dumps({"traffic": traffic}).encode()}
+        container.put_archive("/", _tar(files))
+        container.reload()
+        if container.status == "running":
+            container.kill(signal="SIGUSR2")
+
+    def _backends(self, endpoint: str | None, deployment: str | None,
+                  traffic: Mapping[str, int] | None,
+                  add: Version | None = None, drop: str | None = None,
+                  ) -> tuple[front.Backend, ...]:
+        """The backends of a front: the deployments on it, with ``add`` and without ``drop``."""
+        timeouts: dict[str, int] = {}
+        servers = (self._servers(endpoint=endpoint) if endpoint
+                   else self._servers(str(deployment)))
+        for container in servers:
+            name = container.labels[record.DEPLOYMENT]
+            config = json.loads(container.labels.get(record.CONFIG, "{}"))
+            timeouts.setdefault(name, int(config.get("request_timeout")
+                                          or Settings().request_timeout))
+        if add is not None:
+            timeouts[add.deployment] = add.settings.request_timeout
+        timeouts.pop(drop or "", None)
+        shares = front.weights(sorted(timeouts), traffic)
+        return tuple(front.Backend(name, shares[name], timeouts[name]) for name in sorted(timeouts))
+
+    def set_traffic(self, endpoint: Endpoint, traffic: Mapping[str, int]) -> Endpoint:
+        container = self._front(endpoint=endpoint.name)
+        assert container is not None
+        self._configure(container, endpoint.name,
+                        self._backends(endpoint.name, None, traffic), traffic)
+        found = self.endpoint(endpoint.name)
+        assert found is not None
+        return found
+
+    def remove_endpoint(self, endpoint: Endpoint) -> None:
+        container = self._front(endpoint=endpoint.name)
+        if container is not None:
+            self._remove_front(container)
+
+    def _remove_front(self, container: Container) -> None:
+        networks = list(container.attrs.get("NetworkSettings", {}).get("Networks") or {})
+        containers.remove(container, stop_timeout=5)
+        for name in networks:
+            with contextlib.suppress(docker.errors.NotFound):
+                self.client.networks.get(name).remove()
+
+    # -----------------------------------------------------------------------------------------
+    # Rollouts
+
+    def roll_out(self, version: Version, current: Deployment | None) -> Deployment:
+        name = version.deployment
+        own_front = self._front(deployment=name) if version.endpoint is None else None
+        made_front = None
+        if version.endpoint is not None:
+            found = self._front(endpoint=version.endpoint)
+            if found is None:
+                raise MlflowException(f"Endpoint {version.endpoint!r} has no front on "
+                                      f"{self.url}; create it with create-endpoint.")
+            endpoint = self.endpoint(version.endpoint)
+            traffic = endpoint.traffic if endpoint else None
+            if current is None:  # a new backend on the shared front
+                with self.claim("endpoint", version.endpoint, "update",
+                                found.attrs["Config"]["Image"], wait=60):
+                    self._configure(found, version.endpoint,
+                                    self._backends(version.endpoint, None, traffic,
+                                                   add=version), traffic)
+            network = _network_of(found)
+        elif own_front is None:
+            made_front = self._start_front(
+                version.settings, deployment=name,
+                backends=self._backends(None, name, None, add=version))
+            network = _network_of(made_front)
+        else:
+            network = _network_of(own_front)
+
+        started: list[Container] = []
+        try:
+            for _ in range(version.settings.replicas):
+                started.append(self._start_replica(version))
+            deadline = time.monotonic() + version.settings.ready_timeout
+            for container in started:
+                self._wait_probe(container, deadline, behind_front=False)
+            for container in started:
+                self.client.networks.get(network).connect(container,
+                                                          aliases=[front.alias(name)])
+            for container in started:
+                self._wait_probe(container, deadline, behind_front=True)
+            url = self._front_url(made_front or own_front or found)
+            if url:
+                containers.check_reachable(url, started[0].name)
+        except BaseException as exc:
+            _in_parallel(lambda c: containers.remove(c, stop_timeout=1), started)
+            if made_front is not None:
+                self._remove_front(made_front)
+            if current is not None and isinstance(exc, MlflowException):
+                raise MlflowException(f"{exc.message}\nThe deployment's current version keeps "
+                                      "serving.", exc.error_code) from exc
+            raise
+        if current is not None:
+            old = [c for c in self._servers(name) if c.id not in {s.id for s in started}]
+            _in_parallel(lambda c: containers.remove(c, version.settings.stop_timeout), old)
+        found_now = self.find(name)
+        assert found_now is not None
+        return found_now
+
+    def _start_replica(self, version: Version) -> Container:
+        spec = Spec(version.deployment, version.image, version.model, version.config,
+                    version.settings, __version__, endpoint=version.endpoint)
+        return containers.start(self.engine, spec, publish=False)
+
+    def _wait_probe(self, container: Container, deadline: float, behind_front: bool) -> None:
+        """Until the server says it is ready (and, ``behind_front``, the front has seen it so),
+        asked inside the container: no port of it is published."""
+        command = ["python3", "-m", "serving_image.healthcheck"]
+        if behind_front:
+            command.append("--behind-front")
+        while True:
+            container.reload()
+            containers.raise_if_exited(container)
+            if container.status == "running":
+                with contextlib.suppress(docker.errors.APIError):
+                    if container.exec_run(command).exit_code == 0:
+                        return
+            if time.monotonic() > deadline:
+                what = "seen by the endpoint's front" if behind_front else "ready"
+                raise MlflowException(
+                    f"The server in container {container.name} was not {what} in time "
+                    f"(config ready_timeout). Its last log lines:\n"
+                    f"{containers.last_logs(container)}")
+            time.sleep(PROBE_INTERVAL)
+
+    def remove(self, deployment: Deployment, stop_timeout: int) -> set[str]:
+        servers = self._servers(deployment.name)
+        images = {c.labels.get(record.IMAGE) or "" for c in servers} - {""}
+        shared = self._front(endpoint=deployment.endpoint) if deployment.endpoint else None
+        if shared is not None and deployment.endpoint:
+            endpoint = self.endpoint(deployment.endpoint)
+            traffic = dict(endpoint.traffic) if endpoint and endpoint.traffic else None
+            if traffic is not None:  # its share goes to the others before its replicas drain
+                traffic[deployment.name] = 0
+            self._configure(shared, deployment.endpoint,
+                            self._backends(deployment.endpoint, None, traffic), traffic)
+        _in_parallel(lambda c: containers.remove(c, stop_timeout), servers)
+        if shared is not None and deployment.endpoint:
+            traffic = dict(endpoint.traffic) if endpoint and endpoint.traffic else None
+            if traffic is not None:
+                traffic.pop(deployment.name, None)
+            self._configure(shared, deployment.endpoint,
+                            self._backends(deployment.endpoint, None, traffic), traffic)
+        own = self._front(deployment=deployment.name)
+        if own is not None:
+            self._remove_front(own)
+        return images
+
+    def remove_images(self, images: set[str]) -> None:
+        """Remove model images no container uses any more; one still in use is left alone."""
+        for image in sorted(images):
+            try:
+                self.client.images.remove(image)
+            except docker.errors.ImageNotFound:
+                pass
+            except docker.errors.APIError as exc:
+                log.info("Keeping image %s: %s", image, exc.explanation or exc)
+
+
+def _network_of(container: Container) -> str:
+    return next(iter(container.attrs["NetworkSettings"]["Networks"]))
+
+
+def _health(container: Container) -> str | None:
+    return (container.attrs.get("State", {}).get("Health") or {}).get("Status")
+
+
+def _in_parallel(action: Any, items: list[Container]) -> None:
+    """Run ``action`` on every item at once (stopping replicas: each drains for seconds)."""
+    if len(items) <= 1:
+        for item in items:
+            action(item)
+        return
+    with ThreadPoolExecutor(max_workers=len(items)) as pool:
+        for future in [pool.submit(action, item) for item in items]:
+            future.result()
+
+
+def _tar(files: Mapping[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        directories = sorted({path.lstrip("/").rsplit("/", 1)[0] for path in files})
+        for directory in directories:
+            info = tarfile.TarInfo(directory)
+            info.type, info.mode = tarfile.DIRTYPE, 0o755
+            tar.addfile(info)
+        for path, data in files.items():
+            info = tarfile.TarInfo(path.lstrip("/"))
+            info.size, info.mode = len(data), 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def _read_state(container: Container) -> dict[str, Any]:
+    """The front's traffic record, read out of the container (running or not)."""
+    try:
+        stream, _ = container.get_archive(front.STATE_PATH)
+    except docker.errors.NotFound:
+        return {}
+    with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+        member = tar.extractfile(tar.getmembers()[0])
+        data: dict[str, Any] = json.loads(member.read()) if member else {}
+    return data
+
+
+def _when(since: int) -> str:
+    return datetime.fromtimestamp(since, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _past(verb: str) -> str:
+    return {"create": "created", "update": "updated", "delete": "deleted"}.get(verb, verb)

@@ -1,0 +1,152 @@
+"""The HAProxy configuration of an endpoint's front.
+
+The front owns the endpoint's host port and reaches each deployment's replicas by a network
+alias on the endpoint's Docker network, through Docker's embedded DNS, so replicas come and go
+without a reload. It sends a request only to replicas whose ``/ping`` answers 200, and retries
+one that a vanishing replica could not answer. A reload (hitless, master-worker mode) is needed
+only when the deployments on the endpoint or their traffic shares change.
+
+Routing: a request naming a deployment in ``x-mlflow-deployment`` goes to that deployment;
+any other goes to a deployment drawn by weight. A drawn deployment with no ready replica hands
+the request on to one that has some, so a share never turns into errors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+CONFIG_DIR = "/etc/mlflow-dockerhost"
+CONFIG_PATH = f"{CONFIG_DIR}/haproxy.cfg"
+STATE_PATH = f"{CONFIG_DIR}/front.json"  # the endpoint's traffic, read back by get-endpoint
+FRONT_PORT = 8080  # inside the front container; non-root images can bind it
+SERVER_PORT = 8080  # the serving containers'
+DEPLOYMENT_HEADER = "x-mlflow-deployment"
+FRONT_HEADER = "x-mlflow-front"  # on the front's health checks: the server notes it was seen
+MAX_REPLICAS = 32
+CHECK_INTERVAL_MS = 500
+CHECK_FALL = 2  # a draining replica is out after this many failed checks
+# How long a stopping replica answers /ping with 503 before it shuts down: out of rotation
+# after CHECK_FALL failed checks, plus one interval for the check in flight.
+DRAIN_SECONDS = CHECK_INTERVAL_MS * (CHECK_FALL + 1) / 1000
+COMMAND = ["haproxy", "-W", "-db", "-f", CONFIG_PATH]
+
+
+def alias(deployment: str) -> str:
+    """The network alias of a deployment's replicas: a DNS label whatever the name holds."""
+    return "d-" + hashlib.sha256(deployment.encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One deployment as the front sees it."""
+
+    deployment: str
+    weight: int
+    request_timeout: int
+
+
+def weights(deployments: Sequence[str], traffic: Mapping[str, int] | None) -> dict[str, int]:
+    """Each deployment's share: the recorded traffic (0 for one attached later), else even."""
+    if traffic is None:
+        return dict.fromkeys(deployments, 1)
+    return {name: traffic.get(name, 0) for name in deployments}
+
+
+def _json_string(data: dict[str, str]) -> str:
+    """A JSON body as an HAProxy double-quoted string."""
+    return '"' + json.dumps(data).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _unavailable(message: str, status: int = 503) -> str:
+    body = {"error_code": "TEMPORARILY_UNAVAILABLE" if status == 503 else
+            "RESOURCE_DOES_NOT_EXIST", "message": message}
+    return (f"http-request return status {status} content-type application/json "
+            f"string {_json_string(body)}")
+
+
+def render(endpoint: str, backends: Sequence[Backend]) -> str:
+    """The whole configuration for ``endpoint`` serving ``backends``."""
+    longest = max([b.request_timeout for b in backends] or [60])
+    lines = [
+        "global",
+        "    log stdout format raw local0 info",
+        # old processes after a reload finish their requests, then go
+        f"    hard-stop-after {longest + 30}s",
+        "",
+        "defaults",
+        "    mode http",
+        "    log global",
+        "    option httplog",
+        "    option dontlog-normal",  # log only errors and retries
+        "    timeout connect 3s",
+        "    timeout client 75s",
+        "    timeout http-request 30s",
+        "    timeout http-keep-alive 60s",
+        "    timeout queue 10s",
+        # a replica that goes away before answering: try another (a buffered request only)
+        "    retries 3",
+        "    option redispatch 1",
+        "    retry-on conn-failure empty-response 503",
+        "",
+        "resolvers docker",
+        "    nameserver dns 127.0.0.11:53",
+        "    accepted_payload_size 8192",
+        "    resolve_retries 3",
+        "    timeout resolve 500ms",
+        "    timeout retry 500ms",
+        "    hold valid 500ms",
+        "    hold obsolete 0s",
+        "    hold nx 500ms",
+        "",
+        "frontend endpoint",
+        f"    bind :{FRONT_PORT}",
+    ]
+    # http-request rules run before any use_backend: the answers the front gives itself
+    # carry conditions that exclude every case a backend takes.
+    named = {b.deployment: f"d_{alias(b.deployment)[2:]}" for b in backends}
+    for backend in backends:
+        name = named[backend.deployment]
+        value = backend.deployment.replace('"', "")
+        lines += [f"    acl asked_{name} req.hdr({DEPLOYMENT_HEADER}) -m str {value}",
+                  f"    acl up_{name} nbsrv({name}) gt 0"]
+    known = "".join(f" !asked_{named[b.deployment]}" for b in backends)
+    lines.append(f"    {_unavailable(f'No deployment of that name on endpoint {endpoint}.', 404)} "
+                 f"if {{ req.hdr({DEPLOYMENT_HEADER}) -m found }}{known}")
+    none_up = "".join(f" !up_{named[b.deployment]}" for b in backends)
+    lines.append(f"    {_unavailable(f'No replica of endpoint {endpoint} is ready.')}"
+                 + (f" if{none_up}" if backends else ""))
+    drawn = [b for b in backends if b.weight > 0] or list(backends)
+    weighted = any(b.weight for b in drawn)
+    total = sum(b.weight for b in drawn) if weighted else len(drawn)
+    if drawn:
+        lines.append(f"    http-request set-var(txn.pick) rand({total})")
+    for backend in backends:
+        lines.append(f"    use_backend {named[backend.deployment]} if asked_{named[backend.deployment]}")
+    if drawn:
+        low = 0
+        for backend in drawn:
+            high = low + (backend.weight if weighted else 1)
+            name = named[backend.deployment]
+            lines.append(f"    use_backend {name} if {{ var(txn.pick) -m int ge {low} }} "
+                         f"{{ var(txn.pick) -m int lt {high} }} up_{name}")
+            low = high
+    # a drawn deployment with no ready replica hands its share on to one that has some
+    for backend in [*drawn, *(b for b in backends if b not in drawn)]:
+        lines.append(f"    use_backend {named[backend.deployment]} if up_{named[backend.deployment]}")
+    for backend in backends:
+        lines += [
+            "",
+            f"backend {named[backend.deployment]}",
+            "    balance leastconn",
+            f"    timeout server {backend.request_timeout + 5}s",
+            "    option httpchk",
+            f"    http-check send meth GET uri /ping hdr {FRONT_HEADER} 1",
+            "    http-check expect status 200",
+            f"    default-server check inter {CHECK_INTERVAL_MS}ms fall {CHECK_FALL} rise 1 "
+            "resolvers docker init-addr none resolve-prefer ipv4",
+            f"    server-template r 1-{MAX_REPLICAS} {alias(backend.deployment)}:{SERVER_PORT}",
+        ]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,154 @@
+"""What the deployment client needs of a place that runs deployments, and what it gets back.
+
+``deployment.py`` speaks only this interface; ``container_runtime.py`` implements it with plain
+containers on one engine. A runtime whose orchestrator performs rollouts itself (Docker Swarm's
+service updates) implements the same calls: ``roll_out`` is "make this version serve, with
+nothing lost", however the runtime does it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from mlflow_docker_target import record
+from mlflow_docker_target.config import Settings
+from mlflow_docker_target.model_fetch import ModelRef
+
+
+@dataclass(frozen=True)
+class Replica:
+    """One serving process group (a container, a task)."""
+
+    name: str
+    status: str
+    health: str | None
+    image: str | None
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """A deployment as the engine holds it, read back from its newest replica's labels."""
+
+    name: str
+    labels: Mapping[str, str]
+    config: Mapping[str, str]  # secrets restored: for update to build on, never to print
+    replicas: tuple[Replica, ...]
+    url: str | None
+    endpoint: str | None  # the shared endpoint it is attached to; None for its own front
+    legacy: bool = False  # made before fronts: one container on its own published port
+
+    @property
+    def model(self) -> ModelRef:
+        return record.model_from_labels(self.labels)
+
+    @property
+    def ready(self) -> int:
+        return sum(r.status == "running" and r.health in (None, "healthy")
+                   for r in self.replicas)
+
+    def describe(self) -> dict[str, Any]:
+        """What ``get`` and ``list`` report."""
+        labels = self.labels
+        newest = self.replicas[0] if self.replicas else None
+        return {
+            "name": self.name,
+            "flavor": labels.get(record.FLAVOR, "python_function"),
+            "endpoint": self.url,
+            "endpoint_name": self.endpoint,
+            "status": newest.status if newest else "missing",
+            "health": newest.health if newest else None,
+            "replicas": f"{self.ready}/{len(self.replicas)}",
+            "model_uri": labels.get(record.MODEL_URI),
+            "resolved_model_uri": labels.get(record.MODEL_RESOLVED_URI),
+            "model_name": labels.get(record.MODEL_NAME) or None,
+            "model_version": labels.get(record.MODEL_VERSION) or None,
+            "run_id": labels.get(record.RUN_ID) or None,
+            "image": labels.get(record.IMAGE),
+            "containers": [r.name for r in self.replicas],
+            "config": record.redacted(json.loads(labels.get(record.CONFIG, "{}"))),
+            "plugin_version": labels.get(record.PLUGIN_VERSION),
+            "layout": "legacy (one container, no front)" if self.legacy else "front",
+        }
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A shared endpoint: a front with a fixed port and the deployments attached to it."""
+
+    name: str
+    url: str | None
+    port: int | None
+    status: str
+    deployments: tuple[str, ...]
+    traffic: Mapping[str, int] | None  # None: an even split
+    image: str  # the front's image: claims on the endpoint are made from it
+
+    def describe(self) -> dict[str, Any]:
+        from mlflow_docker_target.front import weights
+
+        shares = weights(self.deployments, self.traffic)
+        total = sum(shares.values()) or 1
+        return {
+            "name": self.name,
+            "url": self.url,
+            "port": self.port,
+            "status": self.status,
+            "deployments": list(self.deployments),
+            "traffic": {name: round(100 * share / total, 2) for name, share in shares.items()},
+            "traffic_set": self.traffic is not None,
+        }
+
+
+@dataclass(frozen=True)
+class Version:
+    """What ``roll_out`` starts: one model image with its settings, for one deployment."""
+
+    deployment: str
+    image: str
+    model: ModelRef
+    config: Mapping[str, str]
+    settings: Settings
+    endpoint: str | None = None  # a shared endpoint; None: the deployment's own front
+    environment: Mapping[str, str] = field(default_factory=dict)
+
+
+class Runtime(Protocol):
+    """The calls ``deployment.py`` makes; every one blocks until done or raises."""
+
+    url: str
+
+    def claim(self, kind: str, name: str, doing: str, image: str,
+              wait: float = 0) -> AbstractContextManager[None]:
+        """Hold ``kind:name`` for one writer; another claim fails (after trying for ``wait``
+        seconds) until this one ends. ``image`` is one the runtime surely has."""
+
+    def find(self, name: str) -> Deployment | None: ...
+
+    def deployments(self, endpoint: str | None = None) -> list[Deployment]: ...
+
+    def roll_out(self, version: Version, current: Deployment | None) -> Deployment:
+        """Serve ``version``: start it, wait until it takes traffic, then drain ``current``.
+
+        On failure what was started is removed and ``current`` keeps serving.
+        """
+
+    def remove(self, deployment: Deployment, stop_timeout: int) -> set[str]:
+        """Drain and remove the deployment (and its own front); returns its images."""
+
+    def remove_images(self, images: set[str]) -> None: ...
+
+    def endpoint(self, name: str) -> Endpoint | None: ...
+
+    def endpoints(self) -> list[Endpoint]: ...
+
+    def create_endpoint(self, name: str, settings: Settings) -> Endpoint: ...
+
+    def set_traffic(self, endpoint: Endpoint, traffic: Mapping[str, int]) -> Endpoint: ...
+
+    def remove_endpoint(self, endpoint: Endpoint) -> None: ...
+
+

@@ -1,0 +1,61 @@
+"""The front's HAProxy configuration: routing rules, weights, and validity by HAProxy itself."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+
+import pytest
+
+from mlflow_docker_target.front import Backend, alias, render, weights
+
+
+def test_even_split_until_traffic_is_set_then_zero_for_newcomers() -> None:
+    assert weights(["a", "b", "c"], None) == {"a": 1, "b": 1, "c": 1}
+    assert weights(["a", "b", "c"], {"a": 90, "b": 10}) == {"a": 90, "b": 10, "c": 0}
+
+
+def test_weighted_draw_covers_each_share_once() -> None:
+    config = render("fraud", [Backend("v3", 90, 60), Backend("v4", 10, 30), Backend("v5", 0, 5)])
+    assert "rand(100)" in config
+    ranges = re.findall(r"use_backend (\S+) if \{ var\(txn.pick\) -m int ge (\d+) \} "
+                        r"\{ var\(txn.pick\) -m int lt (\d+) \}", config)
+    names = {alias(n)[2:]: n for n in ("v3", "v4", "v5")}
+    assert [(names[b[2:]], int(lo), int(hi)) for b, lo, hi in ranges] == [
+        ("v3", 0, 90), ("v4", 90, 100)]
+    # a deployment with weight 0 is still reachable by name, and as the last fallback
+    assert f"use_backend d_{alias('v5')[2:]} if asked_d_{alias('v5')[2:]}" in config
+    assert config.rstrip().endswith(f"server-template r 1-32 {alias('v5')}:8080")
+    assert "timeout server 65s" in config and "timeout server 10s" in config
+
+
+def test_own_answers_exclude_every_backend_case() -> None:
+    config = render("e", [Backend("a", 1, 60)])
+    b = f"d_{alias('a')[2:]}"
+    assert f"if {{ req.hdr(x-mlflow-deployment) -m found }} !asked_{b}" in config
+    assert f"No replica of endpoint e is ready.\\\"}}\" if !up_{b}" in config
+    empty = render("e", [])
+    assert "rand(" not in empty and "use_backend" not in empty
+
+
+def test_aliases_are_dns_labels() -> None:
+    for name in ("fraud", "Fraud.v2", "a_b-c", "x" * 63):
+        assert re.fullmatch(r"d-[0-9a-f]{12}", alias(name))
+    assert alias("a") != alias("b")
+
+
+@pytest.mark.engine
+@pytest.mark.parametrize("backends", [
+    [], [Backend("only", 1, 60)], [Backend("v3", 90, 60), Backend("v4", 10, 300),
+                                   Backend('we"ird.name', 0, 1)]])
+def test_haproxy_accepts_the_configuration(backends: list[Backend], docker_client,
+                                           tmp_path) -> None:
+    path = tmp_path / "haproxy.cfg"
+    path.write_text(render("e", backends))
+    result = subprocess.run(
+        ["docker", "run", "--rm", "-v", f"{path}:/h.cfg:ro",
+         os.environ["MLFLOW_DOCKERHOST_PROXY_IMAGE"], "haproxy", "-c",
+         "-f", "/h.cfg"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "WARNING" not in result.stdout + result.stderr

@@ -89,8 +89,9 @@ class ContainerRuntime:
                     time.sleep(0.2)
                     continue
                 busy = holder.labels.get(record.LOCK, "::").rsplit(":", 1)[-1]
+                exists = "already exists or " if doing == "create" else ""
                 raise MlflowException(
-                    f"{kind.capitalize()} {name!r} is being {_past(busy or 'changed')} by "
+                    f"{kind.capitalize()} {name!r} {exists}is being {_past(busy or 'changed')} by "
                     f"another client (since {_when(since)}); try again when that is done. If no "
                     f"client is at work (one was killed), remove the claim: docker rm {lock}",
                     RESOURCE_ALREADY_EXISTS if doing == "create" else INVALID_STATE) from None

@@ -113,8 +113,8 @@ def render(endpoint: str, backends: Sequence[Backend]) -> str:
         lines += [f"    acl asked_{name} req.hdr({DEPLOYMENT_HEADER}) -m str {value}",
                   f"    acl up_{name} nbsrv({name}) gt 0"]
     known = "".join(f" !asked_{named[b.deployment]}" for b in backends)
-    lines.append(f"    {_unavailable(f'No deployment of that name on endpoint {endpoint}.', 404)} "
-                 f"if {{ req.hdr({DEPLOYMENT_HEADER}) -m found }}{known}")
+    unknown = _unavailable(f"No deployment of that name on endpoint {endpoint}.", 404)
+    lines.append(f"    {unknown} if {{ req.hdr({DEPLOYMENT_HEADER}) -m found }}{known}")
     none_up = "".join(f" !up_{named[b.deployment]}" for b in backends)
     lines.append(f"    {_unavailable(f'No replica of endpoint {endpoint} is ready.')}"
                  + (f" if{none_up}" if backends else ""))
@@ -123,8 +123,8 @@ def render(endpoint: str, backends: Sequence[Backend]) -> str:
     total = sum(b.weight for b in drawn) if weighted else len(drawn)
     if drawn:
         lines.append(f"    http-request set-var(txn.pick) rand({total})")
-    for backend in backends:
-        lines.append(f"    use_backend {named[backend.deployment]} if asked_{named[backend.deployment]}")
+    for name in named.values():
+        lines.append(f"    use_backend {name} if asked_{name}")
     if drawn:
         low = 0
         for backend in drawn:
@@ -134,8 +134,9 @@ def render(endpoint: str, backends: Sequence[Backend]) -> str:
                          f"{{ var(txn.pick) -m int lt {high} }} up_{name}")
             low = high
     # a drawn deployment with no ready replica hands its share on to one that has some
-    for backend in [*drawn, *(b for b in backends if b not in drawn)]:
-        lines.append(f"    use_backend {named[backend.deployment]} if up_{named[backend.deployment]}")
+    for name in [named[b.deployment] for b in [*drawn, *(b for b in backends
+                                                          if b not in drawn)]]:
+        lines.append(f"    use_backend {name} if up_{name}")
     for backend in backends:
         lines += [
             "",

@@ -47,8 +47,9 @@ class Deployment:
 
     @property
     def ready(self) -> int:
-        return sum(r.status == "running" and r.health in (None, "healthy")
-                   for r in self.replicas)
+        """Running replicas the engine does not call unhealthy (a rollout proved each ready
+        before Docker's own health check may have run)."""
+        return sum(r.status == "running" and r.health != "unhealthy" for r in self.replicas)
 
     def describe(self) -> dict[str, Any]:
         """What ``get`` and ``list`` report."""
@@ -68,6 +69,7 @@ class Deployment:
             "model_version": labels.get(record.MODEL_VERSION) or None,
             "run_id": labels.get(record.RUN_ID) or None,
             "image": labels.get(record.IMAGE),
+            "container": newest.name if newest else None,
             "containers": [r.name for r in self.replicas],
             "config": record.redacted(json.loads(labels.get(record.CONFIG, "{}"))),
             "plugin_version": labels.get(record.PLUGIN_VERSION),

@@ -23,6 +23,32 @@ import pytest
 from mlflow_docker_target.demo import register_demo_model
 
 LABEL = "io.mlflow.dockerhost.deployment"
+ROLE = "io.mlflow.dockerhost.role"
+FRONT_OF = "io.mlflow.dockerhost.front-of"
+ENDPOINT = "io.mlflow.dockerhost.endpoint"
+
+
+def servers(client: docker.DockerClient, name: str) -> list:
+    """A deployment's serving containers (made before roles existed, they have none)."""
+    found = client.containers.list(all=True, filters={"label": f"{LABEL}={name}"})
+    return [c for c in found if c.labels.get(ROLE, "server") == "server"]
+
+
+def front_of(client: docker.DockerClient, name: str) -> Any:
+    """A deployment's own front container, or ``None``."""
+    found = client.containers.list(all=True, filters={"label": f"{FRONT_OF}={name}"})
+    return found[0] if found else None
+
+
+def remove_leftovers(client: docker.DockerClient, label: str) -> None:
+    """Containers, networks and images a test left behind under ``label`` (key=value)."""
+    for container in client.containers.list(all=True, filters={"label": label}):
+        container.remove(force=True)
+    for network in client.networks.list(filters={"label": label}):
+        network.remove()
+    name = label.split("=", 1)[1]
+    for image in client.images.list(f"mlflow-dockerhost/{name}"):
+        client.images.remove(image.id, force=True)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -119,10 +145,7 @@ def deployment_name(docker_client: docker.DockerClient) -> Iterator[str]:
     """A fresh deployment name; whatever the test left behind under it is removed after."""
     name = f"t-{secrets.token_hex(4)}"
     yield name
-    for container in docker_client.containers.list(all=True, filters={"label": f"{LABEL}={name}"}):
-        container.remove(force=True)
-    for image in docker_client.images.list(f"mlflow-dockerhost/{name}"):
-        docker_client.images.remove(image.id, force=True)
+    remove_leftovers(docker_client, f"{LABEL}={name}")
 
 
 def mlflow_cli(*args: str, check: bool = True, timeout: float = 900,

@@ -168,6 +168,13 @@ class RemoteEngine:
         raise RuntimeError("the test engine did not start:\n"
                            + (self.root / "dockerd.log").read_text()[-3000:])
 
+    def restart_dockerd(self) -> None:
+        """Stop the engine (its containers stop with it) and start it again, as a reboot would."""
+        process = self.processes.pop("dockerd")
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=60)
+        self._dockerd()
+
     def _sshd(self) -> None:
         ssh = self.ssh_home / ".ssh"
         ssh.mkdir(parents=True, mode=0o700)

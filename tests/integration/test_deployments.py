@@ -19,15 +19,13 @@ from mlflow.exceptions import MlflowException
 from tests.conftest import (
     IRIS_COLUMNS,
     IRIS_INPUT,
-    LABEL,
     mlflow_cli,
     mlflow_cli_background,
+    servers,
     wait_for_output,
 )
 
-
-def _containers(client: docker.DockerClient, name: str) -> list:
-    return client.containers.list(all=True, filters={"label": f"{LABEL}={name}"})
+_containers = servers
 
 
 def _get(name: str) -> dict[str, str]:

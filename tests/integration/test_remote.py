@@ -8,6 +8,7 @@ cannot make a network namespace.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -28,6 +29,7 @@ from tests.conftest import (
     IRIS_COLUMNS,
     IRIS_INPUT,
     LABEL,
+    front_of,
     mlflow_cli,
     mlflow_cli_background,
     wait_for_output,
@@ -42,7 +44,8 @@ def remote(docker_client: docker.DockerClient) -> Iterator[RemoteEngine]:
     reason = cannot_make_namespaces()
     if reason:
         pytest.skip(f"no remote test engine: {reason}")
-    with remote_engine([os.environ["MLFLOW_DOCKERHOST_BASE_IMAGE"]]) as engine:
+    with remote_engine([os.environ["MLFLOW_DOCKERHOST_BASE_IMAGE"],
+                        os.environ["MLFLOW_DOCKERHOST_PROXY_IMAGE"]]) as engine:
         yield engine
 
 
@@ -102,8 +105,7 @@ def test_cli_session_on_the_remote_engine(remote, remote_name, iris_versions, do
     mlflow_cli("deployments", "create", "-t", target, "--name", name, "-m", iris_versions["v1"],
                env=env)
     assert _containers(docker_client, name) == []  # nothing on the local engine
-    container = _containers(remote.client(), name)[0]
-    binding = container.attrs["NetworkSettings"]["Ports"]["8080/tcp"][0]
+    binding = front_of(remote.client(), name).attrs["NetworkSettings"]["Ports"]["8080/tcp"][0]
     assert binding["HostIp"] == "0.0.0.0"  # published where this machine can reach it
 
     listed = mlflow_cli("deployments", "list", "-t", target, env=env).stdout
@@ -121,8 +123,10 @@ def test_cli_session_on_the_remote_engine(remote, remote_name, iris_versions, do
 
     mlflow_cli("deployments", "update", "-t", target, "--name", name, "-m", iris_versions["v2"],
                env=env)
+    before = info["endpoint"]
     info = _get(target, name, env)
     assert info["model_version"] == "2"
+    assert info["endpoint"] == before  # the endpoint stays put
     assert _curl(info["endpoint"]) != EXPECTED
     assert len(_containers(remote.client(), name)) == 1
 
@@ -279,3 +283,24 @@ def test_ssh_alias_from_the_users_ssh_config(remote, remote_name, iris_versions,
     assert client.predict(remote_name, IRIS_COLUMNS)["predictions"] == EXPECTED
     client.delete_deployment(remote_name)
     assert _containers(remote.client(), remote_name) == []
+
+
+def test_endpoint_url_survives_an_engine_restart(remote, remote_name, iris_versions) -> None:
+    target, env = f"dockerhost:/{remote.tcp_url}", tls_env(remote)
+    mlflow_cli("deployments", "create", "-t", target, "--name", remote_name, "-m",
+               iris_versions["v1"], env=env)
+    before = _get(target, remote_name, env)["endpoint"]
+    remote.restart_dockerd()
+    deadline = time.monotonic() + 120
+    while True:  # the engine restarts the front and the replica by their restart policy
+        with contextlib.suppress(requests.RequestException):
+            answer = requests.post(f"{before}/invocations", json={"dataframe_split": IRIS_INPUT},
+                                   timeout=5)
+            if answer.status_code == 200:
+                break
+        assert time.monotonic() < deadline, "the endpoint did not come back after the restart"
+        time.sleep(1)
+    after = _get(target, remote_name, env)["endpoint"]
+    print(f"URL before the engine restart {before}, after {after}")
+    assert after == before
+    assert answer.json()["predictions"] == EXPECTED

@@ -1,0 +1,293 @@
+"""Endpoints that stay put, on a real engine: fronts, replicas, rollouts under load, weighted
+traffic, one writer per name, and deployments made before fronts existed."""
+
+from __future__ import annotations
+
+import secrets
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+
+import docker
+import pandas as pd
+import pytest
+import requests
+from mlflow.deployments import get_deploy_client
+from mlflow.exceptions import MlflowException
+
+from mlflow_docker_target import containers, record
+from mlflow_docker_target.config import parse_config
+from mlflow_docker_target.containers import Spec
+from mlflow_docker_target.engine import connect
+from mlflow_docker_target.image_build import serving_image
+from mlflow_docker_target.model_fetch import resolve
+from tests.conftest import (
+    ENDPOINT,
+    IRIS_INPUT,
+    LABEL,
+    mlflow_cli,
+    remove_leftovers,
+    servers,
+)
+from tests.steady_load import SteadyLoad
+
+BODY = {"dataframe_split": IRIS_INPUT}
+FRAME = pd.DataFrame(IRIS_INPUT["data"], columns=IRIS_INPUT["columns"])
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def endpoint_name(docker_client: docker.DockerClient) -> Iterator[str]:
+    name = f"e-{secrets.token_hex(4)}"
+    yield name
+    for container in docker_client.containers.list(all=True,
+                                                   filters={"label": f"{ENDPOINT}={name}"}):
+        remove_leftovers(docker_client, f"{LABEL}={container.labels.get(LABEL, '-')}")
+    remove_leftovers(docker_client, f"{ENDPOINT}={name}")
+
+
+@pytest.mark.parametrize(("replicas", "fixed_port"), [(1, False), (2, True)])
+def test_update_under_steady_load_loses_nothing(iris_versions, deployment_name, docker_client,
+                                                replicas: int, fixed_port: bool) -> None:
+    client = get_deploy_client("dockerhost")
+    config = {"replicas": str(replicas)}
+    if fixed_port:
+        config["port"] = str(_free_port())
+    created = client.create_deployment(deployment_name, iris_versions["v1"], config=config)
+    assert created["replicas"] == f"{replicas}/{replicas}"
+    url = created["endpoint"]
+    first = [c.name for c in servers(docker_client, deployment_name)]
+    with SteadyLoad(url, BODY) as load:
+        load.wait_for(20)
+        client.update_deployment(deployment_name, iris_versions["v2"])
+        time.sleep(0.5)
+    print(f"update, replicas={replicas}, fixed port={fixed_port}: {load.summary()}")
+    assert load.lost == 0, load.summary()
+    assert load.sent > 100
+    info = client.get_deployment(deployment_name)
+    assert info["endpoint"] == url
+    assert info["model_version"] == "2"
+    now = servers(docker_client, deployment_name)
+    assert len(now) == replicas and not {c.name for c in now} & set(first)
+    answer = requests.post(f"{url}/invocations", json=BODY, timeout=30)
+    assert answer.headers["x-mlflow-deployment"] == deployment_name
+    assert answer.headers["x-mlflow-model-version"] == "2"
+
+
+def test_failed_update_under_load_keeps_the_old_version_serving(
+        iris_versions, failing_model, deployment_name, docker_client) -> None:
+    client = get_deploy_client("dockerhost")
+    created = client.create_deployment(deployment_name, iris_versions["v1"])
+    with SteadyLoad(created["endpoint"], BODY) as load:
+        load.wait_for(20)
+        with pytest.raises(MlflowException, match=r"(?s)cannot be loaded.*keeps serving"):
+            client.update_deployment(deployment_name, failing_model)
+    print(f"failed update: {load.summary()}")
+    assert load.lost == 0, load.summary()
+    assert [c.name for c in servers(docker_client, deployment_name)] == [created["container"]]
+    assert client.get_deployment(deployment_name)["model_version"] == "1"
+    tags = [t for image in docker_client.images.list() for t in image.tags]
+    assert len([t for t in tags if t.startswith(f"mlflow-dockerhost/{deployment_name}:")]) == 1
+
+
+def test_killing_one_of_two_replicas_under_load(iris_versions, deployment_name,
+                                                docker_client) -> None:
+    client = get_deploy_client("dockerhost")
+    created = client.create_deployment(deployment_name, iris_versions["v1"],
+                                       config={"replicas": "2"})
+    with SteadyLoad(created["endpoint"], BODY) as load:
+        load.wait_for(50)
+        servers(docker_client, deployment_name)[0].kill()
+        sent = load.sent
+        load.wait_for(sent + 500)
+    print(f"docker kill of one of two replicas: {load.summary()}")
+    assert load.lost == 0, load.summary()
+
+
+def test_endpoint_with_weighted_traffic(iris_versions, endpoint_name, docker_client) -> None:
+    client = get_deploy_client("dockerhost")
+    port = _free_port()
+    made = client.create_endpoint(endpoint_name, config={"port": str(port)})
+    assert made["url"] == f"http://127.0.0.1:{port}"
+    v1, v2 = f"{endpoint_name}-v1", f"{endpoint_name}-v2"
+    client.create_deployment(v1, iris_versions["v1"], endpoint=endpoint_name)
+    mlflow_cli("deployments", "create", "-t", "dockerhost", "--name", v2, "-m",
+               iris_versions["v2"], "--endpoint", endpoint_name)
+    info = client.get_endpoint(endpoint_name)
+    assert info["deployments"] == [v1, v2]
+    assert info["traffic"] == {v1: 50.0, v2: 50.0}  # even until traffic is set
+
+    mlflow_cli("deployments", "update-endpoint", "-t", "dockerhost", "--endpoint",
+               endpoint_name, "-C", f"traffic={v1}:90,{v2}:10")
+    got = mlflow_cli("deployments", "get-endpoint", "-t", "dockerhost", "--endpoint",
+                     endpoint_name).stdout
+    assert f"traffic: {{'{v1}': 90.0, '{v2}': 10.0}}" in got
+    session = requests.Session()
+    counts: Counter[str] = Counter()
+    for _ in range(1000):
+        answer = session.post(f"{made['url']}/invocations", json=BODY, timeout=30)
+        assert answer.status_code == 200
+        counts[answer.headers["x-mlflow-deployment"]] += 1
+    print(f"90/10 split over 1000 requests: {dict(counts)}")
+    assert 860 <= counts[v1] <= 940  # 90% +- 4 standard deviations
+
+    # predict through the split, and by name from that deployment only
+    assert len(client.predict(endpoint=endpoint_name, inputs=FRAME)["predictions"]) == 3
+    assert client.predict(v2, FRAME)["predictions"] != client.predict(v1, FRAME)["predictions"]
+    assert [d["name"] for d in client.list_deployments(endpoint=endpoint_name)] == [v1, v2]
+    assert endpoint_name in [e["name"] for e in client.list_endpoints()]
+    with pytest.raises(MlflowException, match=rf"still has deployments: {v1}, {v2}"):
+        client.delete_endpoint(endpoint_name)
+    with pytest.raises(MlflowException, match="Not on endpoint"):
+        client.update_endpoint(endpoint_name, config={"traffic": "nope:100"})
+    with pytest.raises(MlflowException, match="stays on the endpoint"):
+        client.update_deployment(v1, endpoint="elsewhere")
+
+    # a deployment attached later gets no share until given one
+    v3 = f"{endpoint_name}-v3"
+    client.create_deployment(v3, iris_versions["v1"], endpoint=endpoint_name)
+    assert client.get_endpoint(endpoint_name)["traffic"][v3] == 0
+    # deleting one hands its share to the others; the endpoint keeps its port
+    with SteadyLoad(made["url"], BODY) as load:
+        load.wait_for(20)
+        client.delete_deployment(v1)
+        load.wait_for(load.sent + 100)
+    print(f"delete of the 90% deployment under load: {load.summary()}")
+    assert load.lost == 0, load.summary()
+    assert load.served_by[v3] == 0
+    for name in (v2, v3):
+        client.delete_deployment(name)
+    client.delete_endpoint(endpoint_name)
+    client.delete_endpoint(endpoint_name)  # idempotent
+    assert docker_client.containers.list(all=True,
+                                         filters={"label": f"{ENDPOINT}={endpoint_name}"}) == []
+    assert docker_client.networks.list(filters={"label": f"{ENDPOINT}={endpoint_name}"}) == []
+
+
+def test_create_with_endpoint_makes_it_and_fixes_its_port(iris_versions, endpoint_name) -> None:
+    client = get_deploy_client("dockerhost")
+    port = _free_port()
+    name = f"{endpoint_name}-a"
+    created = client.create_deployment(name, iris_versions["v1"], endpoint=endpoint_name,
+                                       config={"endpoint_port": str(port)})
+    assert created["endpoint"] == f"http://127.0.0.1:{port}"
+    assert created["config"] == {}  # the endpoint's port is no setting of the deployment
+    client.update_deployment(name, config={"workers": "1"})
+    assert client.get_endpoint(endpoint_name)["url"] == f"http://127.0.0.1:{port}"
+    with pytest.raises(MlflowException, match="endpoint_port"):
+        client.create_deployment(f"{endpoint_name}-b", iris_versions["v1"],
+                                 endpoint=endpoint_name, config={"port": "80"})
+    client.delete_deployment(name)
+
+
+def _cli_at_once(*commands: list[str]) -> list[subprocess.CompletedProcess]:
+    """Start the ``mlflow`` commands together, as users in two terminals would."""
+    processes = [subprocess.Popen([sys.executable, "-m", "mlflow", *c], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for c in commands]
+    results = []
+    for process in processes:
+        out, err = process.communicate(timeout=600)
+        results.append(subprocess.CompletedProcess(process.args, process.returncode, out, err))
+    return results
+
+
+def test_one_writer_per_name(iris_versions, deployment_name, docker_client) -> None:
+    create = ["deployments", "create", "-t", "dockerhost", "--name", deployment_name, "-m",
+              iris_versions["v1"]]
+    results = _cli_at_once(create, create)
+    codes = sorted(r.returncode for r in results)
+    print("concurrent creates:", [r.returncode for r in results])
+    assert codes[0] == 0 and codes[1] != 0, [r.stderr[-500:] for r in results]
+    loser = next(r for r in results if r.returncode)
+    assert "RESOURCE_ALREADY_EXISTS" in loser.stderr or "already exists" in loser.stderr
+    assert len(servers(docker_client, deployment_name)) == 1
+
+    update = ["deployments", "update", "-t", "dockerhost", "--name", deployment_name, "-m",
+              iris_versions["v2"]]
+    results = _cli_at_once(update, update)
+    print("concurrent updates:", [r.returncode for r in results])
+    assert sorted(r.returncode for r in results)[0] == 0
+    loser = next(r for r in results if r.returncode)
+    assert f"'{deployment_name}' is being updated by another client" in loser.stderr
+    assert len(servers(docker_client, deployment_name)) == 1
+    locks = docker_client.containers.list(all=True, filters={"label": record.LOCK})
+    assert not [c for c in locks if deployment_name in c.name]
+
+
+def test_deployment_made_before_fronts_stays_visible_and_moves_on_update(
+        iris_versions, deployment_name, docker_client) -> None:
+    """A container as the previous release made it: its own published port, no role label."""
+    settings = parse_config({}, "create")
+    engine = connect(None, settings)
+    image, ref = serving_image(engine, deployment_name, resolve(iris_versions["v1"]), settings)
+    spec = Spec(deployment_name, image, ref, {"workers": "1"}, settings, "0.1.0")
+    legacy = containers.start(engine, spec, None)
+    labels = {k: v for k, v in spec.labels().items()
+              if k not in (record.ROLE, record.ENDPOINT)}
+    assert labels == {k: v for k, v in legacy.labels.items() if k in labels}
+    # the previous release's labels: re-create it without the role label
+    legacy.remove(force=True)
+    legacy = engine.client.containers.run(image, detach=True, labels=labels,
+                                          environment=spec.environment(), init=True,
+                                          name=f"mlflow-{deployment_name}-old",
+                                          ports={"8080/tcp": ("127.0.0.1", None)})
+    url = containers.wait_ready(engine, legacy, 120)
+    client = get_deploy_client("dockerhost")
+    assert deployment_name in [d["name"] for d in client.list_deployments()]
+    info = client.get_deployment(deployment_name)
+    assert info["endpoint"] == url and info["layout"].startswith("legacy")
+    with SteadyLoad(url, BODY) as old_clients:
+        old_clients.wait_for(20)
+        updated = client.update_deployment(deployment_name, config={"replicas": "1"})
+    # The URL changes once: the old container served every request until it was stopped,
+    # after the new front was ready; then its clients' connections are refused.
+    print(f"clients of the old URL during the move: {old_clients.summary()}")
+    assert set(old_clients.statuses) == {200}, old_clients.summary()
+    assert updated["layout"] == "front" and updated["endpoint"] != url
+    assert requests.post(f"{updated['endpoint']}/invocations", json=BODY,
+                         timeout=30).status_code == 200
+    assert [c.name for c in servers(docker_client, deployment_name)] == [updated["container"]]
+    client.delete_deployment(deployment_name)
+    assert docker_client.containers.list(all=True,
+                                         filters={"label": f"{LABEL}={deployment_name}"}) == []
+
+
+def test_run_local_container_goes_with_the_engine_even_if_the_client_is_killed(
+        iris_versions, deployment_name, docker_client) -> None:
+    port = _free_port()
+    process = subprocess.Popen([sys.executable, "-m", "mlflow", "deployments", "run-local", "-t",
+                                "dockerhost", "--name", deployment_name, "-m",
+                                iris_versions["v1"], "-C", f"port={port}"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/ping", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            time.sleep(0.5)
+        found = docker_client.containers.list(all=True, filters={"label": f"{LABEL}="
+                                                                          f"{deployment_name}"})
+        assert found and found[0].attrs["HostConfig"]["AutoRemove"] is True
+        process.terminate()
+        time.sleep(0.5)
+        process.kill()  # before it could remove the container itself
+    finally:
+        process.kill()
+        process.wait()
+    deadline = time.monotonic() + 60
+    while docker_client.containers.list(all=True,
+                                        filters={"label": f"{LABEL}={deployment_name}"}):
+        assert time.monotonic() < deadline, "the run-local container was left behind"
+        time.sleep(0.5)

@@ -12,11 +12,13 @@ servers drain (``/ping`` answers 503 for a few health checks while in-flight req
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import logging
 import secrets
 import tarfile
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -46,6 +48,7 @@ log = logging.getLogger(__name__)
 FRONT_PORT = f"{front.FRONT_PORT}/tcp"
 LOCK_STALE_SECONDS = 3600
 PROBE_INTERVAL = 0.25
+RELOAD_TIMEOUT = 15  # HAProxy's master re-reads its configuration in milliseconds
 
 
 class ContainerRuntime:
@@ -258,21 +261,30 @@ class ContainerRuntime:
         """Write the front's configuration and traffic record into it; reload it if running.
 
         HAProxy's master process re-reads the file on SIGUSR2 and starts new workers, while the
-        old ones finish the requests they hold: nothing in flight is lost.
+        old ones finish the requests they hold: nothing in flight is lost. The configuration
+        read at the reload names the replicas' current addresses; once the new worker runs, it
+        is rewritten without them, so a cold start after an engine restart (new addresses)
+        asks Docker's DNS instead of trusting stale ones.
         """
-        files = {front.CONFIG_PATH: front.render(name, backends).encode(),
-                 front.STATE_PATH: json.dumps({"traffic": traffic}).encode()}
-        container.put_archive("/", _tar(files))
+        def write(config: tuple[front.Backend, ...]) -> None:
+            container.put_archive("/", _tar({
+                front.CONFIG_PATH: front.render(name, config).encode(),
+                front.STATE_PATH: json.dumps({"traffic": traffic}).encode()}))
+
         container.reload()
         if container.status == "running":
-            container.kill(signal="SIGUSR2")
+            write(backends)
+            _reload(container)
+        write(tuple(dataclasses.replace(b, addresses=()) for b in backends))
 
     def _backends(self, endpoint: str | None, deployment: str | None,
                   traffic: Mapping[str, int] | None,
                   add: Version | None = None, drop: str | None = None,
-                  ) -> tuple[front.Backend, ...]:
-        """The backends of a front: the deployments on it, with ``add`` and without ``drop``."""
+                  network: str | None = None) -> tuple[front.Backend, ...]:
+        """The backends of a front: the deployments on it, with ``add`` and without ``drop``,
+        each with its running replicas' addresses on ``network``."""
         timeouts: dict[str, int] = {}
+        addresses: dict[str, list[str]] = {}
         servers = (self._servers(endpoint=endpoint) if endpoint
                    else self._servers(str(deployment)))
         for container in servers:
@@ -280,17 +292,22 @@ class ContainerRuntime:
             config = json.loads(container.labels.get(record.CONFIG, "{}"))
             timeouts.setdefault(name, int(config.get("request_timeout")
                                           or Settings().request_timeout))
+            joined = container.attrs["NetworkSettings"]["Networks"].get(network or "") or {}
+            if container.status == "running" and joined.get("IPAddress"):
+                addresses.setdefault(name, []).append(joined["IPAddress"])
         if add is not None:
             timeouts[add.deployment] = add.settings.request_timeout
         timeouts.pop(drop or "", None)
         shares = front.weights(sorted(timeouts), traffic)
-        return tuple(front.Backend(name, shares[name], timeouts[name]) for name in sorted(timeouts))
+        return tuple(front.Backend(name, shares[name], timeouts[name],
+                                   tuple(sorted(addresses.get(name, []))))
+                     for name in sorted(timeouts))
 
     def set_traffic(self, endpoint: Endpoint, traffic: Mapping[str, int]) -> Endpoint:
         container = self._front(endpoint=endpoint.name)
         assert container is not None
-        self._configure(container, endpoint.name,
-                        self._backends(endpoint.name, None, traffic), traffic)
+        self._configure(container, endpoint.name, self._backends(
+            endpoint.name, None, traffic, network=_network_of(container)), traffic)
         found = self.endpoint(endpoint.name)
         assert found is not None
         return found
@@ -324,9 +341,9 @@ class ContainerRuntime:
             if current is None:  # a new backend on the shared front
                 with self.claim("endpoint", version.endpoint, "update",
                                 found.attrs["Config"]["Image"], wait=60):
-                    self._configure(found, version.endpoint,
-                                    self._backends(version.endpoint, None, traffic,
-                                                   add=version), traffic)
+                    self._configure(found, version.endpoint, self._backends(
+                        version.endpoint, None, traffic, add=version,
+                        network=_network_of(found)), traffic)
             network = _network_of(found)
         elif own_front is None:
             made_front = self._start_front(
@@ -401,15 +418,15 @@ class ContainerRuntime:
             traffic = dict(endpoint.traffic) if endpoint and endpoint.traffic else None
             if traffic is not None:  # its share goes to the others before its replicas drain
                 traffic[deployment.name] = 0
-            self._configure(shared, deployment.endpoint,
-                            self._backends(deployment.endpoint, None, traffic), traffic)
+            self._configure(shared, deployment.endpoint, self._backends(
+                deployment.endpoint, None, traffic, network=_network_of(shared)), traffic)
         _in_parallel(lambda c: containers.remove(c, stop_timeout), servers)
         if shared is not None and deployment.endpoint:
             traffic = dict(endpoint.traffic) if endpoint and endpoint.traffic else None
             if traffic is not None:
                 traffic.pop(deployment.name, None)
-            self._configure(shared, deployment.endpoint,
-                            self._backends(deployment.endpoint, None, traffic), traffic)
+            self._configure(shared, deployment.endpoint, self._backends(
+                deployment.endpoint, None, traffic, network=_network_of(shared)), traffic)
         own = self._front(deployment=deployment.name)
         if own is not None:
             self._remove_front(own)
@@ -424,6 +441,35 @@ class ContainerRuntime:
                 pass
             except docker.errors.APIError as exc:
                 log.info("Keeping image %s: %s", image, exc.explanation or exc)
+
+
+def _reload(front_container: Container) -> None:
+    """Reload HAProxy in ``front_container`` and wait for its master to report the outcome
+    (its log says "Loading success" or "Loading failure" after every reload)."""
+    lines = front_container.logs(stream=True, follow=True, tail=0)
+    seen: list[str] = []
+    done = threading.Event()
+
+    def read() -> None:
+        with contextlib.suppress(Exception):
+            for chunk in lines:
+                seen.extend(chunk.decode(errors="replace").splitlines())
+                if any("Loading success" in line or "Loading failure" in line
+                       for line in seen):
+                    break
+        done.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        front_container.kill(signal="SIGUSR2")
+        done.wait(RELOAD_TIMEOUT)
+    finally:
+        lines.close()
+    if not any("Loading success" in line for line in seen):
+        text = "\n".join(seen[-20:]) or "(nothing logged)"
+        raise MlflowException(
+            f"The endpoint's front {front_container.name} did not take its new configuration; "
+            f"it goes on serving the previous one. Its log:\n{text}", INVALID_STATE)
 
 
 def _network_of(container: Container) -> str:

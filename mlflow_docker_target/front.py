@@ -4,7 +4,8 @@ The front owns the endpoint's host port and reaches each deployment's replicas b
 alias on the endpoint's Docker network, through Docker's embedded DNS, so replicas come and go
 without a reload. It sends a request only to replicas whose ``/ping`` answers 200, and retries
 one that a vanishing replica could not answer. A reload (hitless, master-worker mode) is needed
-only when the deployments on the endpoint or their traffic shares change.
+only when the deployments on the endpoint or their traffic shares change; the configuration
+then names the replicas' current addresses, so the new worker can route its first request.
 
 Routing: a request naming a deployment in ``x-mlflow-deployment`` goes to that deployment;
 any other goes to a deployment drawn by weight. A drawn deployment with no ready replica hands
@@ -46,6 +47,9 @@ class Backend:
     deployment: str
     weight: int
     request_timeout: int
+    # the replicas' current addresses on the endpoint's network: a reloaded front starts
+    # with them, as it would otherwise have none until Docker's DNS answers
+    addresses: tuple[str, ...] = ()
 
 
 def weights(deployments: Sequence[str], traffic: Mapping[str, int] | None) -> dict[str, int]:
@@ -81,6 +85,9 @@ def render(endpoint: str, backends: Sequence[Backend]) -> str:
         "    log global",
         "    option httplog",
         "    option dontlog-normal",  # log only errors and retries
+        # on a reload, an idle keep-alive connection is closed after its next answer (which
+        # says so), not at once: a client would lose a request sent as it closed
+        "    option idle-close-on-response",
         "    timeout connect 3s",
         "    timeout client 75s",
         "    timeout http-request 30s",
@@ -110,8 +117,11 @@ def render(endpoint: str, backends: Sequence[Backend]) -> str:
     for backend in backends:
         name = named[backend.deployment]
         value = backend.deployment.replace('"', "")
+        # a worker that a reload is retiring counts no server as usable, but still answers
+        # the last request of each kept connection: it routes as its configuration says
         lines += [f"    acl asked_{name} req.hdr({DEPLOYMENT_HEADER}) -m str {value}",
-                  f"    acl up_{name} nbsrv({name}) gt 0"]
+                  f"    acl up_{name} nbsrv({name}) gt 0",
+                  f"    acl up_{name} stopping"]
     known = "".join(f" !asked_{named[b.deployment]}" for b in backends)
     unknown = _unavailable(f"No deployment of that name on endpoint {endpoint}.", 404)
     lines.append(f"    {unknown} if {{ req.hdr({DEPLOYMENT_HEADER}) -m found }}{known}")
@@ -148,6 +158,11 @@ def render(endpoint: str, backends: Sequence[Backend]) -> str:
             "    http-check expect status 200",
             f"    default-server check inter {CHECK_INTERVAL_MS}ms fall {CHECK_FALL} rise 1 "
             "resolvers docker init-addr none resolve-prefer ipv4",
-            f"    server-template r 1-{MAX_REPLICAS} {alias(backend.deployment)}:{SERVER_PORT}",
         ]
+        host = f"{alias(backend.deployment)}:{SERVER_PORT}"
+        seeds = backend.addresses[:MAX_REPLICAS]
+        lines += [f"    server r{number} {host} init-addr {address}"
+                  for number, address in enumerate(seeds, 1)]
+        if len(seeds) < MAX_REPLICAS:
+            lines.append(f"    server-template r {len(seeds) + 1}-{MAX_REPLICAS} {host}")
     return "\n".join(lines) + "\n"

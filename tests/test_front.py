@@ -39,6 +39,15 @@ def test_own_answers_exclude_every_backend_case() -> None:
     assert "rand(" not in empty and "use_backend" not in empty
 
 
+def test_known_replicas_are_named_by_address_and_the_rest_left_to_dns() -> None:
+    config = render("e", [Backend("a", 1, 60, ("10.0.0.7", "10.0.0.9"))])
+    host = f"{alias('a')}:8080"
+    assert f"server r1 {host} init-addr 10.0.0.7\n    server r2 {host} init-addr 10.0.0.9\n" \
+        f"    server-template r 3-32 {host}\n" in config
+    full = render("e", [Backend("a", 1, 60, tuple(f"10.0.1.{n}" for n in range(40)))])
+    assert "server r32 " in full and "r33" not in full and "server-template" not in full
+
+
 def test_aliases_are_dns_labels() -> None:
     for name in ("fraud", "Fraud.v2", "a_b-c", "x" * 63):
         assert re.fullmatch(r"d-[0-9a-f]{12}", alias(name))
@@ -48,7 +57,7 @@ def test_aliases_are_dns_labels() -> None:
 @pytest.mark.engine
 @pytest.mark.parametrize("backends", [
     [], [Backend("only", 1, 60)], [Backend("v3", 90, 60), Backend("v4", 10, 300),
-                                   Backend('we"ird.name', 0, 1)]])
+                                   Backend('we"ird.name', 0, 1, ("172.18.0.3",))]])
 def test_haproxy_accepts_the_configuration(backends: list[Backend], docker_client,
                                            tmp_path) -> None:
     path = tmp_path / "haproxy.cfg"

@@ -17,8 +17,9 @@ import requests
 from mlflow.deployments import get_deploy_client
 from mlflow.exceptions import MlflowException
 
-from mlflow_docker_target import containers, record
+from mlflow_docker_target import containers, front, record
 from mlflow_docker_target.config import parse_config
+from mlflow_docker_target.container_runtime import _reload, _tar
 from mlflow_docker_target.containers import Spec
 from mlflow_docker_target.engine import connect
 from mlflow_docker_target.image_build import serving_image
@@ -140,6 +141,17 @@ def test_endpoint_with_weighted_traffic(iris_versions, endpoint_name, docker_cli
     print(f"90/10 split over 1000 requests: {dict(counts)}")
     assert 860 <= counts[v1] <= 940  # 90% +- 4 standard deviations
 
+    # every traffic change reloads the front: under load, nothing is lost
+    with SteadyLoad(made["url"], BODY) as load:
+        load.wait_for(20)
+        for shares in ("10,90", "50,50", "90,10"):
+            first, second = shares.split(",")
+            client.update_endpoint(endpoint_name,
+                                   config={"traffic": f"{v1}:{first},{v2}:{second}"})
+            load.wait_for(load.sent + 100)
+    print(f"three traffic changes under load: {load.summary()}")
+    assert load.lost == 0, load.summary()
+
     # predict through the split, and by name from that deployment only
     assert len(client.predict(endpoint=endpoint_name, inputs=FRAME)["predictions"]) == 3
     assert client.predict(v2, FRAME)["predictions"] != client.predict(v1, FRAME)["predictions"]
@@ -171,6 +183,19 @@ def test_endpoint_with_weighted_traffic(iris_versions, endpoint_name, docker_cli
     assert docker_client.containers.list(all=True,
                                          filters={"label": f"{ENDPOINT}={endpoint_name}"}) == []
     assert docker_client.networks.list(filters={"label": f"{ENDPOINT}={endpoint_name}"}) == []
+
+
+def test_front_that_refuses_a_configuration_keeps_the_last_one(endpoint_name,
+                                                              docker_client) -> None:
+    made = get_deploy_client("dockerhost").create_endpoint(endpoint_name)
+    front_container = docker_client.containers.get(f"mlflow-endpoint-{endpoint_name}")
+    front_container.put_archive("/", _tar({front.CONFIG_PATH: b"frontend broken\n  nonsense\n"}))
+    with pytest.raises(MlflowException, match="did not take its new configuration") as caught:
+        _reload(front_container)
+    assert "nonsense" in caught.value.message  # HAProxy's own words about the bad line
+    answer = requests.post(f"{made['url']}/invocations", json=BODY, timeout=10)
+    assert answer.status_code == 503  # the previous configuration: no replica yet
+    assert "No replica of endpoint" in answer.json()["message"]
 
 
 def test_create_with_endpoint_makes_it_and_fixes_its_port(iris_versions, endpoint_name) -> None:

@@ -84,10 +84,12 @@ clean:
 
 # Figures for the closing notes: deployments (cold/warm create, start-to-ready, image size), the
 # server against MLflow's own and a bare FastAPI endpoint under wrk, and local against remote
-# engines (create time, predict latency).
+# engines (create time, predict latency), and what the front costs (through it against a
+# replica's own port; its memory; an update's wall time).
 bench: base-image
 	@command -v wrk >/dev/null || { apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
 	$(BIN)/python -W ignore tests/benchmarks/server.py --rounds 3
 	$(BIN)/python tests/benchmarks/deploy.py
 	$(BIN)/python -W ignore tests/benchmarks/remote.py
+	$(BIN)/python -W ignore tests/benchmarks/endpoints.py

@@ -337,22 +337,45 @@ local path. Aliases and 'latest' are resolved to a version, recorded on the depl
 
 The image builds on the engine with no network: the client resolves wheels for the engine's
 platform with its own pip settings. Base image: -C base_image, else
-${{{config_module.BASE_IMAGE_ENV}}}, else python:<model's major.minor>-slim (pulled, with a log
-line, only if missing).
+${{{config_module.BASE_IMAGE_ENV}}}, else python:<model's major.minor>-slim. Proxy image:
+-C proxy_image, else ${{{config_module.PROXY_IMAGE_ENV}}}, else {config_module.DEFAULT_PROXY_IMAGE}.
+Either is pulled, with a log line, only if the engine lacks it.
 
 Config (-C key=value)
 {config_module.help_text()}
 
 Examples
   mlflow deployments create -t dockerhost --name iris -m models:/iris@champion -C port=8080
-  mlflow deployments update -t dockerhost --name iris -m models:/iris/3
+  mlflow deployments update -t dockerhost --name iris -m models:/iris/3 -C replicas=2
   mlflow deployments get -t dockerhost --name iris
   mlflow deployments list -t dockerhost
   mlflow deployments predict -t dockerhost --name iris --input-path input.json
   mlflow deployments delete -t dockerhost --name iris -C remove_image=true
   mlflow deployments run-local -t dockerhost --name try -m runs:/<run id>/model -C port=5001
 
-Endpoints: POST /invocations (MLflow scoring protocol), GET /ping (ready), GET /health (alive),
-GET /version. An update starts the new container, waits until it is ready, then removes the old
-one; with a fixed -C port the endpoint keeps its port and is down only while the proven new
-image starts on it. A failed update leaves the old container serving."""
+Endpoints that stay put
+  Every deployment is served through a front (HAProxy in its own container) that owns the
+  endpoint's host port for its whole life: updates, engine restarts and replicas come and go
+  behind it. An update starts the new replicas, proves them ready, lets the front take them in,
+  then stops the old ones, which drain; a failed update removes what it started and the current
+  version keeps serving. A request a vanishing replica could not answer is retried on another
+  (bodies up to HAProxy's buffer, 16 kB).
+  Several deployments can share an endpoint, with weighted traffic:
+    mlflow deployments create -t dockerhost --name fraud-v3 -m models:/fraud/3 \\
+        --endpoint fraud -C endpoint_port=8080      # makes the endpoint if it is missing
+    mlflow deployments create -t dockerhost --name fraud-v4 -m models:/fraud/4 --endpoint fraud
+    mlflow deployments update-endpoint -t dockerhost --endpoint fraud \\
+        -C traffic=fraud-v3:90,fraud-v4:10
+    mlflow deployments get-endpoint -t dockerhost --endpoint fraud
+    mlflow deployments predict -t dockerhost --endpoint fraud --input-path in.json  # the split
+    mlflow deployments predict -t dockerhost --name fraud-v4 --input-path in.json   # just v4
+  A request with the header 'x-mlflow-deployment: <name>' goes to that deployment; others are
+  drawn by weight, and a deployment with no ready replica hands its share to the others.
+  MLflow's 'create-endpoint' command fails before reaching any plugin (its --endpoint option
+  does not match the function's argument); use create --endpoint as above, or
+  get_deploy_client("dockerhost").create_endpoint(name, config).
+
+Server routes: POST /invocations (MLflow scoring protocol), GET /ping (ready), GET /health
+(alive), GET /version, GET /metrics. Answers carry x-mlflow-deployment and
+x-mlflow-model-version. Deployments made by versions without fronts stay visible; their first
+update moves them behind a front, on a new port unless -C port is given."""

@@ -128,3 +128,21 @@ def test_endpoint_keys_belong_to_their_commands() -> None:
         parse_config({"traffic": "a:100"}, "create")
     assert parse_config({"port": "8080"}, "create_endpoint").port == 8080
     assert parse_config({"replicas": "3"}, "update").replicas == 3
+
+
+def test_readme_lists_every_key_with_its_commands() -> None:
+    """The README's table is written by hand: it must name each key and the commands it has."""
+    from pathlib import Path
+
+    from mlflow_docker_target.config import KEYS
+
+    rows = {line.split("|")[1].strip(): line.split("|")[2]
+            for line in (Path(__file__).parents[1] / "README.md").read_text().splitlines()
+            if line.startswith("| `")}
+    for key in KEYS:
+        name = "`env.<NAME>`" if key.name == "env" else f"`{key.name}`"
+        row = next((commands for names, commands in rows.items()
+                    if name in names.split(", ")), None)
+        assert row is not None, f"README's config table lacks {name}"
+        listed = {c.strip().replace("-", "_") for c in row.split(",")}
+        assert listed == set(key.commands), (name, listed, set(key.commands))

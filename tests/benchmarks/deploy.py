@@ -28,11 +28,9 @@ from mlflow_docker_target.config import Settings
 from mlflow_docker_target.containers import Spec
 from mlflow_docker_target.demo import register_demo_model
 from mlflow_docker_target.engine import connect
-from mlflow_docker_target.image_build import LABEL
 from mlflow_docker_target.model_fetch import resolve
+from mlflow_docker_target.record import ENVIRONMENT as ENV_LABEL
 from tests.benchmarks.scratch import scratch_registry
-
-ENV_LABEL = f"{LABEL}.environment"
 
 
 def _timed(action) -> tuple[float, object]:

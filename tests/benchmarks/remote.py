@@ -28,12 +28,10 @@ from mlflow.deployments import get_deploy_client
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from mlflow_docker_target.demo import register_demo_model
-from mlflow_docker_target.image_build import LABEL
+from mlflow_docker_target.record import ENVIRONMENT as ENV_LABEL
 from tests.benchmarks.scratch import scratch_registry
 from tests.conftest import IRIS_INPUT
 from tests.remote_engine import remote_engine
-
-ENV_LABEL = f"{LABEL}.environment"
 
 
 def _median_ms(action: Callable[[], object], count: int) -> float:

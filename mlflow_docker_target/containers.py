@@ -257,5 +257,11 @@ def remove(container: Container, stop_timeout: int) -> None:
         return
     except docker.errors.APIError as exc:
         log.warning("Stopping %s failed (%s); removing it by force", container.name, exc)
-    with contextlib.suppress(docker.errors.NotFound):
+    try:
         container.remove(force=True)
+    except docker.errors.NotFound:
+        pass
+    except docker.errors.APIError as exc:
+        # an auto-removed container (run-local) is being removed by the engine already
+        if exc.status_code != 409 or "already in progress" not in str(exc.explanation):
+            raise

@@ -162,8 +162,8 @@ class DockerHostDeploymentClient(BaseDeploymentClient):
             _check_on(found, endpoint)
             with runtime.claim("deployment", name, "delete", _image_of(found)):
                 images = runtime.remove(found, settings.stop_timeout)
-                if settings.remove_image:
-                    runtime.remove_images(images)
+            if settings.remove_image:  # once the claim, made from the same image, is gone
+                runtime.remove_images(images)
 
     def list_deployments(self, endpoint: str | None = None) -> list[dict[str, Any]]:
         engine = self._connect()

@@ -141,7 +141,7 @@ class DockerHostDeploymentClient(BaseDeploymentClient):
                     runtime.remove_images({image} - {r.image for r in current.replicas
                                                      if r.image})
                     raise
-                runtime.remove_images(old_images)
+            runtime.remove_images(old_images)  # once the claim, made from one, is gone
             if current.legacy and current.url != updated.url:
                 log.warning("Deployment %s moved to the new layout: its endpoint is now %s "
                             "(was %s) and stays there from now on.", name, updated.url,

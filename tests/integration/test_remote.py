@@ -32,6 +32,7 @@ from tests.conftest import (
     front_of,
     mlflow_cli,
     mlflow_cli_background,
+    servers,
     wait_for_output,
 )
 from tests.remote_engine import RemoteEngine, cannot_make_namespaces, remote_engine
@@ -128,7 +129,7 @@ def test_cli_session_on_the_remote_engine(remote, remote_name, iris_versions, do
     assert info["model_version"] == "2"
     assert info["endpoint"] == before  # the endpoint stays put
     assert _curl(info["endpoint"]) != EXPECTED
-    assert len(_containers(remote.client(), name)) == 1
+    assert len(servers(remote.client(), name)) == 1
 
     mlflow_cli("deployments", "delete", "-t", target, "--name", name, "-C", "remove_image=true",
                env=env)
@@ -260,7 +261,7 @@ def test_healthy_but_unreachable_port_is_its_own_error(remote, remote_name, iris
     for name, value in tls_env(remote).items():
         monkeypatch.setenv(name, value)
     client = get_deploy_client(f"dockerhost:/{remote.tcp_url}")
-    with pytest.raises(MlflowException, match=r"is healthy on the engine, but http://"
+    with pytest.raises(MlflowException, match=r"is ready on the engine, but http://"
                                               rf"{re.escape(remote.address)}:\d+ cannot be "
                                               r"reached from here.*bind_address"):
         client.create_deployment(remote_name, iris_versions["v1"],

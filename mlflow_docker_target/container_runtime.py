@@ -4,9 +4,11 @@ Each endpoint (a shared one, or a deployment's own) is a user-defined network pl
 (HAProxy) that publishes the endpoint's host port, chosen once and bound explicitly so it
 survives updates and engine restarts. Replicas start on the default bridge, are proven ready
 from inside (``docker exec`` of the image's health check), and only then join the endpoint's
-network under the deployment's alias, so the front never sees a replica that is not ready.
-A rollout waits until the front has checked every new replica, then stops the old ones, whose
-servers drain (``/ping`` answers 503 for a few health checks while in-flight requests finish).
+network under a name of their own (deployment alias and slot number, recorded in a label), so
+the front never sees a replica that is not ready. The front's configuration is rendered from
+what the engine holds and reloaded whenever replicas join or leave. A rollout waits until the
+front has checked every new replica, then stops the old ones, whose servers drain (``/ping``
+answers 503 for a few health checks while in-flight requests finish).
 """
 
 from __future__ import annotations
@@ -157,6 +159,10 @@ class ContainerRuntime:
         replicas = tuple(Replica(c.name, c.status, _health(c), c.labels.get(record.IMAGE))
                          for c in servers)
         config = record.recorded_config(labels, newest.attrs.get("Config", {}).get("Env"))
+        if not legacy and (len(servers) != 1 or "replicas" in config):
+            # scaling adds or stops replicas without relabelling the others: the count of
+            # containers is the replica count
+            config["replicas"] = str(len(servers))
         return Deployment(name, labels, config, replicas, url, endpoint, legacy)
 
     def _front_url(self, container: Container) -> str | None:
@@ -275,39 +281,60 @@ class ContainerRuntime:
         if container.status == "running":
             write(backends)
             _reload(container)
-        write(tuple(dataclasses.replace(b, addresses=()) for b in backends))
+        write(tuple(dataclasses.replace(b, servers=tuple(front.Server(x.slot) for x in b.servers))
+                    for b in backends))
 
     def _backends(self, endpoint: str | None, deployment: str | None,
-                  traffic: Mapping[str, int] | None,
-                  add: Version | None = None, drop: str | None = None,
+                  traffic: Mapping[str, int] | None, add: Version | None = None,
                   network: str | None = None) -> tuple[front.Backend, ...]:
-        """The backends of a front: the deployments on it, with ``add`` and without ``drop``,
-        each with its running replicas' addresses on ``network``."""
+        """The backends of a front: the deployments on it (with ``add``, whose replicas may not
+        exist yet), each with its replicas' slots and their addresses on ``network``."""
         timeouts: dict[str, int] = {}
-        addresses: dict[str, list[str]] = {}
-        servers = (self._servers(endpoint=endpoint) if endpoint
-                   else self._servers(str(deployment)))
-        for container in servers:
+        servers: dict[str, list[front.Server]] = {}
+        found = (self._servers(endpoint=endpoint) if endpoint
+                 else self._servers(str(deployment)))
+        for container in found:
             name = container.labels[record.DEPLOYMENT]
             config = json.loads(container.labels.get(record.CONFIG, "{}"))
             timeouts.setdefault(name, int(config.get("request_timeout")
                                           or Settings().request_timeout))
+            if record.SLOT not in container.labels:
+                continue  # made before fronts: not on the network
             joined = container.attrs["NetworkSettings"]["Networks"].get(network or "") or {}
-            if container.status == "running" and joined.get("IPAddress"):
-                addresses.setdefault(name, []).append(joined["IPAddress"])
+            address = joined.get("IPAddress") if container.status == "running" else None
+            servers.setdefault(name, []).append(
+                front.Server(int(container.labels[record.SLOT]), address or None))
         if add is not None:
             timeouts[add.deployment] = add.settings.request_timeout
-        timeouts.pop(drop or "", None)
         shares = front.weights(sorted(timeouts), traffic)
         return tuple(front.Backend(name, shares[name], timeouts[name],
-                                   tuple(sorted(addresses.get(name, []))))
+                                   tuple(sorted(servers.get(name, []), key=lambda s: s.slot)))
                      for name in sorted(timeouts))
+
+    def _refresh(self, front_container: Container, traffic: Mapping[str, int] | None = None,
+                 keep_traffic: bool = True, claim: bool = True) -> None:
+        """Render the front's configuration from what the engine holds now and reload it.
+
+        ``keep_traffic``: the recorded traffic, else ``traffic``. A shared endpoint's front is
+        refreshed under the endpoint's claim (unless the caller holds it), so two deployments
+        changing at once do not write over each other's replicas.
+        """
+        endpoint = front_container.labels.get(record.ENDPOINT)
+        deployment = front_container.labels.get(record.FRONT_OF)
+        name = str(endpoint or deployment)
+        held = (self.claim("endpoint", name, "update", front_container.attrs["Config"]["Image"],
+                           wait=60) if endpoint and claim else contextlib.nullcontext())
+        with held:
+            if keep_traffic:
+                traffic = _read_state(front_container).get("traffic")
+            self._configure(front_container, name, self._backends(
+                endpoint, deployment, traffic, network=_network_of(front_container)), traffic)
 
     def set_traffic(self, endpoint: Endpoint, traffic: Mapping[str, int]) -> Endpoint:
         container = self._front(endpoint=endpoint.name)
         assert container is not None
-        self._configure(container, endpoint.name, self._backends(
-            endpoint.name, None, traffic, network=_network_of(container)), traffic)
+        # the caller (update-endpoint) holds the endpoint's claim
+        self._refresh(container, traffic, keep_traffic=False, claim=False)
         found = self.endpoint(endpoint.name)
         assert found is not None
         return found
@@ -336,40 +363,17 @@ class ContainerRuntime:
             if found is None:
                 raise MlflowException(f"Endpoint {version.endpoint!r} has no front on "
                                       f"{self.url}; create it with create-endpoint.")
-            endpoint = self.endpoint(version.endpoint)
-            traffic = endpoint.traffic if endpoint else None
-            if current is None:  # a new backend on the shared front
-                with self.claim("endpoint", version.endpoint, "update",
-                                found.attrs["Config"]["Image"], wait=60):
-                    self._configure(found, version.endpoint, self._backends(
-                        version.endpoint, None, traffic, add=version,
-                        network=_network_of(found)), traffic)
-            network = _network_of(found)
+            front_container = found
         elif own_front is None:
-            made_front = self._start_front(
+            front_container = made_front = self._start_front(
                 version.settings, deployment=name,
                 backends=self._backends(None, name, None, add=version))
-            network = _network_of(made_front)
         else:
-            network = _network_of(own_front)
+            front_container = own_front
 
-        started: list[Container] = []
         try:
-            for _ in range(version.settings.replicas):
-                started.append(self._start_replica(version))
-            deadline = time.monotonic() + version.settings.ready_timeout
-            for container in started:
-                self._wait_probe(container, deadline, behind_front=False)
-            for container in started:
-                self.client.networks.get(network).connect(container,
-                                                          aliases=[front.alias(name)])
-            for container in started:
-                self._wait_probe(container, deadline, behind_front=True)
-            url = self._front_url(made_front or own_front or found)
-            if url:
-                containers.check_reachable(url, started[0].name)
+            started = self._add_replicas(version, version.settings.replicas, front_container)
         except BaseException as exc:
-            _in_parallel(lambda c: containers.remove(c, stop_timeout=1), started)
             if made_front is not None:
                 self._remove_front(made_front)
             if current is not None and isinstance(exc, MlflowException):
@@ -379,13 +383,72 @@ class ContainerRuntime:
         if current is not None:
             old = [c for c in self._servers(name) if c.id not in {s.id for s in started}]
             _in_parallel(lambda c: containers.remove(c, version.settings.stop_timeout), old)
+            self._refresh(front_container)
         found_now = self.find(name)
         assert found_now is not None
         return found_now
 
-    def _start_replica(self, version: Version) -> Container:
+    def scale(self, version: Version, current: Deployment) -> Deployment:
+        name = version.deployment
+        servers = self._servers(name)
+        wanted = version.settings.replicas
+        if wanted > len(servers):
+            front_container = (self._front(endpoint=current.endpoint) if current.endpoint
+                               else self._front(deployment=name))
+            if front_container is None:
+                raise MlflowException(f"Deployment {name!r} has no front on {self.url}; "
+                                      "update it with -m to move it behind one.", INVALID_STATE)
+            try:
+                self._add_replicas(version, wanted - len(servers), front_container)
+            except MlflowException as exc:
+                raise MlflowException(f"{exc.message}\nThe deployment's replicas keep serving.",
+                                      exc.error_code) from exc
+        elif wanted < len(servers):  # the oldest go first; each drains
+            _in_parallel(lambda c: containers.remove(c, version.settings.stop_timeout),
+                         servers[wanted:])
+            own = self._front(endpoint=current.endpoint) if current.endpoint else \
+                self._front(deployment=name)
+            if own is not None:
+                self._refresh(own)
+        found = self.find(name)
+        assert found is not None
+        return found
+
+    def _add_replicas(self, version: Version, count: int,
+                      front_container: Container) -> list[Container]:
+        """Start ``count`` replicas of ``version`` in free slots, prove each ready, join them
+        to the front's network under their own names, reload the front with them and wait until
+        it has checked them; on failure, remove them all and raise."""
+        name = version.deployment
+        used = {int(c.labels[record.SLOT]) for c in self._servers(name)
+                if record.SLOT in c.labels}
+        slots = [n for n in range(1, len(used) + count + 1) if n not in used][:count]
+        started: list[Container] = []
+        try:
+            for slot in slots:
+                started.append(self._start_replica(version, slot))
+            deadline = time.monotonic() + version.settings.ready_timeout
+            for container in started:
+                self._wait_probe(container, deadline, behind_front=False)
+            network = self.client.networks.get(_network_of(front_container))
+            for slot, container in zip(slots, started, strict=True):
+                network.connect(container, aliases=[front.server_name(name, slot)])
+            self._refresh(front_container)
+            for container in started:
+                self._wait_probe(container, deadline, behind_front=True)
+            url = self._front_url(front_container)
+            if url:
+                containers.check_reachable(url, started[0].name)
+        except BaseException:
+            _in_parallel(lambda c: containers.remove(c, stop_timeout=1), started)
+            with contextlib.suppress(Exception):  # their server lines go too
+                self._refresh(front_container)
+            raise
+        return started
+
+    def _start_replica(self, version: Version, slot: int) -> Container:
         spec = Spec(version.deployment, version.image, version.model, version.config,
-                    version.settings, __version__, endpoint=version.endpoint)
+                    version.settings, __version__, endpoint=version.endpoint, slot=slot)
         return containers.start(self.engine, spec, publish=False)
 
     def _wait_probe(self, container: Container, deadline: float, behind_front: bool) -> None:
@@ -413,20 +476,15 @@ class ContainerRuntime:
         servers = self._servers(deployment.name)
         images = {c.labels.get(record.IMAGE) or "" for c in servers} - {""}
         shared = self._front(endpoint=deployment.endpoint) if deployment.endpoint else None
-        if shared is not None and deployment.endpoint:
-            endpoint = self.endpoint(deployment.endpoint)
-            traffic = dict(endpoint.traffic) if endpoint and endpoint.traffic else None
-            if traffic is not None:  # its share goes to the others before its replicas drain
-                traffic[deployment.name] = 0
-            self._configure(shared, deployment.endpoint, self._backends(
-                deployment.endpoint, None, traffic, network=_network_of(shared)), traffic)
+        traffic = _read_state(shared).get("traffic") if shared is not None else None
+        if shared is not None and traffic is not None:
+            # its share goes to the others before its replicas drain
+            self._refresh(shared, {**traffic, deployment.name: 0}, keep_traffic=False)
         _in_parallel(lambda c: containers.remove(c, stop_timeout), servers)
-        if shared is not None and deployment.endpoint:
-            traffic = dict(endpoint.traffic) if endpoint and endpoint.traffic else None
+        if shared is not None:
             if traffic is not None:
-                traffic.pop(deployment.name, None)
-            self._configure(shared, deployment.endpoint, self._backends(
-                deployment.endpoint, None, traffic, network=_network_of(shared)), traffic)
+                traffic = {k: v for k, v in traffic.items() if k != deployment.name}
+            self._refresh(shared, traffic, keep_traffic=False)
         own = self._front(deployment=deployment.name)
         if own is not None:
             self._remove_front(own)

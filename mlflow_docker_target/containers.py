@@ -55,12 +55,15 @@ class Spec:
     plugin_version: str
     local_run: bool = False
     endpoint: str | None = None
+    slot: int | None = None  # behind a front
 
     def labels(self) -> dict[str, str]:
         labels = record.server_labels(self.deployment, self.image, self.model, self.config,
                                       self.plugin_version, self.endpoint)
         if self.local_run:
             labels[record.LOCAL_RUN] = "true"
+        if self.slot is not None:
+            labels[record.SLOT] = str(self.slot)
         return labels
 
     def environment(self) -> dict[str, str]:

@@ -19,7 +19,7 @@ from mlflow.protos.databricks_pb2 import (
 )
 
 from mlflow_docker_target import config as config_module
-from mlflow_docker_target import model_fetch
+from mlflow_docker_target import model_fetch, record
 from mlflow_docker_target.config import Settings, normalize, parse_config
 from mlflow_docker_target.container_runtime import ContainerRuntime
 from mlflow_docker_target.containers import check_name
@@ -131,6 +131,13 @@ class DockerHostDeploymentClient(BaseDeploymentClient):
                         INVALID_PARAMETER_VALUE)
                 raw = {**recorded, **given}
                 settings = parse_config(raw, "update")
+                if _only_scales(model_uri, current, given):
+                    version = Version(name, current.labels[record.IMAGE], current.model, raw,
+                                      settings, current.endpoint)
+                    scaled = runtime.scale(version, current)
+                    log.info("Deployment %s now has %s replicas ready", name,
+                             scaled.describe()["replicas"])
+                    return {**scaled.describe(), "flavor": flavor}
                 ref = model_fetch.resolve(model_uri) if model_uri else current.model
                 image, ref = serving_image(engine, name, ref, settings)
                 version = Version(name, image, ref, raw, settings, current.endpoint)
@@ -307,6 +314,15 @@ def _check_on(found: Deployment, endpoint: str | None) -> None:
         raise MlflowException(
             f"Deployment {found.name!r} is on {where}, not on endpoint {endpoint!r}; a "
             "deployment stays on the endpoint it was created on.", INVALID_PARAMETER_VALUE)
+
+
+def _only_scales(model_uri: str | None, current: Deployment, given: dict[str, str]) -> bool:
+    """Whether an update changes the number of replicas and nothing else, so the replicas
+    that serve keep serving instead of being rolled over."""
+    changed = {k for k, v in given.items()
+               if k not in record.NOT_RECORDED and current.config.get(k) != v}
+    return (model_uri is None and not current.legacy and changed == {"replicas"}
+            and record.IMAGE in current.labels)
 
 
 def _image_of(found: Deployment) -> str:

@@ -1,11 +1,14 @@
 """The HAProxy configuration of an endpoint's front.
 
-The front owns the endpoint's host port and reaches each deployment's replicas by a network
-alias on the endpoint's Docker network, through Docker's embedded DNS, so replicas come and go
-without a reload. It sends a request only to replicas whose ``/ping`` answers 200, and retries
-one that a vanishing replica could not answer. A reload (hitless, master-worker mode) is needed
-only when the deployments on the endpoint or their traffic shares change; the configuration
-then names the replicas' current addresses, so the new worker can route its first request.
+The front owns the endpoint's host port and reaches each replica by a name of its own on the
+endpoint's Docker network (its deployment's alias and its slot number), one server line per
+replica. Each server follows its name through Docker's embedded DNS, so a replica that restarts
+elsewhere (an engine restart) is found again; one name per server means a replica that goes away
+never moves the others (a shared name with several addresses makes HAProxy reshuffle them and cut
+the streams of healthy replicas). The front sends a request only to replicas whose ``/ping``
+answers 200, and retries one that a vanishing replica could not answer. Replicas joining or
+leaving, and traffic changes, reload it (hitless, master-worker mode); the configuration read at
+a reload names the replicas' current addresses, so the new worker can route its first request.
 
 Routing: a request naming a deployment in ``x-mlflow-deployment`` goes to that deployment;
 any other goes to a deployment drawn by weight. A drawn deployment with no ready replica hands
@@ -26,7 +29,6 @@ FRONT_PORT = 8080  # inside the front container; non-root images can bind it
 SERVER_PORT = 8080  # the serving containers'
 DEPLOYMENT_HEADER = "x-mlflow-deployment"
 FRONT_HEADER = "x-mlflow-front"  # on the front's health checks: the server notes it was seen
-MAX_REPLICAS = 32
 CHECK_INTERVAL_MS = 500
 CHECK_FALL = 2  # a draining replica is out after this many failed checks
 # How long a stopping replica answers /ping with 503 before it shuts down: out of rotation
@@ -40,6 +42,21 @@ def alias(deployment: str) -> str:
     return "d-" + hashlib.sha256(deployment.encode()).hexdigest()[:12]
 
 
+def server_name(deployment: str, slot: int) -> str:
+    """The network alias of one replica: the one name its server line follows."""
+    return f"{alias(deployment)}-{slot}"
+
+
+@dataclass(frozen=True)
+class Server:
+    """One replica behind the front."""
+
+    slot: int
+    # its current address on the endpoint's network, if known: a reloaded front starts with
+    # it, as it would otherwise have none until Docker's DNS answers
+    address: str | None = None
+
+
 @dataclass(frozen=True)
 class Backend:
     """One deployment as the front sees it."""
@@ -47,9 +64,7 @@ class Backend:
     deployment: str
     weight: int
     request_timeout: int
-    # the replicas' current addresses on the endpoint's network: a reloaded front starts
-    # with them, as it would otherwise have none until Docker's DNS answers
-    addresses: tuple[str, ...] = ()
+    servers: tuple[Server, ...] = ()
 
 
 def weights(deployments: Sequence[str], traffic: Mapping[str, int] | None) -> dict[str, int]:
@@ -88,7 +103,8 @@ def render(endpoint: str, backends: Sequence[Backend]) -> str:
         # on a reload, an idle keep-alive connection is closed after its next answer (which
         # says so), not at once: a client would lose a request sent as it closed
         "    option idle-close-on-response",
-        "    timeout connect 3s",
+        # a replica that vanished mid-connect (killed) gets no answer: try another soon
+        "    timeout connect 1s",
         "    timeout client 75s",
         "    timeout http-request 30s",
         "    timeout http-keep-alive 60s",
@@ -159,10 +175,8 @@ def render(endpoint: str, backends: Sequence[Backend]) -> str:
             f"    default-server check inter {CHECK_INTERVAL_MS}ms fall {CHECK_FALL} rise 1 "
             "resolvers docker init-addr none resolve-prefer ipv4",
         ]
-        host = f"{alias(backend.deployment)}:{SERVER_PORT}"
-        seeds = backend.addresses[:MAX_REPLICAS]
-        lines += [f"    server r{number} {host} init-addr {address}"
-                  for number, address in enumerate(seeds, 1)]
-        if len(seeds) < MAX_REPLICAS:
-            lines.append(f"    server-template r {len(seeds) + 1}-{MAX_REPLICAS} {host}")
+        for server in backend.servers:
+            seed = f" init-addr {server.address}" if server.address else ""
+            lines.append(f"    server s{server.slot} "
+                         f"{server_name(backend.deployment, server.slot)}:{SERVER_PORT}{seed}")
     return "\n".join(lines) + "\n"

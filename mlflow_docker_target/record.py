@@ -22,6 +22,7 @@ DEPLOYMENT = f"{LABEL}.deployment"
 ROLE = f"{LABEL}.role"  # server, front or lock; containers made before roles have none
 ENDPOINT = f"{LABEL}.endpoint"  # a shared endpoint: on its front and on its deployments' servers
 FRONT_OF = f"{LABEL}.front-of"  # the deployment a private front belongs to
+SLOT = f"{LABEL}.slot"  # a replica's number behind its front: its server line and network alias
 PORT = f"{LABEL}.port"  # the host port a front publishes, chosen once
 HOST_ADDRESS = f"{LABEL}.host-address"
 LOCK = f"{LABEL}.lock"

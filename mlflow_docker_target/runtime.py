@@ -8,7 +8,6 @@ nothing lost", however the runtime does it.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -71,7 +70,7 @@ class Deployment:
             "image": labels.get(record.IMAGE),
             "container": newest.name if newest else None,
             "containers": [r.name for r in self.replicas],
-            "config": record.redacted(json.loads(labels.get(record.CONFIG, "{}"))),
+            "config": record.redacted(self.config),
             "plugin_version": labels.get(record.PLUGIN_VERSION),
             "layout": "legacy (one container, no front)" if self.legacy else "front",
         }
@@ -137,6 +136,11 @@ class Runtime(Protocol):
 
         On failure what was started is removed and ``current`` keeps serving.
         """
+
+    def scale(self, version: Version, current: Deployment) -> Deployment:
+        """Bring ``current`` to ``version.settings.replicas`` replicas of the version it serves:
+        new ones take traffic once ready, surplus ones (the oldest) drain. Nothing else
+        restarts; on failure the new ones are removed."""
 
     def remove(self, deployment: Deployment, stop_timeout: int) -> set[str]:
         """Drain and remove the deployment (and its own front); returns its images."""

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from mlflow_docker_target.front import Backend, alias, render, weights
+from mlflow_docker_target.front import Backend, Server, alias, render, server_name, weights
 
 
 def test_even_split_until_traffic_is_set_then_zero_for_newcomers() -> None:
@@ -26,7 +26,7 @@ def test_weighted_draw_covers_each_share_once() -> None:
         ("v3", 0, 90), ("v4", 90, 100)]
     # a deployment with weight 0 is still reachable by name, and as the last fallback
     assert f"use_backend d_{alias('v5')[2:]} if asked_d_{alias('v5')[2:]}" in config
-    assert config.rstrip().endswith(f"server-template r 1-32 {alias('v5')}:8080")
+    assert "    server s" not in config  # no replica yet
     assert "timeout server 65s" in config and "timeout server 10s" in config
 
 
@@ -39,13 +39,11 @@ def test_own_answers_exclude_every_backend_case() -> None:
     assert "rand(" not in empty and "use_backend" not in empty
 
 
-def test_known_replicas_are_named_by_address_and_the_rest_left_to_dns() -> None:
-    config = render("e", [Backend("a", 1, 60, ("10.0.0.7", "10.0.0.9"))])
-    host = f"{alias('a')}:8080"
-    assert f"server r1 {host} init-addr 10.0.0.7\n    server r2 {host} init-addr 10.0.0.9\n" \
-        f"    server-template r 3-32 {host}\n" in config
-    full = render("e", [Backend("a", 1, 60, tuple(f"10.0.1.{n}" for n in range(40)))])
-    assert "server r32 " in full and "r33" not in full and "server-template" not in full
+def test_each_replica_has_a_server_line_following_its_own_name() -> None:
+    config = render("e", [Backend("a", 1, 60, (Server(1, "10.0.0.7"), Server(3)))])
+    assert (f"    server s1 {server_name('a', 1)}:8080 init-addr 10.0.0.7\n"
+            f"    server s3 {server_name('a', 3)}:8080\n") in config
+    assert "server-template" not in config and "init-addr none" in config
 
 
 def test_aliases_are_dns_labels() -> None:
@@ -57,7 +55,8 @@ def test_aliases_are_dns_labels() -> None:
 @pytest.mark.engine
 @pytest.mark.parametrize("backends", [
     [], [Backend("only", 1, 60)], [Backend("v3", 90, 60), Backend("v4", 10, 300),
-                                   Backend('we"ird.name', 0, 1, ("172.18.0.3",))]])
+                                   Backend('we"ird.name', 0, 1,
+                                           (Server(1, "172.18.0.3"), Server(2)))]])
 def test_haproxy_accepts_the_configuration(backends: list[Backend], docker_client,
                                            tmp_path) -> None:
     path = tmp_path / "haproxy.cfg"

@@ -111,7 +111,37 @@ def test_killing_one_of_two_replicas_under_load(iris_versions, deployment_name,
         sent = load.sent
         load.wait_for(sent + 500)
     print(f"docker kill of one of two replicas: {load.summary()}")
+    # The front retries what the killed replica had not begun to answer; an answer it had
+    # begun writing (headers sent, body not) cannot be retried. With 4 clients that is at most
+    # the 2 or so requests it held at the instant of the kill, never an outage.
+    assert load.lost <= 2, load.summary()
+    assert not [s for s in load.statuses if s != 200], load.summary()
+    assert load.sent >= sent + 500
+
+
+def test_scaling_keeps_the_serving_replicas_and_loses_nothing(iris_versions, deployment_name,
+                                                              docker_client) -> None:
+    client = get_deploy_client("dockerhost")
+    created = client.create_deployment(deployment_name, iris_versions["v1"])
+    first = servers(docker_client, deployment_name)[0]
+    with SteadyLoad(created["endpoint"], BODY) as load:
+        load.wait_for(20)
+        up = client.update_deployment(deployment_name, config={"replicas": "3"})
+        load.wait_for(load.sent + 100)
+        down = client.update_deployment(deployment_name, config={"replicas": "1"})
+        load.wait_for(load.sent + 100)
+    print(f"scale 1 -> 3 -> 1 under load: {load.summary()}")
     assert load.lost == 0, load.summary()
+    assert up["replicas"] == "3/3" and up["config"]["replicas"] == "3"
+    assert down["replicas"] == "1/1" and down["config"]["replicas"] == "1"
+    assert up["endpoint"] == down["endpoint"] == created["endpoint"]
+    left = servers(docker_client, deployment_name)
+    assert len(left) == 1 and left[0].id != first.id  # the oldest went first
+    # the next rollout keeps the count the engine holds, not the one first recorded
+    client.update_deployment(deployment_name, config={"replicas": "2"})
+    client.update_deployment(deployment_name, iris_versions["v2"])
+    assert len(servers(docker_client, deployment_name)) == 2
+    assert client.get_deployment(deployment_name)["model_version"] == "2"
 
 
 def test_endpoint_with_weighted_traffic(iris_versions, endpoint_name, docker_client) -> None:

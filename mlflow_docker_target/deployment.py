@@ -374,8 +374,9 @@ Endpoints that stay put
   endpoint's host port for its whole life: updates, engine restarts and replicas come and go
   behind it. An update starts the new replicas, proves them ready, lets the front take them in,
   then stops the old ones, which drain; a failed update removes what it started and the current
-  version keeps serving. A request a vanishing replica could not answer is retried on another
-  (bodies up to HAProxy's buffer, 16 kB).
+  version keeps serving. An update that changes only -C replicas scales instead: new replicas
+  join once ready, or the oldest drain and go. A request a vanishing replica could not answer is
+  retried on another (bodies up to HAProxy's buffer, 16 kB).
   Several deployments can share an endpoint, with weighted traffic:
     mlflow deployments create -t dockerhost --name fraud-v3 -m models:/fraud/3 \\
         --endpoint fraud -C endpoint_port=8080      # makes the endpoint if it is missing

@@ -13,6 +13,7 @@ answers 503 for a few health checks while in-flight requests finish).
 
 from __future__ import annotations
 
+import calendar
 import contextlib
 import dataclasses
 import io
@@ -20,7 +21,6 @@ import json
 import logging
 import secrets
 import tarfile
-import threading
 import time
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -503,31 +503,44 @@ class ContainerRuntime:
 
 def _reload(front_container: Container) -> None:
     """Reload HAProxy in ``front_container`` and wait for its master to report the outcome
-    (its log says "Loading success" or "Loading failure" after every reload)."""
-    lines = front_container.logs(stream=True, follow=True, tail=0)
-    seen: list[str] = []
-    done = threading.Event()
+    (its log says "Loading success" or "Loading failure" after every reload).
 
-    def read() -> None:
-        with contextlib.suppress(Exception):
-            for chunk in lines:
-                seen.extend(chunk.decode(errors="replace").splitlines())
-                if any("Loading success" in line or "Loading failure" in line
-                       for line in seen):
-                    break
-        done.set()
+    The log is polled (no follow stream: over ssh each open stream holds one of the server's
+    few sessions), keeping only lines stamped after the last one before the signal.
+    """
+    last = front_container.logs(tail=1, timestamps=True).splitlines()
+    mark = _stamp(last[-1]) if last else None
+    since = calendar.timegm(time.strptime(mark[0], "%Y-%m-%dT%H:%M:%S")) if mark else None
+    # Not `docker kill -s USR2`: the engine then counts the front as stopped by hand, and an
+    # unless-stopped front would stay down after an engine restart. The init process (PID 1)
+    # passes the signal on to HAProxy's master.
+    signalled = front_container.exec_run(["sh", "-c", "kill -USR2 1"])
+    if signalled.exit_code != 0:
+        raise MlflowException(f"Could not signal the front {front_container.name} to reload: "
+                              f"{signalled.output.decode(errors='replace').strip()}",
+                              INVALID_STATE)
+    deadline = time.monotonic() + RELOAD_TIMEOUT
+    while True:
+        fresh = [line.split(b" ", 1)[-1].decode(errors="replace")
+                 for line in front_container.logs(timestamps=True, since=since).splitlines()
+                 if mark is None or _stamp(line) > mark]
+        if any("Loading success" in line for line in fresh):
+            return
+        if any("Loading failure" in line for line in fresh) or time.monotonic() > deadline:
+            text = "\n".join(fresh[-20:]) or "(nothing logged)"
+            raise MlflowException(
+                f"The endpoint's front {front_container.name} did not take its new "
+                f"configuration; it goes on serving the previous one. Its log:\n{text}",
+                INVALID_STATE)
+        time.sleep(0.05)
 
-    threading.Thread(target=read, daemon=True).start()
-    try:
-        front_container.kill(signal="SIGUSR2")
-        done.wait(RELOAD_TIMEOUT)
-    finally:
-        lines.close()
-    if not any("Loading success" in line for line in seen):
-        text = "\n".join(seen[-20:]) or "(nothing logged)"
-        raise MlflowException(
-            f"The endpoint's front {front_container.name} did not take its new configuration; "
-            f"it goes on serving the previous one. Its log:\n{text}", INVALID_STATE)
+
+def _stamp(line: bytes) -> tuple[str, str]:
+    """The engine's timestamp of a log line, comparable: RFC 3339 drops trailing zeros of
+    the nanoseconds, so the fraction is padded back to nine digits."""
+    stamp = line.split(b" ", 1)[0].decode(errors="replace").rstrip("Z")
+    seconds, _, fraction = stamp.partition(".")
+    return seconds, fraction.ljust(9, "0")
 
 
 def _network_of(container: Container) -> str:

@@ -87,7 +87,8 @@ def main() -> None:
 
     scratch_registry("bench-remote-")
     rows = []
-    with remote_engine([os.environ["MLFLOW_DOCKERHOST_BASE_IMAGE"]]) as remote:
+    with remote_engine([os.environ["MLFLOW_DOCKERHOST_BASE_IMAGE"],
+                        os.environ["MLFLOW_DOCKERHOST_PROXY_IMAGE"]]) as remote:
         rows.append(("local (unix socket)", measure("dockerhost", args.creates, args.requests)))
         os.environ.update({"DOCKER_TLS_VERIFY": "1", "DOCKER_CERT_PATH": str(remote.certs)})
         rows.append(("remote, tcp+TLS", measure(f"dockerhost:/{remote.tcp_url}", args.creates,

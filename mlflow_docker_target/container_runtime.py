@@ -135,6 +135,10 @@ class ContainerRuntime:
         fronts = [c for c in found if c.labels.get(record.ROLE) == record.FRONT]
         return fronts[0] if fronts else None
 
+    def _front_of(self, deployment: str, endpoint: str | None) -> Container | None:
+        """The front a deployment is served through: its endpoint's, else its own."""
+        return self._front(endpoint=endpoint) if endpoint else self._front(deployment=deployment)
+
     def find(self, name: str) -> Deployment | None:
         servers = self._servers(name)
         return self._deployment(name, servers) if servers else None
@@ -154,7 +158,7 @@ class ContainerRuntime:
         if legacy:
             url = containers.published_url(self.engine, newest)
         else:
-            found = self._front(endpoint=endpoint) if endpoint else self._front(deployment=name)
+            found = self._front_of(name, endpoint)
             url = self._front_url(found) if found else None
         replicas = tuple(Replica(c.name, c.status, _health(c), c.labels.get(record.IMAGE))
                          for c in servers)
@@ -392,9 +396,8 @@ class ContainerRuntime:
         name = version.deployment
         servers = self._servers(name)
         wanted = version.settings.replicas
+        front_container = self._front_of(name, current.endpoint)
         if wanted > len(servers):
-            front_container = (self._front(endpoint=current.endpoint) if current.endpoint
-                               else self._front(deployment=name))
             if front_container is None:
                 raise MlflowException(f"Deployment {name!r} has no front on {self.url}; "
                                       "update it with -m to move it behind one.", INVALID_STATE)
@@ -406,10 +409,8 @@ class ContainerRuntime:
         elif wanted < len(servers):  # the oldest go first; each drains
             _in_parallel(lambda c: containers.remove(c, version.settings.stop_timeout),
                          servers[wanted:])
-            own = self._front(endpoint=current.endpoint) if current.endpoint else \
-                self._front(deployment=name)
-            if own is not None:
-                self._refresh(own)
+            if front_container is not None:
+                self._refresh(front_container)
         found = self.find(name)
         assert found is not None
         return found

@@ -134,10 +134,10 @@ class DockerHostDeploymentClient(BaseDeploymentClient):
                 if _only_scales(model_uri, current, given):
                     version = Version(name, current.labels[record.IMAGE], current.model, raw,
                                       settings, current.endpoint)
-                    scaled = runtime.scale(version, current)
+                    described = runtime.scale(version, current).describe()
                     log.info("Deployment %s now has %s replicas ready", name,
-                             scaled.describe()["replicas"])
-                    return {**scaled.describe(), "flavor": flavor}
+                             described["replicas"])
+                    return {**described, "flavor": flavor}
                 ref = model_fetch.resolve(model_uri) if model_uri else current.model
                 image, ref = serving_image(engine, name, ref, settings)
                 version = Version(name, image, ref, raw, settings, current.endpoint)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 import subprocess
 import sys
 import threading
@@ -26,6 +27,13 @@ LABEL = "io.mlflow.dockerhost.deployment"
 ROLE = "io.mlflow.dockerhost.role"
 FRONT_OF = "io.mlflow.dockerhost.front-of"
 ENDPOINT = "io.mlflow.dockerhost.endpoint"
+
+
+def free_port() -> int:
+    """A host port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def servers(client: docker.DockerClient, name: str) -> list:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 import signal
-import socket
 from pathlib import Path
 
 import docker
@@ -19,6 +18,7 @@ from mlflow.exceptions import MlflowException
 from tests.conftest import (
     IRIS_COLUMNS,
     IRIS_INPUT,
+    free_port,
     mlflow_cli,
     mlflow_cli_background,
     servers,
@@ -39,12 +39,6 @@ def _curl(endpoint: str) -> list:
                              timeout=30)
     assert response.status_code == 200, response.text
     return response.json()["predictions"]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_cli_session(iris_versions, deployment_name, docker_client, tmp_path: Path) -> None:
@@ -91,7 +85,7 @@ def test_cli_session(iris_versions, deployment_name, docker_client, tmp_path: Pa
 
 def test_python_api_with_fixed_port(iris_versions, deployment_name, docker_client) -> None:
     client = get_deploy_client("dockerhost")
-    port = _free_port()
+    port = free_port()
     created = client.create_deployment(deployment_name, iris_versions["v1"],
                                        config={"port": port, "workers": 1, "memory": "1g"})
     assert created["name"] == deployment_name
@@ -162,7 +156,7 @@ def test_failed_create_leaves_nothing(failing_model, deployment_name, docker_cli
 def test_failed_update_keeps_old_serving(iris_versions, failing_model, deployment_name,
                                          docker_client, fixed_port: bool) -> None:
     client = get_deploy_client("dockerhost")
-    config = {"port": str(_free_port())} if fixed_port else {}
+    config = {"port": str(free_port())} if fixed_port else {}
     created = client.create_deployment(deployment_name, iris_versions["v1"], config=config)
     with pytest.raises(MlflowException, match="keeps serving"):
         client.update_deployment(deployment_name, failing_model)
@@ -216,7 +210,7 @@ def test_predict_error_carries_server_message(iris_versions, deployment_name) ->
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_run_local_serves_until_signalled(iris_versions, deployment_name, docker_client,
                                           signum: int) -> None:
-    port = _free_port()
+    port = free_port()
     # SIGINT ignored at start, as a shell does for background jobs: run-local must still stop.
     process, lines = mlflow_cli_background(
         "deployments", "run-local", "-t", "dockerhost", "--name", deployment_name, "-m",

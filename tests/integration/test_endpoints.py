@@ -28,6 +28,7 @@ from tests.conftest import (
     ENDPOINT,
     IRIS_INPUT,
     LABEL,
+    free_port,
     mlflow_cli,
     remove_leftovers,
     servers,
@@ -36,14 +37,6 @@ from tests.steady_load import SteadyLoad
 
 BODY = {"dataframe_split": IRIS_INPUT}
 FRAME = pd.DataFrame(IRIS_INPUT["data"], columns=IRIS_INPUT["columns"])
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
@@ -62,7 +55,7 @@ def test_update_under_steady_load_loses_nothing(iris_versions, deployment_name, 
     client = get_deploy_client("dockerhost")
     config = {"replicas": str(replicas)}
     if fixed_port:
-        config["port"] = str(_free_port())
+        config["port"] = str(free_port())
     created = client.create_deployment(deployment_name, iris_versions["v1"], config=config)
     assert created["replicas"] == f"{replicas}/{replicas}"
     url = created["endpoint"]
@@ -146,7 +139,7 @@ def test_scaling_keeps_the_serving_replicas_and_loses_nothing(iris_versions, dep
 
 def test_endpoint_with_weighted_traffic(iris_versions, endpoint_name, docker_client) -> None:
     client = get_deploy_client("dockerhost")
-    port = _free_port()
+    port = free_port()
     made = client.create_endpoint(endpoint_name, config={"port": str(port)})
     assert made["url"] == f"http://127.0.0.1:{port}"
     v1, v2 = f"{endpoint_name}-v1", f"{endpoint_name}-v2"
@@ -230,7 +223,7 @@ def test_front_that_refuses_a_configuration_keeps_the_last_one(endpoint_name,
 
 def test_create_with_endpoint_makes_it_and_fixes_its_port(iris_versions, endpoint_name) -> None:
     client = get_deploy_client("dockerhost")
-    port = _free_port()
+    port = free_port()
     name = f"{endpoint_name}-a"
     created = client.create_deployment(name, iris_versions["v1"], endpoint=endpoint_name,
                                        config={"endpoint_port": str(port)})
@@ -318,7 +311,7 @@ def test_deployment_made_before_fronts_stays_visible_and_moves_on_update(
 
 def test_run_local_container_goes_with_the_engine_even_if_the_client_is_killed(
         iris_versions, deployment_name, docker_client) -> None:
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "mlflow", "deployments", "run-local", "-t",
                                 "dockerhost", "--name", deployment_name, "-m",
                                 iris_versions["v1"], "-C", f"port={port}"],

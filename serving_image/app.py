@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import hmac
 import json
 import logging
 import os
@@ -20,18 +19,22 @@ import traceback
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
+from fastapi_offline import FastAPIOffline
 from starlette.routing import Route
 
 from serving_image import __version__, metrics
-from serving_image.batching import Batcher
-from serving_image.fast_path import FastPath
+from serving_image.auth import BearerAuth
+from serving_image.batching import Batcher, Input
+from serving_image.fast_path import INLINE_BODY, FastPath
 from serving_image.openapi import invocations_operation, request_body
+from serving_image.predictor import Busy, DeadlineExceeded, Predictor
 from serving_image.readiness import READY_DIR_ENV, STARTUP_FAILURE, Readiness
 from serving_image.settings import ServerSettings
 
@@ -54,6 +57,7 @@ class ModelState:
     """The loaded model, set once by the loader thread."""
 
     readiness: Readiness
+    predictor: Predictor
     model: Any = None
     input_schema: Any = None
     fast_path: FastPath | None = None
@@ -88,7 +92,7 @@ def load_model(settings: ServerSettings, state: ModelState) -> None:
         state.model, state.input_schema = load_and_warm(settings.model_path)
         state.fast_path = FastPath.for_model(state.model)
         if state.fast_path and settings.batch_max_size > 1:
-            state.batcher = Batcher(state.fast_path.predict_input, settings.batch_max_size,
+            state.batcher = Batcher(partial(_predict, state), settings.batch_max_size,
                                     settings.batch_max_wait_ms / 1000)
     except BaseException:
         log.error("Loading the model from %s failed:\n%s", settings.model_path,
@@ -105,8 +109,10 @@ def load_model(settings: ServerSettings, state: ModelState) -> None:
     metrics.MODEL_LOAD.set(seconds)
     state.ready.set()
     state.readiness.mark_ready()
+    fast = state.fast_path
     log.info("Model loaded and warmed in %.2f s%s", seconds,
-             " (numeric tabular fast path on)" if state.fast_path else "")
+             "" if fast is None else " (numeric tabular fast path on; "
+             + ("cheap calls on the event loop)" if fast.cost else "on predict threads)"))
 
 
 async def read_body(request: Request, limit: int) -> bytes | None:
@@ -139,37 +145,51 @@ def _prediction_count(response: str) -> int:
     return len(predictions) if isinstance(predictions, list) else 1
 
 
-async def _fast_answer(state: ModelState, content_type: str, body: bytes) -> tuple[str, int] | None:
+async def _predict(state: ModelState, model_input: Input, deadline: float) -> Any:
+    """The fast path's predictions: on the event loop when known to be cheap, else on a
+    predict thread."""
+    fast = state.fast_path
+    assert fast is not None
+    if fast.cheap(len(model_input)):
+        return fast.predict_input(model_input)
+    return await state.predictor.run(fast.predict_input, model_input, deadline=deadline)
+
+
+async def _fast_answer(state: ModelState, content_type: str, body: bytes,
+                       deadline: float) -> tuple[str, int] | None:
     """The fast path's answer (batched when configured), or ``None`` to take MLflow's path."""
-    assert state.fast_path is not None
+    fast = state.fast_path
+    assert fast is not None
     try:
-        model_input = state.fast_path.prepare(content_type, body)
+        if len(body) <= INLINE_BODY:
+            model_input = fast.prepare(content_type, body)
+        else:
+            model_input = await state.predictor.run(fast.prepare, content_type, body,
+                                                    deadline=deadline)
         if model_input is None:
             return None
         if state.batcher is not None:
-            predictions = await state.batcher.submit(model_input)
-        else:  # inline: bounded work, cheaper than a thread hop
-            predictions = state.fast_path.predict_input(model_input)
-        return state.fast_path.encode(predictions)
+            predictions = await state.batcher.submit(model_input, deadline)
+        else:
+            predictions = await _predict(state, model_input, deadline)
+        return fast.encode(predictions)
+    except (DeadlineExceeded, Busy):
+        raise
     except Exception:  # MLflow's path gives the error its own shape
         return None
 
 
-async def _mlflow_answer(state: ModelState, timeout: float, content_type: str,
-                         body: bytes) -> Response:
-    """MLflow's own scoring path, in a thread and bounded by ``timeout``; errors as JSON."""
+async def _mlflow_answer(state: ModelState, content_type: str, body: bytes,
+                         deadline: float) -> Response:
+    """MLflow's own scoring path, on a predict thread; errors as JSON."""
     from mlflow.exceptions import MlflowException
     from mlflow.pyfunc import scoring_server
 
     try:
-        result = await asyncio.wait_for(
-            asyncio.to_thread(scoring_server.invocations, body, content_type, state.model,
-                              state.input_schema),
-            timeout=timeout,
-        )
-    except (asyncio.TimeoutError, TimeoutError):
-        return error(504, "DEADLINE_EXCEEDED",
-                     f"Request processing time exceeded {timeout:g} s.")
+        result = await state.predictor.run(scoring_server.invocations, body, content_type,
+                                           state.model, state.input_schema, deadline=deadline)
+    except (DeadlineExceeded, Busy):
+        raise
     except MlflowException as exc:
         return Response(content=exc.serialize_as_json(), status_code=exc.get_http_status_code(),
                         media_type="application/json")
@@ -184,11 +204,6 @@ async def _mlflow_answer(state: ModelState, timeout: float, content_type: str,
                     media_type="application/json")
 
 
-def _authorized(request: Request, token: str) -> bool:
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip(), token)
-
-
 def _has_pyarrow() -> bool:
     try:
         import pyarrow  # noqa: F401
@@ -198,7 +213,8 @@ def _has_pyarrow() -> bool:
 
 
 def create_app(settings: ServerSettings) -> FastAPI:
-    state = ModelState(Readiness(os.environ.get(READY_DIR_ENV), settings.workers))
+    state = ModelState(Readiness(os.environ.get(READY_DIR_ENV), settings.workers),
+                       Predictor(settings.predict_threads, settings.queue_size))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -206,9 +222,12 @@ def create_app(settings: ServerSettings) -> FastAPI:
                          daemon=True).start()
         yield
 
-    app = FastAPI(title="MLflow model server", version=__version__, lifespan=lifespan)
+    # Swagger UI and ReDoc from files in the image (fastapi-offline), not a CDN.
+    app = FastAPIOffline(title="MLflow model server", version=__version__, lifespan=lifespan)
     app.state.model_state = state
-    app.add_middleware(metrics.MetricsMiddleware)
+    if settings.auth_token:
+        app.add_middleware(BearerAuth, token=settings.auth_token)
+    app.add_middleware(metrics.MetricsMiddleware)  # outermost: refused requests count too
 
     def openapi() -> dict[str, Any]:
         schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
@@ -269,30 +288,44 @@ def create_app(settings: ServerSettings) -> FastAPI:
         return response
 
     async def score(request: Request) -> Response:
-        """MLflow's scoring protocol (JSON, CSV, Parquet)."""
-        if settings.auth_token and not _authorized(request, settings.auth_token):
-            return error(401, "UNAUTHENTICATED", "Send 'Authorization: Bearer <token>'.",
-                         headers={"WWW-Authenticate": "Bearer"})
+        """MLflow's scoring protocol (JSON, CSV, Parquet), every answer by the deadline."""
+        timeout = settings.request_timeout
+        deadline = asyncio.get_running_loop().time() + timeout
         if not state.ready.is_set():
             return error(503, "TEMPORARILY_UNAVAILABLE", "The model is still loading.")
         content_type = request.headers.get("content-type")
         if not content_type:
             return error(415, "BAD_REQUEST",
                          "Missing Content-Type. Send application/json or text/csv.")
-        body = await read_body(request, settings.max_body_size)
+        try:
+            async with asyncio.timeout_at(deadline):
+                body = await read_body(request, settings.max_body_size)
+        except TimeoutError:
+            return error(408, "DEADLINE_EXCEEDED",
+                         f"The request body did not arrive within {timeout:g} s.")
         if body is None:
             return error(413, "REQUEST_LIMIT_EXCEEDED",
                          f"Request body exceeds the limit of {settings.max_body_size} bytes.")
-        if state.fast_path is not None:
-            answer = await _fast_answer(state, content_type, body)
-            if answer is not None:
-                metrics.ROWS.inc(answer[1])
-                return Response(content=answer[0], media_type="application/json")
-        if content_type.split(";")[0].strip().lower() == PARQUET and not _has_pyarrow():
-            return error(415, "BAD_REQUEST",
-                         "Parquet input needs pyarrow in the image: deploy with "
-                         "-C parquet=true, or send application/json or text/csv.")
-        return await _mlflow_answer(state, settings.request_timeout, content_type, body)
+        try:
+            if state.fast_path is not None:
+                answer = await _fast_answer(state, content_type, body, deadline)
+                if answer is not None:
+                    metrics.ROWS.inc(answer[1])
+                    return Response(content=answer[0], media_type="application/json")
+            if content_type.split(";")[0].strip().lower() == PARQUET and not _has_pyarrow():
+                return error(415, "BAD_REQUEST",
+                             "Parquet input needs pyarrow in the image: deploy with "
+                             "-C parquet=true, or send application/json or text/csv.")
+            return await _mlflow_answer(state, content_type, body, deadline)
+        except DeadlineExceeded:
+            return error(504, "DEADLINE_EXCEEDED",
+                         f"Request processing time exceeded {timeout:g} s.")
+        except Busy:
+            return error(503, "TEMPORARILY_UNAVAILABLE",
+                         f"All {settings.predict_threads} predict threads of this worker are "
+                         "busy and the line for them is full, or they all still run "
+                         "predictions whose requests timed out. Retry later.",
+                         headers={"Retry-After": "1"})
 
     # A plain Starlette route, matched first: FastAPI's per-request dependency solving and
     # response handling cost more than a bare answer, and this handler reads the request itself.

@@ -7,24 +7,29 @@ matrix-vector product) differently in the last bit (≈1e-15) for most rows, whi
 give the same answer bit for bit. Class labels are unaffected unless a score is that close to a
 decision boundary.
 
-Requests that take the fast path queue here and predict on the event loop, as unbatched ones do,
-so batching costs no thread hop. The first request of a batch schedules the predict call behind
-the requests the server has already received, which join it; with ``max_wait`` > 0 the batch
-instead stays open that long, or until it has ``max_rows``. A request that fills a batch by
-itself while nothing waits is predicted at once. A batch whose predictions do not split
-by rows fails, and each of its requests then takes MLflow's own path.
+Requests that take the fast path queue here. The first request of a batch schedules the predict
+call behind the requests the server has already received, which join it; with ``max_wait`` > 0
+the batch instead stays open that long, or until it has ``max_rows``. A request that fills a
+batch by itself while nothing waits is predicted at once. The batch runs through ``run`` (on the
+event loop only when the fast path knows it is cheap, else on a predict thread) with the latest
+deadline among its requests, so no request's answer is abandoned while it still waits; each
+request stops waiting at its own deadline. A batch whose predictions do not split by rows fails,
+and each of its requests then takes MLflow's own path.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeAlias
 
 import numpy as np
 import pandas as pd
 
-Input = np.ndarray | pd.DataFrame
+from serving_image.predictor import DeadlineExceeded
+
+Input: TypeAlias = np.ndarray | pd.DataFrame
+Run = Callable[[Input, float], Awaitable[Any]]  # predictions for an input, by a deadline
 
 
 def combine(inputs: list[Input]) -> Input:
@@ -49,22 +54,23 @@ def split(predictions: Any, sizes: list[int]) -> list[Any]:
 
 
 class Batcher:
-    def __init__(self, predict: Callable[[Input], Any], max_rows: int, max_wait: float) -> None:
-        self.predict = predict
+    def __init__(self, run: Run, max_rows: int, max_wait: float) -> None:
+        self.run = run
         self.max_rows = max_rows
         self.max_wait = max_wait
-        self.queue: list[tuple[Input, asyncio.Future[Any]]] = []
+        self.queue: list[tuple[Input, float, asyncio.Future[Any]]] = []
         self.rows = 0  # in the queue
         self.flush: asyncio.Handle | None = None  # the scheduled predict call
         self.waiting = False  # ... is a max_wait timer
 
-    async def submit(self, model_input: Input) -> Any:
-        """Predictions for ``model_input``, computed together with whatever else is queued."""
+    async def submit(self, model_input: Input, deadline: float) -> Any:
+        """Predictions for ``model_input``, computed together with whatever else is queued;
+        DeadlineExceeded at ``deadline`` (the event loop's clock)."""
         if not self.queue and len(model_input) >= self.max_rows:  # a full batch by itself
-            return self.predict(model_input)
+            return await self.run(model_input, deadline)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self.queue.append((model_input, future))
+        self.queue.append((model_input, deadline, future))
         self.rows += len(model_input)
         full = self.rows >= self.max_rows
         if self.flush is None or (full and self.waiting):
@@ -73,10 +79,18 @@ class Batcher:
             self.waiting = self.max_wait > 0 and not full
             self.flush = (loop.call_later(self.max_wait, self._predict) if self.waiting
                           else loop.call_soon(self._predict))
-        return await future
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await asyncio.shield(future)
+        except TimeoutError:
+            if future.done():
+                return future.result()
+            future.add_done_callback(_retrieve)
+            raise DeadlineExceeded from None
 
-    def _take(self) -> list[tuple[Input, asyncio.Future[Any]]]:
-        batch, rows = [], 0
+    def _take(self) -> list[tuple[Input, float, asyncio.Future[Any]]]:
+        batch: list[tuple[Input, float, asyncio.Future[Any]]] = []
+        rows = 0
         while self.queue and (not batch or rows + len(self.queue[0][0]) <= self.max_rows):
             item = self.queue.pop(0)
             batch.append(item)
@@ -90,17 +104,29 @@ class Batcher:
         self.flush, self.waiting = None, False
         if self.queue:
             self.flush = asyncio.get_running_loop().call_soon(self._predict)
-        inputs = [model_input for model_input, _ in batch]
+        task = asyncio.ensure_future(self._answer(batch))
+        task.add_done_callback(_retrieve)
+
+    async def _answer(self, batch: list[tuple[Input, float, asyncio.Future[Any]]]) -> None:
+        inputs = [model_input for model_input, _, _ in batch]
+        deadline = max(deadline for _, deadline, _ in batch)
         try:
             if len(inputs) == 1:  # nothing to merge
-                parts = [self.predict(inputs[0])]
+                parts = [await self.run(inputs[0], deadline)]
             else:
-                parts = split(self.predict(combine(inputs)), [len(i) for i in inputs])
+                predictions = await self.run(combine(inputs), deadline)
+                parts = split(predictions, [len(i) for i in inputs])
         except Exception as exc:
-            for _, future in batch:
+            for _, _, future in batch:
                 if not future.done():
                     future.set_exception(exc)
             return
-        for (_, future), part in zip(batch, parts, strict=True):
+        for (_, _, future), part in zip(batch, parts, strict=True):
             if not future.done():  # a client that went away
                 future.set_result(part)
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Take an outcome nobody waits for any more, so asyncio does not report it as lost."""
+    if not future.cancelled():
+        future.exception()

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -52,7 +53,8 @@ def _array_predict(model: Any, columns: tuple[str, ...]) -> Callable[[np.ndarray
     if estimator is None or function is None:
         return None
     owner = getattr(function, "__self__", None)
-    if owner is impl and getattr(function, "__func__", None) is type(impl).predict:
+    if owner is impl and getattr(function, "__func__", None) is getattr(type(impl), "predict",
+                                                                       None):
         function = estimator.predict  # what MLflow's wrapper calls
     elif owner is not estimator:  # predict_proba and friends are the estimator's own
         return None
@@ -76,12 +78,54 @@ def _array_predict(model: Any, columns: tuple[str, ...]) -> Callable[[np.ndarray
     return predict
 
 
+INLINE_BUDGET = 0.002  # seconds a prediction may hold the event loop (and /ping, /health)
+INLINE_BODY = 64 * 1024  # bytes of JSON decoded on the event loop; larger bodies go to a thread
+
+
+INLINE_ROWS = 4096  # the most rows measured, and so the most that may run there
+
+
+def _cost(predict_array: Callable[[np.ndarray], Any], width: int) -> tuple[float, float] | None:
+    """A plain estimator's measured cost: seconds per call, and per row beyond the first.
+
+    The best of a few calls on 1 and on INLINE_ROWS rows of zeros, which any fitted estimator
+    scores; ``None`` if it will not, or if one row already exceeds INLINE_BUDGET, and the model
+    then always runs on a predict thread.
+    """
+    def best(rows: int, tries: int) -> float:
+        values = np.zeros((rows, width))
+        times = []
+        for _ in range(tries):
+            started = time.perf_counter()
+            predict_array(values)
+            times.append(time.perf_counter() - started)
+        return min(times)
+
+    try:
+        one = best(1, 5)
+        if one > INLINE_BUDGET:
+            return None
+        many = best(INLINE_ROWS, 3)
+    except Exception:
+        return None
+    return one, max(0.0, (many - one) / (INLINE_ROWS - 1))
+
+
 @dataclass(frozen=True)
 class FastPath:
     columns: tuple[str, ...]
     kinds: tuple[str, ...]  # "double" or "long", per column
     predict: Callable[[pd.DataFrame], Any]
     predict_array: Callable[[np.ndarray], Any] | None = None
+    cost: tuple[float, float] | None = None  # of predict_array, from _cost
+
+    def cheap(self, rows: int) -> bool:
+        """Whether predicting ``rows`` rows may run on the event loop: only for a plain
+        scikit-learn estimator whose measured cost for that many rows (at most the INLINE_ROWS
+        measured) is within INLINE_BUDGET.
+        Any other model (a custom pyfunc may sleep, call out, or take seconds) never does."""
+        return (self.cost is not None and rows <= INLINE_ROWS
+                and self.cost[0] + self.cost[1] * rows <= INLINE_BUDGET)
 
     @classmethod
     def for_model(cls, model: Any) -> FastPath | None:
@@ -102,7 +146,8 @@ class FastPath:
             kinds.append(kind)
         columns = tuple(schema.input_names())
         array = _array_predict(model, columns) if set(kinds) == {"double"} else None
-        return cls(columns, tuple(kinds), predict, array)
+        cost = _cost(array, len(columns)) if array is not None else None
+        return cls(columns, tuple(kinds), predict, array, cost)
 
     def prepare(self, content_type: str | None,
                 body: bytes) -> np.ndarray | pd.DataFrame | None:
@@ -117,7 +162,7 @@ class FastPath:
             return None
         rows = self._rows(payload)
         values = self._values(rows) if rows else None
-        if values is None:
+        if rows is None or values is None:
             return None
         if self.predict_array is not None:
             return values.astype(np.float64, copy=False)

@@ -33,6 +33,9 @@ LATENCY = Histogram("mlflow_server_request_duration_seconds", "Request latency, 
 IN_FLIGHT = Gauge("mlflow_server_requests_in_flight", "Requests being answered",
                   multiprocess_mode="livesum")
 ROWS = Counter("mlflow_server_rows_predicted_total", "Predictions returned by /invocations")
+ABANDONED = Gauge("mlflow_server_abandoned_predictions",
+                  "Predictions still running after their request timed out",
+                  multiprocess_mode="livesum")
 MODEL_LOAD = Gauge("mlflow_server_model_load_seconds", "Time to load and warm the model",
                    multiprocess_mode="max")
 

@@ -42,7 +42,7 @@ def _flag(value: str) -> bool:
 
 @dataclass(frozen=True)
 class ServerSettings:
-    model_path: str
+    model_path: str = "/opt/ml/model"
     host: str = "0.0.0.0"
     port: int = 8080
     workers: int = 1
@@ -59,6 +59,8 @@ class ServerSettings:
     batch_max_wait_ms: float = 0.0
     deployment: str | None = None  # named in every answer's x-mlflow-deployment header
     drain_seconds: float = 0.0  # /ping answers 503 this long after SIGTERM, then shutdown
+    predict_threads: int = 4  # per worker: predictions running at once
+    queue_size: int = 64  # per worker: requests waiting for a predict thread; beyond, 503
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> ServerSettings:
@@ -67,25 +69,27 @@ class ServerSettings:
             return value or default
 
         workers = get("WORKERS")
+        timeout = get("REQUEST_TIMEOUT") or environ.get("MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT")
         return cls(
-            model_path=get("MODEL_PATH", "/opt/ml/model") or "/opt/ml/model",
-            host=get("HOST", "0.0.0.0") or "0.0.0.0",
-            port=int(get("PORT") or 8080),
+            model_path=get("MODEL_PATH") or cls.model_path,
+            host=get("HOST") or cls.host,
+            port=int(get("PORT") or cls.port),
             workers=int(workers) if workers else available_cpus(),
-            request_timeout=float(get("REQUEST_TIMEOUT")
-                                  or environ.get("MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT") or 60),
-            max_body_size=int(get("MAX_BODY_SIZE") or 100 * 1024**2),
-            log_level=get("LOG_LEVEL", "info") or "info",
-            access_log=_flag(get("ACCESS_LOG", "true") or "true"),
+            request_timeout=float(timeout or cls.request_timeout),
+            max_body_size=int(get("MAX_BODY_SIZE") or cls.max_body_size),
+            log_level=get("LOG_LEVEL") or cls.log_level,
+            access_log=_flag(get("ACCESS_LOG") or str(cls.access_log)),
             model_name=get("MODEL_NAME"),
             model_version=get("MODEL_VERSION"),
             run_id=get("RUN_ID"),
             image=get("IMAGE"),
             auth_token=get("AUTH_TOKEN"),
-            batch_max_size=int(get("BATCH_MAX_SIZE") or 1),
-            batch_max_wait_ms=float(get("BATCH_MAX_WAIT_MS") or 0),
+            batch_max_size=int(get("BATCH_MAX_SIZE") or cls.batch_max_size),
+            batch_max_wait_ms=float(get("BATCH_MAX_WAIT_MS") or cls.batch_max_wait_ms),
             deployment=get("DEPLOYMENT"),
-            drain_seconds=float(get("DRAIN_SECONDS") or 0),
+            drain_seconds=float(get("DRAIN_SECONDS") or cls.drain_seconds),
+            predict_threads=int(get("PREDICT_THREADS") or cls.predict_threads),
+            queue_size=int(get("QUEUE_SIZE") or cls.queue_size),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -100,5 +104,6 @@ class ServerSettings:
             "BATCH_MAX_SIZE": str(self.batch_max_size),
             "BATCH_MAX_WAIT_MS": str(self.batch_max_wait_ms),
             "DEPLOYMENT": self.deployment, "DRAIN_SECONDS": str(self.drain_seconds),
+            "PREDICT_THREADS": str(self.predict_threads), "QUEUE_SIZE": str(self.queue_size),
         }
         return {PREFIX + k: v for k, v in values.items() if v is not None}

@@ -20,6 +20,7 @@ from typing import Any
 import docker
 import mlflow
 import pytest
+import requests
 
 from mlflow_docker_target.demo import register_demo_model
 
@@ -34,6 +35,28 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def serve_model(model: Path, *options: str,
+                env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
+    """The scoring server as a process (``python -m serving_image``) on a free loopback port,
+    once ``/ping`` answers 200; ``env`` adds SCORING_* settings."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "serving_image", "--model", str(model), "--host", "127.0.0.1",
+         "--port", str(port), *options], env={**os.environ, **(env or {})},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"{url}/ping", timeout=1).status_code == 200:
+                return process, url
+        except requests.RequestException:
+            pass
+        time.sleep(0.2)
+    process.kill()
+    raise AssertionError("the server did not become ready")
 
 
 def servers(client: docker.DockerClient, name: str) -> list:

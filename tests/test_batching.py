@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import httpx
 import numpy as np
@@ -45,19 +46,48 @@ def _iris_row(i: int) -> list[float]:
 
 def test_full_batches_do_not_wait() -> None:
     calls: list[int] = []
-    batcher = Batcher(lambda rows: calls.append(len(rows)) or np.zeros(len(rows)), 4, 10.0)
-    alone = batcher.submit(np.ones((5, 2)))
+
+    async def run(rows: np.ndarray, deadline: float) -> np.ndarray:
+        calls.append(len(rows))
+        return np.zeros(len(rows))
+
+    batcher = Batcher(run, 4, 10.0)
+    alone = batcher.submit(np.ones((5, 2)), deadline=1e12)
     with pytest.raises(StopIteration) as done:  # predicted without suspending even once
         alone.send(None)
     assert len(done.value.value) == 5
 
     async def two_that_fill_one() -> list[int]:  # the second ends the first one's 10 s wait
+        deadline = asyncio.get_running_loop().time() + 5
         answers = await asyncio.wait_for(asyncio.gather(
-            batcher.submit(np.ones((1, 2))), batcher.submit(np.ones((3, 2)))), 1)
+            batcher.submit(np.ones((1, 2)), deadline),
+            batcher.submit(np.ones((3, 2)), deadline)), 1)
         return [len(a) for a in answers]
 
     assert asyncio.run(two_that_fill_one()) == [1, 3]
     assert calls == [5, 4]
+
+
+def test_each_request_stops_waiting_at_its_own_deadline() -> None:
+    """A batch runs until the latest deadline among its requests; one whose deadline comes
+    first answers DeadlineExceeded then, the other still gets its predictions."""
+    from serving_image.predictor import DeadlineExceeded
+
+    async def run(rows: np.ndarray, deadline: float) -> np.ndarray:
+        await asyncio.sleep(0.2)
+        return np.arange(len(rows))
+
+    async def scenario() -> tuple[object, object]:
+        batcher = Batcher(run, 8, 0.0)
+        now = asyncio.get_running_loop().time()
+        early, late = await asyncio.gather(batcher.submit(np.ones((1, 2)), now + 0.05),
+                                           batcher.submit(np.ones((2, 2)), now + 5),
+                                           return_exceptions=True)
+        return early, late
+
+    early, late = asyncio.run(scenario())
+    assert isinstance(early, DeadlineExceeded)
+    assert list(late) == [1, 2]
 
 
 @pytest.mark.parametrize(("save", "columns", "make_row", "wait_ms"), [
@@ -81,8 +111,13 @@ def test_concurrent_requests_are_batched_exactly(tmp_path, save, columns, make_r
             state.fast_path.prepare("application/json", httpx.Request(
                 "POST", "/", json=body).content)))[0] for body in bodies]
         calls = []
-        predict = state.batcher.predict
-        state.batcher.predict = lambda batch: calls.append(len(batch)) or predict(batch)
+        run = state.batcher.run
+
+        async def counted(batch: Any, deadline: float) -> Any:
+            calls.append(len(batch))
+            return await run(batch, deadline)
+
+        state.batcher.run = counted
 
         async def send_all() -> list[httpx.Response]:
             transport = httpx.ASGITransport(app=app)

@@ -140,19 +140,47 @@ def test_parquet_without_pyarrow_is_a_clean_415(client: TestClient, monkeypatch)
     assert "parquet=true" in answer.json()["message"]
 
 
-def test_bearer_token(model_dir: Path) -> None:
+def test_bearer_token_guards_every_route_but_the_probes(model_dir: Path) -> None:
+    """Every route the app has (read from the app, so a route added later is covered) answers
+    401 without the token, except the health probes; with the token each answers."""
+    from serving_image.auth import OPEN_PATHS
+
     app = create_app(ServerSettings(model_path=str(model_dir), auth_token="s3cret"))
+    token = {"Authorization": "Bearer s3cret"}
     with TestClient(app) as secured:
         assert app.state.model_state.ready.wait(120)
-        denied = secured.post("/invocations", json={"dataframe_split": IRIS})
-        assert denied.status_code == 401
-        assert denied.json()["error_code"] == "UNAUTHENTICATED"
-        assert denied.headers["www-authenticate"] == "Bearer"
-        wrong = secured.post("/invocations", json={"dataframe_split": IRIS},
-                             headers={"Authorization": "Bearer nope"})
-        assert wrong.status_code == 401
-        allowed = secured.post("/invocations", json={"dataframe_split": IRIS},
-                               headers={"Authorization": "Bearer s3cret"})
+        routes = [(route.path, sorted(route.methods or {"GET"})[0])
+                  for route in app.routes if hasattr(route, "methods")]
+        routes += [("/static-offline-docs/swagger-ui.css", "GET"), ("/no/such/route", "GET")]
+        assert {"/invocations", "/version", "/metrics", "/openapi.json", "/docs"} <= {
+            path for path, _ in routes}
+        for path, method in routes:
+            path = path.replace("{path}", "swagger-ui.css")
+            denied = secured.request(method, path)
+            wrong = secured.request(method, path, headers={"Authorization": "Bearer nope"})
+            if path in OPEN_PATHS:
+                assert denied.status_code == 200, path
+                continue
+            assert denied.status_code == wrong.status_code == 401, path
+            assert denied.json()["error_code"] == "UNAUTHENTICATED"
+            assert denied.headers["www-authenticate"] == "Bearer"
+            if method == "GET" and path != "/no/such/route":
+                assert secured.get(path, headers=token).status_code == 200, path
+        assert {"/ping", "/health"} <= {path for path, _ in routes}
+        allowed = secured.post("/invocations", json={"dataframe_split": IRIS}, headers=token)
         assert allowed.json() == {"predictions": [0, 2]}
-        for open_route in ("/ping", "/health", "/metrics", "/version"):
-            assert secured.get(open_route).status_code == 200
+        assert secured.get("/metrics", headers={"Authorization": "bearer s3cret"}).status_code \
+            == 200  # the scheme is case-insensitive, as RFC 7235 says
+
+
+def test_docs_load_swagger_ui_from_the_server(client: TestClient) -> None:
+    """/docs works offline: every script and stylesheet it loads comes from this server."""
+    import re
+
+    page = client.get("/docs").text
+    assets = re.findall(r"(?:src|href)=['\"]([^'\"]+\.(?:js|css))['\"]", page)
+    assert assets and all(a.startswith("/") for a in assets), assets
+    for asset in assets:
+        answer = client.get(asset)
+        assert answer.status_code == 200 and len(answer.content) > 10_000, asset
+    assert "cdn" not in page.lower()

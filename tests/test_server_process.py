@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -14,6 +11,8 @@ from pathlib import Path
 import mlflow
 import pytest
 import requests
+
+from tests.conftest import serve_model
 
 SLOW_MODEL = """
 import time
@@ -28,27 +27,6 @@ class Slow(mlflow.pyfunc.PythonModel):
 
 mlflow.models.set_model(Slow())
 """
-
-
-def _serve(model: Path, *options: str) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "serving_image", "--model", str(model), "--host", "127.0.0.1",
-         "--port", str(port), *options],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(f"{url}/ping", timeout=1).status_code == 200:
-                return process, url
-        except requests.RequestException:
-            pass
-        time.sleep(0.2)
-    process.kill()
-    raise AssertionError("the server did not become ready")
 
 
 @pytest.fixture
@@ -66,7 +44,7 @@ def _shared_dirs() -> set[Path]:
 
 def test_sigterm_finishes_in_flight_requests(slow_model: Path) -> None:
     shared_before = _shared_dirs()
-    process, url = _serve(slow_model, "--workers", "1")
+    process, url = serve_model(slow_model, "--workers", "1")
     try:
         answers: list[requests.Response] = []
 
@@ -93,7 +71,7 @@ def test_sigterm_finishes_in_flight_requests(slow_model: Path) -> None:
 
 
 def test_request_timeout_answers_504(slow_model: Path) -> None:
-    process, url = _serve(slow_model, "--workers", "1", "--request-timeout", "0.5")
+    process, url = serve_model(slow_model, "--workers", "1", "--request-timeout", "0.5")
     try:
         answer = requests.post(f"{url}/invocations", json={"inputs": [[1.0]]}, timeout=30)
         assert answer.status_code == 504
@@ -108,7 +86,7 @@ def test_metrics_add_up_across_workers(tmp_path: Path) -> None:
 
     _iris(tmp_path / "iris")
     shared_before = _shared_dirs()
-    process, url = _serve(tmp_path / "iris", "--workers", "2")
+    process, url = serve_model(tmp_path / "iris", "--workers", "2")
     try:
         for _ in range(30):  # a new connection each: the kernel spreads them over the workers
             with requests.Session() as session:

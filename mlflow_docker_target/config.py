@@ -19,8 +19,20 @@ from typing import Any
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
+from serving_image.settings import ServerSettings
+
 BASE_IMAGE_ENV = "MLFLOW_DOCKERHOST_BASE_IMAGE"
 ENV_PREFIX = "env."
+
+MASK = "***"
+SECRET_KEYS = frozenset({"auth_token"})
+_SECRET_ENV = re.compile(r"(token|secret|password|passwd|key|credential)", re.IGNORECASE)
+
+
+def is_secret(key: str) -> bool:
+    """The one rule for what is never shown (labels, get, list, logs, errors): ``auth_token``,
+    and ``env.<NAME>`` whose name looks like a secret."""
+    return key in SECRET_KEYS or (key.startswith(ENV_PREFIX) and bool(_SECRET_ENV.search(key)))
 
 DEPLOY = frozenset({"create", "update", "run_local"})
 DELETE = frozenset({"delete"})
@@ -187,14 +199,24 @@ KEYS: tuple[Key, ...] = (
     Key("workers", _positive_int, "an integer >= 1", None,
         "Server worker processes in each replica.", DEPLOY, "the CPUs the container may use"),
     Key("request_timeout", _positive_int, "seconds >= 1", 60,
-        "Per-request time limit; slower requests answer 504.", DEPLOY),
+        "Time limit of every prediction request, whatever its path and input shape: it "
+        "answers 504 at the limit (the computation still finishes on its predict thread).",
+        DEPLOY),
+    Key("predict_threads", _positive_int, "an integer >= 1", ServerSettings.predict_threads,
+        "Predictions each worker runs at once, on threads beside the one that answers /ping "
+        "and /health; a worker whose threads all run predictions that timed out answers 503.",
+        DEPLOY),
+    Key("queue_size", _number(int, 0), "an integer >= 0", ServerSettings.queue_size,
+        "Requests each worker holds waiting for a predict thread; beyond, it answers 503.",
+        DEPLOY),
     Key("max_body_size", _size, "a size such as 100m", 100 * 1024**2,
         "Largest accepted request body; larger ones answer 413.", DEPLOY, "100m"),
     Key("log_level", _choice("debug", "info", "warning", "error"), "debug, info, warning or error",
         "info", "Server log level.", DEPLOY),
     Key("access_log", _bool, "true or false", True, "Log one line per request.", DEPLOY),
     Key("auth_token", _text, "a secret string", None,
-        "Require 'Authorization: Bearer <token>' on /invocations; never stored in labels.",
+        "Require 'Authorization: Bearer <token>' on every route but the health probes (/ping, "
+        "/health); kept only in the container's environment, never in labels.",
         DEPLOY, "none (no authentication)"),
     Key("batch_max_size", _positive_int, "an integer >= 1 (rows)", 1,
         "Merge concurrent requests into one predict call of up to this many rows; only for "
@@ -268,6 +290,8 @@ class Settings:
     ready_timeout: float = _default("ready_timeout")
     workers: int | None = _default("workers")
     request_timeout: int = _default("request_timeout")
+    predict_threads: int = _default("predict_threads")
+    queue_size: int = _default("queue_size")
     max_body_size: int = _default("max_body_size")
     log_level: str = _default("log_level")
     access_log: bool = _default("access_log")
@@ -328,7 +352,8 @@ def parse_config(config: Mapping[str, Any] | None, command: str) -> Settings:
                     "it applies to create, update and run_local.",
                     INVALID_PARAMETER_VALUE,
                 )
-            env[var] = raw
+            if raw != "":  # `-C env.NAME=`: no NAME (update: removes it)
+                env[var] = raw
             continue
         key = _BY_NAME.get(name)
         if key is None:
@@ -344,14 +369,21 @@ def parse_config(config: Mapping[str, Any] | None, command: str) -> Settings:
                 f"{', '.join(sorted(key.commands))}.",
                 INVALID_PARAMETER_VALUE,
             )
+        if not raw.strip():  # `-C key=`: the default (update: what was recorded is dropped)
+            if name == "port" and command == "update":
+                raise MlflowException(
+                    "-C port= cannot reset the port: an endpoint keeps its port for its life. "
+                    "Delete and create the deployment to move it.", INVALID_PARAMETER_VALUE)
+            continue
         try:
             values[name] = key.parse(raw)
-        except ValueError:
+        except ValueError as exc:
+            shown = MASK if is_secret(name) else repr(raw)
             raise MlflowException(
-                f"Invalid value {raw!r} for config key '{name}': expected {key.accepted} "
+                f"Invalid value {shown} for config key '{name}': expected {key.accepted} "
                 f"(default: {key.shown_default}).",
                 INVALID_PARAMETER_VALUE,
-            ) from None
+            ) from (None if is_secret(name) else exc)
     return Settings(**values, env=env)
 
 
@@ -366,6 +398,11 @@ def help_text() -> str:
         lines.append(f"      accepts {key.accepted}; default: {key.shown_default}"
                      + (f"; e.g. -C {key.name}={example}" if example else ""))
     lines.append("  env.<NAME>  [create, run_local, update]")
-    lines.append("      Environment variable of the server, e.g. -C env.OMP_NUM_THREADS=1")
+    lines.append("      Environment variable of the server, e.g. -C env.OMP_NUM_THREADS=1; "
+                 "values of names with KEY, SECRET,")
+    lines.append("      TOKEN, PASSWORD or CREDENTIAL are shown as *** and kept only in the "
+                 "container's environment")
+    lines.append("  key=  (empty value)  update: back to the default; env.NAME= removes NAME; "
+                 "port= is refused")
     return "\n".join(lines)
 

@@ -41,7 +41,7 @@ from mlflow_docker_target import containers, front, record
 from mlflow_docker_target.config import Settings
 from mlflow_docker_target.containers import Spec
 from mlflow_docker_target.engine import Engine
-from mlflow_docker_target.image_build import ensure_image
+from mlflow_docker_target.image_build import ensure_image, remove_images
 from mlflow_docker_target.runtime import Deployment, Endpoint, Replica, Version
 from mlflow_docker_target.version import __version__
 
@@ -160,8 +160,8 @@ class ContainerRuntime:
         else:
             found = self._front_of(name, endpoint)
             url = self._front_url(found) if found else None
-        replicas = tuple(Replica(c.name, c.status, _health(c), c.labels.get(record.IMAGE))
-                         for c in servers)
+        replicas = tuple(Replica(c.name, c.status, _health(c), c.labels.get(record.IMAGE),
+                                 containers.exit_reason(c)) for c in servers)
         config = record.recorded_config(labels, newest.attrs.get("Config", {}).get("Env"))
         if not legacy and (len(servers) != 1 or "replicas" in config):
             # scaling adds or stops replicas without relabelling the others: the count of
@@ -492,14 +492,7 @@ class ContainerRuntime:
         return images
 
     def remove_images(self, images: set[str]) -> None:
-        """Remove model images no container uses any more; one still in use is left alone."""
-        for image in sorted(images):
-            try:
-                self.client.images.remove(image)
-            except docker.errors.ImageNotFound:
-                pass
-            except docker.errors.APIError as exc:
-                log.info("Keeping image %s: %s", image, exc.explanation or exc)
+        remove_images(self.engine, images)
 
 
 def _reload(front_container: Container) -> None:

@@ -14,6 +14,7 @@ import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 import docker
@@ -81,6 +82,8 @@ class Spec:
             batch_max_size=self.settings.batch_max_size,
             batch_max_wait_ms=self.settings.batch_max_wait_ms,
             deployment=self.deployment,
+            predict_threads=self.settings.predict_threads,
+            queue_size=self.settings.queue_size,
         ).to_env()
         server.pop("SCORING_WORKERS")  # the server counts the CPUs its container may use
         if self.settings.workers:
@@ -129,7 +132,7 @@ def start(engine: Engine, spec: Spec, host_port: int | None = None,
             engine.client.containers.get(name).remove(force=True)
         raise MlflowException(
             f"Could not start a container for {spec.deployment!r} from {spec.image}: "
-            f"{exc.explanation or exc}") from None
+            f"{exc.explanation or exc}") from exc
 
 
 def _binding(container: Container) -> tuple[str, int] | None:
@@ -172,17 +175,55 @@ def last_logs(container: Container, lines: int = 40) -> str:
 UNREACHABLE_GRACE = 15.0
 
 
+def out_of_memory(container: Container, since: float | None = None) -> bool:
+    """Whether the kernel killed a process of the container at its memory limit.
+
+    The engine's ``State.OOMKilled`` says so only until the container restarts, and not when
+    the process killed was a worker rather than PID 1; the ``oom`` event the engine keeps
+    among its recent events says so in every case, also once the container is gone.
+    """
+    if (container.attrs.get("State") or {}).get("OOMKilled"):
+        return True
+    if since is None:
+        created = container.attrs.get("Created", "")[:19]
+        try:
+            since = datetime.strptime(created, "%Y-%m-%dT%H:%M:%S").replace(
+                tzinfo=timezone.utc).timestamp()
+        except ValueError:
+            return False
+    try:
+        events = container.client.events(since=int(since), until=int(time.time()) + 1,
+                                         filters={"container": container.id, "event": "oom"})
+        return any(True for _ in events)
+    except docker.errors.APIError:
+        return False
+
+
+def exit_reason(container: Container) -> str | None:
+    """Why a container that is not serving stopped (or restarted): out of memory, named as
+    such with the key that sets the limit, else its exit code; ``None`` while it runs as
+    started."""
+    state = container.attrs.get("State") or {}
+    restarts = container.attrs.get("RestartCount", 0)
+    if state.get("Status") not in ("exited", "dead", "restarting") and not restarts:
+        return None
+    limit = (container.attrs.get("HostConfig") or {}).get("Memory") or 0
+    if out_of_memory(container):
+        where = f"its memory limit of {limit // 1024**2} MiB" if limit else "the host's memory"
+        return f"out of memory: a process was killed at {where}; raise -C memory"
+    if state.get("Status") == "running":
+        return f"restarted {restarts} time(s); the last exit had code {state.get('ExitCode')}"
+    return f"exited with code {state.get('ExitCode')}"
+
+
 def raise_if_exited(container: Container) -> None:
     """Fail with the container's last log lines once it has exited or restarted; an
     out-of-memory kill is named as such."""
-    state = container.attrs["State"]
-    if state["Status"] in ("exited", "dead", "restarting") or container.attrs.get(
-            "RestartCount", 0) > 0:
-        why = (" after running out of memory (raise -C memory)" if state.get("OOMKilled")
-               else "")
+    why = exit_reason(container)
+    if why is not None:
         raise MlflowException(
-            f"The server in container {container.name} exited (code {state.get('ExitCode')})"
-            f"{why} before it was ready. Its last log lines:\n{last_logs(container)}")
+            f"The server in container {container.name} stopped before it was ready ({why}). "
+            f"Its last log lines:\n{last_logs(container)}")
 
 
 def _session() -> requests.Session:
@@ -205,8 +246,9 @@ def wait_ready(engine: Engine, container: Container, deadline_seconds: float) ->
         try:
             container.reload()
         except docker.errors.NotFound:  # run-local's container is removed as it exits
-            raise MlflowException(f"The server in container {container.name} exited before it "
-                                  "was ready; its output is above.") from None
+            why = " out of memory (raise -C memory)" if out_of_memory(container) else ""
+            raise MlflowException(f"The server in container {container.name} exited{why} "
+                                  "before it was ready; its output is above.") from None
         raise_if_exited(container)
         url = published_url(engine, container)
         if url and container.status == "running":

@@ -129,7 +129,8 @@ class DockerHostDeploymentClient(BaseDeploymentClient):
                         f"The endpoint of {name!r} keeps its port for its life "
                         f"({current.url}); delete and create the deployment to change it.",
                         INVALID_PARAMETER_VALUE)
-                raw = {**recorded, **given}
+                # `-C key=` and `-C env.NAME=` drop what was recorded: back to the default
+                raw = {k: v for k, v in {**recorded, **given}.items() if v.strip()}
                 settings = parse_config(raw, "update")
                 if _only_scales(model_uri, current, given):
                     version = Version(name, current.labels[record.IMAGE], current.model, raw,
@@ -320,7 +321,7 @@ def _only_scales(model_uri: str | None, current: Deployment, given: dict[str, st
     """Whether an update changes the number of replicas and nothing else, so the replicas
     that serve keep serving instead of being rolled over."""
     changed = {k for k, v in given.items()
-               if k not in record.NOT_RECORDED and current.config.get(k) != v}
+               if k not in record.NOT_RECORDED and current.config.get(k, "") != v.strip()}
     return (model_uri is None and not current.legacy and changed == {"replicas"}
             and record.IMAGE in current.labels)
 

@@ -32,6 +32,9 @@ def payload(inputs: Any) -> dict[str, Any]:
     ``inputs``; a dict that already holds one of the protocol's keys is sent as it is.
     """
     if isinstance(inputs, pd.DataFrame):
+        body = _protocol_body(inputs)
+        if body is not None:
+            return body
         return {"dataframe_split": json.loads(inputs.to_json(orient="split", date_format="iso"))}
     if isinstance(inputs, pd.Series):
         return {"inputs": json.loads(inputs.to_json(orient="values", date_format="iso"))}
@@ -42,6 +45,30 @@ def payload(inputs: Any) -> dict[str, Any]:
     raise MlflowException(
         f"Cannot send inputs of type {type(inputs).__name__}: pass a pandas DataFrame, a numpy "
         "array, a list or a dict.", INVALID_PARAMETER_VALUE)
+
+
+def _protocol_body(frame: pd.DataFrame) -> dict[str, Any] | None:
+    """The scoring-protocol body that ``pandas.read_json`` turned into ``frame``, if it was one.
+
+    ``mlflow deployments predict --input-path`` reads the file with ``read_json``: a body such
+    as ``{"dataframe_split": {...}}`` (what curl sends) becomes one column named after the key
+    (and one for ``params``). Rebuilt, the same file works with curl and with predict.
+    """
+    keys = [c for c in frame.columns if c in PAYLOAD_KEYS]
+    if len(keys) != 1 or not set(frame.columns) <= {keys[0], "params"}:
+        return None
+    cells = frame[keys[0]].dropna()
+    if keys[0] in ("inputs", "instances") and not all(isinstance(v, (list, dict))
+                                                      for v in cells):
+        return None  # a model column that happens to be named so
+    body = {}
+    for column in frame.columns:
+        values = frame[column].dropna()
+        if list(values.index) == list(range(len(values))):
+            body[column] = values.tolist()
+        else:
+            body[column] = values.to_dict()
+    return body
 
 
 def invoke(url: str, inputs: Any, timeout: float = 120.0, token: str | None = None,

@@ -321,3 +321,14 @@ def serving_image(engine: Engine, deployment: str, ref: ModelRef,
         environment = ensure_environment(engine, model, settings)
         labels = model_labels(model.ref)
         return build_model_image(engine, environment, model, deployment, labels), model.ref
+
+
+def remove_images(engine: Engine, images: set[str]) -> None:
+    """Remove model images no container uses any more; one still in use is left alone."""
+    for image in sorted(images):
+        try:
+            engine.client.images.remove(image)
+        except docker.errors.ImageNotFound:
+            pass
+        except docker.errors.APIError as exc:
+            log.info("Keeping image %s: %s", image, exc.explanation or exc)

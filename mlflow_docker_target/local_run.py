@@ -6,6 +6,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from types import FrameType
 from typing import Any
 
@@ -16,7 +17,7 @@ from mlflow_docker_target import containers, model_fetch
 from mlflow_docker_target.config import Settings, normalize, parse_config
 from mlflow_docker_target.containers import Spec, check_name
 from mlflow_docker_target.engine import Engine, connect, talking_to
-from mlflow_docker_target.image_build import serving_image
+from mlflow_docker_target.image_build import remove_images, serving_image
 from mlflow_docker_target.version import __version__
 
 log = logging.getLogger(__name__)
@@ -65,18 +66,29 @@ def _serve(engine: Engine, name: str, model_uri: str, config: dict[str, Any] | N
             previous[signum] = signal.signal(signum, _interrupt)
         except ValueError:  # not the main thread: signal handling is the caller's
             break
-    # auto-removed by the engine when it ends, however this client ends
-    container = containers.start(engine, spec, settings.port or DEFAULT_PORT)
+    started = time.time()
+    container: Container | None = None
+    ready = False
     try:
+        # auto-removed by the engine when it ends, however this client ends
+        container = containers.start(engine, spec, settings.port or DEFAULT_PORT)
         threading.Thread(target=_follow_logs, args=(container,), daemon=True).start()
         url = containers.wait_ready(engine, container, settings.ready_timeout)
+        ready = True
         log.info("Serving %s at %s (container %s); Ctrl-C stops it", ref.resolved_uri, url,
                  container.name)
         status = container.wait()["StatusCode"]
+        if containers.out_of_memory(container, since=started):
+            raise MlflowException(
+                f"The server in {container.name} ran out of memory (exit code {status}): a "
+                "process was killed at its memory limit; raise -C memory.")
         raise MlflowException(f"The server in {container.name} exited with code {status}.")
     except KeyboardInterrupt:
-        log.info("Stopping %s", container.name)
+        log.info("Stopping %s", container.name if container else name)
     finally:
-        containers.remove(container, settings.stop_timeout)
+        if container is not None:
+            containers.remove(container, settings.stop_timeout)
+        if not ready:  # it never served: what it built goes too
+            remove_images(engine, {image})
         for signum, handler in previous.items():
             signal.signal(signum, handler)

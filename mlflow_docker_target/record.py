@@ -3,16 +3,15 @@
 Labels are the only state and a public interface (users filter on them): keys never change
 meaning, and new ones are added beside the old. Everything that turns a deployment into labels,
 or labels back into a model reference and a config, lives here, with the one rule for which
-config values are secret.
+config values are secret applied (``config.is_secret``).
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 
-from mlflow_docker_target.config import ENV_PREFIX
+from mlflow_docker_target.config import ENV_PREFIX, MASK, is_secret
 from mlflow_docker_target.model_fetch import PYFUNC, ModelRef
 
 LABEL = "io.mlflow.dockerhost"
@@ -49,20 +48,10 @@ REQUIREMENTS = f"{LABEL}.requirements"
 
 SERVER, FRONT, LOCK_ROLE = "server", "front", "lock"
 
-MASK = "***"
-SECRET_KEYS = frozenset({"auth_token"})
 # How a client reaches the engine, and the port of the endpoint a create made, are no part of
 # a deployment: never recorded on it.
 NOT_RECORDED = frozenset({"docker_host", "timeout", "tlscacert", "tlscert", "tlskey",
                           "tlsverify", "endpoint_port"})
-_SECRET_ENV = re.compile(r"(token|secret|password|passwd|key|credential)", re.IGNORECASE)
-
-
-def is_secret(key: str) -> bool:
-    """The one rule: ``auth_token``, and ``env.<NAME>`` whose name looks like a secret."""
-    return key in SECRET_KEYS or (key.startswith(ENV_PREFIX) and bool(_SECRET_ENV.search(key)))
-
-
 def redacted(config: Mapping[str, str]) -> dict[str, str]:
     """Config fit to print or to put in a label: secrets masked."""
     return {k: (MASK if is_secret(k) else v) for k, v in config.items()}

@@ -26,6 +26,7 @@ class Replica:
     status: str
     health: str | None
     image: str | None
+    exit_reason: str | None = None  # why it stopped or restarted (out of memory, exit code)
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,7 @@ class Deployment:
             "endpoint_name": self.endpoint,
             "status": newest.status if newest else "missing",
             "health": newest.health if newest else None,
+            "exit_reason": next((r.exit_reason for r in self.replicas if r.exit_reason), None),
             "replicas": f"{self.ready}/{len(self.replicas)}",
             "model_uri": labels.get(record.MODEL_URI),
             "resolved_model_uri": labels.get(record.MODEL_RESOLVED_URI),

@@ -156,19 +156,27 @@ mlflow.models.set_model(FailingModel())
 """
 
 
+def register_code_model(code: str, registered: str, like: str, tmp: Path,
+                        signature: Any = None) -> str:
+    """Register a models-from-code pyfunc with the requirements (and so the environment image)
+    of the model ``like``; returns its ``models:/`` URI."""
+    requirements = Path(mlflow.artifacts.download_artifacts(
+        f"{like}/requirements.txt")).read_text().split()
+    path = tmp / f"{registered}.py"
+    path.write_text(code)
+    with mlflow.start_run():
+        info = mlflow.pyfunc.log_model(name="model", python_model=str(path),
+                                       pip_requirements=requirements, signature=signature,
+                                       registered_model_name=registered)
+    return f"models:/{registered}/{info.registered_model_version}"
+
+
 @pytest.fixture(scope="session")
 def failing_model(iris_versions: dict[str, str], registry: str,
                   tmp_path_factory: pytest.TempPathFactory) -> str:
     """A registered model whose loading raises; it shares iris's requirements (and environment)."""
-    requirements = Path(mlflow.artifacts.download_artifacts(
-        f"{iris_versions['v1']}/requirements.txt")).read_text().split()
-    code = tmp_path_factory.mktemp("failing") / "failing_model.py"
-    code.write_text(FAILING_MODEL_CODE)
-    with mlflow.start_run():
-        info = mlflow.pyfunc.log_model(name="model", python_model=str(code),
-                                       pip_requirements=requirements,
-                                       registered_model_name="broken")
-    return f"models:/broken/{info.registered_model_version}"
+    return register_code_model(FAILING_MODEL_CODE, "broken", iris_versions["v1"],
+                               tmp_path_factory.mktemp("failing"))
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """The client side of the scoring protocol: payloads and server errors."""
 
 import http.server
+import io
 import json
 import threading
 from collections.abc import Iterator
@@ -78,3 +79,23 @@ def test_server_error_becomes_mlflow_exception(server_url: str) -> None:
 def test_unreachable_endpoint() -> None:
     with pytest.raises(MlflowException, match="Could not reach the deployment"):
         invoke("http://127.0.0.1:9", [[1]])
+
+
+@pytest.mark.parametrize("body", [
+    {"dataframe_split": {"columns": ["a", "b"], "data": [[1, 2], [3, 4]]}},
+    {"dataframe_records": [{"a": 1, "b": 2}]},
+    {"inputs": {"a": [1, 2], "b": [3, 4]}},
+    {"inputs": [[1, 2], [3, 4]]},
+    {"instances": [[1, 2]]},
+    {"dataframe_split": {"columns": ["a"], "data": [[1]]}, "params": {"k": 1.5}},
+])
+def test_a_protocol_body_read_by_the_cli_is_sent_as_it_was(body: dict) -> None:
+    """`mlflow deployments predict --input-path` reads the file with pandas.read_json: the
+    curl body of the README must reach the server unchanged."""
+    assert payload(pd.read_json(io.StringIO(json.dumps(body)))) == body
+
+
+def test_a_column_named_inputs_is_still_a_column() -> None:
+    frame = pd.DataFrame({"inputs": ["x", "y"]})
+    assert payload(frame) == {"dataframe_split": {"columns": ["inputs"], "index": [0, 1],
+                                                  "data": [["x"], ["y"]]}}

@@ -85,7 +85,8 @@ clean:
 # Figures for the closing notes: deployments (cold/warm create, start-to-ready, image size), the
 # server against MLflow's own and a bare FastAPI endpoint under wrk, and local against remote
 # engines (create time, predict latency), and what the front costs (through it against a
-# replica's own port; its memory; an update's wall time).
+# replica's own port; its memory; an update's wall time), and time limits and probes under slow
+# models (each input shape on each path; /health while predictions run).
 bench: base-image
 	@command -v wrk >/dev/null || { apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
@@ -93,3 +94,4 @@ bench: base-image
 	$(BIN)/python tests/benchmarks/deploy.py
 	$(BIN)/python -W ignore tests/benchmarks/remote.py
 	$(BIN)/python -W ignore tests/benchmarks/endpoints.py
+	$(BIN)/python -W ignore tests/benchmarks/hardening.py

@@ -30,7 +30,7 @@ _SECRET_ENV = re.compile(r"(token|secret|password|passwd|key|credential)", re.IG
 
 
 def is_secret(key: str) -> bool:
-    """The one rule for what is never shown (labels, get, list, logs, errors): ``auth_token``,
+    """The one rule for what is never shown (labels, get, list, logs): ``auth_token``,
     and ``env.<NAME>`` whose name looks like a secret."""
     return key in SECRET_KEYS or (key.startswith(ENV_PREFIX) and bool(_SECRET_ENV.search(key)))
 
@@ -378,12 +378,11 @@ def parse_config(config: Mapping[str, Any] | None, command: str) -> Settings:
         try:
             values[name] = key.parse(raw)
         except ValueError as exc:
-            shown = MASK if is_secret(name) else repr(raw)
             raise MlflowException(
-                f"Invalid value {shown} for config key '{name}': expected {key.accepted} "
+                f"Invalid value {raw!r} for config key '{name}': expected {key.accepted} "
                 f"(default: {key.shown_default}).",
                 INVALID_PARAMETER_VALUE,
-            ) from (None if is_secret(name) else exc)
+            ) from exc
     return Settings(**values, env=env)
 
 

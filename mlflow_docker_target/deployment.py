@@ -394,6 +394,20 @@ Endpoints that stay put
   get_deploy_client("dockerhost").create_endpoint(name, config).
 
 Server routes: POST /invocations (MLflow scoring protocol), GET /ping (ready), GET /health
-(alive), GET /version, GET /metrics. Answers carry x-mlflow-deployment and
-x-mlflow-model-version. Deployments made by versions without fronts stay visible; their first
-update moves them behind a front, on a new port unless -C port is given."""
+(alive), GET /version, GET /metrics, GET /docs, /redoc and /openapi.json (served offline).
+Answers carry x-mlflow-deployment and x-mlflow-model-version. With -C auth_token every route
+but /ping and /health needs 'Authorization: Bearer <token>'. Every prediction request answers
+504 at -C request_timeout; the model runs on -C predict_threads threads per worker, so the
+probes answer meanwhile.
+
+Update: -C key= (empty) puts a key back to its default (auth_token= turns auth off, memory=
+lifts the limit, env.NAME= removes NAME); port= is refused. Secrets (auth_token, env.* names
+with KEY, SECRET, TOKEN, PASSWORD, CREDENTIAL) show as *** and live only in the containers'
+environment, which anyone with access to the engine can read.
+
+predict --input-path: MLflow reads the file with pandas.read_json; a scoring-protocol body as
+curl sends it ({{"dataframe_split": ...}}, {{"inputs": ...}}, ...) is passed on unchanged, and a
+table as records or columns is sent as dataframe_split.
+
+Deployments made by versions without fronts stay visible; their first update moves them behind
+a front, on a new port unless -C port is given."""

@@ -146,3 +146,23 @@ def test_readme_lists_every_key_with_its_commands() -> None:
         assert row is not None, f"README's config table lacks {name}"
         listed = {c.strip().replace("-", "_") for c in row.split(",")}
         assert listed == set(key.commands), (name, listed, set(key.commands))
+
+
+def test_an_empty_value_means_the_default_and_port_cannot_be_reset() -> None:
+    settings = parse_config({"memory": "", "auth_token": "", "replicas": " ",
+                             "env.GONE": ""}, "update")
+    assert settings.memory is None and settings.auth_token is None
+    assert settings.replicas == 1 and "GONE" not in settings.env
+    with pytest.raises(MlflowException, match="cannot reset the port"):
+        parse_config({"port": ""}, "update")
+    with pytest.raises(MlflowException, match="Unknown config key 'memroy'"):
+        parse_config({"memroy": ""}, "update")  # a typo still fails
+
+
+def test_the_one_secret_rule() -> None:
+    from mlflow_docker_target.config import is_secret
+
+    assert all(is_secret(k) for k in ("auth_token", "env.AWS_SECRET_ACCESS_KEY",
+                                      "env.api_key", "env.DB_PASSWORD", "env.GH_TOKEN",
+                                      "env.GOOGLE_APPLICATION_CREDENTIALS"))
+    assert not any(is_secret(k) for k in ("memory", "env.OMP_NUM_THREADS", "env.LOG_LEVEL"))

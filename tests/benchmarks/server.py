@@ -1,6 +1,7 @@
 """Our scoring server against MLflow's own and a bare FastAPI ceiling, side by side, with wrk.
 
     python tests/benchmarks/server.py [--seconds 8] [--workers N] [--rounds 1]
+        [--baseline DIR] [--servers ours,before] [--connections 1,8,32] [--rows 1,100]
 
 The model is a LogisticRegression over 20 float columns (the one in shared/research's
 baseline). Each server runs on the host on loopback, started fresh; wrk (one thread) loads it at
@@ -8,7 +9,9 @@ concurrency 1, 8 and 32 with a 1-row and a 100-row ``dataframe_split`` body. ``m
 serve --env-manager local`` runs with its default single worker (its multi-worker mode stalls at
 c=1 without uvloop); ours and the bare endpoint run with ``--workers`` (default: the CPUs).
 With several rounds, every figure is the median over rounds, and each round starts with the
-next server.
+next server. ``--baseline DIR`` adds "before": our server from another checkout (a
+``git worktree`` of an earlier commit), run the same way, for before/after ratios measured side
+by side in interleaved rounds.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -133,24 +137,53 @@ def wrk(url: str, script: Path, connections: int, seconds: int) -> dict[str, flo
             "errors": float(errors.group(1)) if errors else 0.0}
 
 
+def summary(med: Any, payloads: dict[str, Path], connection_counts: list[int],
+            args: argparse.Namespace) -> None:
+    """The table of ours, batched, MLflow's server and the bare endpoint."""
+    print(f"\nours: {args.workers} workers, defaults; batched: the same with -C batch_max_size=64 "
+          f"(no wait); mlflow: 1 worker; bare FastAPI: {args.workers} workers; wrk -t1, "
+          f"{args.seconds} s per point, median of {args.rounds} round(s)\n")
+    print("| payload | c | ours req/s | batched req/s | mlflow req/s | bare req/s | ours/mlflow "
+          "| ours/bare | batched/bare | ours p50 ms | mlflow p50 ms | ours p99 ms | mlflow p99 ms "
+          "| p99 mlflow/ours |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for payload in payloads:
+        for c in connection_counts:
+            ours, batched, theirs, bare = (med(n, payload, c, "rps")
+                                           for n in ("ours", "batched", "mlflow", "bare"))
+            p99_ours, p99_theirs = med("ours", payload, c, "p99"), med("mlflow", payload, c, "p99")
+            print(f"| {payload} | {c} | {ours:.0f} | {batched:.0f} | {theirs:.0f} | {bare:.0f} | "
+                  f"{ours / theirs:.1f}x | {ours / bare:.0%} | {batched / bare:.0%} | "
+                  f"{med('ours', payload, c, 'p50'):.2f} | {med('mlflow', payload, c, 'p50'):.2f} "
+                  f"| {p99_ours:.2f} | {p99_theirs:.2f} | {p99_theirs / p99_ours:.1f}x |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--baseline", type=Path, help="a checkout whose serving_image is "
+                        "benchmarked as 'before'")
+    parser.add_argument("--servers", help="comma-separated subset of ours,batched,mlflow,bare,"
+                        "before")
+    parser.add_argument("--connections", default="1,8,32")
+    parser.add_argument("--rows", default="1,100")
     args = parser.parse_args()
+    connection_counts = [int(c) for c in args.connections.split(",")]
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed (Debian: apt-get install wrk)")
 
     work = Path(tempfile.mkdtemp(prefix="bench-server-"))
     model = work / "model"
-    payloads = write_payloads(work, make_model(model))
+    payloads = {name: script for name, script in write_payloads(work, make_model(model)).items()
+                if name.split()[0] in args.rows.split(",")}
     (work / "bare_app.py").write_text(BARE_APP)
     python = sys.executable
     ours = lambda port: [python, "-m", "serving_image", "--model", str(model),  # noqa: E731
                          "--host", "127.0.0.1", "--port", str(port), "--workers",
                          str(args.workers)]
-    environments = {"batched": {"SCORING_BATCH_MAX_SIZE": "64"}}
+    environments: dict[str, dict[str, str]] = {"batched": {"SCORING_BATCH_MAX_SIZE": "64"}}
     servers = {
         "ours": ours,
         "batched": ours,
@@ -160,6 +193,11 @@ def main() -> None:
         "bare": lambda port: [python, "-m", "uvicorn", "bare_app:app", "--host", "127.0.0.1",
                               "--port", str(port), "--workers", str(args.workers)],
     }
+    if args.baseline:
+        servers["before"] = ours
+        environments["before"] = {"PYTHONPATH": str(args.baseline.resolve())}
+    if args.servers:
+        servers = {name: servers[name] for name in args.servers.split(",")}
     results: dict[tuple[str, str, int], list[dict[str, float]]] = {}
     for round_ in range(args.rounds):
         # Each round starts with the next server, so that none always has the same place: in
@@ -174,7 +212,7 @@ def main() -> None:
                 url = f"http://127.0.0.1:{port}/invocations"
                 for payload, script in payloads.items():
                     wrk(url, script, 8, 2)  # warm-up, not recorded
-                    for connections in (1, 8, 32):
+                    for connections in connection_counts:
                         point = wrk(url, script, connections, args.seconds)
                         results.setdefault((name, payload, connections), []).append(point)
                         print(f"round {round_ + 1} {name:6} {payload:8} c={connections:<2} "
@@ -187,22 +225,20 @@ def main() -> None:
     def med(name: str, payload: str, c: int, key: str) -> float:
         return statistics.median(p[key] for p in results[(name, payload, c)])
 
-    print(f"\nours: {args.workers} workers, defaults; batched: the same with -C batch_max_size=64 "
-          f"(no wait); mlflow: 1 worker; bare FastAPI: {args.workers} workers; wrk -t1, "
-          f"{args.seconds} s per point, median of {args.rounds} round(s)\n")
-    print("| payload | c | ours req/s | batched req/s | mlflow req/s | bare req/s | ours/mlflow "
-          "| ours/bare | batched/bare | ours p50 ms | mlflow p50 ms | ours p99 ms | mlflow p99 ms "
-          "| p99 mlflow/ours |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for payload in payloads:
-        for c in (1, 8, 32):
-            ours, batched, theirs, bare = (med(n, payload, c, "rps")
-                                           for n in ("ours", "batched", "mlflow", "bare"))
-            p99_ours, p99_theirs = med("ours", payload, c, "p99"), med("mlflow", payload, c, "p99")
-            print(f"| {payload} | {c} | {ours:.0f} | {batched:.0f} | {theirs:.0f} | {bare:.0f} | "
-                  f"{ours / theirs:.1f}x | {ours / bare:.0%} | {batched / bare:.0%} | "
-                  f"{med('ours', payload, c, 'p50'):.2f} | {med('mlflow', payload, c, 'p50'):.2f} "
-                  f"| {p99_ours:.2f} | {p99_theirs:.2f} | {p99_theirs / p99_ours:.1f}x |")
+    if "before" in servers and "ours" in servers:
+        print(f"\nbefore/after, median of {args.rounds} interleaved round(s), {args.workers} "
+              "workers\n")
+        print("| payload | c | before req/s | after req/s | after/before | before p99 ms "
+              "| after p99 ms |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
+        for payload in payloads:
+            for c in connection_counts:
+                before, after = med("before", payload, c, "rps"), med("ours", payload, c, "rps")
+                print(f"| {payload} | {c} | {before:.0f} | {after:.0f} | {after / before:.1%} "
+                      f"| {med('before', payload, c, 'p99'):.2f} "
+                      f"| {med('ours', payload, c, 'p99'):.2f} |")
+    if {"ours", "batched", "mlflow", "bare"} <= set(servers):
+        summary(med, payloads, connection_counts, args)
     errors = sum(p["errors"] for points in results.values() for p in points)
     print(f"\nnon-2xx responses: {errors:.0f}")
 

@@ -18,7 +18,7 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
 
 from mlflow_docker_target.local_run import run_local
-from tests.conftest import IRIS_INPUT, free_port, register_code_model, servers
+from tests.conftest import IRIS_INPUT, free_port, mlflow_cli, register_code_model, servers
 from tests.test_timeouts import SHAPES, SLEEPY_MODEL
 
 HOG_MODEL = """
@@ -185,25 +185,38 @@ def test_a_port_clash_leaves_nothing(iris_versions, deployment_name, docker_clie
 
 
 def test_readme_examples_work(iris_versions, deployment_name, tmp_path: Path) -> None:
-    """What the README tells a first-time user to send works as written."""
+    """What the README gives a first-time user works as written: the Python snippet, the
+    input file for `predict --input-path`, and one curl command per input format."""
+    import contextlib
+    import io
     import re
     import subprocess
 
     readme = (Path(__file__).parents[2] / "README.md").read_text()
-    client = get_deploy_client("dockerhost")
-    url = client.create_deployment(deployment_name, iris_versions["v1"])["endpoint"]
-    examples = re.findall(r"```(json|bash|python) *\n(.*?)```", readme, re.DOTALL)
-    sent = 0
-    for kind, text in examples:
-        if kind == "json" and "<!-- input.json -->" in readme.split(text)[0][-200:]:
-            (tmp_path / "input.json").write_text(text)
-        elif kind == "bash" and "curl" in text and "/invocations" in text:
-            command = text.replace("http://127.0.0.1:8080", url).replace("\\\n", " ")
-            result = subprocess.run(["bash", "-c", command], capture_output=True, text=True,
-                                    cwd=tmp_path, timeout=60)
-            assert result.returncode == 0 and '"predictions"' in result.stdout, (text, result)
-            sent += 1
-    assert sent >= 4  # one per input format
-    assert (tmp_path / "input.json").is_file()
-    answer = client.predict(deployment_name, json.loads((tmp_path / "input.json").read_text()))
-    assert len(answer["predictions"]) >= 1
+    blocks = re.findall(r"(.{0,40})```(json|bash|python) *\n(.*?)```", readme, re.DOTALL)
+    snippet = next(text for _, kind, text in blocks
+                   if kind == "python" and "get_deploy_client" in text)
+    snippet = snippet.replace('"models:/iris@champion"', repr(iris_versions["v1"]))
+    snippet = snippet.replace('"iris"', repr(deployment_name))
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(snippet, {})
+    assert "'predictions': [0, 2]" in printed.getvalue(), printed.getvalue()
+    url = get_deploy_client("dockerhost").get_deployment(deployment_name)["endpoint"]
+
+    marked = [text for before, kind, text in blocks if "<!-- input.json -->" in before]
+    assert len(marked) == 1
+    (tmp_path / "input.json").write_text(marked[0])
+    result = mlflow_cli("deployments", "predict", "-t", "dockerhost", "--name", deployment_name,
+                        "--input-path", str(tmp_path / "input.json"))
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == {"predictions": [0, 2]}
+
+    curls = [text for _, kind, text in blocks
+             if kind == "bash" and "curl" in text and "/invocations" in text]
+    assert len(curls) >= 5  # one per input format: split, records, inputs, instances, CSV
+    for text in curls:
+        command = text.replace("http://127.0.0.1:8080", url)
+        done = subprocess.run(["bash", "-c", command], capture_output=True, text=True,
+                              timeout=60)
+        assert done.returncode == 0 and json.loads(done.stdout) == {"predictions": [0]}, (
+            text, done.stdout, done.stderr)

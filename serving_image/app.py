@@ -32,7 +32,7 @@ from starlette.routing import Route
 from serving_image import __version__, metrics
 from serving_image.auth import BearerAuth
 from serving_image.batching import Batcher, Input
-from serving_image.fast_path import INLINE_BODY, FastPath
+from serving_image.fast_path import INLINE_BODY, INLINE_ROWS, FastPath
 from serving_image.openapi import invocations_operation, request_body
 from serving_image.predictor import Busy, DeadlineExceeded, Predictor
 from serving_image.readiness import READY_DIR_ENV, STARTUP_FAILURE, Readiness
@@ -145,6 +145,16 @@ def _prediction_count(response: str) -> int:
     return len(predictions) if isinstance(predictions, list) else 1
 
 
+def _mlflow_score(body: bytes, content_type: str, model: Any, schema: Any) -> tuple[Any, int]:
+    """MLflow's scoring function, and how many predictions it answered (counted here, on the
+    predict thread: decoding a large answer would hold the event loop)."""
+    from mlflow.pyfunc import scoring_server
+
+    result = scoring_server.invocations(body, content_type, model, schema)
+    ok = result.status == 200 and result.mimetype == "application/json"
+    return result, _prediction_count(result.response) if ok else 0
+
+
 async def _predict(state: ModelState, model_input: Input, deadline: float) -> Any:
     """The fast path's predictions: on the event loop when known to be cheap, else on a
     predict thread."""
@@ -172,7 +182,9 @@ async def _fast_answer(state: ModelState, content_type: str, body: bytes,
             predictions = await state.batcher.submit(model_input, deadline)
         else:
             predictions = await _predict(state, model_input, deadline)
-        return fast.encode(predictions)
+        if len(model_input) <= INLINE_ROWS:
+            return fast.encode(predictions)
+        return await state.predictor.run(fast.encode, predictions, deadline=deadline)
     except (DeadlineExceeded, Busy):
         raise
     except Exception:  # MLflow's path gives the error its own shape
@@ -183,11 +195,11 @@ async def _mlflow_answer(state: ModelState, content_type: str, body: bytes,
                          deadline: float) -> Response:
     """MLflow's own scoring path, on a predict thread; errors as JSON."""
     from mlflow.exceptions import MlflowException
-    from mlflow.pyfunc import scoring_server
 
     try:
-        result = await state.predictor.run(scoring_server.invocations, body, content_type,
-                                           state.model, state.input_schema, deadline=deadline)
+        result, count = await state.predictor.run(_mlflow_score, body, content_type,
+                                                  state.model, state.input_schema,
+                                                  deadline=deadline)
     except (DeadlineExceeded, Busy):
         raise
     except MlflowException as exc:
@@ -198,8 +210,7 @@ async def _mlflow_answer(state: ModelState, content_type: str, body: bytes,
         return error(500, "INTERNAL_ERROR", f"{type(exc).__name__}: {exc}")
     if result.mimetype != "application/json":
         return _as_json_error(result.status, result.response)
-    if result.status == 200:
-        metrics.ROWS.inc(_prediction_count(result.response))
+    metrics.ROWS.inc(count)
     return Response(content=result.response, status_code=result.status,
                     media_type="application/json")
 

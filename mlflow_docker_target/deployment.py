@@ -7,6 +7,7 @@ is the runtime's business (``runtime.Runtime``; today ``ContainerRuntime``).
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -23,7 +24,7 @@ from mlflow_docker_target import model_fetch, record
 from mlflow_docker_target.config import Settings, normalize, parse_config
 from mlflow_docker_target.container_runtime import ContainerRuntime
 from mlflow_docker_target.containers import check_name
-from mlflow_docker_target.endpoint import invoke
+from mlflow_docker_target.endpoint import invoke, invoke_stream
 from mlflow_docker_target.engine import Engine, connect_to, talking_to
 from mlflow_docker_target.engine_address import Address, engine_from_target, resolve
 from mlflow_docker_target.front import DEPLOYMENT_HEADER
@@ -190,6 +191,13 @@ class DockerHostDeploymentClient(BaseDeploymentClient):
                 endpoint: str | None = None) -> PredictionsResponse:
         """Through the endpoint's front: with a deployment name, that deployment answers;
         with only an endpoint, the endpoint's traffic split decides."""
+        url, token, headers = self._route(deployment_name, endpoint)
+        return invoke(url, inputs, token=token, headers=headers)
+
+    def _route(self, deployment_name: str | None,
+               endpoint: str | None) -> tuple[str, str | None, dict[str, str]]:
+        """Where predictions for a deployment (or an endpoint's split) go: the URL, the bearer
+        token, and the header that picks the deployment behind a shared front."""
         if not deployment_name and not endpoint:
             raise MlflowException("predict needs a deployment name or an endpoint.",
                                   INVALID_PARAMETER_VALUE)
@@ -207,8 +215,14 @@ class DockerHostDeploymentClient(BaseDeploymentClient):
                                   "running? `mlflow deployments get` shows its status.")
         tokens = {d.config.get("auth_token") for d in on}
         headers = {DEPLOYMENT_HEADER: deployment_name} if deployment_name else {}
-        return invoke(url, inputs, token=tokens.pop() if len(tokens) == 1 else None,
-                      headers=headers)
+        return url, tokens.pop() if len(tokens) == 1 else None, headers
+
+    def predict_stream(self, deployment_name: str | None = None, inputs: Any = None,
+                       endpoint: str | None = None) -> Iterator[dict[str, Any]]:
+        """Chunks of the model's ``predict_stream``, as dicts, as they come (Server-Sent Events
+        through the endpoint's front); routed as :meth:`predict` routes."""
+        url, token, headers = self._route(deployment_name, endpoint)
+        return invoke_stream(url, inputs, token=token, headers=headers)
 
     def explain(self, deployment_name: str | None = None, df: Any = None,
                 endpoint: str | None = None) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -13,6 +14,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, ErrorCode
 
 PAYLOAD_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
+# MLflow's unified LLM input: a body holding one of these is the model's input as it is
+LLM_KEYS = ("messages", "prompt", "input")
 
 
 def _jsonable(value: Any) -> Any:
@@ -29,7 +32,8 @@ def payload(inputs: Any) -> dict[str, Any]:
     """The request body for ``inputs`` as MLflow's own clients build it.
 
     A DataFrame goes as ``dataframe_split``; an ndarray, a list or a dict of columns as
-    ``inputs``; a dict that already holds one of the protocol's keys is sent as it is.
+    ``inputs``; a dict that already holds one of the protocol's keys, or is chat-style unified
+    input (``messages``, ``prompt``, ``input``), is sent as it is.
     """
     if isinstance(inputs, pd.DataFrame):
         body = _protocol_body(inputs)
@@ -39,7 +43,9 @@ def payload(inputs: Any) -> dict[str, Any]:
     if isinstance(inputs, pd.Series):
         return {"inputs": json.loads(inputs.to_json(orient="values", date_format="iso"))}
     if isinstance(inputs, dict):
-        return inputs if any(key in inputs for key in PAYLOAD_KEYS) else {"inputs": inputs}
+        if any(key in inputs for key in PAYLOAD_KEYS + LLM_KEYS):
+            return inputs
+        return {"inputs": inputs}
     if isinstance(inputs, (np.ndarray, list, tuple)):
         return {"inputs": inputs}
     raise MlflowException(
@@ -92,6 +98,51 @@ def invoke(url: str, inputs: Any, timeout: float = 120.0, token: str | None = No
     if response.status_code != 200 or not isinstance(answer, dict):
         raise _server_error(url, response.status_code, answer, response.text)
     return PredictionsResponse(answer)
+
+
+def invoke_stream(url: str, inputs: Any, timeout: float = 120.0, token: str | None = None,
+                  headers: dict[str, str] | None = None) -> Iterator[dict[str, Any]]:
+    """POST ``inputs`` with ``"stream": true`` and yield the chunks of the Server-Sent Events
+    answer as dicts; an error line (or status) becomes an MlflowException.
+
+    ``timeout`` bounds the connection and each wait for a chunk, not the whole stream.
+    """
+    body = json.dumps({**payload(inputs), "stream": True}, default=_jsonable)
+    headers = {**(headers or {}), "Content-Type": "application/json",
+               "Accept": "text/event-stream"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    session = requests.Session()
+    session.trust_env = False
+    try:
+        response = session.post(f"{url}/invocations", data=body, timeout=timeout,
+                                headers=headers, stream=True)
+    except requests.RequestException as exc:
+        raise MlflowException(f"Could not reach the deployment at {url}: {exc}") from exc
+    with response:
+        if response.status_code != 200:
+            try:
+                answer = response.json()
+            except ValueError:
+                answer = None
+            raise _server_error(url, response.status_code, answer, response.text)
+        response.encoding = "utf-8"
+        for line in response.iter_lines(decode_unicode=True):
+            if not line.strip():
+                continue
+            key, _, value = line.partition(":")
+            if key != "data":
+                raise MlflowException(f"The deployment at {url} sent {line!r} in a stream, "
+                                      "where only 'data: <json>' lines belong.")
+            value = value.strip()
+            if value == "[DONE]":
+                return
+            chunk = json.loads(value)
+            if isinstance(chunk, dict) and set(chunk) == {"error_code", "message"}:
+                raise _server_error(url, 500, chunk, value)
+            yield chunk
+    raise MlflowException(f"The stream from {url} ended without [DONE]: the connection was "
+                          "cut before the model finished.")
 
 
 def _server_error(url: str, status: int, answer: Any, text: str) -> MlflowException:

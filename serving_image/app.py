@@ -25,11 +25,11 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi_offline import FastAPIOffline
 from starlette.routing import Route
 
-from serving_image import __version__, metrics
+from serving_image import __version__, metrics, streaming
 from serving_image.auth import BearerAuth
 from serving_image.batching import Batcher, Input
 from serving_image.fast_path import INLINE_BODY, INLINE_ROWS, FastPath
@@ -58,6 +58,7 @@ class ModelState:
 
     readiness: Readiness
     predictor: Predictor
+    streams: streaming.Streams
     model: Any = None
     input_schema: Any = None
     fast_path: FastPath | None = None
@@ -215,6 +216,49 @@ async def _mlflow_answer(state: ModelState, content_type: str, body: bytes,
                     media_type="application/json")
 
 
+def _describe(exc: BaseException) -> tuple[str, str]:
+    """An MLflow error code and message for an exception raised by the model."""
+    from mlflow.exceptions import MlflowException
+
+    if isinstance(exc, MlflowException):
+        return str(exc.error_code), exc.message
+    return "INTERNAL_ERROR", f"{type(exc).__name__}: {exc}"
+
+
+def _failure(exc: BaseException) -> Response:
+    from mlflow.exceptions import MlflowException
+
+    status = exc.get_http_status_code() if isinstance(exc, MlflowException) else 500
+    return error(status, *_describe(exc))
+
+
+async def _stream_answer(state: ModelState, body: bytes, timeout: float,
+                         deadline: float) -> Response:
+    """Server-Sent Events from the model's predict_stream (see serving_image/streaming.py)."""
+    model = state.model
+    if not streaming.can_stream(model):
+        return error(400, "BAD_REQUEST", "This model cannot stream: it has no predict_stream. "
+                     "Send the request without \"stream\": true.")
+    try:
+        stream = state.streams.start(lambda: model.predict_stream(*streaming.parse(body, model)))
+    except streaming.TooManyStreams:
+        return error(503, "TEMPORARILY_UNAVAILABLE",
+                     f"All {state.streams.limit} stream threads of this worker are busy "
+                     "(-C max_streams). Retry later.", headers={"Retry-After": "1"})
+    try:
+        first = await stream.next(deadline - asyncio.get_running_loop().time())
+    except TimeoutError:
+        stream.stop.set()
+        metrics.STREAMS.labels("timeout").inc()
+        return error(504, "DEADLINE_EXCEEDED", f"No chunk came within {timeout:g} s.")
+    if isinstance(first, streaming.Failed):
+        metrics.STREAMS.labels("error").inc()
+        return _failure(first.error)
+    return StreamingResponse(stream.lines(first, timeout, _describe),
+                             media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache"})
+
+
 def _has_pyarrow() -> bool:
     try:
         import pyarrow  # noqa: F401
@@ -225,7 +269,8 @@ def _has_pyarrow() -> bool:
 
 def create_app(settings: ServerSettings) -> FastAPI:
     state = ModelState(Readiness(os.environ.get(READY_DIR_ENV), settings.workers),
-                       Predictor(settings.predict_threads, settings.queue_size))
+                       Predictor(settings.predict_threads, settings.queue_size),
+                       streaming.Streams(settings.max_streams))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -317,6 +362,8 @@ def create_app(settings: ServerSettings) -> FastAPI:
         if body is None:
             return error(413, "REQUEST_LIMIT_EXCEEDED",
                          f"Request body exceeds the limit of {settings.max_body_size} bytes.")
+        if streaming.wants_stream(content_type, body):
+            return await _stream_answer(state, body, timeout, deadline)
         try:
             if state.fast_path is not None:
                 answer = await _fast_answer(state, content_type, body, deadline)

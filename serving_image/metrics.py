@@ -36,6 +36,11 @@ ROWS = Counter("mlflow_server_rows_predicted_total", "Predictions returned by /i
 ABANDONED = Gauge("mlflow_server_abandoned_predictions",
                   "Predictions still running after their request timed out",
                   multiprocess_mode="livesum")
+STREAMS = Counter("mlflow_server_streams_total", "Streamed answers, by how they ended "
+                  "(done, error, timeout, cancelled)", ["outcome"])
+STREAM_CHUNKS = Counter("mlflow_server_stream_chunks_total", "Chunks sent in streamed answers")
+STREAMS_ACTIVE = Gauge("mlflow_server_streams_active", "Stream threads running a generator",
+                       multiprocess_mode="livesum")
 MODEL_LOAD = Gauge("mlflow_server_model_load_seconds", "Time to load and warm the model",
                    multiprocess_mode="max")
 

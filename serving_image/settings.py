@@ -61,6 +61,7 @@ class ServerSettings:
     drain_seconds: float = 0.0  # /ping answers 503 this long after SIGTERM, then shutdown
     predict_threads: int = 4  # per worker: predictions running at once
     queue_size: int = 64  # per worker: requests waiting for a predict thread; beyond, 503
+    max_streams: int = 4  # per worker: streamed answers at once; beyond, 503
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> ServerSettings:
@@ -90,6 +91,7 @@ class ServerSettings:
             drain_seconds=float(get("DRAIN_SECONDS") or cls.drain_seconds),
             predict_threads=int(get("PREDICT_THREADS") or cls.predict_threads),
             queue_size=int(get("QUEUE_SIZE") or cls.queue_size),
+            max_streams=int(get("MAX_STREAMS") or cls.max_streams),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -105,5 +107,6 @@ class ServerSettings:
             "BATCH_MAX_WAIT_MS": str(self.batch_max_wait_ms),
             "DEPLOYMENT": self.deployment, "DRAIN_SECONDS": str(self.drain_seconds),
             "PREDICT_THREADS": str(self.predict_threads), "QUEUE_SIZE": str(self.queue_size),
+            "MAX_STREAMS": str(self.max_streams),
         }
         return {PREFIX + k: v for k, v in values.items() if v is not None}

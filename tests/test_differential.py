@@ -52,6 +52,30 @@ class LongDoubleModel(mlflow.pyfunc.PythonModel):
         return (model_input["a"] * 2 + model_input["b"]).to_numpy()
 
 
+class EchoChat(mlflow.pyfunc.ChatModel):
+    """MLflow 3's chat-style model: messages and chat params in, a chat completion out."""
+
+    def predict(self, context, messages, params):
+        from mlflow.types.llm import ChatChoice, ChatCompletionResponse, ChatMessage
+
+        text = " | ".join(f"{m.role}:{m.content}" for m in messages)
+        return ChatCompletionResponse(id="echo", created=0, model="echo", choices=[ChatChoice(
+            index=0, message=ChatMessage(
+                role="assistant",
+                content=f"{text} t={params.temperature} max={params.max_tokens}"))])
+
+    def predict_stream(self, context, messages, params):
+        from mlflow.types.llm import ChatChoiceDelta, ChatChunkChoice, ChatCompletionChunk
+
+        for word in (messages[-1].content or "").split():
+            yield ChatCompletionChunk(id="echo", created=0, model="echo", choices=[
+                ChatChunkChoice(index=0, delta=ChatChoiceDelta(role="assistant", content=word))])
+
+
+def _chat(path: Path) -> None:
+    mlflow.pyfunc.save_model(path, python_model=EchoChat())
+
+
 def _iris(path: Path) -> None:
     from sklearn.datasets import load_iris
     from sklearn.linear_model import LogisticRegression
@@ -80,7 +104,8 @@ def _long_double(path: Path) -> None:
     mlflow.pyfunc.save_model(path, python_model=LongDoubleModel(), signature=signature)
 
 
-MODELS = {"iris": _iris, "mixed": _mixed, "tensor": _tensor, "long_double": _long_double}
+MODELS = {"iris": _iris, "mixed": _mixed, "tensor": _tensor, "long_double": _long_double,
+          "chat": _chat}
 
 IRIS_COLS = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
 ROW = [5.1, 3.5, 1.4, 0.2]
@@ -185,6 +210,17 @@ CORPUS = [
     Case("long_double", "float for long", _split(["a", "b"], [[1.5, 0.5]])),
     Case("long_double", "float with zero fraction for long", _split(["a", "b"], [[1.0, 0.5]])),
     Case("long_double", "records", _j({"dataframe_records": [{"a": 1, "b": 2.5}]})),
+    # chat: MLflow 3's unified LLM input, answered without the "predictions" wrapper
+    Case("chat", "messages", _j({"messages": [{"role": "user", "content": "hello there"}]})),
+    Case("chat", "messages with chat params", _j({
+        "messages": [{"role": "system", "content": "be brief"},
+                     {"role": "user", "content": "hi"}], "temperature": 0.5,
+        "max_tokens": 20})),
+    Case("chat", "messages, stream false", _j({"messages": [{"role": "user", "content": "a"}],
+                                                "stream": False})),
+    Case("chat", "message without a role", _j({"messages": [{"content": "x"}]})),
+    Case("chat", "prompt to a chat model", _j({"prompt": "x"})),
+    Case("chat", "messages not a list", _j({"messages": "hello"})),
 ]
 
 
@@ -246,3 +282,17 @@ def test_corpus_covers_every_format_and_model() -> None:
         assert key in bodies
     assert {case.content_type for case in CORPUS} >= {JSON, CSV, None}
     assert {case.model for case in CORPUS} == set(MODELS)
+
+
+def test_a_chat_stream_yields_what_predict_stream_yields(servers) -> None:
+    """Streamed, the chunks are exactly the model's own predict_stream output, as dicts."""
+    _, ours = servers["chat"]
+    model = ours.app.state.model_state.model
+    request = {"messages": [{"role": "user", "content": "one two three"}]}
+    expected = [json.loads(json.dumps(chunk)) for chunk in model.predict_stream(request)]
+    answer = ours.post("/invocations", json={**request, "stream": True})
+    assert answer.status_code == 200
+    lines = [line for line in answer.text.splitlines() if line]
+    assert lines[-1] == "data: [DONE]"
+    assert [json.loads(line[len("data: "):]) for line in lines[:-1]] == expected
+    assert len(expected) == 3

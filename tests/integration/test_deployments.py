@@ -166,6 +166,9 @@ def test_failed_update_keeps_old_serving(iris_versions, failing_model, deploymen
     assert info["model_version"] == "1"
     assert _curl(info["endpoint"]) == [0, 2, 1]
     assert len(_containers(docker_client, deployment_name)) == 1
+    tags = [t for image in docker_client.images.list() for t in image.tags
+            if t.startswith(f"mlflow-dockerhost/{deployment_name}:")]
+    assert tags == [info["image"]]  # the failed version's image is gone
 
 
 def test_name_conflict(iris_versions, deployment_name) -> None:

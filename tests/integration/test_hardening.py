@@ -4,6 +4,7 @@ config keys taken off with ``-C key=``, out-of-memory kills named, nothing left 
 from __future__ import annotations
 
 import json
+import re
 import socket
 import threading
 import time
@@ -121,6 +122,12 @@ def test_secrets_stay_in_the_environment_and_keys_come_off(iris_versions, deploy
             "dataframe_split": IRIS_INPUT}, timeout=30).status_code == 200, route
     for route in ("/ping", "/health"):
         assert requests.get(url + route, timeout=30).status_code == 200, route
+    docs = requests.get(f"{url}/docs", headers=token, timeout=30).text
+    assets = re.findall(r"(?:src|href)=['\"](/[^'\"]+\.(?:js|css))['\"]", docs)
+    assert len(assets) >= 2  # Swagger UI's script and style, from the image (no CDN)
+    for asset in assets:
+        assert requests.get(url + asset, headers=token, timeout=30).status_code == 200
+        assert requests.get(url + asset, timeout=30).status_code == 401
 
     # an update carries the secrets over
     client.update_deployment(deployment_name, iris_versions["v2"])
@@ -189,7 +196,6 @@ def test_readme_examples_work(iris_versions, deployment_name, tmp_path: Path) ->
     input file for `predict --input-path`, and one curl command per input format."""
     import contextlib
     import io
-    import re
     import subprocess
 
     readme = (Path(__file__).parents[2] / "README.md").read_text()

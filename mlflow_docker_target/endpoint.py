@@ -77,25 +77,39 @@ def _protocol_body(frame: pd.DataFrame) -> dict[str, Any] | None:
     return body
 
 
-def invoke(url: str, inputs: Any, timeout: float = 120.0, token: str | None = None,
-           headers: dict[str, str] | None = None) -> PredictionsResponse:
-    """POST ``inputs`` to ``<url>/invocations``; a server error becomes an MlflowException."""
-    body = json.dumps(payload(inputs), default=_jsonable)
+def _post(url: str, body: dict[str, Any], timeout: float, token: str | None,
+          headers: dict[str, str] | None, stream: bool = False) -> requests.Response:
+    """POST a scoring-protocol body to ``<url>/invocations``; a status other than 200 becomes
+    an MlflowException carrying the server's own message."""
     headers = {**(headers or {}), "Content-Type": "application/json"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
     session = requests.Session()
-    session.trust_env = False
+    session.trust_env = False  # the endpoint is the engine's host, never a proxy's
     try:
-        response = session.post(f"{url}/invocations", data=body, timeout=timeout,
-                                headers=headers)
+        response = session.post(f"{url}/invocations", data=json.dumps(body, default=_jsonable),
+                                timeout=timeout, headers=headers, stream=stream)
     except requests.RequestException as exc:
-        raise MlflowException(f"Could not reach the deployment at {url}: {exc}") from None
+        raise MlflowException(f"Could not reach the deployment at {url}: {exc}") from exc
+    if response.status_code != 200:
+        with response:
+            try:
+                answer = response.json()
+            except ValueError:
+                answer = None
+            raise _server_error(url, response.status_code, answer, response.text)
+    return response
+
+
+def invoke(url: str, inputs: Any, timeout: float = 120.0, token: str | None = None,
+           headers: dict[str, str] | None = None) -> PredictionsResponse:
+    """POST ``inputs`` to ``<url>/invocations``; a server error becomes an MlflowException."""
+    response = _post(url, payload(inputs), timeout, token, headers)
     try:
         answer = response.json()
     except ValueError:
         answer = None
-    if response.status_code != 200 or not isinstance(answer, dict):
+    if not isinstance(answer, dict):
         raise _server_error(url, response.status_code, answer, response.text)
     return PredictionsResponse(answer)
 
@@ -107,25 +121,9 @@ def invoke_stream(url: str, inputs: Any, timeout: float = 120.0, token: str | No
 
     ``timeout`` bounds the connection and each wait for a chunk, not the whole stream.
     """
-    body = json.dumps({**payload(inputs), "stream": True}, default=_jsonable)
-    headers = {**(headers or {}), "Content-Type": "application/json",
-               "Accept": "text/event-stream"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    session = requests.Session()
-    session.trust_env = False
-    try:
-        response = session.post(f"{url}/invocations", data=body, timeout=timeout,
-                                headers=headers, stream=True)
-    except requests.RequestException as exc:
-        raise MlflowException(f"Could not reach the deployment at {url}: {exc}") from exc
+    response = _post(url, {**payload(inputs), "stream": True}, timeout, token,
+                     {**(headers or {}), "Accept": "text/event-stream"}, stream=True)
     with response:
-        if response.status_code != 200:
-            try:
-                answer = response.json()
-            except ValueError:
-                answer = None
-            raise _server_error(url, response.status_code, answer, response.text)
         response.encoding = "utf-8"
         for line in response.iter_lines(decode_unicode=True):
             if not line.strip():

@@ -16,19 +16,32 @@ PROXY_IMAGE := mlflow-dockerhost/haproxy:bookworm
 PORT ?= 5000
 MODEL_URI ?=
 DEMO_TRACKING_URI := sqlite:///$(CURDIR)/$(STATE)/demo/mlflow.db
+# MLServer and its MLflow runtime, the reference for the V2 protocol (tests/test_v2.py), in a
+# virtualenv of their own, at our MLflow, NumPy, pandas and scikit-learn versions.
+MLSERVER_VENV := $(STATE)/mlserver-venv
 
 # Tests and the demo build on the local base and front images; users' deployments default to
 # python:X.Y-slim and haproxy:2.8.
 export MLFLOW_DOCKERHOST_BASE_IMAGE ?= $(BASE_IMAGE)
 export MLFLOW_DOCKERHOST_PROXY_IMAGE ?= $(PROXY_IMAGE)
 
-.PHONY: venv engine base-image serve test lint bench clean
+.PHONY: venv engine base-image mlserver serve test lint bench clean
 
 venv: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --disable-pip-version-check -q -e '.[dev]'
+	touch $@
+
+mlserver: $(MLSERVER_VENV)/.installed
+
+$(MLSERVER_VENV)/.installed: $(VENV)/.installed
+	test -x $(MLSERVER_VENV)/bin/python || $(PYTHON) -m venv $(MLSERVER_VENV)
+	$(BIN)/python -m pip freeze --exclude-editable | \
+	  grep -iE '^(mlflow|mlflow-skinny|numpy|pandas|scikit-learn|scipy)==' >$(STATE)/mlserver-pins.txt
+	$(MLSERVER_VENV)/bin/python -m pip install --disable-pip-version-check -q \
+	  mlserver==1.7.1 mlserver-mlflow==1.7.1 scikit-learn -c $(STATE)/mlserver-pins.txt
 	touch $@
 
 # A Docker engine: the one DOCKER_HOST / the current context names if it answers; otherwise,
@@ -68,7 +81,7 @@ serve: base-image
 	exec $(BIN)/mlflow deployments run-local -t dockerhost --name demo -m "$$uri" -C port=$(PORT)
 
 # The remote-engine tests also need a network namespace, openssl, an sshd and curl.
-test: base-image
+test: base-image mlserver
 	@missing=""; for tool in ip:iproute2 openssl:openssl curl:curl /usr/sbin/sshd:openssh-server; do \
 	  command -v $${tool%%:*} >/dev/null || missing="$$missing $${tool##*:}"; done; \
 	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \

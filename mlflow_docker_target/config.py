@@ -209,6 +209,9 @@ KEYS: tuple[Key, ...] = (
     Key("queue_size", _number(int, 0), "an integer >= 0", ServerSettings.queue_size,
         "Requests each worker holds waiting for a predict thread; beyond, it answers 503.",
         DEPLOY),
+    Key("max_streams", _positive_int, "an integer >= 1", ServerSettings.max_streams,
+        "Streamed answers (\"stream\": true) each worker runs at once, each on a thread of "
+        "its own; beyond, it answers 503.", DEPLOY),
     Key("max_body_size", _size, "a size such as 100m", 100 * 1024**2,
         "Largest accepted request body; larger ones answer 413.", DEPLOY, "100m"),
     Key("log_level", _choice("debug", "info", "warning", "error"), "debug, info, warning or error",
@@ -292,6 +295,7 @@ class Settings:
     request_timeout: int = _default("request_timeout")
     predict_threads: int = _default("predict_threads")
     queue_size: int = _default("queue_size")
+    max_streams: int = _default("max_streams")
     max_body_size: int = _default("max_body_size")
     log_level: str = _default("log_level")
     access_log: bool = _default("access_log")

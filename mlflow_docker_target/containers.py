@@ -82,8 +82,10 @@ class Spec:
             batch_max_size=self.settings.batch_max_size,
             batch_max_wait_ms=self.settings.batch_max_wait_ms,
             deployment=self.deployment,
+            endpoint=self.endpoint,
             predict_threads=self.settings.predict_threads,
             queue_size=self.settings.queue_size,
+            max_streams=self.settings.max_streams,
         ).to_env()
         server.pop("SCORING_WORKERS")  # the server counts the CPUs its container may use
         if self.settings.workers:

@@ -23,13 +23,14 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi_offline import FastAPIOffline
 from starlette.routing import Route
 
-from serving_image import __version__, metrics, streaming
+from serving_image import __version__, metrics, streaming, v2
 from serving_image.auth import BearerAuth
 from serving_image.batching import Batcher, Input
 from serving_image.fast_path import INLINE_BODY, INLINE_ROWS, FastPath
@@ -63,6 +64,8 @@ class ModelState:
     input_schema: Any = None
     fast_path: FastPath | None = None
     batcher: Batcher | None = None
+    v2_content_type: str | None = None  # the signature's, for V2 requests that name none
+    v2_inputs: dict[str, dict[str, Any]] = field(default_factory=dict)  # the signature's
     ready: threading.Event = field(default_factory=threading.Event)
 
 
@@ -92,6 +95,8 @@ def load_model(settings: ServerSettings, state: ModelState) -> None:
     try:
         state.model, state.input_schema = load_and_warm(settings.model_path)
         state.fast_path = FastPath.for_model(state.model)
+        state.v2_content_type = v2.model_content_type(state.model)
+        state.v2_inputs = v2.input_tensors(state.model)
         if state.fast_path and settings.batch_max_size > 1:
             state.batcher = Batcher(partial(_predict, state), settings.batch_max_size,
                                     settings.batch_max_wait_ms / 1000)
@@ -114,6 +119,38 @@ def load_model(settings: ServerSettings, state: ModelState) -> None:
     log.info("Model loaded and warmed in %.2f s%s", seconds,
              "" if fast is None else " (numeric tabular fast path on; "
              + ("cheap calls on the event loop)" if fast.cost else "on predict threads)"))
+
+
+class Refused(Exception):
+    """A request refused before the model sees it; each protocol shapes the answer."""
+
+    def __init__(self, status: int, error_code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.error_code, self.message = status, error_code, message
+
+
+async def receive(request: Request, settings: ServerSettings, deadline: float) -> bytes:
+    """The body of a prediction request, once the model is ready, within the size limit and
+    the deadline; Refused otherwise."""
+    state: ModelState = request.app.state.model_state
+    if not state.ready.is_set():
+        raise Refused(503, "TEMPORARILY_UNAVAILABLE", "The model is still loading.")
+    try:
+        async with asyncio.timeout_at(deadline):
+            body = await read_body(request, settings.max_body_size)
+    except TimeoutError:
+        raise Refused(408, "DEADLINE_EXCEEDED", "The request body did not arrive within "
+                      f"{settings.request_timeout:g} s.") from None
+    if body is None:
+        raise Refused(413, "REQUEST_LIMIT_EXCEEDED",
+                      f"Request body exceeds the limit of {settings.max_body_size} bytes.")
+    return body
+
+
+def _busy(settings: ServerSettings) -> str:
+    return (f"All {settings.predict_threads} predict threads of this worker are busy and the "
+            "line for them is full, or they all still run predictions whose requests timed "
+            "out. Retry later.")
 
 
 async def read_body(request: Request, limit: int) -> bytes | None:
@@ -354,14 +391,9 @@ def create_app(settings: ServerSettings) -> FastAPI:
             return error(415, "BAD_REQUEST",
                          "Missing Content-Type. Send application/json or text/csv.")
         try:
-            async with asyncio.timeout_at(deadline):
-                body = await read_body(request, settings.max_body_size)
-        except TimeoutError:
-            return error(408, "DEADLINE_EXCEEDED",
-                         f"The request body did not arrive within {timeout:g} s.")
-        if body is None:
-            return error(413, "REQUEST_LIMIT_EXCEEDED",
-                         f"Request body exceeds the limit of {settings.max_body_size} bytes.")
+            body = await receive(request, settings, deadline)
+        except Refused as refused:
+            return error(refused.status, refused.error_code, refused.message)
         if streaming.wants_stream(content_type, body):
             return await _stream_answer(state, body, timeout, deadline)
         try:
@@ -379,14 +411,121 @@ def create_app(settings: ServerSettings) -> FastAPI:
             return error(504, "DEADLINE_EXCEEDED",
                          f"Request processing time exceeded {timeout:g} s.")
         except Busy:
-            return error(503, "TEMPORARILY_UNAVAILABLE",
-                         f"All {settings.predict_threads} predict threads of this worker are "
-                         "busy and the line for them is full, or they all still run "
-                         "predictions whose requests timed out. Retry later.",
+            return error(503, "TEMPORARILY_UNAVAILABLE", _busy(settings),
                          headers={"Retry-After": "1"})
 
-    # A plain Starlette route, matched first: FastAPI's per-request dependency solving and
-    # response handling cost more than a bare answer, and this handler reads the request itself.
-    # The OpenAPI document describes it (``invocations_operation``).
-    app.router.routes.insert(0, Route("/invocations", invocations, methods=["POST"]))
+    # Plain Starlette routes, matched first: FastAPI's per-request dependency solving and
+    # response handling cost more than a bare answer, and these handlers read the request
+    # themselves. The OpenAPI document describes them (``serving_image/openapi.py``).
+    app.router.routes[0:0] = [Route("/invocations", invocations, methods=["POST"]),
+                              *_v2_routes(state, settings, served_by)]
     return app
+
+
+def _v2_routes(state: ModelState, settings: ServerSettings,
+               served_by: dict[str, str]) -> list[Route]:
+    """The Open Inference Protocol beside /invocations (``serving_image/v2.py`` decodes and
+    encodes); ``{name}`` is the deployment's, its endpoint's or the registered model's."""
+    names = {n for n in (settings.deployment, settings.endpoint, settings.model_name) if n}
+    names = names or {"model"}
+
+    def v2_error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+        return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+    def find(request: Request) -> tuple[str, str | None]:
+        name, version = request.path_params["name"], request.path_params.get("version")
+        if name not in names:
+            raise v2.V2Error(f"Model {name} not found", 404)
+        if version is not None and version != settings.model_version:
+            raise v2.V2Error(f"Model {name} with version {version} not found", 404)
+        return name, version
+
+    def ready() -> bool:
+        return state.ready.is_set() and state.readiness.all_ready()
+
+    async def live(request: Request) -> Response:
+        return Response(status_code=200)
+
+    async def server_ready(request: Request) -> Response:
+        return Response(status_code=200 if ready() else 503)
+
+    async def model_metadata(request: Request) -> Response:
+        try:
+            name, _ = find(request)
+        except v2.V2Error as exc:
+            return v2_error(exc.status, str(exc))
+        if not state.ready.is_set():
+            return v2_error(503, f"Model {name} is not ready yet")
+        return JSONResponse(v2.metadata(state.model, name, settings.model_version))
+
+    async def model_ready(request: Request) -> Response:
+        try:
+            find(request)
+        except v2.V2Error as exc:
+            return v2_error(exc.status, str(exc))
+        return Response(status_code=200 if ready() else 503)
+
+    async def infer(request: Request) -> Response:
+        response = await answer(request)
+        response.headers.update(served_by)
+        return response
+
+    async def answer(request: Request) -> Response:
+        deadline = asyncio.get_running_loop().time() + settings.request_timeout
+        try:
+            name, _ = find(request)
+            body = await receive(request, settings, deadline)
+            payload = orjson.loads(body)
+            fast = state.fast_path
+            columns = (v2.columns_of(payload, state.v2_content_type, state.v2_inputs)
+                       if fast else None)
+            model_input = fast.from_columns(columns) if fast and columns else None
+            if fast and model_input is not None:
+                if state.batcher is not None:
+                    predictions = await state.batcher.submit(model_input, deadline)
+                else:
+                    predictions = await _predict(state, model_input, deadline)
+                result = v2.encode(predictions, name, settings.model_version, payload.get("id"))
+            else:
+                result = await state.predictor.run(_v2_predict, state, payload, name,
+                                                   settings.model_version, deadline=deadline)
+            metrics.ROWS.inc(result["outputs"][0]["shape"][0] if result["outputs"] else 0)
+            return Response(orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY),
+                            media_type="application/json")
+        except v2.V2Error as exc:
+            return v2_error(exc.status, str(exc))
+        except Refused as refused:
+            return v2_error(refused.status, refused.message)
+        except orjson.JSONDecodeError as exc:
+            return v2_error(400, f"The body is not valid JSON: {exc}")
+        except DeadlineExceeded:
+            return v2_error(504, f"Request processing time exceeded "
+                                 f"{settings.request_timeout:g} s.")
+        except Busy:
+            return v2_error(503, _busy(settings), headers={"Retry-After": "1"})
+        except Exception as exc:
+            from mlflow.exceptions import MlflowException
+
+            if isinstance(exc, MlflowException):
+                return v2_error(400, exc.message)
+            log.exception("V2 inference failed")
+            return v2_error(500, f"{type(exc).__name__}: {exc}")
+
+    model = "/v2/models/{name}"
+    versioned = "/v2/models/{name}/versions/{version}"
+    return [
+        Route("/v2/health/live", live, methods=["GET"]),
+        Route("/v2/health/ready", server_ready, methods=["GET"]),
+        *(Route(path, model_metadata, methods=["GET"]) for path in (model, versioned)),
+        *(Route(f"{path}/ready", model_ready, methods=["GET"]) for path in (model, versioned)),
+        *(Route(f"{path}/infer", infer, methods=["POST"]) for path in (model, versioned)),
+    ]
+
+
+def _v2_predict(state: ModelState, payload: Any, name: str,
+                version: str | None) -> dict[str, Any]:
+    """A V2 request the fast path does not take, decoded, predicted by MLflow's pyfunc with
+    schema enforcement, and encoded, on a predict thread."""
+    model_input, params = v2.decode(payload, state.v2_content_type, state.v2_inputs)
+    predictions = state.model.predict(model_input, params=params)
+    return v2.encode(predictions, name, version, payload.get("id"))

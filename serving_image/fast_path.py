@@ -160,7 +160,20 @@ class FastPath:
             return None
         if not isinstance(payload, dict) or len(payload) != 1:
             return None
-        rows = self._rows(payload)
+        return self._input(self._rows(payload))
+
+    def from_columns(self, columns: dict[str, list[Any]]) -> np.ndarray | pd.DataFrame | None:
+        """What the model will be called with for columns of values (a V2 ``pd`` request),
+        or ``None``."""
+        if set(columns) != set(self.columns):
+            return None
+        try:
+            rows = [list(row) for row in zip(*(columns[c] for c in self.columns), strict=True)]
+        except ValueError:  # columns of different lengths
+            return None
+        return self._input(rows)
+
+    def _input(self, rows: list[list[Any]] | None) -> np.ndarray | pd.DataFrame | None:
         values = self._values(rows) if rows else None
         if rows is None or values is None:
             return None

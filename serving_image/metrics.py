@@ -45,6 +45,17 @@ MODEL_LOAD = Gauge("mlflow_server_model_load_seconds", "Time to load and warm th
                    multiprocess_mode="max")
 
 
+def route_of(path: str) -> str:
+    """The route label: the path for fixed routes, a template for V2's named ones."""
+    if path in ROUTES:
+        return path
+    if path.startswith("/v2/health/"):
+        return path
+    if path.startswith("/v2/models/"):
+        return "/v2/models/{name}/infer" if path.endswith("/infer") else "/v2/models/{name}"
+    return "other"
+
+
 def render() -> tuple[bytes, str]:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
@@ -69,7 +80,7 @@ class MetricsMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        route = scope["path"] if scope["path"] in ROUTES else "other"
+        route = route_of(scope["path"])
         status = 500
 
         async def send_and_record(message: MutableMapping[str, Any]) -> None:

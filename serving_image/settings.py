@@ -58,6 +58,7 @@ class ServerSettings:
     batch_max_size: int = 1  # rows; 1 means no batching
     batch_max_wait_ms: float = 0.0
     deployment: str | None = None  # named in every answer's x-mlflow-deployment header
+    endpoint: str | None = None  # the shared endpoint it serves behind, a V2 model name too
     drain_seconds: float = 0.0  # /ping answers 503 this long after SIGTERM, then shutdown
     predict_threads: int = 4  # per worker: predictions running at once
     queue_size: int = 64  # per worker: requests waiting for a predict thread; beyond, 503
@@ -88,6 +89,7 @@ class ServerSettings:
             batch_max_size=int(get("BATCH_MAX_SIZE") or cls.batch_max_size),
             batch_max_wait_ms=float(get("BATCH_MAX_WAIT_MS") or cls.batch_max_wait_ms),
             deployment=get("DEPLOYMENT"),
+            endpoint=get("ENDPOINT"),
             drain_seconds=float(get("DRAIN_SECONDS") or cls.drain_seconds),
             predict_threads=int(get("PREDICT_THREADS") or cls.predict_threads),
             queue_size=int(get("QUEUE_SIZE") or cls.queue_size),
@@ -105,7 +107,8 @@ class ServerSettings:
             "RUN_ID": self.run_id, "IMAGE": self.image, "AUTH_TOKEN": self.auth_token,
             "BATCH_MAX_SIZE": str(self.batch_max_size),
             "BATCH_MAX_WAIT_MS": str(self.batch_max_wait_ms),
-            "DEPLOYMENT": self.deployment, "DRAIN_SECONDS": str(self.drain_seconds),
+            "DEPLOYMENT": self.deployment, "ENDPOINT": self.endpoint,
+            "DRAIN_SECONDS": str(self.drain_seconds),
             "PREDICT_THREADS": str(self.predict_threads), "QUEUE_SIZE": str(self.queue_size),
             "MAX_STREAMS": str(self.max_streams),
         }

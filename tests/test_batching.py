@@ -29,6 +29,19 @@ def _forest(path) -> None:
                               skops_trusted_types=["sklearn.tree._tree.Tree"])
 
 
+def count_batches(batcher: Batcher) -> list[int]:
+    """The row count of each predict call ``batcher`` makes from now on."""
+    calls: list[int] = []
+    run = batcher.run
+
+    async def counted(batch: Any, deadline: float) -> Any:
+        calls.append(len(batch))
+        return await run(batch, deadline)
+
+    batcher.run = counted
+    return calls
+
+
 def test_combine_and_split_round_trip() -> None:
     arrays = [np.ones((1, 2)), np.zeros((3, 2))]
     assert combine(arrays).shape == (4, 2)
@@ -110,14 +123,7 @@ def test_concurrent_requests_are_batched_exactly(tmp_path, save, columns, make_r
         expected = [state.fast_path.encode(state.fast_path.predict_input(
             state.fast_path.prepare("application/json", httpx.Request(
                 "POST", "/", json=body).content)))[0] for body in bodies]
-        calls = []
-        run = state.batcher.run
-
-        async def counted(batch: Any, deadline: float) -> Any:
-            calls.append(len(batch))
-            return await run(batch, deadline)
-
-        state.batcher.run = counted
+        calls = count_batches(state.batcher)
 
         async def send_all() -> list[httpx.Response]:
             transport = httpx.ASGITransport(app=app)

@@ -187,6 +187,17 @@ def deployment_name(docker_client: docker.DockerClient) -> Iterator[str]:
     remove_leftovers(docker_client, f"{LABEL}={name}")
 
 
+@pytest.fixture
+def endpoint_name(docker_client: docker.DockerClient) -> Iterator[str]:
+    """A fresh endpoint name; its front and deployments left behind are removed after."""
+    name = f"e-{secrets.token_hex(4)}"
+    yield name
+    for container in docker_client.containers.list(all=True,
+                                                   filters={"label": f"{ENDPOINT}={name}"}):
+        remove_leftovers(docker_client, f"{LABEL}={container.labels.get(LABEL, '-')}")
+    remove_leftovers(docker_client, f"{ENDPOINT}={name}")
+
+
 def mlflow_cli(*args: str, check: bool = True, timeout: float = 900,
                env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run the real ``mlflow`` CLI, as a user would; ``env`` adds to the environment."""

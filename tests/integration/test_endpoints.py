@@ -3,14 +3,11 @@ traffic, one writer per name, and deployments made before fronts existed."""
 
 from __future__ import annotations
 
-import secrets
 import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
 
-import docker
 import pandas as pd
 import pytest
 import requests
@@ -30,23 +27,12 @@ from tests.conftest import (
     LABEL,
     free_port,
     mlflow_cli,
-    remove_leftovers,
     servers,
 )
 from tests.steady_load import SteadyLoad
 
 BODY = {"dataframe_split": IRIS_INPUT}
 FRAME = pd.DataFrame(IRIS_INPUT["data"], columns=IRIS_INPUT["columns"])
-
-
-@pytest.fixture
-def endpoint_name(docker_client: docker.DockerClient) -> Iterator[str]:
-    name = f"e-{secrets.token_hex(4)}"
-    yield name
-    for container in docker_client.containers.list(all=True,
-                                                   filters={"label": f"{ENDPOINT}={name}"}):
-        remove_leftovers(docker_client, f"{LABEL}={container.labels.get(LABEL, '-')}")
-    remove_leftovers(docker_client, f"{ENDPOINT}={name}")
 
 
 @pytest.mark.parametrize(("replicas", "fixed_port"), [(1, False), (2, True)])

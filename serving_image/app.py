@@ -34,7 +34,7 @@ from serving_image import __version__, metrics, streaming, v2
 from serving_image.auth import BearerAuth
 from serving_image.batching import Batcher, Input
 from serving_image.fast_path import INLINE_BODY, INLINE_ROWS, FastPath
-from serving_image.openapi import invocations_operation, request_body
+from serving_image.openapi import invocations_operation, request_body, v2_paths
 from serving_image.predictor import Busy, DeadlineExceeded, Predictor
 from serving_image.readiness import READY_DIR_ENV, STARTUP_FAILURE, Readiness
 from serving_image.settings import ServerSettings
@@ -326,6 +326,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
         schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
         body = request_body(state.model, settings.model_path) if state.ready.is_set() else None
         schema["paths"]["/invocations"] = {"post": invocations_operation(body)}
+        schema["paths"].update(v2_paths())
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]

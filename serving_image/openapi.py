@@ -1,5 +1,6 @@
-"""The OpenAPI operation of ``/invocations``: its request body comes from the model's signature
-and input example, its answers are the scoring protocol's."""
+"""The OpenAPI operations of the plain routes: ``/invocations`` (its request body from the
+model's signature and input example, its answers the scoring protocol's, a stream of
+Server-Sent Events with ``"stream": true``) and the Open Inference Protocol's ``/v2`` routes."""
 
 from __future__ import annotations
 
@@ -59,9 +60,13 @@ _ANSWERS = {
     "401": "A bearer token is configured and was not sent",
     "413": "The body is larger than the server's limit",
     "415": "Missing or unsupported Content-Type",
-    "503": "The model is still loading",
+    "503": "The model is still loading, or every predict thread is busy",
     "504": "Scoring took longer than the request timeout",
 }
+_STREAM = {"text/event-stream": {"schema": {"type": "string", "description": (
+    "With \"stream\": true in a JSON body: one 'data: <json>' line per chunk the model's "
+    "predict_stream yields, then 'data: [DONE]'; an error after the first chunk ends the "
+    "stream with a 'data:' line holding {\"error_code\", \"message\"}.")}}}
 
 
 def invocations_operation(body: dict[str, Any] | None) -> dict[str, Any]:
@@ -70,16 +75,81 @@ def invocations_operation(body: dict[str, Any] | None) -> dict[str, Any]:
     responses: dict[str, Any] = {"200": {
         "description": "Predictions",
         "content": {"application/json": {"schema": {
-            "type": "object", "properties": {"predictions": {}}}}}}}
+            "type": "object", "properties": {"predictions": {}}}}, **_STREAM}}}
     responses.update({status: {"description": text, "content": _ERROR}
                       for status, text in _ANSWERS.items()})
     return {
         "summary": "Score a batch",
         "description": "MLflow's scoring protocol: JSON (dataframe_split, dataframe_records, "
-                       "instances or inputs, with optional params), CSV or Parquet.",
+                       "instances or inputs, with optional params; messages, prompt or input "
+                       "for chat-style models; \"stream\": true for Server-Sent Events), CSV "
+                       "or Parquet.",
         "operationId": "invocations",
         "requestBody": body or {"required": True, "content": {
             "application/json": {"schema": {"type": "object"}},
             "text/csv": {"schema": {"type": "string"}}}},
         "responses": responses,
     }
+
+
+_V2_ERROR = {"application/json": {"schema": {"type": "object", "required": ["error"],
+                                             "properties": {"error": {"type": "string"}}}}}
+_V2_TENSOR = {"type": "object", "required": ["name", "shape", "datatype", "data"], "properties": {
+    "name": {"type": "string"}, "shape": {"type": "array", "items": {"type": "integer"}},
+    "datatype": {"type": "string", "enum": ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64",
+                                            "INT8", "INT16", "INT32", "INT64", "FP16", "FP32",
+                                            "FP64", "BYTES"]},
+    "parameters": {"type": "object", "properties": {"content_type": {"type": "string"}}},
+    "data": {"type": "array"}}}
+_NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"},
+         "description": "The deployment's name, or its endpoint's"}
+_VERSION = {"name": "version", "in": "path", "required": True, "schema": {"type": "string"},
+            "description": "The registered model version"}
+
+
+def v2_paths() -> dict[str, Any]:
+    """The Open Inference Protocol's routes, as MLServer's MLflow runtime serves them."""
+    def answer(description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+        content = {"application/json": {"schema": schema}} if schema else None
+        return {"description": description, **({"content": content} if content else {})}
+
+    errors = {status: {"description": text, "content": _V2_ERROR} for status, text in (
+        ("400", "The inputs cannot be decoded, or the model refuses them"),
+        ("401", "A bearer token is configured and was not sent"),
+        ("404", "No model of that name (or version) here"),
+        ("503", "The model is still loading, or every predict thread is busy"),
+        ("504", "Scoring took longer than the request timeout"))}
+    infer = {"post": {
+        "summary": "V2 inference", "tags": ["Open Inference Protocol (V2)"],
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {
+            "type": "object", "required": ["inputs"], "properties": {
+                "id": {"type": "string"},
+                "parameters": {"type": "object", "description": "content_type (pd, np, str, "
+                               "dict) and the model's params"},
+                "inputs": {"type": "array", "items": _V2_TENSOR}}}}}},
+        "responses": {"200": answer("Outputs, encoded by type", {
+            "type": "object", "properties": {
+                "model_name": {"type": "string"}, "model_version": {"type": "string"},
+                "id": {"type": "string"}, "parameters": {"type": "object"},
+                "outputs": {"type": "array", "items": _V2_TENSOR}}}), **errors}}}
+    metadata = {"get": {"summary": "V2 model metadata, from the signature",
+                        "tags": ["Open Inference Protocol (V2)"],
+                        "responses": {"200": answer("Inputs and outputs", {"type": "object"}),
+                                      "404": errors["404"]}}}
+    ready = {"get": {"summary": "V2 model readiness", "tags": ["Open Inference Protocol (V2)"],
+                     "responses": {"200": answer("Ready"), "503": answer("Loading"),
+                                   "404": errors["404"]}}}
+    paths: dict[str, Any] = {
+        "/v2/health/live": {"get": {"summary": "V2 liveness (no token needed)",
+                                    "tags": ["Open Inference Protocol (V2)"],
+                                    "responses": {"200": answer("Alive")}}},
+        "/v2/health/ready": {"get": {"summary": "V2 readiness (no token needed)",
+                                     "tags": ["Open Inference Protocol (V2)"],
+                                     "responses": {"200": answer("Ready"),
+                                                   "503": answer("Loading")}}}}
+    for base, parameters in (("/v2/models/{name}", [_NAME]),
+                             ("/v2/models/{name}/versions/{version}", [_NAME, _VERSION])):
+        for suffix, operation in (("", metadata), ("/ready", ready), ("/infer", infer)):
+            paths[base + suffix] = {method: {**spec, "parameters": parameters}
+                                    for method, spec in operation.items()}
+    return paths

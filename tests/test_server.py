@@ -120,7 +120,23 @@ def test_openapi_describes_the_signature(client: TestClient) -> None:
     assert body["content"]["application/json"]["example"]["dataframe_split"]["columns"]
     answers = client.get("/openapi.json").json()["paths"]["/invocations"]["post"]["responses"]
     assert {"200", "400", "413", "415", "503"} <= set(answers)
+    assert "text/event-stream" in answers["200"]["content"]  # "stream": true
     assert client.get("/docs").status_code == 200
+
+
+def test_openapi_describes_every_v2_route(client: TestClient) -> None:
+    """Each V2 route the app serves is in the document, and nothing else under /v2."""
+    from starlette.routing import Route
+
+    paths = client.get("/openapi.json").json()["paths"]
+    served = {route.path for route in client.app.routes
+              if isinstance(route, Route) and route.path.startswith("/v2/")}
+    assert served == {p for p in paths if p.startswith("/v2/")}
+    assert len(served) == 8
+    infer = paths["/v2/models/{name}/infer"]["post"]
+    assert infer["requestBody"]["content"]["application/json"]["schema"]["required"] == [
+        "inputs"]
+    assert {"200", "400", "404", "504"} <= set(infer["responses"])
 
 
 def test_openapi_before_the_model_loads(model_dir: Path) -> None:
@@ -155,7 +171,8 @@ def test_bearer_token_guards_every_route_but_the_probes(model_dir: Path) -> None
         assert {"/invocations", "/version", "/metrics", "/openapi.json", "/docs"} <= {
             path for path, _ in routes}
         for path, method in routes:
-            path = path.replace("{path}", "swagger-ui.css")
+            path = path.replace("{path}", "swagger-ui.css").replace("{name}", "model")
+            path = path.replace("{version}", "1")  # no such version: 404, after the token
             denied = secured.request(method, path)
             wrong = secured.request(method, path, headers={"Authorization": "Bearer nope"})
             if path in OPEN_PATHS:
@@ -165,7 +182,8 @@ def test_bearer_token_guards_every_route_but_the_probes(model_dir: Path) -> None
             assert denied.json()["error_code"] == "UNAUTHENTICATED"
             assert denied.headers["www-authenticate"] == "Bearer"
             if method == "GET" and path != "/no/such/route":
-                assert secured.get(path, headers=token).status_code == 200, path
+                expected = 404 if "/versions/" in path else 200
+                assert secured.get(path, headers=token).status_code == expected, path
         assert {"/ping", "/health"} <= {path for path, _ in routes}
         allowed = secured.post("/invocations", json={"dataframe_split": IRIS}, headers=token)
         assert allowed.json() == {"predictions": [0, 2]}

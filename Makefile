@@ -99,7 +99,8 @@ clean:
 # server against MLflow's own and a bare FastAPI endpoint under wrk, and local against remote
 # engines (create time, predict latency), and what the front costs (through it against a
 # replica's own port; its memory; an update's wall time), and time limits and probes under slow
-# models (each input shape on each path; /health while predictions run).
+# models (each input shape on each path; /health while predictions run), and the protocols
+# (a stream's first chunk against its whole; V2 against /invocations).
 bench: base-image
 	@command -v wrk >/dev/null || { apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
@@ -108,3 +109,4 @@ bench: base-image
 	$(BIN)/python -W ignore tests/benchmarks/remote.py
 	$(BIN)/python -W ignore tests/benchmarks/endpoints.py
 	$(BIN)/python -W ignore tests/benchmarks/hardening.py
+	$(BIN)/python -W ignore tests/benchmarks/protocols.py

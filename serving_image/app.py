@@ -514,12 +514,12 @@ def _v2_routes(state: ModelState, settings: ServerSettings,
 
     model = "/v2/models/{name}"
     versioned = "/v2/models/{name}/versions/{version}"
-    return [
+    return [  # inference first: routes are matched in order
+        *(Route(f"{path}/infer", infer, methods=["POST"]) for path in (model, versioned)),
         Route("/v2/health/live", live, methods=["GET"]),
         Route("/v2/health/ready", server_ready, methods=["GET"]),
         *(Route(path, model_metadata, methods=["GET"]) for path in (model, versioned)),
         *(Route(f"{path}/ready", model_ready, methods=["GET"]) for path in (model, versioned)),
-        *(Route(f"{path}/infer", infer, methods=["POST"]) for path in (model, versioned)),
     ]
 
 

@@ -23,6 +23,7 @@ suite (tests/test_differential.py) checks that both paths answer alike.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import time
@@ -165,8 +166,21 @@ class FastPath:
     def from_columns(self, columns: dict[str, list[Any]]) -> np.ndarray | pd.DataFrame | None:
         """What the model will be called with for columns of values (a V2 ``pd`` request),
         or ``None``."""
-        if set(columns) != set(self.columns):
+        if columns.keys() != set(self.columns):
             return None
+        if self.predict_array is not None:  # all double: straight into one float64 array
+            data = [columns[c] for c in self.columns]
+            rows = len(data[0])
+            if not rows or any(len(column) != rows for column in data):
+                return None
+            try:
+                values = np.fromiter(itertools.chain.from_iterable(data), np.float64,
+                                     count=rows * len(data))
+            except (ValueError, TypeError):  # nulls, strings, nested values: MLflow's path
+                return None
+            if not np.isfinite(values).all():
+                return None
+            return values.reshape(len(data), rows).T.copy()
         try:
             rows = [list(row) for row in zip(*(columns[c] for c in self.columns), strict=True)]
         except ValueError:  # columns of different lengths

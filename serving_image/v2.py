@@ -17,9 +17,10 @@ with a 4xx, or encodes the output as an array. ``tests/test_v2.py`` compares bot
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import math
-import uuid
+import secrets
 from datetime import datetime
 from typing import Any
 
@@ -27,6 +28,9 @@ import numpy as np
 import pandas as pd
 
 INPUT_PREFIX, OUTPUT_PREFIX = "input-", "output-"
+# Response ids where the request gives none: unique per process start and answer, and cheaper
+# than a uuid4 on every request.
+_IDS = (f"{secrets.token_hex(6)}-{n}" for n in itertools.count())
 _TO_NUMPY = {"BOOL": "bool", "UINT8": "uint8", "UINT16": "uint16", "UINT32": "uint32",
              "UINT64": "uint64", "INT8": "int8", "INT16": "int16", "INT32": "int32",
              "INT64": "int64", "FP16": "float16", "FP32": "float32", "FP64": "float64",
@@ -207,14 +211,15 @@ def columns_of(request: Any, default_content_type: str | None,
         return None
     columns: dict[str, list[Any]] = {}
     for item in request["inputs"]:
-        if (not isinstance(item, dict) or item.get("datatype") not in ("FP64", "INT64")
-                or tensors.get(str(item.get("name")), {}).get("datatype") != item["datatype"]
-                or item.get("parameters") or not isinstance(item.get("data"), list)
-                or not isinstance(item.get("shape"), list) or not item["shape"]
-                or item["shape"][0] != len(item["data"])
-                or math.prod(item["shape"]) != len(item["data"])):
+        try:
+            name, data, shape = item["name"], item["data"], item["shape"]
+            if (item["datatype"] != tensors[name]["datatype"] or "parameters" in item
+                    or type(data) is not list or shape[0] != len(data)
+                    or (len(shape) > 1 and shape[1:] != [1])):  # a column: [N] or [N, 1]
+                return None
+        except (KeyError, TypeError, IndexError):
             return None
-        columns[str(item.get("name"))] = item["data"]
+        columns[name] = data
     return columns
 
 
@@ -276,6 +281,6 @@ def encode(predictions: Any, name: str, version: str | None,
     answer: dict[str, Any] = {"model_name": name}
     if version:
         answer["model_version"] = version
-    answer.update({"id": request_id or str(uuid.uuid4()),
+    answer.update({"id": request_id or next(_IDS),
                    "parameters": {"content_type": content_type}, "outputs": outputs})
     return answer

@@ -33,7 +33,7 @@ from serving_image.settings import ServerSettings
 from tests.test_batching import count_batches
 
 MLSERVER_PYTHON = Path(os.environ.get(
-    "MLSERVER_PYTHON", Path(__file__).parents[1] / ".state/mlserver-venv/bin/python"))
+    "MLSERVER_PYTHON", Path(__file__).parents[1] / ".state/mlserver-venv/bin/python")).absolute()
 
 MIXED_MODEL = """
 import mlflow
@@ -156,6 +156,14 @@ CORPUS = [
          mlserver_fails=True, ours_status=400),  # MLflow refuses int64 for double
     Case("iris", "np per input", {"inputs": [
         {**i, "parameters": {"content_type": "np"}} for i in _iris_inputs()]}),
+    Case("iris", "a null in a column", {"inputs": [
+        _column(IRIS[0], [None, 6.7]), *_iris_inputs()[1:]]},
+         mlserver_fails=True, ours_status=500),  # the model itself refuses NaN
+    Case("iris", "booleans in an FP64 column", {"inputs": [
+        _column(IRIS[0], [True, False]), *_iris_inputs()[1:]]}),
+    Case("iris", "a string in an FP64 column", {"inputs": [
+        _column(IRIS[0], ["x", 6.7]), *_iris_inputs()[1:]]}, mlserver_fails=True,
+         ours_status=400),
     Case("iris", "request id echoed", {"id": "req-7", "inputs": _iris_inputs()}),
     Case("iris", "versioned path", {"inputs": _iris_inputs()}, path="/versions/3/infer"),
     Case("iris", "wrong version", {"inputs": _iris_inputs()}, path="/versions/9/infer",

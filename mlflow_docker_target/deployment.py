@@ -408,11 +408,17 @@ Endpoints that stay put
   get_deploy_client("dockerhost").create_endpoint(name, config).
 
 Server routes: POST /invocations (MLflow scoring protocol), GET /ping (ready), GET /health
-(alive), GET /version, GET /metrics, GET /docs, /redoc and /openapi.json (served offline).
-Answers carry x-mlflow-deployment and x-mlflow-model-version. With -C auth_token every route
-but /ping and /health needs 'Authorization: Bearer <token>'. Every prediction request answers
-504 at -C request_timeout; the model runs on -C predict_threads threads per worker, so the
-probes answer meanwhile.
+(alive), GET /version, GET /metrics, GET /docs, /redoc and /openapi.json (served offline), and
+the Open Inference Protocol (V2, as MLServer's MLflow runtime speaks it): /v2/health/live,
+/v2/health/ready, /v2/models/<deployment or endpoint name>[/versions/<v>][/ready|/infer].
+Streaming: {{..., "stream": true}} on /invocations answers Server-Sent Events from the model's
+predict_stream ('data: <json>' lines, then 'data: [DONE]'); from Python,
+client.predict_stream(name, {{"messages": [...]}}) yields the chunks as dicts. At most
+-C max_streams streams per worker.
+Answers carry x-mlflow-deployment and x-mlflow-model-version. With -C auth_token every
+route but the health probes (/ping, /health, /v2/health/*) needs 'Authorization: Bearer
+<token>'. Every prediction request answers 504 at -C request_timeout; the model runs on
+-C predict_threads threads per worker, so the probes answer meanwhile.
 
 Update: -C key= (empty) puts a key back to its default (auth_token= turns auth off, memory=
 lifts the limit, env.NAME= removes NAME); port= is refused. Secrets (auth_token, env.* names

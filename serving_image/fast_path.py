@@ -170,17 +170,17 @@ class FastPath:
             return None
         if self.predict_array is not None:  # all double: straight into one float64 array
             data = [columns[c] for c in self.columns]
-            rows = len(data[0])
-            if not rows or any(len(column) != rows for column in data):
+            length = len(data[0])
+            if not length or any(len(column) != length for column in data):
                 return None
             try:
                 values = np.fromiter(itertools.chain.from_iterable(data), np.float64,
-                                     count=rows * len(data))
+                                     count=length * len(data))
             except (ValueError, TypeError):  # nulls, strings, nested values: MLflow's path
                 return None
             if not np.isfinite(values).all():
                 return None
-            return values.reshape(len(data), rows).T.copy()
+            return values.reshape(len(data), length).T.copy()
         try:
             rows = [list(row) for row in zip(*(columns[c] for c in self.columns), strict=True)]
         except ValueError:  # columns of different lengths

@@ -338,3 +338,29 @@ def test_v2_takes_the_fast_path_and_batches(models: dict[str, Path]) -> None:
         assert answer.status_code == 200 and calls == [2]
         assert answer.json()["outputs"][0]["data"] == [0, 2]
         assert answer.headers["x-mlflow-deployment"] == "iris"
+
+
+def test_v2_body_limit_time_limit_and_metrics(models: dict[str, Path]) -> None:
+    """V2 answers are bounded like /invocations: the body limit (413) and the request time
+    limit (504, through the sleepy model), as V2 errors; and /metrics counts them."""
+    from tests.test_timeouts import save_sleepy
+
+    app = create_app(ServerSettings(model_path=str(models["iris"]), deployment="iris",
+                                    max_body_size=200))
+    with TestClient(app) as client:
+        assert app.state.model_state.ready.wait(120)
+        big = client.post("/v2/models/iris/infer", json={"inputs": _iris_inputs()})
+        assert big.status_code == 413 and set(big.json()) == {"error"}
+        metrics = client.get("/metrics").text
+        assert 'route="/v2/models/{name}/infer"' in metrics and 'status="413"' in metrics
+    sleepy = save_sleepy(models["iris"].parents[1] / "sleepy", models["iris"].parents[1],
+                         with_params=False)
+    app = create_app(ServerSettings(model_path=str(sleepy), deployment="sleepy",
+                                    request_timeout=0.5))
+    with TestClient(app) as client:
+        assert app.state.model_state.ready.wait(120)
+        started = time.monotonic()
+        late = client.post("/v2/models/sleepy/infer", json={"inputs": [
+            _column("x", [2.0])]})
+        assert late.status_code == 504 and set(late.json()) == {"error"}
+        assert time.monotonic() - started < 1.5

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import re
 import time
 import warnings
@@ -36,6 +37,8 @@ from typing import Any
 import numpy as np
 import orjson
 import pandas as pd
+
+log = logging.getLogger("serving_image")
 
 JSON_TYPES = ("application/json", "application/json; charset=utf-8")
 _DTYPES = {"double": np.float64, "long": np.int64}
@@ -130,10 +133,24 @@ class FastPath:
 
     @classmethod
     def for_model(cls, model: Any) -> FastPath | None:
-        """The fast path for ``model``, or ``None`` when its signature does not allow one."""
+        """The fast path for ``model``, or ``None`` when its signature does not allow one.
+
+        It leans on MLflow internals (``_predict_fn``, ``_is_signature_from_type_hint``, ...)
+        that other MLflow versions may lack or change: any error here turns the fast path off,
+        with a log line, and MLflow's own path serves every request.
+        """
+        try:
+            return cls._for_model(model)
+        except Exception as exc:
+            log.warning("Fast path off (%s: %s); MLflow's own scoring path serves every "
+                        "request.", type(exc).__name__, exc)
+            return None
+
+    @classmethod
+    def _for_model(cls, model: Any) -> FastPath | None:
         metadata = model.metadata
         schema = metadata.get_input_schema()
-        predict = getattr(model, "_predict_fn", None)
+        predict = model._predict_fn
         if (schema is None or predict is None or not schema.has_input_names()
                 or schema.is_tensor_spec() or metadata.get_params_schema() is not None
                 or metadata._is_signature_from_type_hint()

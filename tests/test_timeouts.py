@@ -243,3 +243,16 @@ def test_only_plain_cheap_estimators_run_on_the_event_loop(models: dict[str, Pat
     assert linear.predict_input(np.zeros((1, 2))).tolist() == [0]
     sleepy = FastPath.for_model(mlflow.pyfunc.load_model(str(models["fast"])))
     assert sleepy is not None and sleepy.cost is None and not sleepy.cheap(1)
+
+
+def test_the_fast_path_turns_off_when_mlflow_internals_differ(models: dict[str, Path],
+                                                              caplog) -> None:
+    """An MLflow without the private methods the fast path reads (older versions) gets MLflow's
+    own path, with a log line, not a dead worker."""
+    from serving_image.fast_path import FastPath
+
+    model = mlflow.pyfunc.load_model(str(models["fast"]))
+    assert FastPath.for_model(model) is not None
+    del model._predict_fn
+    assert FastPath.for_model(model) is None
+    assert "Fast path off (AttributeError" in caplog.text

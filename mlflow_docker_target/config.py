@@ -94,6 +94,17 @@ def _restart_policy(value: str) -> str:
     return value.strip()
 
 
+GPU_DEVICES = re.compile(r"^device=([A-Za-z0-9-]+(?:,[A-Za-z0-9-]+)*)$")
+
+
+def _gpus(value: str) -> str:
+    """``all``, a count >= 1, or ``device=<id>[,<id>...]``, as ``docker run --gpus`` takes."""
+    value = value.strip()
+    if value == "all" or GPU_DEVICES.match(value) or (value.isdigit() and int(value) >= 1):
+        return value
+    raise ValueError(value)
+
+
 def _choice(*options: str) -> Callable[[str], str]:
     def parse(value: str) -> str:
         if value.strip() not in options:
@@ -192,12 +203,17 @@ KEYS: tuple[Key, ...] = (
         "(docker --cpus).", DEPLOY, "no limit"),
     Key("memory", _size, "a size such as 512m or 2g", None,
         "Memory limit of each replica (docker --memory).", DEPLOY, "no limit"),
+    Key("gpus", _gpus, "all, a count, or device=<id>[,<id>...]", None,
+        "GPUs for each replica (docker --gpus); with GPUs the default is 1 worker, so each GPU "
+        "holds one copy of the model. The engine needs the NVIDIA Container Toolkit; use a base "
+        "image whose libraries match the model's CUDA wheels.", DEPLOY, "none"),
     Key("init", _bool, "true or false", True,
         "Run an init process as PID 1 so signals reach the server at once.", DEPLOY),
     Key("ready_timeout", _seconds, "seconds > 0", 300.0,
         "How long create/update wait for the server to answer /ping.", DEPLOY),
     Key("workers", _positive_int, "an integer >= 1", None,
-        "Server worker processes in each replica.", DEPLOY, "the CPUs the container may use"),
+        "Server worker processes in each replica.", DEPLOY,
+        "the CPUs the container may use; 1 with -C gpus"),
     Key("request_timeout", _positive_int, "seconds >= 1", 60,
         "Time limit of every prediction request, whatever its path and input shape: it "
         "answers 504 at the limit (the computation still finishes on its predict thread).",
@@ -262,6 +278,7 @@ EXAMPLES = {
     "memory": "2g",
     "cpus": "1.5",
     "workers": "2",
+    "gpus": "all",
     "replicas": "2",
     "traffic": "fraud-v3:90,fraud-v4:10",
     "restart_policy": "on-failure:3",
@@ -289,6 +306,7 @@ class Settings:
     restart_policy: str = _default("restart_policy")
     cpus: float | None = _default("cpus")
     memory: int | None = _default("memory")
+    gpus: str | None = _default("gpus")
     init: bool = _default("init")
     ready_timeout: float = _default("ready_timeout")
     workers: int | None = _default("workers")

@@ -24,7 +24,7 @@ from docker.models.containers import Container
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
-from mlflow_docker_target import front, record
+from mlflow_docker_target import front, gpus, record
 from mlflow_docker_target.config import Settings
 from mlflow_docker_target.engine import Engine
 from mlflow_docker_target.model_fetch import ModelRef
@@ -90,6 +90,8 @@ class Spec:
         server.pop("SCORING_WORKERS")  # the server counts the CPUs its container may use
         if self.settings.workers:
             server["SCORING_WORKERS"] = str(self.settings.workers)
+        elif self.settings.gpus:  # one copy of the model per GPU, not one per CPU
+            server["SCORING_WORKERS"] = "1"
         if not self.local_run:  # behind a front: out of its rotation before shutting down
             server["SCORING_DRAIN_SECONDS"] = f"{front.DRAIN_SECONDS:g}"
         return {**self.settings.env, **server}
@@ -115,6 +117,8 @@ def start(engine: Engine, spec: Spec, host_port: int | None = None,
         kwargs["nano_cpus"] = int(settings.cpus * 1e9)
     if settings.memory:
         kwargs["mem_limit"] = settings.memory
+    if settings.gpus:
+        kwargs["device_requests"] = gpus.device_requests(settings.gpus)
     if publish:
         # A remote engine's loopback is out of this machine's reach.
         bind = settings.bind_address or ("127.0.0.1" if engine.is_local else "0.0.0.0")
@@ -132,9 +136,10 @@ def start(engine: Engine, spec: Spec, host_port: int | None = None,
         # created but not started (a port already taken, say): leave nothing behind
         with contextlib.suppress(docker.errors.NotFound):
             engine.client.containers.get(name).remove(force=True)
+        hint = f" {gpus.HINT}" if settings.gpus and "device driver" in str(exc) else ""
         raise MlflowException(
             f"Could not start a container for {spec.deployment!r} from {spec.image}: "
-            f"{exc.explanation or exc}") from exc
+            f"{exc.explanation or exc}.{hint}") from exc
 
 
 def _binding(container: Container) -> tuple[str, int] | None:

@@ -20,7 +20,7 @@ from mlflow.protos.databricks_pb2 import (
 )
 
 from mlflow_docker_target import config as config_module
-from mlflow_docker_target import model_fetch, record
+from mlflow_docker_target import gpus, model_fetch, record
 from mlflow_docker_target.config import Settings, normalize, parse_config
 from mlflow_docker_target.container_runtime import ContainerRuntime
 from mlflow_docker_target.containers import check_name
@@ -83,6 +83,8 @@ class DockerHostDeploymentClient(BaseDeploymentClient):
         with talking_to(engine):
             proxy = ensure_image(engine, settings.resolved_proxy_image(), settings.pull_base,
                                  "proxy")
+            if settings.gpus:  # before anything is built
+                gpus.check(engine, proxy, settings.gpus)
             with runtime.claim("deployment", name, "create", proxy):
                 if runtime.find(name) is not None:
                     raise MlflowException(
@@ -133,6 +135,9 @@ class DockerHostDeploymentClient(BaseDeploymentClient):
                 # `-C key=` and `-C env.NAME=` drop what was recorded: back to the default
                 raw = {k: v for k, v in {**recorded, **given}.items() if v.strip()}
                 settings = parse_config(raw, "update")
+                if settings.gpus and "gpus" in given:  # before anything is built
+                    gpus.check(engine, ensure_image(engine, settings.resolved_proxy_image(),
+                                                    settings.pull_base, "proxy"), settings.gpus)
                 if _only_scales(model_uri, current, given):
                     version = Version(name, current.labels[record.IMAGE], current.model, raw,
                                       settings, current.endpoint)
@@ -406,6 +411,12 @@ Endpoints that stay put
   MLflow's 'create-endpoint' command fails before reaching any plugin (its --endpoint option
   does not match the function's argument); use create --endpoint as above, or
   get_deploy_client("dockerhost").create_endpoint(name, config).
+
+GPUs: -C gpus=all|N|device=0,1 (as docker run --gpus); 1 worker unless -C workers says
+otherwise. The engine needs the NVIDIA Container Toolkit (checked before anything is built).
+CUDA wheels the model requires are installed; PyTorch and XGBoost wheels bring their CUDA
+libraries and run on python:X.Y-slim; for a system CUDA use -C base_image=nvidia/cuda:...
+with python3 and venv added.
 
 Server routes: POST /invocations (MLflow scoring protocol), GET /ping (ready), GET /health
 (alive), GET /version, GET /metrics, GET /docs, /redoc and /openapi.json (served offline), and

@@ -18,7 +18,7 @@ LABEL = "io.mlflow.dockerhost"
 
 # What a container or image is and what it belongs to.
 DEPLOYMENT = f"{LABEL}.deployment"
-ROLE = f"{LABEL}.role"  # server, front or lock; containers made before roles have none
+ROLE = f"{LABEL}.role"  # server, front, lock or probe; containers made before roles have none
 ENDPOINT = f"{LABEL}.endpoint"  # a shared endpoint: on its front and on its deployments' servers
 FRONT_OF = f"{LABEL}.front-of"  # the deployment a private front belongs to
 SLOT = f"{LABEL}.slot"  # a replica's number behind its front: its server line and network alias
@@ -47,6 +47,7 @@ BASE_IMAGE = f"{LABEL}.base-image"
 REQUIREMENTS = f"{LABEL}.requirements"
 
 SERVER, FRONT, LOCK_ROLE = "server", "front", "lock"
+PROBE_ROLE = "probe"  # a throwaway container that asks the engine a question (gpus.check)
 
 # How a client reaches the engine, and the port of the endpoint a create made, are no part of
 # a deployment: never recorded on it.

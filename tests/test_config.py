@@ -166,3 +166,37 @@ def test_the_one_secret_rule() -> None:
                                       "env.api_key", "env.DB_PASSWORD", "env.GH_TOKEN",
                                       "env.GOOGLE_APPLICATION_CREDENTIALS"))
     assert not any(is_secret(k) for k in ("memory", "env.OMP_NUM_THREADS", "env.LOG_LEVEL"))
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("all", {"Count": -1}), ("2", {"Count": 2}),
+    ("device=0,GPU-3f2a", {"DeviceIDs": ["0", "GPU-3f2a"]}),
+])
+def test_gpus_become_docker_device_requests(value: str, expected: dict) -> None:
+    from mlflow_docker_target.gpus import device_requests
+
+    settings = parse_config({"gpus": value}, "create")
+    (request,) = device_requests(settings.gpus)
+    assert request["Capabilities"] == [["gpu"]]
+    assert {k: request[k] for k in expected} == expected
+
+
+@pytest.mark.parametrize("value", ["0", "some", "device=", "-1", "device=0,,1"])
+def test_bad_gpus_values_are_refused(value: str) -> None:
+    with pytest.raises(MlflowException, match="config key 'gpus'"):
+        parse_config({"gpus": value}, "create")
+
+
+def test_with_gpus_the_default_is_one_worker() -> None:
+    from mlflow_docker_target.containers import Spec
+    from mlflow_docker_target.model_fetch import ModelRef
+
+    ref = ModelRef("models:/m/1", "models:/m/1", "m", "1", None)
+
+    def workers(config: dict) -> str | None:
+        spec = Spec("d", "img", ref, config, parse_config(config, "create"), "0")
+        return spec.environment().get("SCORING_WORKERS")
+
+    assert workers({}) is None  # the server counts its CPUs
+    assert workers({"gpus": "all"}) == "1"
+    assert workers({"gpus": "all", "workers": "3"}) == "3"

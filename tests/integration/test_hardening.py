@@ -226,3 +226,23 @@ def test_readme_examples_work(iris_versions, deployment_name, tmp_path: Path) ->
                               timeout=60)
         assert done.returncode == 0 and json.loads(done.stdout) == {"predictions": [0]}, (
             text, done.stdout, done.stderr)
+
+
+def test_gpus_on_an_engine_without_nvidia_fail_clearly_and_leave_nothing(
+        iris_versions, deployment_name, docker_client) -> None:
+    """This engine has no NVIDIA runtime: the device request reaches it, its refusal comes
+    back with what to do, before anything is built, and run-local says the same."""
+    client = get_deploy_client("dockerhost")
+    for config in ({"gpus": "all"}, {"gpus": "device=0"}):
+        with pytest.raises(MlflowException,
+                           match=r"(?s)cannot give containers GPUs.*NVIDIA Container Toolkit"):
+            client.create_deployment(deployment_name, iris_versions["v1"], config=config)
+    assert servers(docker_client, deployment_name) == []
+    assert _image_tags(docker_client, deployment_name) == []
+    probes = docker_client.containers.list(all=True, filters={
+        "label": "io.mlflow.dockerhost.role=probe"})
+    assert probes == []
+    with pytest.raises(MlflowException, match="NVIDIA Container Toolkit"):
+        run_local(deployment_name, iris_versions["v1"],
+                  config={"gpus": "1", "port": str(free_port())})
+    assert _image_tags(docker_client, deployment_name) == []

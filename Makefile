@@ -1,6 +1,7 @@
 # Every target sets up what it needs and is safe to run again.
 #   make serve       a registered demo model served on http://127.0.0.1:$(PORT)
 #   make test        unit and integration tests (a real Docker engine)
+#   make test-all    those and the whole model matrix (MLflow versions x flavors)
 #   make engine      start a Docker engine when none answers (Debian, as root)
 #   make base-image  Debian bookworm images built with no registry: Python 3.11, HAProxy
 #   make lint        ruff and mypy
@@ -25,7 +26,7 @@ MLSERVER_VENV := $(STATE)/mlserver-venv
 export MLFLOW_DOCKERHOST_BASE_IMAGE ?= $(BASE_IMAGE)
 export MLFLOW_DOCKERHOST_PROXY_IMAGE ?= $(PROXY_IMAGE)
 
-.PHONY: venv engine base-image mlserver serve test lint bench clean
+.PHONY: venv engine base-image mlserver serve test test-all test-tools lint bench clean
 
 venv: $(VENV)/.installed
 
@@ -81,11 +82,17 @@ serve: base-image
 	exec $(BIN)/mlflow deployments run-local -t dockerhost --name demo -m "$$uri" -C port=$(PORT)
 
 # The remote-engine tests also need a network namespace, openssl, an sshd and curl.
-test: base-image mlserver
+test-tools:
 	@missing=""; for tool in ip:iproute2 openssl:openssl curl:curl /usr/sbin/sshd:openssh-server; do \
 	  command -v $${tool%%:*} >/dev/null || missing="$$missing $${tool##*:}"; done; \
 	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
+
+test: base-image mlserver test-tools
+	$(BIN)/python -m pytest -q -rs -m "not slow"
+
+# The model matrix's virtualenvs and models are cached in .state/ between runs.
+test-all: base-image mlserver test-tools
 	$(BIN)/python -m pytest -q -rs
 
 lint: venv

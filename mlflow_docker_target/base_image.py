@@ -24,7 +24,7 @@ from mlflow.exceptions import MlflowException
 
 from mlflow_docker_target.engine import connect
 from mlflow_docker_target.image_build import build, build_context, template
-from mlflow_docker_target.record import KIND, LABEL
+from mlflow_docker_target.record import BASE_PACKAGES, BASE_SUITE, KIND
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +41,9 @@ class Kind:
 
 
 KINDS = {
+    # libgomp1: the OpenMP runtime that LightGBM's and XGBoost's wheels leave to the system.
     "base": Kind("mlflow-dockerhost/base:bookworm-python3.11",
-                 ("python3", "python3-venv", "ca-certificates", "netbase", "tzdata"),
+                 ("python3", "python3-venv", "ca-certificates", "netbase", "tzdata", "libgomp1"),
                  "base.Dockerfile"),
     # Debian's haproxy package makes the 'haproxy' user the image runs as.
     "proxy": Kind("mlflow-dockerhost/haproxy:bookworm", ("haproxy",), "proxy.Dockerfile"),
@@ -75,16 +76,18 @@ def build_local_image(kind: Kind, tag: str | None = None, engine: str | None = N
     connected = connect(engine)
     if not force:
         try:
-            connected.client.images.get(tag)
-            log.info("Base image %s is already on %s", tag, connected.url)
-            return tag
+            image = connected.client.images.get(tag)
+            if image.labels.get(BASE_PACKAGES) == ",".join(kind.packages):
+                log.info("Base image %s is already on %s", tag, connected.url)
+                return tag
+            log.info("Base image %s has other packages than this recipe; building it again",
+                     tag)
         except docker.errors.ImageNotFound:
             pass
     with tempfile.TemporaryDirectory(prefix="mlflow-dockerhost-base-") as tmp:
         rootfs = Path(tmp) / "rootfs.tar"
         make_rootfs(rootfs, kind.packages)
-        labels = {KIND: "base", f"{LABEL}.base-suite": SUITE,
-                  f"{LABEL}.base-packages": ",".join(kind.packages)}
+        labels = {KIND: "base", BASE_SUITE: SUITE, BASE_PACKAGES: ",".join(kind.packages)}
         files: dict[str, bytes | Path] = {"Dockerfile": template(kind.dockerfile),
                                           "rootfs.tar": rootfs}
         with build_context(files) as context:

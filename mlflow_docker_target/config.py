@@ -105,6 +105,17 @@ def _gpus(value: str) -> str:
     raise ValueError(value)
 
 
+_PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.:=~-]*$")
+
+
+def _packages(value: str) -> tuple[str, ...]:
+    """Comma-separated package names (``libgomp1,libgl1``), as the base's package manager takes."""
+    names = tuple(sorted({name.strip() for name in value.split(",") if name.strip()}))
+    if not names or not all(_PACKAGE.match(name) for name in names):
+        raise ValueError(value)
+    return names
+
+
 def _choice(*options: str) -> Callable[[str], str]:
     def parse(value: str) -> str:
         if value.strip() not in options:
@@ -177,6 +188,11 @@ KEYS: tuple[Key, ...] = (
     Key("mlflow_package", _choice("auto", "skinny", "full"), "auto, skinny or full", "auto",
         "Serve with mlflow-skinny at the model's MLflow version (auto: when that version exists).",
         DEPLOY),
+    Key("system_packages", _packages, "package names separated by commas", None,
+        "System packages installed on the base image with its package manager (apt-get or "
+        "dnf), for shared libraries the model's wheels need but do not ship; the build names "
+        "them when they are missing. The one build step that uses the network.", DEPLOY,
+        "none"),
     Key("port", _port, "a TCP port 1-65535", None,
         "Host port of the endpoint, chosen at create and kept for the endpoint's life.",
         DEPLOY | ENDPOINT, "a free port (run_local: 5000)"),
@@ -279,6 +295,7 @@ EXAMPLES = {
     "cpus": "1.5",
     "workers": "2",
     "gpus": "all",
+    "system_packages": "libgomp1",
     "replicas": "2",
     "traffic": "fraud-v3:90,fraud-v4:10",
     "restart_policy": "on-failure:3",
@@ -296,6 +313,7 @@ class Settings:
     base_image: str | None = _default("base_image")
     pull_base: bool = _default("pull_base")
     mlflow_package: str = _default("mlflow_package")
+    system_packages: tuple[str, ...] | None = _default("system_packages")
     port: int | None = _default("port")
     endpoint_port: int | None = _default("endpoint_port")
     replicas: int = _default("replicas")

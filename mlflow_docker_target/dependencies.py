@@ -18,6 +18,8 @@ from pathlib import Path
 
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.version import InvalidVersion, Version
 
 from mlflow_docker_target.model_fetch import FetchedModel
 
@@ -36,10 +38,15 @@ class Platform:
     glibc: str  # e.g. "2.36"
 
     def pip_args(self) -> list[str]:
-        """pip's target options; every manylinux tag up to the base's glibc (pypa/pip#10760)."""
+        """pip's target options; every manylinux tag up to the base's glibc (pypa/pip#10760).
+
+        Newest first, as pip orders them on such a machine: pip prefers the earlier tags, and a
+        project's wheel for an older glibc can be a lesser build (xgboost's manylinux2014 wheel
+        lacks features and warns about its glibc at every import).
+        """
         major, minor = (int(part) for part in self.glibc.split(".")[:2])
-        tags = [f"manylinux2014_{self.machine}"]
-        tags += [f"manylinux_{major}_{m}_{self.machine}" for m in range(17, minor + 1)]
+        tags = [f"manylinux_{major}_{m}_{self.machine}" for m in range(minor, 16, -1)]
+        tags += [f"manylinux2014_{self.machine}"]
         python_tag = self.python.replace(".", "")
         args = ["--only-binary=:all:", "--implementation", "cp", "--python-version", self.python,
                 "--abi", f"cp{python_tag}"]
@@ -55,6 +62,7 @@ class Requirements:
     lines: tuple[str, ...]
     constraints: tuple[str, ...] = ()
     skinny_swap: str | None = None  # the mlflow version swapped for mlflow-skinny, if any
+    cpu_swaps: tuple[tuple[str, str], ...] = ()  # (model's line, CPU-only build's line)
 
     def text(self) -> str:
         return "\n".join(self.lines) + "\n"
@@ -69,7 +77,13 @@ class Requirements:
         swapped = f"mlflow-skinny=={self.skinny_swap}"
         lines = tuple(f"mlflow=={self.skinny_swap}" if line == swapped else line
                       for line in self.lines)
-        return Requirements(lines, self.constraints, None)
+        return Requirements(lines, self.constraints, None, self.cpu_swaps)
+
+    def without_cpu_builds(self) -> Requirements:
+        """The same environment with the model's own packages instead of CPU-only builds."""
+        back = {cpu: original for original, cpu in self.cpu_swaps}
+        lines = tuple(back.get(line, line) for line in self.lines)
+        return Requirements(lines, self.constraints, self.skinny_swap)
 
 
 def server_requirements() -> list[str]:
@@ -103,13 +117,35 @@ def model_requirements(model: FetchedModel) -> tuple[list[str], list[str]]:
     return requirements, constraints
 
 
+# Projects that publish a CPU-only build of the same module under another name, and the first
+# version that has one. xgboost's own wheel carries its CUDA kernels (130 MB) and pulls in
+# nvidia-nccl-cu12 (200 MB more); xgboost-cpu is the same package without them.
+CPU_BUILDS = {"xgboost": ("xgboost-cpu", Version("2.1.1"))}
+_EXACT_PIN = re.compile(r"^(?P<name>[A-Za-z0-9._-]+)\s*==\s*(?P<version>[^\s,;*]+)$")
+
+
+def _cpu_build(line: str) -> str | None:
+    """The CPU-only build's requirement line for an exact pin that has one, else ``None``."""
+    match = _EXACT_PIN.match(line)
+    if not match:
+        return None
+    found = CPU_BUILDS.get(match.group("name").lower().replace("_", "-"))
+    try:
+        if found and Version(match.group("version")) >= found[1]:
+            return f"{found[0]}=={match.group('version')}"
+    except InvalidVersion:
+        pass
+    return None
+
+
 def environment_requirements(model: FetchedModel, mlflow_package: str,
-                             parquet: bool = False) -> Requirements:
+                             parquet: bool = False, gpus: bool = False) -> Requirements:
     """Model requirements plus the server's; ``mlflow`` becomes ``mlflow-skinny`` unless told not.
 
     Full MLflow drags in its tracking server, UI, pyarrow and more; serving a pyfunc needs only
     mlflow-skinny at the same version, which keeps images small and builds fast. pyarrow
-    (large) comes only when asked for, to read Parquet bodies.
+    (large) comes only when asked for, to read Parquet bodies. Without GPUs, packages with a
+    CPU-only build (:data:`CPU_BUILDS`) get it.
     """
     requirements, constraints = model_requirements(model)
     has_mlflow = False
@@ -137,8 +173,33 @@ def environment_requirements(model: FetchedModel, mlflow_package: str,
         if version and mlflow_package == "auto":
             skinny_swap = version
     extras = ["pyarrow"] if parquet else []
+    skinny = next((line for line in lines if line.startswith("mlflow-skinny")), None)
+    if skinny is not None and _scoring_needs_flask(skinny):
+        extras.append("flask")
     lines += [req for req in [*server_requirements(), *extras] if req not in lines]
-    return Requirements(tuple(lines), tuple(constraints), skinny_swap)
+    cpu_swaps = [] if gpus else [(line, cpu) for line in lines if (cpu := _cpu_build(line))]
+    swapped = dict(cpu_swaps)
+    lines = [swapped.get(line, line) for line in lines]
+    return Requirements(tuple(lines), tuple(constraints), skinny_swap, tuple(cpu_swaps))
+
+
+FLASK_FREE_SCORING = Version("2.21")
+
+
+def _scoring_needs_flask(skinny: str) -> bool:
+    """Whether this mlflow-skinny's scoring module imports Flask (through ``mlflow.server``).
+
+    Before 2.21 it does, and mlflow-skinny does not depend on Flask; Flask (about 5 MB with
+    Werkzeug and Jinja) is far smaller than full MLflow's server, UI and pyarrow. A pin with an
+    upper bound may resolve to such a version too, so it gets Flask as well.
+    """
+    spec = skinny[len("mlflow-skinny"):].strip()
+    try:
+        if spec.startswith("==") and "*" not in spec:
+            return Version(spec[2:].strip()) < FLASK_FREE_SCORING
+        return not SpecifierSet(spec).contains("9999", prereleases=True)
+    except (InvalidVersion, InvalidSpecifier):
+        return True
 
 
 def download_wheels(requirements: Requirements, platform: Platform, wheelhouse: Path) -> None:
@@ -176,6 +237,13 @@ def download_wheels(requirements: Requirements, platform: Platform, wheelhouse: 
             "pip said:\n" + "\n".join(tail),
             INVALID_PARAMETER_VALUE,
         )
+
+
+def also_downloaded(requirements: Requirements, wheelhouse: Path) -> bool:
+    """Whether a package swapped for its CPU-only build came along anyway, as a dependency."""
+    names = {wheel.name.split("-")[0].lower() for wheel in wheelhouse.glob("*.whl")}
+    return any(original.split("==")[0].strip().lower().replace("-", "_") in names
+               for original, _ in requirements.cpu_swaps)
 
 
 def skinny_unavailable(error: MlflowException) -> bool:

@@ -39,8 +39,10 @@ from mlflow_docker_target.record import (
     KIND,
     REQUIREMENTS,
     STAGE,
+    SYSTEM_PACKAGES,
     model_labels,
 )
+from serving_image.build_check import BUILD_ERROR
 
 log = logging.getLogger(__name__)
 
@@ -117,23 +119,29 @@ def _tree_digest(root: Path, digest: Any) -> None:
 
 
 def build(engine: Engine, context: IO[bytes], tag: str, *, buildargs: Mapping[str, str],
-          labels: Mapping[str, str] | None = None) -> str:
+          labels: Mapping[str, str] | None = None, network: bool = False) -> str:
     """Run one build with streamed progress; raise with the build's own error text.
 
-    The legacy builder tags only a successful build, and ``forcerm`` removes the intermediate
-    containers of a failed one, so a failure leaves nothing tagged behind.
+    Builds have no network unless ``network`` (only the system-packages step asks). The legacy
+    builder tags only a successful build, and ``forcerm`` removes the intermediate containers of
+    a failed one, so a failure leaves nothing tagged behind. Lines the build prints with
+    ``BUILD_ERROR`` in front become the error's message.
     """
     log.info("Building %s on %s", tag, engine.url)
     recent: list[str] = []
+    explained: list[str] = []  # the build's own account of its failure (build_check)
     image_id = None
     try:
         stream = engine.client.api.build(
             fileobj=context, custom_context=True, tag=tag, buildargs=dict(buildargs),
             labels=dict(labels or {}), rm=True, forcerm=True, pull=False,
-            network_mode="none", decode=True,
+            network_mode="bridge" if network else "none", decode=True,
         )
         for chunk in stream:
             if "error" in chunk or "errorDetail" in chunk or set(chunk) == {"message"}:
+                if explained:
+                    raise MlflowException(f"Building image {tag} failed. " + "\n".join(explained),
+                                          INVALID_PARAMETER_VALUE)
                 detail = chunk.get("error") or chunk.get("errorDetail", {}).get("message") \
                     or chunk.get("message")
                 raise MlflowException(
@@ -144,6 +152,8 @@ def build(engine: Engine, context: IO[bytes], tag: str, *, buildargs: Mapping[st
                 if line.strip():
                     log.info("  %s", line.rstrip())
                     recent.append(line.rstrip())
+                    if line.startswith(BUILD_ERROR):
+                        explained.append(line[len(BUILD_ERROR):].rstrip())
             aux = chunk.get("aux")
             if isinstance(aux, dict) and "ID" in aux:
                 image_id = aux["ID"]
@@ -213,7 +223,11 @@ def probe_platform(engine: Engine, base_id: str) -> Platform:
 # Environment image
 
 
-def environment_key(requirements: Requirements, platform: Platform, base_id: str) -> str:
+SERVER_PYTHON = (3, 10)  # the oldest Python the scoring server runs on (pyproject's too)
+
+
+def environment_key(requirements: Requirements, platform: Platform, base_id: str,
+                    keep_cuda: bool) -> str:
     """Hash of everything that goes into an environment image but the model.
 
     The model only decides which modules get bytecode, so models with the same requirements
@@ -222,23 +236,41 @@ def environment_key(requirements: Requirements, platform: Platform, base_id: str
     digest = hashlib.sha256()
     for part in (requirements.text(), requirements.constraints_text(),
                  json.dumps(platform.__dict__, sort_keys=True), base_id,
-                 template("env.Dockerfile").decode()):
+                 template("env.Dockerfile").decode(), "cuda" if keep_cuda else "cpu"):
         digest.update(part.encode() + b"\0")
     return digest.hexdigest()[:16]
+
+
+def check_python(platform: Platform, base: str, model_python: str) -> None:
+    """Refuse a base whose Python the server cannot run on, naming both versions."""
+    found = tuple(int(part) for part in platform.python.split("."))
+    if found < SERVER_PYTHON:
+        oldest = ".".join(map(str, SERVER_PYTHON))
+        raise MlflowException(
+            f"The model was logged with Python {model_python} and the base image {base} has "
+            f"Python {platform.python}; the scoring server needs Python {oldest} or newer. Use "
+            f"a base with a newer Python (-C base_image=python:{oldest}-slim, for one) if the "
+            "model's requirements install there, or log the model again with a newer Python.",
+            INVALID_PARAMETER_VALUE)
 
 
 def ensure_environment(engine: Engine, model: FetchedModel, settings: Settings) -> str:
     """The tag of this model's environment image on this engine, built only when missing."""
     base = settings.resolved_base_image(model.python_version)
     base_id = ensure_image(engine, base, settings.pull_base)
-    platform = probe_platform(engine, base_id)
     model_python = ".".join(model.python_version.split(".")[:2])
+    if settings.system_packages:
+        base = ensure_system_image(engine, base, base_id, settings.system_packages)
+        base_id = engine.client.images.get(base).id
+    platform = probe_platform(engine, base_id)
+    check_python(platform, base, model_python)
     if model_python != platform.python:
         log.warning("The model was logged with Python %s; the base image %s has Python %s",
                     model_python, base, platform.python)
+    keep_cuda = settings.gpus is not None
     requirements = dependencies.environment_requirements(model, settings.mlflow_package,
-                                                         settings.parquet)
-    tag = f"{IMAGE_REPO}/env:{environment_key(requirements, platform, base_id)}"
+                                                         settings.parquet, keep_cuda)
+    tag = f"{IMAGE_REPO}/env:{environment_key(requirements, platform, base_id, keep_cuda)}"
     if _image_exists(engine, tag):
         log.info("Environment image %s is already on the engine", tag)
         return tag
@@ -251,25 +283,62 @@ def ensure_environment(engine: Engine, model: FetchedModel, settings: Settings) 
         trees = {"wheels": Path(wheelhouse), "server/serving_image": _server_root(),
                  "model": model.path}
         with build_context(files, trees) as context:
-            build(engine, context, tag, buildargs={"BASE_IMAGE": base}, labels=labels)
+            build(engine, context, tag, labels=labels,
+                  buildargs={"BASE_IMAGE": base, "KEEP_CUDA": "1" if keep_cuda else ""})
     # The build stage (wheels and all) stays behind as an untagged image; it is never reused.
     engine.client.images.prune(filters={"dangling": True, "label": f"{STAGE}=build"})
     return tag
 
 
+def ensure_system_image(engine: Engine, base: str, base_id: str,
+                        packages: tuple[str, ...]) -> str:
+    """``base`` plus ``-C system_packages``, built once per base and package set.
+
+    The only build with the network: the base's package manager fetches from its archive, so
+    an engine that cannot reach it fails here, saying so.
+    """
+    digest = hashlib.sha256(f"{base_id}\0{' '.join(packages)}\0".encode()
+                            + template("system.Dockerfile"))
+    tag = f"{IMAGE_REPO}/system:{digest.hexdigest()[:16]}"
+    if _image_exists(engine, tag):
+        log.info("Base image with system packages %s is already on the engine", tag)
+        return tag
+    log.info("Installing system packages %s on %s (this step uses the network)",
+             ", ".join(packages), base)
+    with build_context({"Dockerfile": template("system.Dockerfile")}) as context:
+        build(engine, context, tag, network=True,
+              buildargs={"BASE_IMAGE": base, "PACKAGES": " ".join(packages),
+                         "ENGINE": engine.url},
+              labels={KIND: "system", BASE_IMAGE: base, SYSTEM_PACKAGES: ",".join(packages)})
+    return tag
+
+
 def _download(requirements: Requirements, platform: Platform, wheelhouse: Path) -> Requirements:
-    """Wheels for the environment; full mlflow when mlflow-skinny lacks the model's version."""
+    """Wheels for the environment, falling back from what the model did not ask for.
+
+    mlflow-skinny becomes full mlflow when it lacks the model's version; a CPU-only build
+    (xgboost-cpu) becomes the model's own package when it has no wheel, or when another
+    requirement pulls in the full package anyway (both would install into one module).
+    """
     try:
         dependencies.download_wheels(requirements, platform, wheelhouse)
-        return requirements
+        if not requirements.cpu_swaps or not dependencies.also_downloaded(
+                requirements, wheelhouse):
+            return requirements
+        log.info("Another requirement needs %s itself; keeping it",
+                 ", ".join(original for original, _ in requirements.cpu_swaps))
     except MlflowException as exc:
-        if requirements.skinny_swap is None or not dependencies.skinny_unavailable(exc):
+        if requirements.skinny_swap is not None and dependencies.skinny_unavailable(exc):
+            log.warning("mlflow-skinny %s is not available; serving with mlflow %s instead",
+                        requirements.skinny_swap, requirements.skinny_swap)
+            return _download(requirements.with_full_mlflow(), platform, wheelhouse)
+        if not requirements.cpu_swaps:
             raise
-    log.warning("mlflow-skinny %s is not available; serving with mlflow %s instead",
-                requirements.skinny_swap, requirements.skinny_swap)
-    requirements = requirements.with_full_mlflow()
-    dependencies.download_wheels(requirements, platform, wheelhouse)
-    return requirements
+        log.info("No CPU-only build for %s on this platform; keeping the model's own",
+                 ", ".join(original for original, _ in requirements.cpu_swaps))
+    for wheel in wheelhouse.glob("*"):
+        wheel.unlink()
+    return _download(requirements.without_cpu_builds(), platform, wheelhouse)
 
 
 def _image_exists(engine: Engine, tag: str) -> bool:

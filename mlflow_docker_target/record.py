@@ -45,6 +45,9 @@ STAGE = f"{LABEL}.stage"
 ENVIRONMENT = f"{LABEL}.environment"
 BASE_IMAGE = f"{LABEL}.base-image"
 REQUIREMENTS = f"{LABEL}.requirements"
+SYSTEM_PACKAGES = f"{LABEL}.system-packages"  # -C system_packages on a system image
+BASE_PACKAGES = f"{LABEL}.base-packages"  # the Debian packages of a local base (base_image.py)
+BASE_SUITE = f"{LABEL}.base-suite"
 
 SERVER, FRONT, LOCK_ROLE = "server", "front", "lock"
 PROBE_ROLE = "probe"  # a throwaway container that asks the engine a question (gpus.check)

@@ -49,6 +49,13 @@ _PLAIN_ESTIMATORS = tuple(f"sklearn.{family}" for family in (
     "discriminant_analysis", "neural_network", "kernel_ridge", "gaussian_process", "dummy"))
 
 
+def _flag(metadata: Any, name: str) -> bool:
+    """A signature flag of MLflow's ``Model``; versions before type-hint signatures (< 2.20)
+    lack the method, and their signatures cannot come from type hints."""
+    method = getattr(metadata, name, None)
+    return bool(method()) if method is not None else False
+
+
 def _array_predict(model: Any, columns: tuple[str, ...]) -> Callable[[np.ndarray], Any] | None:
     """The estimator's own predict function, where an array in schema order is equivalent."""
     impl = getattr(model, "_model_impl", None)
@@ -153,8 +160,8 @@ class FastPath:
         predict = model._predict_fn
         if (schema is None or predict is None or not schema.has_input_names()
                 or schema.is_tensor_spec() or metadata.get_params_schema() is not None
-                or metadata._is_signature_from_type_hint()
-                or metadata._is_type_hint_from_example()):
+                or _flag(metadata, "_is_signature_from_type_hint")
+                or _flag(metadata, "_is_type_hint_from_example")):
             return None
         kinds = []
         for spec in schema.inputs:

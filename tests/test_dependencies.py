@@ -43,6 +43,35 @@ def test_model_without_requirements_gets_its_mlflow_version(tmp_path: Path) -> N
     assert reqs.lines[0] == "mlflow-skinny==2.20.0"
 
 
+@pytest.mark.parametrize(("requirement", "flask"), [
+    ("mlflow==2.16.2", True),  # mlflow-skinny before 2.21: its scoring module imports Flask
+    ("mlflow==2.20.3", True),
+    ("mlflow==2.21.0", False),
+    ("mlflow==3.17.2", False),
+    ("mlflow<2.20", True),  # -C mlflow_package=skinny: may resolve to such a version
+    ("mlflow>=2.15", False),  # resolves to the newest
+])
+def test_skinny_before_2_21_gets_flask_not_full_mlflow(tmp_path: Path, requirement: str,
+                                                       flask: bool) -> None:
+    reqs = environment_requirements(_model(tmp_path, requirement + "\n"), "skinny")
+    assert reqs.lines[0].startswith("mlflow-skinny")
+    assert ("flask" in reqs.lines) is flask
+    assert "flask" not in environment_requirements(_model(tmp_path, requirement + "\n"),
+                                                   "full").lines
+
+
+def test_cpu_deployments_get_xgboost_cpu_gpu_ones_keep_xgboost(tmp_path: Path) -> None:
+    model = _model(tmp_path, "mlflow==3.17.2\nxgboost==3.2.0\nscikit-learn==1.9.1\n")
+    cpu = environment_requirements(model, "auto")
+    assert "xgboost-cpu==3.2.0" in cpu.lines and "xgboost==3.2.0" not in cpu.lines
+    assert cpu.without_cpu_builds().lines == environment_requirements(model, "auto",
+                                                                      gpus=True).lines
+    assert "xgboost==3.2.0" in environment_requirements(model, "auto", gpus=True).lines
+    # before xgboost-cpu existed, or not an exact pin: the model's own line
+    for line in ("xgboost==2.0.3", "xgboost>=2.1"):
+        assert line in environment_requirements(_model(tmp_path, line + "\n"), "auto").lines
+
+
 def test_constraints_and_comments(tmp_path: Path) -> None:
     model = _model(tmp_path, "# logged by mlflow\nmlflow==3.17.2\n-c constraints.txt\nnumpy  # x\n",
                    constraints="numpy<3\n")
@@ -58,16 +87,16 @@ def test_requirements_text_is_stable(tmp_path: Path) -> None:
     assert a.text() == b.text()
 
 
-@pytest.mark.parametrize(("machine", "glibc", "last"), [
+@pytest.mark.parametrize(("machine", "glibc", "first"), [
     ("x86_64", "2.36", "manylinux_2_36_x86_64"),
     ("aarch64", "2.31", "manylinux_2_31_aarch64"),
 ])
-def test_platform_lists_every_manylinux_tag(machine: str, glibc: str, last: str) -> None:
+def test_platform_lists_every_manylinux_tag_newest_first(machine: str, glibc: str,
+                                                         first: str) -> None:
     args = Platform("3.11", machine, glibc).pip_args()
     platforms = [args[i + 1] for i, a in enumerate(args) if a == "--platform"]
-    assert platforms[0] == f"manylinux2014_{machine}"
-    assert f"manylinux_2_17_{machine}" in platforms
-    assert platforms[-1] == last
+    assert platforms[0] == first  # pip prefers earlier tags: the base's own glibc first
+    assert platforms[-2:] == [f"manylinux_2_17_{machine}", f"manylinux2014_{machine}"]
     assert args[args.index("--python-version") + 1] == "3.11"
     assert args[args.index("--abi") + 1] == "cp311"
 

@@ -1,0 +1,71 @@
+"""Models saved by several MLflow versions, each in its own virtualenv, cached between runs.
+
+Registries hold models logged over years; these are what the matrix tests deploy. Each MLflow
+version gets a virtualenv under ``.state/model-venvs/`` with the libraries of its time, and
+``matrix/save_models.py`` saves every flavor with it, along with the model's own predictions
+(loaded back by that same MLflow) for the rows in ``input.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+STATE = ROOT / ".state"
+SAVER = Path(__file__).parent / "matrix" / "save_models.py"
+FLAVORS = ("sklearn", "lightgbm", "xgboost", "pyfunc")
+
+# The libraries of each MLflow version's time; the newest follows what resolves today.
+PINS = {
+    "2.16.2": ("mlflow-skinny==2.16.2", "numpy==1.26.4", "pandas==2.2.3", "scipy==1.14.1",
+               "scikit-learn==1.5.2", "lightgbm==4.5.0", "xgboost==2.1.1",
+               "cloudpickle==3.0.0"),
+    "2.22.1": ("mlflow-skinny==2.22.1", "numpy==2.2.6", "pandas==2.2.3", "scipy==1.15.3",
+               "scikit-learn==1.6.1", "lightgbm==4.6.0", "xgboost==3.0.2",
+               "cloudpickle==3.1.1"),
+    "3.17.2": ("mlflow-skinny==3.17.2", "pandas", "scikit-learn", "skops", "lightgbm==4.7.0",
+               "xgboost==3.2.0"),
+}
+
+
+@dataclass(frozen=True)
+class SavedModel:
+    mlflow_version: str
+    flavor: str
+    path: Path
+    rows: dict  # the request body: {"dataframe_split": ...}
+    expected: list  # the model's own predictions for those rows
+
+    @property
+    def frame(self) -> pd.DataFrame:
+        split = self.rows["dataframe_split"]
+        return pd.DataFrame(split["data"], columns=split["columns"])
+
+
+def _venv(version: str) -> Path:
+    venv = STATE / "model-venvs" / version
+    marker = venv / ".installed"
+    if not marker.is_file():
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+        subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q",
+                        "--disable-pip-version-check", *PINS[version]], check=True)
+        marker.write_text("\n".join(PINS[version]))
+    return venv
+
+
+def saved(version: str, flavor: str) -> SavedModel:
+    """The model of ``flavor`` saved by MLflow ``version``, saving it first when missing."""
+    out = STATE / "models" / version
+    if not (out / flavor / "expected.json").is_file():
+        python = _venv(version) / "bin" / "python"
+        subprocess.run([str(python), str(SAVER), str(out), flavor], check=True,
+                       cwd=STATE, env={"PATH": "/usr/bin:/bin", "HOME": str(STATE)})
+    return SavedModel(version, flavor, out / flavor,
+                      json.loads((out / "input.json").read_text()),
+                      json.loads((out / flavor / "expected.json").read_text()))

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+from mlflow.exceptions import MlflowException
 
 from mlflow_docker_target.dependencies import (
     Platform,
@@ -10,6 +11,7 @@ from mlflow_docker_target.dependencies import (
     environment_requirements,
     server_requirements,
 )
+from mlflow_docker_target.image_build import check_python
 from mlflow_docker_target.model_fetch import FetchedModel, ModelRef
 
 
@@ -111,3 +113,12 @@ def test_wheels_for_an_arm64_engine_from_an_x86_client(tmp_path: Path) -> None:
     assert any(name.startswith("numpy-") for name in wheels)
     binary = [name for name in wheels if not name.endswith("-none-any.whl")]
     assert binary and all(name.endswith("_aarch64.whl") for name in binary), binary
+
+
+@pytest.mark.parametrize("python", ["3.8", "3.9"])
+def test_a_python_older_than_the_server_is_refused_naming_both(python: str) -> None:
+    with pytest.raises(MlflowException) as err:
+        check_python(Platform(python, "x86_64", "2.36"), f"python:{python}-slim", python)
+    assert (f"logged with Python {python} and the base image python:{python}-slim has Python "
+            f"{python}; the scoring server needs Python 3.10 or newer") in err.value.message
+    check_python(Platform("3.10", "x86_64", "2.36"), "python:3.10-slim", python)  # accepted

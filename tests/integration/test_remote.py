@@ -171,6 +171,25 @@ def _assert_nothing_made(remote: RemoteEngine, docker_client, name: str) -> None
     assert remote.client().images.list(f"mlflow-dockerhost/{name}") == []
 
 
+def test_system_packages_on_an_engine_without_network(remote, remote_name, iris_versions,
+                                                      docker_client, monkeypatch) -> None:
+    """The test engine's namespace has no route out: the one networked build step says so."""
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
+    for name, value in tls_env(remote).items():
+        monkeypatch.setenv(name, value)
+    client = get_deploy_client(f"dockerhost:/{remote.tcp_url}")
+    with pytest.raises(MlflowException) as err:
+        client.create_deployment(remote_name, iris_versions["v1"],
+                                 config={"system_packages": "libgomp1"})
+    message = err.value.message
+    assert ("Installing system packages (libgomp1) on the base image failed: the engine at "
+            f"{remote.tcp_url} could not reach the package archive. This is the one build step "
+            "that uses the network") in message, message
+    assert "-C base_image=<image>" in message
+    _assert_nothing_made(remote, docker_client, remote_name)
+    assert remote.client().images.list("mlflow-dockerhost/system") == []
+
+
 def test_wrong_ca_names_host_and_file(remote, remote_name, iris_versions, docker_client,
                                       tmp_path: Path) -> None:
     other_ca = tmp_path / "other-ca.pem"

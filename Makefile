@@ -107,7 +107,8 @@ clean:
 # engines (create time, predict latency), and what the front costs (through it against a
 # replica's own port; its memory; an update's wall time), and time limits and probes under slow
 # models (each input shape on each path; /health while predictions run), and the protocols
-# (a stream's first chunk against its whole; V2 against /invocations).
+# (a stream's first chunk against its whole; V2 against /invocations), and the model matrix
+# (each MLflow version and flavor: create times, image size, start-to-ready, predictions).
 bench: base-image
 	@command -v wrk >/dev/null || { apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
@@ -117,3 +118,4 @@ bench: base-image
 	$(BIN)/python -W ignore tests/benchmarks/endpoints.py
 	$(BIN)/python -W ignore tests/benchmarks/hardening.py
 	$(BIN)/python -W ignore tests/benchmarks/protocols.py
+	$(BIN)/python -W ignore tests/benchmarks/matrix.py

@@ -19,7 +19,7 @@ import traceback
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +83,8 @@ def load_and_warm(model_path: str) -> tuple[Any, Any]:
     example = Path(model_path) / "serving_input_example.json"
     if example.is_file():
         try:
-            invocations(example.read_bytes(), "application/json", model, input_schema)
+            invocations(mlflow_body(example.read_bytes()), "application/json", model,
+                        input_schema)
         except Exception as exc:
             log.warning("Warm-up with serving_input_example.json failed: %s", exc)
     return model, input_schema
@@ -183,12 +184,36 @@ def _prediction_count(response: str) -> int:
     return len(predictions) if isinstance(predictions, list) else 1
 
 
+@cache
+def _scoring_takes_bytes() -> bool:
+    """MLflow's scoring function takes the raw body from 2.21 on (its FastAPI server passes
+    bytes); before, its Flask server decoded the body as UTF-8 first."""
+    from mlflow.version import VERSION
+    from packaging.version import Version
+
+    return Version(VERSION) >= Version("2.21")
+
+
+def mlflow_body(body: bytes) -> bytes | str:
+    """The body as this MLflow version's scoring function takes it."""
+    if _scoring_takes_bytes():
+        return body
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import BAD_REQUEST
+
+        raise MlflowException(f"Ensure that input is a valid UTF-8 encoded string. Error: "
+                              f"'{exc!r}'", BAD_REQUEST) from exc
+
+
 def _mlflow_score(body: bytes, content_type: str, model: Any, schema: Any) -> tuple[Any, int]:
     """MLflow's scoring function, and how many predictions it answered (counted here, on the
     predict thread: decoding a large answer would hold the event loop)."""
     from mlflow.pyfunc import scoring_server
 
-    result = scoring_server.invocations(body, content_type, model, schema)
+    result = scoring_server.invocations(mlflow_body(body), content_type, model, schema)
     ok = result.status == 200 and result.mimetype == "application/json"
     return result, _prediction_count(result.response) if ok else 0
 

@@ -4,11 +4,11 @@ Run in the environment image's build stage, after the wheels are installed and b
 removed. It
 
 1. leaves out CUDA-only packages (``nvidia-*``, which xgboost, for one, pulls in on every Linux
-   machine) unless the deployment has GPUs: a CPU container never loads them, and they are most
-   of such an image's size;
+   machine) unless the deployment has GPUs: a CPU container never loads them, and they can be
+   most of an image's size; and test tools (``pytest``, inferred into a model's requirements
+   when it is logged from a test session) and the virtualenv's ``setuptools``;
 2. loads and warms the model (``precompile``, which also writes the bytecode it imports) and, if
-   that fails without the CUDA packages, puts them back and loads again: a model that needs them
-   keeps them;
+   that fails without them, puts them back and loads again: a model that needs them keeps them;
 3. finds shared libraries that nothing in the image provides (``native_libs``): when the model
    cannot load, they are the error, with the Debian packages that fix it; when it can, a warning.
 
@@ -21,6 +21,7 @@ here: the server reports it at start, and every module gets bytecode instead.
 from __future__ import annotations
 
 import argparse
+import re
 import subprocess
 import sys
 from importlib import metadata
@@ -32,13 +33,48 @@ from serving_image.precompile import compile_all
 # Lines the plugin shows as the build's error (image_build.build), without this prefix.
 BUILD_ERROR = "mlflow-dockerhost error: "
 CUDA_PREFIX = "nvidia-"
+# Test tools that MLflow infers into a model's requirements when it is logged from a test
+# session, and the venv's own seed: serving never imports them.
+NEVER_SERVED = ("pytest", "setuptools")
+# Where the virtualenv's own setuptools came from: Debian's, else ensurepip's bundled wheels.
+_SEED_WHEELS = (Path("/usr/share/python-wheels"),
+                Path(sys.base_prefix) / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}"
+                / "ensurepip" / "_bundled")
+_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 
 
-def cuda_distributions() -> list[metadata.Distribution]:
-    """Installed CUDA-only distributions (``nvidia-*``): NVIDIA's runtime libraries as wheels."""
-    return sorted((dist for dist in metadata.distributions()
-                   if dist.metadata["Name"].lower().replace("_", "-").startswith(CUDA_PREFIX)),
-                  key=lambda dist: dist.metadata["Name"].lower())
+def _name(dist: metadata.Distribution) -> str:
+    return dist.metadata["Name"].lower().replace("_", "-")
+
+
+def _requires(dist: metadata.Distribution) -> set[str]:
+    """What ``dist`` needs installed, extras left out."""
+    names = set()
+    for line in dist.requires or ():
+        match = _NAME.match(line)
+        if match and "extra ==" not in line:
+            names.add(match.group(1).lower().replace("_", "-"))
+    return names
+
+
+def unneeded(keep_cuda: bool) -> list[metadata.Distribution]:
+    """Distributions to leave out: CUDA-only ones (unless ``keep_cuda``) and test tools, with
+    the dependencies of theirs that nothing else needs."""
+    dists = {_name(dist): dist for dist in metadata.distributions()}
+
+    def cuda(name: str) -> bool:  # left out even though xgboost, say, declares it
+        return not keep_cuda and name.startswith(CUDA_PREFIX)
+
+    chosen = {name for name in dists if name in NEVER_SERVED or cuda(name)}
+    while True:
+        kept = [dists[name] for name in dists if name not in chosen]
+        needed = set().union(*(_requires(dist) for dist in kept))
+        chosen = {name for name in chosen if cuda(name) or name not in needed}
+        more = {dep for name in chosen for dep in _requires(dists[name])
+                if dep in dists and dep not in chosen and dep not in needed}
+        if not more:
+            return sorted((dists[name] for name in chosen), key=_name)
+        chosen |= more
 
 
 def _say(text: str) -> None:
@@ -58,18 +94,18 @@ def _loads(model: str) -> bool:
 def main(model: str, venv: str, wheels: str, keep_cuda: bool) -> int:
     dropped: list[str] = []
     dropped_files: set[str] = set()
-    if not keep_cuda:
-        for dist in cuda_distributions():
-            dropped.append(f"{dist.metadata['Name']}=={dist.version}")
-            dropped_files |= {Path(str(file)).name for file in dist.files or ()}
-        if dropped:
-            _say(f"Leaving out CUDA-only packages for a CPU deployment: {', '.join(dropped)}")
-            _pip("uninstall", "--yes", *[spec.split("==")[0] for spec in dropped])
+    for dist in unneeded(keep_cuda):
+        dropped.append(f"{dist.metadata['Name']}=={dist.version}")
+        dropped_files |= {Path(str(file)).name for file in dist.files or ()}
+    if dropped:
+        _say("Leaving out what serving does not load (CUDA-only packages on a CPU deployment, "
+             f"test tools): {', '.join(dropped)}")
+        _pip("uninstall", "--yes", *[spec.split("==")[0] for spec in dropped])
     loaded = _loads(model)
     if not loaded and dropped:
-        _say("The model did not load without its CUDA packages; putting them back")
+        _say("The model did not load without them; putting them back")
         _pip("install", "--no-index", "--no-deps", "--no-compile", "--find-links", wheels,
-             *dropped)
+             *[f"--find-links={seeds}" for seeds in _SEED_WHEELS if seeds.is_dir()], *dropped)
         dropped_files = set()
         loaded = _loads(model)
     needs = {library: users for library, users in native_libs.missing(Path(venv)).items()

@@ -28,7 +28,7 @@ PINS = {
                "cloudpickle==3.0.0"),
     "2.22.1": ("mlflow-skinny==2.22.1", "numpy==2.2.6", "pandas==2.2.3", "scipy==1.15.3",
                "scikit-learn==1.6.1", "lightgbm==4.6.0", "xgboost==3.0.2",
-               "cloudpickle==3.1.1"),
+               "cloudpickle==3.1.1", "fastapi==0.115.12"),  # its scoring app predates Starlette 1
     "3.17.2": ("mlflow-skinny==3.17.2", "pandas", "scikit-learn", "skops", "lightgbm==4.7.0",
                "xgboost==3.2.0"),
 }
@@ -48,6 +48,14 @@ class SavedModel:
         return pd.DataFrame(split["data"], columns=split["columns"])
 
 
+def values(predictions: list) -> list:
+    """Predictions as plain values: MLflow 2.x's scoring server answers a pandas Series from
+    a pyfunc as one-column records (``[{"0": 1.5}, ...]``), as the model's own MLflow does."""
+    if predictions and all(isinstance(p, dict) and len(p) == 1 for p in predictions):
+        return [next(iter(p.values())) for p in predictions]
+    return predictions
+
+
 def _venv(version: str) -> Path:
     venv = STATE / "model-venvs" / version
     marker = venv / ".installed"
@@ -56,6 +64,23 @@ def _venv(version: str) -> Path:
         subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q",
                         "--disable-pip-version-check", *PINS[version]], check=True)
         marker.write_text("\n".join(PINS[version]))
+    return venv
+
+
+def serving_venv(version: str) -> Path:
+    """The version's virtualenv plus what our server and MLflow's need (Flask before 3.x),
+    its libraries held at their pins: for the differential suite against that MLflow."""
+    venv = _venv(version)
+    marker = venv / ".serve-installed"
+    if not marker.is_file():
+        pins = venv / "pins.txt"
+        pins.write_text("\n".join(PINS[version]) + "\n")
+        server = (ROOT / "serving_image" / "requirements.txt").read_text().splitlines()
+        subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q",
+                        "--disable-pip-version-check", "-c", str(pins), "flask", "httpx",
+                        *[line.split(" #")[0].strip() for line in server
+                          if line.strip() and not line.startswith("#")]], check=True)
+        marker.touch()
     return venv
 
 

@@ -22,7 +22,7 @@ from packaging.version import Version
 
 from mlflow_docker_target.record import BASE_IMAGE, SYSTEM_PACKAGES
 from tests.conftest import LABEL, remove_leftovers
-from tests.model_matrix import FLAVORS, PINS, SavedModel, saved
+from tests.model_matrix import FLAVORS, PINS, SavedModel, saved, values
 
 # One model per MLflow major version in `make test`, the rest in `make test-all`.
 DEFAULT = {("2.16.2", "sklearn"), ("3.17.2", "xgboost"), ("3.17.2", "lightgbm")}
@@ -39,7 +39,7 @@ def _endpoint(name: str) -> str:
 def _predict(url: str, model: SavedModel) -> list:
     answer = requests.post(f"{url}/invocations", json=model.rows, timeout=60)
     assert answer.status_code == 200, answer.text
-    return answer.json()["predictions"]
+    return values(answer.json()["predictions"])
 
 
 def _image(client: docker.DockerClient, name: str) -> docker.models.images.Image:

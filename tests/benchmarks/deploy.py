@@ -111,8 +111,8 @@ def main() -> None:
     print(f"| warm create (new version, same requirements) | {statistics.median(warm):.1f} s "
           f"| {len(warm)} | <= 10 s |")
     print(f"| container start to ready | {statistics.median(starts):.2f} s | {len(starts)} "
-          "| <= 3 s |")
-    print(f"| demo model image | {size_mb:.0f} MB | | <= 450 MB |")
+          "| <= 2.5 s |")
+    print(f"| demo model image | {size_mb:.0f} MB | | <= 420 MB |")
     print("\n| layer | MB |\n|---|---:|")
     for megabytes, step in layers:
         print(f"| `{step}` | {megabytes:.1f} |")

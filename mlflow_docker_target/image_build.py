@@ -282,11 +282,14 @@ def ensure_environment(engine: Engine, model: FetchedModel, settings: Settings) 
         files = {"Dockerfile": template("env.Dockerfile")}
         trees = {"wheels": Path(wheelhouse), "server/serving_image": _server_root(),
                  "model": model.path}
-        with build_context(files, trees) as context:
-            build(engine, context, tag, labels=labels,
-                  buildargs={"BASE_IMAGE": base, "KEEP_CUDA": "1" if keep_cuda else ""})
-    # The build stage (wheels and all) stays behind as an untagged image; it is never reused.
-    engine.client.images.prune(filters={"dangling": True, "label": f"{STAGE}=build"})
+        try:
+            with build_context(files, trees) as context:
+                build(engine, context, tag, labels=labels,
+                      buildargs={"BASE_IMAGE": base, "KEEP_CUDA": "1" if keep_cuda else ""})
+        finally:
+            # The build stage (wheels and all) stays behind as untagged images, after a failed
+            # build too; it is never reused.
+            engine.client.images.prune(filters={"dangling": True, "label": f"{STAGE}=build"})
     return tag
 
 

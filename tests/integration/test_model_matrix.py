@@ -20,7 +20,7 @@ from mlflow.deployments import get_deploy_client
 from mlflow.exceptions import MlflowException
 from packaging.version import Version
 
-from mlflow_docker_target.record import BASE_IMAGE, SYSTEM_PACKAGES
+from mlflow_docker_target.record import BASE_IMAGE, STAGE, SYSTEM_PACKAGES
 from tests.conftest import LABEL, remove_leftovers
 from tests.model_matrix import FLAVORS, PINS, SavedModel, saved, values
 
@@ -109,6 +109,8 @@ def test_missing_libgomp_is_named_with_its_package_then_system_packages_installs
     assert docker_client.containers.list(all=True,
                                          filters={"label": f"{LABEL}={deployment_name}"}) == []
     assert docker_client.images.list(f"mlflow-dockerhost/{deployment_name}") == []
+    # nor the failed build stage's layers (the wheels, installed)
+    assert docker_client.images.list(all=True, filters={"label": f"{STAGE}=build"}) == []
 
     client.create_deployment(deployment_name, str(model.path),
                              config={"base_image": base_without_libgomp,

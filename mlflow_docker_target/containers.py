@@ -86,6 +86,7 @@ class Spec:
             predict_threads=self.settings.predict_threads,
             queue_size=self.settings.queue_size,
             max_streams=self.settings.max_streams,
+            preload=not self.settings.gpus,  # CUDA does not survive a fork: each worker loads
         ).to_env()
         server.pop("SCORING_WORKERS")  # the server counts the CPUs its container may use
         if self.settings.workers:

@@ -16,6 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from serving_image import thread_limits
 from serving_image.readiness import READY_DIR_ENV, STARTUP_FAILURE, Readiness
 from serving_image.settings import ServerSettings
 
@@ -67,23 +68,43 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(STARTUP_FAILURE if failed else code)
 
 
-def _supervise(settings: ServerSettings, readiness: Readiness) -> int:
-    """Run uvicorn as a child and pass it the stop signal, after draining.
+def server_command(settings: ServerSettings) -> list[str]:
+    """gunicorn with uvicorn's worker: one parent, ``workers`` processes on one socket.
 
-    uvicorn installs its own signal handlers in whatever process it runs in, so the drain
-    (``/ping`` answers 503 for ``drain_seconds`` while requests are still served, so that a
-    front takes this server out of rotation first) happens here, before uvicorn hears of the
-    signal. The child runs in its own session: a terminal's Ctrl-C reaches it once, from here.
+    With ``preload`` the parent imports the app, and so loads the model, before it forks the
+    workers (serving_image/asgi.py). A worker that dies is replaced by a fork of the parent,
+    the model in place. Heartbeats come from each worker's event loop, which predictions never
+    hold (they run on predict threads), so a worker is replaced only when it is truly stuck.
     """
     command = [
-        sys.executable, "-m", "uvicorn", "serving_image.asgi:app", "--host", settings.host,
-        "--port", str(settings.port), "--workers", str(settings.workers),
+        sys.executable, "-m", "gunicorn", "serving_image.asgi:app",
+        "--worker-class", "uvicorn_worker.UvicornWorker", "--workers", str(settings.workers),
+        "--bind", f"[{settings.host}]:{settings.port}" if ":" in settings.host
+        else f"{settings.host}:{settings.port}",
         "--log-level", settings.log_level,
-        "--timeout-graceful-shutdown", str(max(1, int(settings.request_timeout))),
+        "--graceful-timeout", str(max(1, int(settings.request_timeout))),
+        "--timeout", str(max(60, 2 * int(settings.request_timeout))),
     ]
-    if not settings.access_log:
-        command.append("--no-access-log")
-    child = subprocess.Popen(command, start_new_session=True)
+    if settings.preload:
+        command.append("--preload")
+    if settings.access_log:
+        command += ["--access-logfile", "-"]
+    if os.access("/dev/shm", os.W_OK):  # the heartbeat files, in RAM (gunicorn's advice)
+        command += ["--worker-tmp-dir", "/dev/shm"]
+    return command
+
+
+def _supervise(settings: ServerSettings, readiness: Readiness) -> int:
+    """Run the server as a child and pass it the stop signal, after draining.
+
+    The server installs its own signal handlers in whatever process it runs in, so the drain
+    (``/ping`` answers 503 for ``drain_seconds`` while requests are still served, so that a
+    front takes this server out of rotation first) happens here, before the server hears of
+    the signal; it then hears SIGTERM, gunicorn's graceful stop, whichever signal came. The
+    child runs in its own session: a terminal's Ctrl-C reaches it once, from here.
+    """
+    env = {**os.environ, **(thread_limits.for_preload(os.environ) if settings.preload else {})}
+    child = subprocess.Popen(server_command(settings), start_new_session=True, env=env)
     received: list[int] = []
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda signum, frame: received.append(signum))
@@ -100,10 +121,10 @@ def _supervise(settings: ServerSettings, readiness: Readiness) -> int:
                 draining_since = time.monotonic()
                 readiness.mark_draining()
             if time.monotonic() - draining_since >= settings.drain_seconds:
-                child.send_signal(received[0])
+                child.send_signal(signal.SIGTERM)
                 forwarded = True
-    # Stopped as asked (uvicorn may end by re-raising the signal): a clean exit.
-    return 0 if forwarded and code in (0, -received[0]) else code
+    # Stopped as asked: a clean exit.
+    return 0 if forwarded and code in (0, -signal.SIGTERM) else code
 
 
 def _shared_dir(prefix: str) -> str:

@@ -21,7 +21,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import cache, partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import orjson
 from fastapi import FastAPI, Request
@@ -30,7 +30,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi_offline import FastAPIOffline
 from starlette.routing import Route
 
-from serving_image import __version__, metrics, streaming, v2
+from serving_image import __version__, metrics, streaming, thread_limits, v2
 from serving_image.auth import BearerAuth
 from serving_image.batching import Batcher, Input
 from serving_image.fast_path import INLINE_BODY, INLINE_ROWS, FastPath
@@ -69,16 +69,46 @@ class ModelState:
     ready: threading.Event = field(default_factory=threading.Event)
 
 
-def load_and_warm(model_path: str) -> tuple[Any, Any]:
-    """Load the pyfunc model and score its own serving example once.
+def _load(model_path: str) -> Any:
+    import mlflow.pyfunc
+
+    os.environ.setdefault("_MLFLOW_IS_IN_SERVING_ENVIRONMENT", "true")
+    return mlflow.pyfunc.load_model(model_path)
+
+
+def preload(settings: ServerSettings) -> Any:
+    """Load the model in the parent process, before it forks the workers: they share its
+    memory and start with the model in place. Nothing is predicted here (see thread_limits);
+    each worker warms the model up itself. A model that cannot load ends the server."""
+    started = time.perf_counter()
+    try:
+        model = _load(settings.model_path)
+    except BaseException:
+        _fail(settings)
+    # Frozen, the loaded objects stay out of the collector's passes, which would otherwise
+    # write to (and so copy) every page of them in every worker.
+    gc.collect()
+    gc.freeze()
+    log.info("Model loaded in %.2f s, before the workers start", time.perf_counter() - started)
+    return model
+
+
+def _fail(settings: ServerSettings) -> NoReturn:
+    log.error("Loading the model from %s failed:\n%s", settings.model_path,
+              traceback.format_exc())
+    Readiness(os.environ.get(READY_DIR_ENV), settings.workers).mark_failed()
+    logging.shutdown()
+    os._exit(STARTUP_FAILURE)
+
+
+def load_and_warm(model_path: str, model: Any = None) -> tuple[Any, Any]:
+    """Load the pyfunc model (unless given, preloaded) and score its own serving example once.
 
     The warm-up makes the first real request as fast as the rest; a stale example only warns.
     """
-    import mlflow.pyfunc
     from mlflow.pyfunc.scoring_server import invocations
 
-    os.environ.setdefault("_MLFLOW_IS_IN_SERVING_ENVIRONMENT", "true")
-    model = mlflow.pyfunc.load_model(model_path)
+    model = model if model is not None else _load(model_path)
     input_schema = model.metadata.get_input_schema()
     example = Path(model_path) / "serving_input_example.json"
     if example.is_file():
@@ -90,11 +120,13 @@ def load_and_warm(model_path: str) -> tuple[Any, Any]:
     return model, input_schema
 
 
-def load_model(settings: ServerSettings, state: ModelState) -> None:
-    """The loader thread: load, then mark ready; on failure end this worker so the server stops."""
+def load_model(settings: ServerSettings, state: ModelState, preloaded: Any = None) -> None:
+    """The loader thread: load (or take the preloaded model) and warm up, then mark ready; on
+    failure end this worker so the server stops."""
     started = time.perf_counter()
+    thread_limits.restore()
     try:
-        state.model, state.input_schema = load_and_warm(settings.model_path)
+        state.model, state.input_schema = load_and_warm(settings.model_path, preloaded)
         state.fast_path = FastPath.for_model(state.model)
         state.v2_content_type = v2.model_content_type(state.model)
         state.v2_inputs = v2.input_tensors(state.model)
@@ -102,11 +134,7 @@ def load_model(settings: ServerSettings, state: ModelState) -> None:
             state.batcher = Batcher(partial(_predict, state), settings.batch_max_size,
                                     settings.batch_max_wait_ms / 1000)
     except BaseException:
-        log.error("Loading the model from %s failed:\n%s", settings.model_path,
-                  traceback.format_exc())
-        state.readiness.mark_failed()
-        logging.shutdown()
-        os._exit(STARTUP_FAILURE)
+        _fail(settings)
     # What is loaded by now (MLflow, the model, their libraries: ~250k objects) lives as long as
     # the worker. Frozen, it is left out of the collector's full collections, which otherwise
     # scan all of it every few seconds under load and stall every request for ~150 ms.
@@ -329,15 +357,17 @@ def _has_pyarrow() -> bool:
     return True
 
 
-def create_app(settings: ServerSettings) -> FastAPI:
+def create_app(settings: ServerSettings, preloaded: Any = None) -> FastAPI:
     state = ModelState(Readiness(os.environ.get(READY_DIR_ENV), settings.workers),
                        Predictor(settings.predict_threads, settings.queue_size),
                        streaming.Streams(settings.max_streams))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        threading.Thread(target=load_model, args=(settings, state), name="model-loader",
-                         daemon=True).start()
+        thread_limits.restore_environment()  # in the worker, after the fork
+        thread_limits.restore()  # the fast path's cheap calls run on this thread
+        threading.Thread(target=load_model, args=(settings, state, preloaded),
+                         name="model-loader", daemon=True).start()
         yield
 
     # Swagger UI and ReDoc from files in the image (fastapi-offline), not a CDN.

@@ -1,11 +1,16 @@
-"""The ASGI application for uvicorn's import string (each worker process builds its own)."""
+"""The ASGI application for gunicorn's import string.
+
+With ``preload`` (the default) gunicorn imports this once, in its parent process, which loads
+the model here and then forks the workers; without it (GPUs: CUDA does not survive a fork) each
+worker imports it and loads its own copy.
+"""
 
 import logging
 
-from serving_image.app import create_app
+from serving_image.app import create_app, preload
 from serving_image.settings import ServerSettings
 
 settings = ServerSettings.from_env()
 logging.basicConfig(format="%(levelname)s:     [%(name)s] %(message)s",
                     level=settings.log_level.upper())
-app = create_app(settings)
+app = create_app(settings, preload(settings) if settings.preload else None)

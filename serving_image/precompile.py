@@ -12,6 +12,7 @@ in the build; ``build_check`` decides what that means.
 from __future__ import annotations
 
 import compileall
+import importlib
 import sys
 
 
@@ -19,13 +20,17 @@ def main(model_path: str) -> int:
     sys.dont_write_bytecode = False
     try:
         import uvicorn
-        import uvicorn.supervisors.multiprocess
+        import uvicorn_worker
 
         from serving_image.app import create_app, load_and_warm
         from serving_image.settings import ServerSettings
 
+        # What the supervisor, gunicorn's parent and uvicorn's worker import: the loop,
+        # protocol and lifespan modules too.
+        for module in ("serving_image.__main__", "gunicorn.app.wsgiapp", "gunicorn.arbiter"):
+            importlib.import_module(module)
         app = create_app(ServerSettings(model_path=model_path))
-        uvicorn.Config(app=app, workers=2).load()  # the loop, protocol and lifespan it will use
+        uvicorn.Config(app=app, **uvicorn_worker.UvicornWorker.CONFIG_KWARGS).load()
         load_and_warm(model_path)
         print("Loaded the model; compiled the bytecode serving it imports")
         return 0

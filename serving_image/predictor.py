@@ -19,7 +19,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from serving_image import metrics
+from serving_image import metrics, thread_limits
 
 
 class Busy(Exception):
@@ -37,7 +37,8 @@ class Predictor:
     def __init__(self, threads: int, queue_size: int) -> None:
         self.threads = threads
         self.queue_size = queue_size
-        self.executor = ThreadPoolExecutor(threads, thread_name_prefix="predict")
+        self.executor = ThreadPoolExecutor(threads, thread_name_prefix="predict",
+                                           initializer=thread_limits.restore)
         self.running = 0  # computations on threads, abandoned ones included
         self.abandoned = 0  # ... whose request has already answered
         self.waiting = 0  # requests in line for a thread

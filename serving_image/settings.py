@@ -63,6 +63,7 @@ class ServerSettings:
     predict_threads: int = 4  # per worker: predictions running at once
     queue_size: int = 64  # per worker: requests waiting for a predict thread; beyond, 503
     max_streams: int = 4  # per worker: streamed answers at once; beyond, 503
+    preload: bool = True  # load the model once, before forking the workers (not with GPUs)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> ServerSettings:
@@ -94,6 +95,7 @@ class ServerSettings:
             predict_threads=int(get("PREDICT_THREADS") or cls.predict_threads),
             queue_size=int(get("QUEUE_SIZE") or cls.queue_size),
             max_streams=int(get("MAX_STREAMS") or cls.max_streams),
+            preload=_flag(get("PRELOAD") or str(cls.preload)),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -111,5 +113,6 @@ class ServerSettings:
             "DRAIN_SECONDS": str(self.drain_seconds),
             "PREDICT_THREADS": str(self.predict_threads), "QUEUE_SIZE": str(self.queue_size),
             "MAX_STREAMS": str(self.max_streams),
+            "PRELOAD": "true" if self.preload else "false",
         }
         return {PREFIX + k: v for k, v in values.items() if v is not None}

@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from serving_image import metrics
+from serving_image import metrics, thread_limits
 
 DONE = b"data: [DONE]\n\n"
 _END = object()  # the generator finished
@@ -98,7 +98,8 @@ class Streams:
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self.executor = ThreadPoolExecutor(limit, thread_name_prefix="stream")
+        self.executor = ThreadPoolExecutor(limit, thread_name_prefix="stream",
+                                           initializer=thread_limits.restore)
         self.active = 0  # threads running a generator, including ones asked to stop
 
     def start(self, produce: Callable[[], Iterator[Any]]) -> Stream:

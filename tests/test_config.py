@@ -187,16 +187,18 @@ def test_bad_gpus_values_are_refused(value: str) -> None:
         parse_config({"gpus": value}, "create")
 
 
-def test_with_gpus_the_default_is_one_worker() -> None:
+def test_with_gpus_one_worker_loading_its_own_model() -> None:
     from mlflow_docker_target.containers import Spec
     from mlflow_docker_target.model_fetch import ModelRef
 
     ref = ModelRef("models:/m/1", "models:/m/1", "m", "1", None)
 
-    def workers(config: dict) -> str | None:
-        spec = Spec("d", "img", ref, config, parse_config(config, "create"), "0")
-        return spec.environment().get("SCORING_WORKERS")
+    def env(config: dict) -> dict[str, str]:
+        return Spec("d", "img", ref, config, parse_config(config, "create"), "0").environment()
 
-    assert workers({}) is None  # the server counts its CPUs
-    assert workers({"gpus": "all"}) == "1"
-    assert workers({"gpus": "all", "workers": "3"}) == "3"
+    assert env({}).get("SCORING_WORKERS") is None  # the server counts its CPUs
+    assert env({"gpus": "all"})["SCORING_WORKERS"] == "1"
+    assert env({"gpus": "all", "workers": "3"})["SCORING_WORKERS"] == "3"
+    # CUDA does not survive a fork: with GPUs no model is loaded before the workers start
+    assert env({})["SCORING_PRELOAD"] == "true"
+    assert env({"gpus": "all"})["SCORING_PRELOAD"] == "false"

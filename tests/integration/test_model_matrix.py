@@ -60,9 +60,17 @@ def _installed(client: docker.DockerClient, image: str) -> set[str]:
 def test_model_from_each_mlflow_version_serves_its_own_predictions(
         version: str, flavor: str, deployment_name: str, docker_client) -> None:
     model = saved(version, flavor)
-    get_deploy_client("dockerhost").create_deployment(deployment_name, str(model.path))
+    get_deploy_client("dockerhost").create_deployment(deployment_name, str(model.path),
+                                                      config={"workers": "2"})
     predictions = _predict(_endpoint(deployment_name), model)
     assert predictions == pytest.approx(model.expected, rel=1e-6)
+    # loaded once by gunicorn's parent, then forked: two workers (boosters included, whose
+    # OpenMP would hang a fork made after its pool exists), each warmed up after the fork
+    container = docker_client.containers.list(filters={"label": f"{LABEL}={deployment_name}"})[0]
+    logs = container.logs().decode()
+    assert "before the workers start" in logs, logs[-2000:]
+    assert logs.count("Model loaded and warmed") == 2, logs[-2000:]
+    assert _predict(_endpoint(deployment_name), model) == predictions  # both workers, again
     image = _image(docker_client, deployment_name)
     installed = _installed(docker_client, image.id)
     assert "mlflow-skinny" in installed and "mlflow" not in installed

@@ -85,7 +85,7 @@ def server_command(settings: ServerSettings) -> list[str]:
         "--graceful-timeout", str(max(1, int(settings.request_timeout))),
         "--timeout", str(max(60, 2 * int(settings.request_timeout))),
     ]
-    if settings.preload:
+    if settings.preloads:
         command.append("--preload")
     if settings.access_log:
         command += ["--access-logfile", "-"]
@@ -103,7 +103,7 @@ def _supervise(settings: ServerSettings, readiness: Readiness) -> int:
     the signal; it then hears SIGTERM, gunicorn's graceful stop, whichever signal came. The
     child runs in its own session: a terminal's Ctrl-C reaches it once, from here.
     """
-    env = {**os.environ, **(thread_limits.for_preload(os.environ) if settings.preload else {})}
+    env = {**os.environ, **(thread_limits.for_preload(os.environ) if settings.preloads else {})}
     child = subprocess.Popen(server_command(settings), start_new_session=True, env=env)
     received: list[int] = []
     for signum in (signal.SIGINT, signal.SIGTERM):

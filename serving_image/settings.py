@@ -65,6 +65,12 @@ class ServerSettings:
     max_streams: int = 4  # per worker: streamed answers at once; beyond, 503
     preload: bool = True  # load the model once, before forking the workers (not with GPUs)
 
+    @property
+    def preloads(self) -> bool:
+        """Whether the parent loads the model before forking: with one worker there is nothing
+        to share, and a parent holding a copy would only add to the memory."""
+        return self.preload and self.workers > 1
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> ServerSettings:
         def get(name: str, default: str | None = None) -> str | None:

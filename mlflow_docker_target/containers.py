@@ -208,17 +208,20 @@ def out_of_memory(container: Container, since: float | None = None) -> bool:
 
 
 def exit_reason(container: Container) -> str | None:
-    """Why a container that is not serving stopped (or restarted): out of memory, named as
-    such with the key that sets the limit, else its exit code; ``None`` while it runs as
-    started."""
+    """Why a container stopped (or restarted), or lost a server process: out of memory, named
+    as such with the key that sets the limit, else its exit code; ``None`` while it runs as
+    started. The server replaces a worker the kernel killed, so a container may run on after
+    an out-of-memory kill; that is reported too, since the request it served was lost."""
     state = container.attrs.get("State") or {}
     restarts = container.attrs.get("RestartCount", 0)
-    if state.get("Status") not in ("exited", "dead", "restarting") and not restarts:
-        return None
+    as_started = state.get("Status") not in ("exited", "dead", "restarting") and not restarts
     limit = (container.attrs.get("HostConfig") or {}).get("Memory") or 0
     if out_of_memory(container):
         where = f"its memory limit of {limit // 1024**2} MiB" if limit else "the host's memory"
-        return f"out of memory: a process was killed at {where}; raise -C memory"
+        replaced = " and the server replaced it" if as_started else ""
+        return f"out of memory: a process was killed at {where}{replaced}; raise -C memory"
+    if as_started:
+        return None
     if state.get("Status") == "running":
         return f"restarted {restarts} time(s); the last exit had code {state.get('ExitCode')}"
     return f"exited with code {state.get('ExitCode')}"

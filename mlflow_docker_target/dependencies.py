@@ -18,7 +18,9 @@ from pathlib import Path
 
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from packaging.requirements import Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from mlflow_docker_target.model_fetch import FetchedModel
@@ -129,7 +131,7 @@ def _cpu_build(line: str) -> str | None:
     match = _EXACT_PIN.match(line)
     if not match:
         return None
-    found = CPU_BUILDS.get(match.group("name").lower().replace("_", "-"))
+    found = CPU_BUILDS.get(canonicalize_name(match.group("name")))
     try:
         if found and Version(match.group("version")) >= found[1]:
             return f"{found[0]}=={match.group('version')}"
@@ -241,8 +243,8 @@ def download_wheels(requirements: Requirements, platform: Platform, wheelhouse: 
 
 def also_downloaded(requirements: Requirements, wheelhouse: Path) -> bool:
     """Whether a package swapped for its CPU-only build came along anyway, as a dependency."""
-    names = {wheel.name.split("-")[0].lower() for wheel in wheelhouse.glob("*.whl")}
-    return any(original.split("==")[0].strip().lower().replace("-", "_") in names
+    names = {canonicalize_name(wheel.name.split("-")[0]) for wheel in wheelhouse.glob("*.whl")}
+    return any(canonicalize_name(Requirement(original).name) in names
                for original, _ in requirements.cpu_swaps)
 
 

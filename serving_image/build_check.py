@@ -21,11 +21,13 @@ here: the server reports it at start, and every module gets bytecode instead.
 from __future__ import annotations
 
 import argparse
-import re
 import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
 
 from serving_image import native_libs
 from serving_image.precompile import compile_all
@@ -40,20 +42,22 @@ NEVER_SERVED = ("pytest", "setuptools")
 _SEED_WHEELS = (Path("/usr/share/python-wheels"),
                 Path(sys.base_prefix) / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}"
                 / "ensurepip" / "_bundled")
-_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 
 
 def _name(dist: metadata.Distribution) -> str:
-    return dist.metadata["Name"].lower().replace("_", "-")
+    return canonicalize_name(dist.metadata["Name"])
 
 
 def _requires(dist: metadata.Distribution) -> set[str]:
-    """What ``dist`` needs installed, extras left out."""
-    names = set()
+    """What ``dist`` needs installed here: extras and other platforms' markers left out."""
+    names: set[str] = set()
     for line in dist.requires or ():
-        match = _NAME.match(line)
-        if match and "extra ==" not in line:
-            names.add(match.group(1).lower().replace("_", "-"))
+        try:
+            requirement = Requirement(line)
+        except InvalidRequirement:
+            continue
+        if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+            names.add(canonicalize_name(requirement.name))
     return names
 
 

@@ -7,6 +7,7 @@ from mlflow.exceptions import MlflowException
 
 from mlflow_docker_target.dependencies import (
     Platform,
+    also_downloaded,
     download_wheels,
     environment_requirements,
     server_requirements,
@@ -72,6 +73,15 @@ def test_cpu_deployments_get_xgboost_cpu_gpu_ones_keep_xgboost(tmp_path: Path) -
     # before xgboost-cpu existed, or not an exact pin: the model's own line
     for line in ("xgboost==2.0.3", "xgboost>=2.1"):
         assert line in environment_requirements(_model(tmp_path, line + "\n"), "auto").lines
+
+
+def test_a_cpu_build_pulled_in_beside_the_full_package_is_noticed(tmp_path: Path) -> None:
+    reqs = environment_requirements(_model(tmp_path, "mlflow==3.17.2\nxgboost==3.2.0\n"),
+                                    "auto")
+    (tmp_path / "xgboost_cpu-3.2.0-py3-none-manylinux_2_28_x86_64.whl").touch()
+    assert not also_downloaded(reqs, tmp_path)
+    (tmp_path / "xgboost-3.2.0-py3-none-manylinux_2_28_x86_64.whl").touch()  # a dependency's
+    assert also_downloaded(reqs, tmp_path)
 
 
 def test_constraints_and_comments(tmp_path: Path) -> None:

@@ -62,10 +62,10 @@ _NOT_FOUND = re.compile(r"^\s*(\S+) => not found")
 _BATCH = 64
 
 
-def shared_objects(root: Path) -> list[Path]:
-    """ELF shared objects under ``root`` (``*.so`` and ``*.so.N``), symlinks left out."""
+def shared_objects(candidates: Iterable[Path]) -> list[Path]:
+    """The ELF shared objects among ``candidates`` (``*.so``, ``*.so.N``), symlinks left out."""
     found = []
-    for path in sorted(root.rglob("*.so*")):
+    for path in sorted(candidates):
         if path.is_file() and not path.is_symlink() and re.search(r"\.so(\.\d+)*$", path.name):
             with path.open("rb") as fh:
                 if fh.read(4) == b"\x7fELF":
@@ -79,8 +79,9 @@ def missing(root: Path) -> dict[str, list[str]]:
     A library whose file name exists anywhere under ``root`` counts as provided: packages such
     as the CUDA wheels load each other's libraries by path before the one that needs them.
     """
-    objects = shared_objects(root)
-    provided = {path.name for path in root.rglob("*.so*")}
+    candidates = list(root.rglob("*.so*"))  # one walk of the virtualenv serves both
+    objects = shared_objects(candidates)
+    provided = {path.name for path in candidates}
     needs: dict[str, list[str]] = {}
     for batch in _batches(objects):
         for library, needed_by in _ldd(batch):

@@ -40,7 +40,7 @@ def _fake_ldd(monkeypatch: pytest.MonkeyPatch, answers: dict[str, list[str]]) ->
 
 
 def test_only_elf_shared_objects_are_scanned(venv: Path) -> None:
-    names = [path.name for path in native_libs.shared_objects(venv)]
+    names = [path.name for path in native_libs.shared_objects(venv.rglob("*.so*"))]
     assert names == ["lib_lightgbm.so", "_multiarray.cpython-311.so", "libnccl.so.2",
                      "libtorch_cuda.so"]
 

@@ -311,7 +311,7 @@ def ensure_system_image(engine: Engine, base: str, base_id: str,
     with build_context({"Dockerfile": template("system.Dockerfile")}) as context:
         build(engine, context, tag, network=True,
               buildargs={"BASE_IMAGE": base, "PACKAGES": " ".join(packages),
-                         "ENGINE": engine.url},
+                         "ENGINE": engine.url, "BUILD_ERROR": BUILD_ERROR},
               labels={KIND: "system", BASE_IMAGE: base, SYSTEM_PACKAGES: ",".join(packages)})
     return tag
 

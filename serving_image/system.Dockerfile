@@ -5,8 +5,10 @@ ARG BASE_IMAGE
 FROM ${BASE_IMAGE}
 ARG PACKAGES
 ARG ENGINE
+# The prefix of lines the plugin shows as the error (build_check.BUILD_ERROR).
+ARG BUILD_ERROR
 USER root
-RUN fail() { echo "mlflow-dockerhost error: Installing system packages ($PACKAGES) on the base image failed: $1"; exit 1; }; \
+RUN fail() { echo "${BUILD_ERROR}Installing system packages ($PACKAGES) on the base image failed: $1"; exit 1; }; \
     offline="the engine at $ENGINE could not reach the package archive. This is the one build step that uses the network: give that engine network access (or a proxy), or use a base image that already has these packages (-C base_image=<image>) and leave system_packages out"; \
     if command -v apt-get >/dev/null; then \
       export DEBIAN_FRONTEND=noninteractive; \

@@ -33,14 +33,28 @@ from mlflow_docker_target.record import ENVIRONMENT as ENV_LABEL
 from tests.benchmarks.scratch import scratch_registry
 
 
-def _timed(action) -> tuple[float, object]:
+def timed(action) -> tuple[float, object]:
     started = time.perf_counter()
     result = action()
     return time.perf_counter() - started, result
 
 
-def _delete(client, name: str) -> None:
+def delete(client, name: str) -> None:
     client.delete_deployment(name, config={"remove_image": "true"})
+
+
+def start_to_ready(spec: Spec, runs: int) -> list[float]:
+    """Seconds from starting a serving container to its ``/ping`` answering 200, per run."""
+    engine = connect(None)
+    starts = []
+    for run in range(runs):
+        started = time.perf_counter()
+        container = containers.start(engine, spec, None)
+        containers.wait_ready(engine, container, 300)
+        starts.append(time.perf_counter() - started)
+        print(f"start-to-ready {run + 1}: {starts[-1]:.2f} s")
+        containers.remove(container, 10)
+    return starts
 
 
 def _layers(docker_client: docker.DockerClient, image: str) -> list[tuple[float, str]]:
@@ -63,46 +77,38 @@ def main() -> None:
     client = get_deploy_client("dockerhost")
     docker_client = docker.from_env()
     name = "bench"
-    _delete(client, name)
+    delete(client, name)
 
     # One unrecorded create learns which environment image this model needs.
     created = client.create_deployment(name, register_demo_model("bench-model"))
     environment = docker_client.images.get(created["image"]).labels[ENV_LABEL]
-    _delete(client, name)
+    delete(client, name)
 
     cold = []
     for run in range(args.cold):
         docker_client.images.remove(environment)
         uri = register_demo_model("bench-model")
-        seconds, _ = _timed(lambda uri=uri: client.create_deployment(name, uri))
+        seconds, _ = timed(lambda uri=uri: client.create_deployment(name, uri))
         cold.append(seconds)
         print(f"cold create {run + 1}: {seconds:.1f} s")
-        _delete(client, name)
+        delete(client, name)
 
     warm = []
     for run in range(args.warm):
         uri = register_demo_model("bench-model")
-        seconds, created = _timed(lambda uri=uri: client.create_deployment(name, uri))
+        seconds, created = timed(lambda uri=uri: client.create_deployment(name, uri))
         warm.append(seconds)
         print(f"warm create {run + 1}: {seconds:.1f} s ({uri})")
         image = created["image"]
         if run < args.warm - 1:
-            _delete(client, name)
+            delete(client, name)
 
-    engine = connect(None)
-    spec = Spec("bench-start", image, resolve(uri), {}, Settings(), "bench")
-    starts = []
-    for run in range(args.starts):
-        started = time.perf_counter()
-        container = containers.start(engine, spec, None)
-        containers.wait_ready(engine, container, 300)
-        starts.append(time.perf_counter() - started)
-        print(f"start-to-ready {run + 1}: {starts[-1]:.2f} s")
-        containers.remove(container, 10)
+    starts = start_to_ready(Spec("bench-start", image, resolve(uri), {}, Settings(), "bench"),
+                            args.starts)
 
     size_mb = docker_client.images.get(image).attrs["Size"] / 1e6
     layers = _layers(docker_client, image)
-    _delete(client, name)
+    delete(client, name)
 
     print("\n| figure | median | runs | target |")
     print("|---|---:|---:|---|")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
+from functools import partial
 from pathlib import Path
 
 import docker
@@ -24,24 +24,12 @@ from mlflow.deployments import get_deploy_client
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from mlflow_docker_target import containers
 from mlflow_docker_target.config import Settings
 from mlflow_docker_target.containers import Spec
-from mlflow_docker_target.engine import connect
 from mlflow_docker_target.model_fetch import resolve
 from mlflow_docker_target.record import ENVIRONMENT
+from tests.benchmarks.deploy import delete, start_to_ready, timed
 from tests.model_matrix import FLAVORS, PINS, saved, values
-
-
-def _create(name: str, path: Path) -> tuple[float, dict]:
-    started = time.perf_counter()
-    created = get_deploy_client("dockerhost").create_deployment(name, str(path))
-    return time.perf_counter() - started, created
-
-
-def _delete(name: str, image: bool = True) -> None:
-    get_deploy_client("dockerhost").delete_deployment(
-        name, config={"remove_image": "true" if image else "false"})
 
 
 def main() -> None:
@@ -50,7 +38,7 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", help="version/flavor pairs")
     args = parser.parse_args()
     docker_client = docker.from_env(timeout=300)
-    engine = connect(None)
+    client = get_deploy_client("dockerhost")
     rows = []
     for version in PINS:
         for flavor in FLAVORS:
@@ -58,33 +46,28 @@ def main() -> None:
                 continue
             model = saved(version, flavor)
             name = f"matrix-{version.replace('.', '')}-{flavor}"
+            create = partial(client.create_deployment, name, str(model.path))
             # Cold: learn the environment, remove it, create again.
-            _, created = _create(name, model.path)
+            _, created = timed(create)
             environment = docker_client.images.get(created["image"]).labels[ENVIRONMENT]
-            _delete(name)
+            delete(client, name)
             try:
                 docker_client.images.remove(environment)
             except docker.errors.APIError as exc:
                 print(f"{name}: keeping {environment} ({exc.explanation}); cold is warm")
-            cold, created = _create(name, model.path)
-            url = get_deploy_client("dockerhost").get_deployment(name)["endpoint"]
+            cold, created = timed(create)
+            url = client.get_deployment(name)["endpoint"]
             answer = requests.post(f"{url}/invocations", json=model.rows, timeout=60)
             match = (answer.status_code == 200 and values(answer.json()["predictions"])
                      == pytest.approx(model.expected, rel=1e-6))
             image = docker_client.images.get(created["image"])
             size_mb = image.attrs["Size"] / 1e6
-            _delete(name)
-            warm, created = _create(name, model.path)
-            starts = []
-            spec = Spec(f"{name}-start", created["image"], resolve(str(model.path)), {},
-                        Settings(), f"{name}-start")
-            for _ in range(args.starts):
-                started = time.perf_counter()
-                container = containers.start(engine, spec, None)
-                containers.wait_ready(engine, container, 300)
-                starts.append(time.perf_counter() - started)
-                containers.remove(container, 10)
-            _delete(name)
+            delete(client, name)
+            warm, created = timed(create)
+            starts = start_to_ready(Spec(f"{name}-start", created["image"],
+                                         resolve(str(model.path)), {}, Settings(),
+                                         f"{name}-start"), args.starts)
+            delete(client, name)
             row = (version, flavor, cold, warm, size_mb, statistics.median(starts), match)
             print(f"{name}: cold {cold:.1f} s, warm {warm:.1f} s, {size_mb:.0f} MB, "
                   f"ready {row[5]:.2f} s, match {match}", flush=True)

@@ -200,7 +200,9 @@ def out_of_memory(container: Container, since: float | None = None) -> bool:
         except ValueError:
             return False
     try:
-        events = container.client.events(since=int(since), until=int(time.time()) + 1,
+        # ``until`` now, to the fraction: the engine holds the answer open until ``until``
+        # passes, and this runs for every running replica on every get and readiness poll.
+        events = container.client.events(since=int(since), until=time.time(),
                                          filters={"container": container.id, "event": "oom"})
         return any(True for _ in events)
     except docker.errors.APIError:

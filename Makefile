@@ -3,7 +3,8 @@
 #   make test        unit and integration tests (a real Docker engine)
 #   make test-all    those and the whole model matrix (MLflow versions x flavors)
 #   make engine      start a Docker engine when none answers (Debian, as root)
-#   make base-image  Debian bookworm images built with no registry: Python 3.11, HAProxy
+#   make base-image  Debian bookworm images built with no registry: Python 3.11, HAProxy,
+#                    binutils (the strip step of environment builds)
 #   make lint        ruff and mypy
 #   make bench       benchmarks (figures for the closing notes)
 
@@ -14,6 +15,7 @@ BIN := $(VENV)/bin
 STATE := .state
 BASE_IMAGE := mlflow-dockerhost/base:bookworm-python3.11
 PROXY_IMAGE := mlflow-dockerhost/haproxy:bookworm
+STRIP_IMAGE := mlflow-dockerhost/binutils:bookworm
 PORT ?= 5000
 MODEL_URI ?=
 DEMO_TRACKING_URI := sqlite:///$(CURDIR)/$(STATE)/demo/mlflow.db
@@ -21,10 +23,11 @@ DEMO_TRACKING_URI := sqlite:///$(CURDIR)/$(STATE)/demo/mlflow.db
 # virtualenv of their own, at our MLflow, NumPy, pandas and scikit-learn versions.
 MLSERVER_VENV := $(STATE)/mlserver-venv
 
-# Tests and the demo build on the local base and front images; users' deployments default to
-# python:X.Y-slim and haproxy:2.8.
+# Tests and the demo build on the local base, strip and front images; users' deployments
+# default to python:X.Y-slim, no strip image and haproxy:2.8.
 export MLFLOW_DOCKERHOST_BASE_IMAGE ?= $(BASE_IMAGE)
 export MLFLOW_DOCKERHOST_PROXY_IMAGE ?= $(PROXY_IMAGE)
+export MLFLOW_DOCKERHOST_STRIP_IMAGE ?= $(STRIP_IMAGE)
 
 .PHONY: venv engine base-image mlserver serve test test-all test-tools lint bench clean
 
@@ -71,6 +74,7 @@ base-image: engine
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mmdebstrap >/dev/null; }
 	$(BIN)/python -m mlflow_docker_target.base_image --kind base --tag $(BASE_IMAGE)
 	$(BIN)/python -m mlflow_docker_target.base_image --kind proxy --tag $(PROXY_IMAGE)
+	$(BIN)/python -m mlflow_docker_target.base_image --kind binutils --tag $(STRIP_IMAGE)
 
 # The demo: a model registered in a local SQLite registry, served with run-local.
 serve: base-image
@@ -81,9 +85,10 @@ serve: base-image
 	echo "Serving $$uri on http://127.0.0.1:$(PORT) (Ctrl-C stops it)"; \
 	exec $(BIN)/mlflow deployments run-local -t dockerhost --name demo -m "$$uri" -C port=$(PORT)
 
-# The remote-engine tests also need a network namespace, openssl, an sshd and curl.
+# The remote-engine tests also need a network namespace, openssl, an sshd and curl; the strip
+# test needs binutils.
 test-tools:
-	@missing=""; for tool in ip:iproute2 openssl:openssl curl:curl /usr/sbin/sshd:openssh-server; do \
+	@missing=""; for tool in ip:iproute2 openssl:openssl curl:curl /usr/sbin/sshd:openssh-server strip:binutils; do \
 	  command -v $${tool%%:*} >/dev/null || missing="$$missing $${tool##*:}"; done; \
 	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi

@@ -3,9 +3,11 @@
 ``python -m mlflow_docker_target.base_image`` (``make base-image``) runs mmdebstrap to make a
 minimal Debian bookworm root file system, then imports it with a ``FROM scratch`` build:
 ``--kind base`` gives Python 3.11 with venv, ``--kind proxy`` gives HAProxy for the endpoints'
-fronts. Real users with a registry keep the defaults (``python:X.Y-slim``, ``haproxy``); tests
-and offline users point MLFLOW_DOCKERHOST_BASE_IMAGE and MLFLOW_DOCKERHOST_PROXY_IMAGE (or
-``-C base_image`` / ``-C proxy_image``) at these.
+fronts, ``--kind binutils`` gives GNU binutils for the environment build's strip step. Real users
+with a registry keep the defaults (``python:X.Y-slim``, ``haproxy``, no strip image); tests and
+offline users point MLFLOW_DOCKERHOST_BASE_IMAGE, MLFLOW_DOCKERHOST_PROXY_IMAGE and
+MLFLOW_DOCKERHOST_STRIP_IMAGE (or ``-C base_image`` / ``-C proxy_image`` / ``-C strip_image``)
+at these.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ KINDS = {
                  "base.Dockerfile"),
     # Debian's haproxy package makes the 'haproxy' user the image runs as.
     "proxy": Kind("mlflow-dockerhost/haproxy:bookworm", ("haproxy",), "proxy.Dockerfile"),
+    # Only the environment build's strip stage runs it: no serving image carries binutils.
+    "binutils": Kind("mlflow-dockerhost/binutils:bookworm", ("binutils",), "binutils.Dockerfile"),
 }
 
 

@@ -22,6 +22,7 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from serving_image.settings import ServerSettings
 
 BASE_IMAGE_ENV = "MLFLOW_DOCKERHOST_BASE_IMAGE"
+STRIP_IMAGE_ENV = "MLFLOW_DOCKERHOST_STRIP_IMAGE"
 ENV_PREFIX = "env."
 
 MASK = "***"
@@ -182,8 +183,12 @@ KEYS: tuple[Key, ...] = (
     Key("base_image", _text, "an image reference", None,
         "Image the serving image builds on; it must have python3 with the venv module.", DEPLOY,
         f"${BASE_IMAGE_ENV}, else python:<model's major.minor>-slim"),
+    Key("strip_image", _text, "an image with GNU binutils (strip, nm)", None,
+        "Image of the build step that takes debug symbols out of the environment's shared "
+        "objects (about 30 MB of the demo image); with none, they stay.", DEPLOY,
+        f"${STRIP_IMAGE_ENV}, else the base image (which strips only if it has binutils)"),
     Key("pull_base", _bool, "true or false", True,
-        "Pull the base or proxy image when the engine lacks it (announced, never silent).",
+        "Pull the base, strip or proxy image when the engine lacks it (announced, never silent).",
         DEPLOY | ENDPOINT),
     Key("mlflow_package", _choice("auto", "skinny", "full"), "auto, skinny or full", "auto",
         "Serve with mlflow-skinny at the model's MLflow version (auto: when that version exists).",
@@ -311,6 +316,7 @@ class Settings:
     """Validated settings; every default is its :class:`Key`'s (``None``: decided by context)."""
 
     base_image: str | None = _default("base_image")
+    strip_image: str | None = _default("strip_image")
     pull_base: bool = _default("pull_base")
     mlflow_package: str = _default("mlflow_package")
     system_packages: tuple[str, ...] | None = _default("system_packages")
@@ -358,6 +364,10 @@ class Settings:
             return from_env
         major_minor = ".".join(python_version.split(".")[:2])
         return f"python:{major_minor}-slim"
+
+    def resolved_strip_image(self) -> str | None:
+        """Config wins, then the environment variable; None: the base image strips, if it can."""
+        return self.strip_image or os.environ.get(STRIP_IMAGE_ENV, "").strip() or None
 
     def resolved_proxy_image(self) -> str:
         """Config wins, then the environment variable, then the official HAProxy image."""

@@ -375,7 +375,9 @@ The image builds on the engine with no network: the client resolves wheels for t
 platform with its own pip settings. Base image: -C base_image, else
 ${{{config_module.BASE_IMAGE_ENV}}}, else python:<model's major.minor>-slim. Proxy image:
 -C proxy_image, else ${{{config_module.PROXY_IMAGE_ENV}}}, else {config_module.DEFAULT_PROXY_IMAGE}.
-Either is pulled, with a log line, only if the engine lacks it.
+Debug symbols leave the environment's shared objects in a build step on an image with GNU
+binutils: -C strip_image, else ${{{config_module.STRIP_IMAGE_ENV}}}, else the base image (if it has
+binutils). Each is pulled, with a log line, only if the engine lacks it.
 
 Config (-C key=value)
 {config_module.help_text()}

@@ -169,7 +169,8 @@ def build(engine: Engine, context: IO[bytes], tag: str, *, buildargs: Mapping[st
 def ensure_image(engine: Engine, image: str, pull: bool, what: str = "base") -> str:
     """An image's ID; pulled (announced, never silently) only when missing and allowed.
 
-    ``what`` names its use in messages: the serving images' ``base``, or the fronts' ``proxy``.
+    ``what`` names its use in messages: the serving images' ``base``, the environment build's
+    ``strip`` image, or the fronts' ``proxy``.
     """
     try:
         return engine.client.images.get(image).id
@@ -227,7 +228,7 @@ SERVER_PYTHON = (3, 10)  # the oldest Python the scoring server runs on (pyproje
 
 
 def environment_key(requirements: Requirements, platform: Platform, base_id: str,
-                    keep_cuda: bool) -> str:
+                    strip_id: str, keep_cuda: bool) -> str:
     """Hash of everything that goes into an environment image but the model.
 
     The model only decides which modules get bytecode, so models with the same requirements
@@ -235,8 +236,9 @@ def environment_key(requirements: Requirements, platform: Platform, base_id: str
     """
     digest = hashlib.sha256()
     for part in (requirements.text(), requirements.constraints_text(),
-                 json.dumps(platform.__dict__, sort_keys=True), base_id,
-                 template("env.Dockerfile").decode(), "cuda" if keep_cuda else "cpu"):
+                 json.dumps(platform.__dict__, sort_keys=True), base_id, strip_id,
+                 template("env.Dockerfile").decode(), template("strip.sh").decode(),
+                 "cuda" if keep_cuda else "cpu"):
         digest.update(part.encode() + b"\0")
     return digest.hexdigest()[:16]
 
@@ -267,10 +269,14 @@ def ensure_environment(engine: Engine, model: FetchedModel, settings: Settings) 
     if model_python != platform.python:
         log.warning("The model was logged with Python %s; the base image %s has Python %s",
                     model_python, base, platform.python)
+    strip = settings.resolved_strip_image() or base
+    strip_id = base_id if strip == base else ensure_image(engine, strip, settings.pull_base,
+                                                          "strip")
     keep_cuda = settings.gpus is not None
     requirements = dependencies.environment_requirements(model, settings.mlflow_package,
                                                          settings.parquet, keep_cuda)
-    tag = f"{IMAGE_REPO}/env:{environment_key(requirements, platform, base_id, keep_cuda)}"
+    key = environment_key(requirements, platform, base_id, strip_id, keep_cuda)
+    tag = f"{IMAGE_REPO}/env:{key}"
     if _image_exists(engine, tag):
         log.info("Environment image %s is already on the engine", tag)
         return tag
@@ -285,7 +291,8 @@ def ensure_environment(engine: Engine, model: FetchedModel, settings: Settings) 
         try:
             with build_context(files, trees) as context:
                 build(engine, context, tag, labels=labels,
-                      buildargs={"BASE_IMAGE": base, "KEEP_CUDA": "1" if keep_cuda else ""})
+                      buildargs={"BASE_IMAGE": base, "STRIP_IMAGE": strip,
+                                 "KEEP_CUDA": "1" if keep_cuda else ""})
         finally:
             # The build stage (wheels and all) stays behind as untagged images, after a failed
             # build too; it is never reused.

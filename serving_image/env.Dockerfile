@@ -3,10 +3,13 @@
 # final image carries no wheels. The build stage loads the model (build_check.py): CUDA-only
 # packages are left out of CPU deployments unless the model needs them, missing shared libraries
 # fail the build with their Debian packages named, and bytecode is written only for what serving
-# the model imports. Packages' own test suites, C headers and type stubs are left out too.
+# the model imports. Packages' own test suites, C headers and type stubs are left out too. A
+# strip stage on STRIP_IMAGE then takes the debug symbols out of the shared objects (strip.sh);
+# it is the base image itself when no image with binutils is configured, and changes nothing.
 # Keyed by a hash of everything that goes in but the model, built once.
 # Legacy-builder syntax only: the engine may have no BuildKit.
 ARG BASE_IMAGE
+ARG STRIP_IMAGE
 FROM ${BASE_IMAGE} AS build
 LABEL io.mlflow.dockerhost.stage=build
 ARG KEEP_CUDA=
@@ -24,10 +27,16 @@ RUN HOME=/tmp PYTHONPATH=/tmp/server /opt/venv/bin/python -m serving_image.build
       /tmp/model /opt/venv /tmp/wheels ${KEEP_CUDA:+--keep-cuda} \
  && /opt/venv/bin/python -m pip uninstall --yes --disable-pip-version-check pip
 
+FROM ${STRIP_IMAGE} AS strip
+LABEL io.mlflow.dockerhost.stage=build
+COPY --from=build /opt/venv /opt/venv
+COPY server/serving_image/strip.sh /tmp/strip.sh
+RUN sh /tmp/strip.sh /opt/venv
+
 # The final stage also carries what every serving image shares, so that a model image adds
 # only its few files: each instruction costs the legacy builder a container.
 FROM ${BASE_IMAGE}
-COPY --from=build /opt/venv /opt/venv
+COPY --from=strip /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     VIRTUAL_ENV=/opt/venv \
     PYTHONUNBUFFERED=1 \

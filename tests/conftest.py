@@ -98,7 +98,8 @@ def docker_client() -> docker.DockerClient:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(message, pytrace=False)
         pytest.skip(message)
-    for variable in ("MLFLOW_DOCKERHOST_BASE_IMAGE", "MLFLOW_DOCKERHOST_PROXY_IMAGE"):
+    for variable in ("MLFLOW_DOCKERHOST_BASE_IMAGE", "MLFLOW_DOCKERHOST_PROXY_IMAGE",
+                     "MLFLOW_DOCKERHOST_STRIP_IMAGE"):
         if not os.environ.get(variable):
             pytest.fail(f"{variable} is not set; run the tests with `make test`", pytrace=False)
     return client

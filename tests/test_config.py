@@ -85,6 +85,14 @@ def test_base_image_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
     assert Settings(base_image="mine:2").resolved_base_image("3.10.14") == "mine:2"
 
 
+def test_strip_image_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MLFLOW_DOCKERHOST_STRIP_IMAGE", raising=False)
+    assert Settings().resolved_strip_image() is None  # the base image strips, if it can
+    monkeypatch.setenv("MLFLOW_DOCKERHOST_STRIP_IMAGE", "local/binutils:1")
+    assert Settings().resolved_strip_image() == "local/binutils:1"
+    assert Settings(strip_image="mine:2").resolved_strip_image() == "mine:2"
+
+
 def test_help_lists_every_key_with_default() -> None:
     text = help_text()
     for key in KEYS:

@@ -56,6 +56,14 @@ def _installed(client: docker.DockerClient, image: str) -> set[str]:
     return set(out.decode().split())
 
 
+def _uvloop_bytes(client: docker.DockerClient, image: str) -> int:
+    out = client.containers.run(image, ["python3", "-c", (
+        "import pathlib, uvloop; "
+        "print(next(pathlib.Path(uvloop.__file__).parent.glob('loop*.so')).stat().st_size)")],
+        entrypoint=[], remove=True, network_disabled=True)
+    return int(out.decode().split()[-1])
+
+
 @pytest.mark.parametrize(("version", "flavor"), MATRIX)
 def test_model_from_each_mlflow_version_serves_its_own_predictions(
         version: str, flavor: str, deployment_name: str, docker_client) -> None:
@@ -77,6 +85,8 @@ def test_model_from_each_mlflow_version_serves_its_own_predictions(
     # Flask only where the scoring module imports it
     assert ("flask" in installed) is (Version(version) < Version("2.21"))
     assert not any(name.startswith("nvidia-") for name in installed)
+    # the strip stage (on MLFLOW_DOCKERHOST_STRIP_IMAGE) took uvloop's 12 MB of debug symbols out
+    assert _uvloop_bytes(docker_client, image.id) < 3_000_000
     if flavor == "xgboost":
         assert "xgboost-cpu" in installed and "xgboost" not in installed
         assert image.attrs["Size"] <= MAX_XGBOOST_IMAGE, image.attrs["Size"]

@@ -46,7 +46,8 @@ def remote(docker_client: docker.DockerClient) -> Iterator[RemoteEngine]:
     if reason:
         pytest.skip(f"no remote test engine: {reason}")
     with remote_engine([os.environ["MLFLOW_DOCKERHOST_BASE_IMAGE"],
-                        os.environ["MLFLOW_DOCKERHOST_PROXY_IMAGE"]]) as engine:
+                        os.environ["MLFLOW_DOCKERHOST_PROXY_IMAGE"],
+                        os.environ["MLFLOW_DOCKERHOST_STRIP_IMAGE"]]) as engine:
         yield engine
 
 

@@ -181,6 +181,8 @@ def last_logs(container: Container, lines: int = 40) -> str:
 
 
 UNREACHABLE_GRACE = 15.0
+PING_INTERVAL = 0.05  # wait_ready: how often /ping is asked
+STATE_INTERVAL = 0.5  # and the engine about the container
 
 
 def out_of_memory(container: Container, since: float | None = None) -> bool:
@@ -255,31 +257,37 @@ def wait_ready(engine: Engine, container: Container, deadline_seconds: float) ->
     session = _session()
     healthy_since: float | None = None
     failure = ""
+    url: str | None = None
+    checked = 0.0
     while True:
-        try:
-            container.reload()
-        except docker.errors.NotFound:  # run-local's container is removed as it exits
-            why = " out of memory (raise -C memory)" if out_of_memory(container) else ""
-            raise MlflowException(f"The server in container {container.name} exited{why} "
-                                  "before it was ready; its output is above.") from None
-        raise_if_exited(container)
-        url = published_url(engine, container)
-        if url and container.status == "running":
+        # /ping is cheap and polled often (a start is seconds: 0.2 s steps cost 5% of it); the
+        # engine is asked about the container, its state and its out-of-memory events, less.
+        if time.monotonic() - checked >= STATE_INTERVAL or url is None:
+            checked = time.monotonic()
+            try:
+                container.reload()
+            except docker.errors.NotFound:  # run-local's container is removed as it exits
+                why = " out of memory (raise -C memory)" if out_of_memory(container) else ""
+                raise MlflowException(f"The server in container {container.name} exited{why} "
+                                      "before it was ready; its output is above.") from None
+            raise_if_exited(container)
+            url = published_url(engine, container) if container.status == "running" else None
+            if (container.attrs["State"].get("Health") or {}).get("Status") == "healthy":
+                healthy_since = healthy_since or time.monotonic()
+                if time.monotonic() - healthy_since > min(UNREACHABLE_GRACE, deadline_seconds):
+                    raise _unreachable(container.name, url, failure)
+        if url:
             try:
                 if session.get(f"{url}/ping", timeout=2).status_code == 200:
                     return url
             except requests.RequestException as exc:
                 failure = str(exc)
-        if (container.attrs["State"].get("Health") or {}).get("Status") == "healthy":
-            healthy_since = healthy_since or time.monotonic()
-            if time.monotonic() - healthy_since > min(UNREACHABLE_GRACE, deadline_seconds):
-                raise _unreachable(container.name, url, failure)
         if time.monotonic() > deadline:
             raise MlflowException(
                 f"The server in container {container.name} was not ready after "
                 f"{deadline_seconds:g} s (config ready_timeout). Its last log lines:\n"
                 f"{last_logs(container)}")
-        time.sleep(0.2)
+        time.sleep(PING_INTERVAL)
 
 
 def check_reachable(url: str, server: str, grace: float = UNREACHABLE_GRACE) -> None:

@@ -198,7 +198,7 @@ class Swarm:
             try:
                 check()
                 return
-            except Exception as exc:  # noqa: BLE001 (whatever the check raises, try again)
+            except Exception as exc:
                 error = exc
             time.sleep(0.5)
         text = log.read_text(errors="replace")[-3000:] if log.exists() else ""

@@ -86,9 +86,9 @@ serve: base-image
 	exec $(BIN)/mlflow deployments run-local -t dockerhost --name demo -m "$$uri" -C port=$(PORT)
 
 # The remote-engine tests also need a network namespace, openssl, an sshd and curl; the strip
-# test needs binutils.
+# test needs binutils; the swarm tests Debian's docker-registry.
 test-tools:
-	@missing=""; for tool in ip:iproute2 openssl:openssl curl:curl /usr/sbin/sshd:openssh-server strip:binutils; do \
+	@missing=""; for tool in ip:iproute2 openssl:openssl curl:curl /usr/sbin/sshd:openssh-server strip:binutils docker-registry:docker-registry; do \
 	  command -v $${tool%%:*} >/dev/null || missing="$$missing $${tool##*:}"; done; \
 	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
@@ -113,8 +113,9 @@ clean:
 # replica's own port; its memory; an update's wall time), and time limits and probes under slow
 # models (each input shape on each path; /health while predictions run), and the protocols
 # (a stream's first chunk against its whole; V2 against /invocations), and the model matrix
-# (each MLflow version and flavor: create times, image size, start-to-ready, predictions).
-bench: base-image
+# (each MLflow version and flavor: create times, image size, start-to-ready, predictions), and
+# a three-node test swarm against one engine (create time with push; req/s through the front).
+bench: base-image test-tools
 	@command -v wrk >/dev/null || { apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
 	$(BIN)/python -W ignore tests/benchmarks/server.py --rounds 3
@@ -124,3 +125,4 @@ bench: base-image
 	$(BIN)/python -W ignore tests/benchmarks/hardening.py
 	$(BIN)/python -W ignore tests/benchmarks/protocols.py
 	$(BIN)/python -W ignore tests/benchmarks/matrix.py
+	$(BIN)/python -W ignore tests/benchmarks/swarm.py

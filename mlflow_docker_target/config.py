@@ -117,6 +117,28 @@ def _packages(value: str) -> tuple[str, ...]:
     return names
 
 
+_CONSTRAINT = re.compile(r"^[A-Za-z0-9_.-]+\s*(==|!=)\s*[^,\s]+$")
+
+
+def _constraints(value: str) -> tuple[str, ...]:
+    """Swarm placement constraints separated by commas (``node.labels.gpu==true,...``)."""
+    parts = tuple(part.strip() for part in value.split(",") if part.strip())
+    if not parts or not all(_CONSTRAINT.match(part) for part in parts):
+        raise ValueError(value)
+    return parts
+
+
+_REGISTRY = re.compile(r"^[A-Za-z0-9.-]+(:\d+)?(/[a-z0-9._/-]+)?$")
+
+
+def _registry(value: str) -> str:
+    """``host:port[/prefix]``: where a swarm's nodes pull the images built on the manager."""
+    value = value.strip().rstrip("/")
+    if not _REGISTRY.match(value):
+        raise ValueError(value)
+    return value
+
+
 def _choice(*options: str) -> Callable[[str], str]:
     def parse(value: str) -> str:
         if value.strip() not in options:
@@ -136,6 +158,10 @@ def _path(value: str) -> str:
     return os.path.abspath(os.path.expanduser(_text(value)))
 
 
+SAME = "as on one engine"
+BUILD = "as on one engine: builds run on the manager"
+
+
 @dataclass(frozen=True)
 class Key:
     """One ``-C`` key: how to parse it, its default, and which commands take it.
@@ -151,6 +177,7 @@ class Key:
     help: str
     commands: frozenset[str]
     default_text: str = ""
+    swarm: str = SAME  # what the key does when the runtime is a swarm
 
     @property
     def shown_default(self) -> str:
@@ -182,56 +209,92 @@ CONNECTION = DEPLOY | DELETE | ENDPOINT | frozenset({"update_endpoint"})
 KEYS: tuple[Key, ...] = (
     Key("base_image", _text, "an image reference", None,
         "Image the serving image builds on; it must have python3 with the venv module.", DEPLOY,
-        f"${BASE_IMAGE_ENV}, else python:<model's major.minor>-slim"),
+        f"${BASE_IMAGE_ENV}, else python:<model's major.minor>-slim",
+        swarm=BUILD),
     Key("strip_image", _text, "an image with GNU binutils (strip, nm)", None,
         "Image of the build step that takes debug symbols out of the environment's shared "
         "objects (about 30 MB of the demo image); with none, they stay.", DEPLOY,
-        f"${STRIP_IMAGE_ENV}, else the base image (which strips only if it has binutils)"),
+        f"${STRIP_IMAGE_ENV}, else the base image (which strips only if it has binutils)",
+        swarm=BUILD),
     Key("pull_base", _bool, "true or false", True,
         "Pull the base, strip or proxy image when the engine lacks it (announced, never silent).",
-        DEPLOY | ENDPOINT),
+        DEPLOY | ENDPOINT,
+        swarm=BUILD),
     Key("mlflow_package", _choice("auto", "skinny", "full"), "auto, skinny or full", "auto",
         "Serve with mlflow-skinny at the model's MLflow version (auto: when that version exists).",
-        DEPLOY),
+        DEPLOY,
+        swarm=BUILD),
     Key("system_packages", _packages, "package names separated by commas", None,
         "System packages installed on the base image with its package manager (apt-get or "
         "dnf), for shared libraries the model's wheels need but do not ship; the build names "
         "them when they are missing. The one build step that uses the network.", DEPLOY,
-        "none"),
+        "none",
+        swarm=BUILD),
     Key("port", _port, "a TCP port 1-65535", None,
         "Host port of the endpoint, chosen at create and kept for the endpoint's life.",
-        DEPLOY | ENDPOINT, "a free port (run_local: 5000)"),
+        DEPLOY | ENDPOINT, "a free port (run_local: 5000)",
+        swarm=("required by create and create-endpoint (no free port can be checked on every "
+               "node); the front publishes it in host mode on every node")),
     Key("endpoint_port", _port, "a TCP port 1-65535", None,
         "Host port of the endpoint that create --endpoint makes when it does not exist yet.",
-        frozenset({"create"}), "a free port"),
+        frozenset({"create"}), "a free port",
+        swarm="required when create --endpoint makes the endpoint"),
     Key("replicas", _positive_int, "an integer >= 1", 1,
-        "Serving containers behind the endpoint's front.", DEPLOY - {"run_local"}),
+        "Serving containers behind the endpoint's front.", DEPLOY - {"run_local"},
+        swarm=("tasks of the deployment's service, spread over the nodes by Swarm; a change "
+               "alone scales the service")),
     Key("proxy_image", _text, "an image with haproxy on its PATH", None,
         "Image of the endpoint's front (HAProxy); the plugin supplies command and config.",
-        DEPLOY - {"run_local"} | ENDPOINT, f"${PROXY_IMAGE_ENV}, else {DEFAULT_PROXY_IMAGE}"),
+        DEPLOY - {"run_local"} | ENDPOINT, f"${PROXY_IMAGE_ENV}, else {DEFAULT_PROXY_IMAGE}",
+        swarm=("the front's image on every node; pushed to -C registry when it is a local "
+               "image (one no registry knows)")),
+    Key("runtime", _choice("swarm", "container"), "swarm or container", None,
+        "Run the deployment or endpoint as Swarm services or as containers on the engine.",
+        DEPLOY - {"run_local"} | ENDPOINT,
+        "swarm when the engine is an active Swarm manager, else container",
+        swarm="swarm"),
+    Key("registry", _registry, "host:port[/prefix]", None,
+        "Swarm: the registry the model image (and a local proxy image) is pushed to, for every "
+        "node to pull; credentials come from the Docker CLI's config (docker login).",
+        DEPLOY - {"run_local"} | ENDPOINT, "none; needed on a swarm of more than one node",
+        swarm="required on a swarm of more than one node"),
+    Key("constraints", _constraints, "Swarm constraints separated by commas", None,
+        "Swarm: placement constraints of the replicas (docker service create --constraint).",
+        DEPLOY - {"run_local"}, "none",
+        swarm="placement constraints of the replicas' tasks"),
     Key("traffic", _traffic, "name:weight,... with weights summing to 100", None,
         "Share of the endpoint's requests each deployment gets.", frozenset({"update_endpoint"}),
-        "an even split; a deployment attached later gets 0 once traffic is set"),
+        "an even split; a deployment attached later gets 0 once traffic is set",
+        swarm="as on one engine; the fronts take the new split one node at a time (each restarts)"),
     Key("bind_address", _ip, "an IP address", None,
         "Host address the port is published on.", DEPLOY | ENDPOINT,
-        "127.0.0.1 on a local engine, 0.0.0.0 (all interfaces) on a remote one"),
+        "127.0.0.1 on a local engine, 0.0.0.0 (all interfaces) on a remote one",
+        swarm="refused: host-mode ports listen on every interface of every node"),
     Key("host_address", _text, "a host name or IP", None,
         "Host name put in the endpoint URL, when clients reach the engine by another name.",
-        DEPLOY | ENDPOINT, "the engine's host"),
+        DEPLOY | ENDPOINT, "the engine's host",
+        swarm="as on one engine; default: the manager's node address"),
     Key("restart_policy", _restart_policy, "no, always, unless-stopped or on-failure[:N]",
-        "unless-stopped", "Docker restart policy of the containers.", DEPLOY - {"run_local"}),
+        "unless-stopped", "Docker restart policy of the containers.", DEPLOY - {"run_local"},
+        swarm=("the tasks' restart condition: no -> none, always and unless-stopped -> any, "
+               "on-failure[:N] -> on-failure with N attempts")),
     Key("cpus", _seconds, "a positive number of CPUs", None, "CPU limit of each replica "
-        "(docker --cpus).", DEPLOY, "no limit"),
+        "(docker --cpus).", DEPLOY, "no limit",
+        swarm="the CPU limit of each task"),
     Key("memory", _size, "a size such as 512m or 2g", None,
-        "Memory limit of each replica (docker --memory).", DEPLOY, "no limit"),
+        "Memory limit of each replica (docker --memory).", DEPLOY, "no limit",
+        swarm="the memory limit of each task"),
     Key("gpus", _gpus, "all, a count, or device=<id>[,<id>...]", None,
         "GPUs for each replica (docker --gpus); with GPUs the default is 1 worker, so each GPU "
         "holds one copy of the model. The engine needs the NVIDIA Container Toolkit; use a base "
-        "image whose libraries match the model's CUDA wheels.", DEPLOY, "none"),
+        "image whose libraries match the model's CUDA wheels.", DEPLOY, "none",
+        swarm="refused: services have no device requests; label GPU nodes and use -C constraints"),
     Key("init", _bool, "true or false", True,
         "Run an init process as PID 1 so signals reach the server at once.", DEPLOY),
     Key("ready_timeout", _seconds, "seconds > 0", 300.0,
-        "How long create/update wait for the server to answer /ping.", DEPLOY),
+        "How long create/update wait for the server to answer /ping.", DEPLOY,
+        swarm=("the health check's start period: a task not ready by then fails, and Swarm "
+               "rolls an update back")),
     Key("workers", _positive_int, "an integer >= 1", None,
         "Server worker processes in each replica.", DEPLOY,
         "the CPUs the container may use; 1 with -C gpus"),
@@ -267,13 +330,15 @@ KEYS: tuple[Key, ...] = (
     Key("parquet", _bool, "true or false", False,
         "Accept application/vnd.apache.parquet bodies (adds pyarrow to the image).", DEPLOY),
     Key("stop_timeout", _positive_int, "seconds >= 1", 10,
-        "Grace period for in-flight requests when a replica is stopped.", DEPLOY | DELETE),
+        "Grace period for in-flight requests when a replica is stopped.", DEPLOY | DELETE,
+        swarm="the service's stop grace period"),
     Key("timeout", _seconds, "seconds > 0", 60.0,
         "Time limit for reaching the Docker engine and for each call to it (builds are not "
         "limited).", CONNECTION),
     Key("docker_host", _text, "a Docker engine URL or context name", None,
         "Engine for run_local, which gets no target URI from MLflow.", frozenset({"run_local"}),
-        "DOCKER_HOST, then the context"),
+        "DOCKER_HOST, then the context",
+        swarm="run-local runs one container on the engine it names"),
     Key("tlscacert", _path, "a file path", None,
         "CA certificate that signed a tcp:// engine's certificate (docker --tlscacert).",
         CONNECTION, "DOCKER_CERT_PATH/ca.pem when DOCKER_TLS_VERIFY is set"),
@@ -286,7 +351,8 @@ KEYS: tuple[Key, ...] = (
         "Verify the engine's certificate against tlscacert (or the system's CAs).",
         CONNECTION, "true when any tls* key is given"),
     Key("remove_image", _bool, "true or false", False,
-        "Also remove the deployment's model image.", DELETE),
+        "Also remove the deployment's model image.", DELETE,
+        swarm="removes the images from the manager; the registry keeps what was pushed"),
 )
 
 _BY_NAME = {key.name: key for key in KEYS}
@@ -304,6 +370,8 @@ EXAMPLES = {
     "replicas": "2",
     "traffic": "fraud-v3:90,fraud-v4:10",
     "restart_policy": "on-failure:3",
+    "registry": "registry.example.com:5000/ml",
+    "constraints": "node.labels.gpu==true,node.role!=manager",
 }
 
 
@@ -324,6 +392,9 @@ class Settings:
     endpoint_port: int | None = _default("endpoint_port")
     replicas: int = _default("replicas")
     proxy_image: str | None = _default("proxy_image")
+    runtime: str | None = _default("runtime")
+    registry: str | None = _default("registry")
+    constraints: tuple[str, ...] | None = _default("constraints")
     traffic: dict[str, int] | None = _default("traffic")  # noqa: RUF009 (it is None)
     bind_address: str | None = _default("bind_address")
     host_address: str | None = _default("host_address")
@@ -446,7 +517,8 @@ def help_text() -> str:
         lines.append(f"      {key.help}")
         lines.append(f"      accepts {key.accepted}; default: {key.shown_default}"
                      + (f"; e.g. -C {key.name}={example}" if example else ""))
-    lines.append("  env.<NAME>  [create, run_local, update]")
+        lines.append(f"      on a swarm: {key.swarm}")
+    lines.append("  env.<NAME>  [create, run_local, update]  (on a swarm: as on one engine)")
     lines.append("      Environment variable of the server, e.g. -C env.OMP_NUM_THREADS=1; "
                  "values of names with KEY, SECRET,")
     lines.append("      TOKEN, PASSWORD or CREDENTIAL are shown as *** and kept only in the "

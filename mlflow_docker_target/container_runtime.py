@@ -112,6 +112,14 @@ class ContainerRuntime:
         except docker.errors.NotFound:
             return None
 
+    def check(self, settings: Settings, makes_front: bool) -> None:
+        for key in ("registry", "constraints"):
+            if getattr(settings, key):
+                raise MlflowException(
+                    f"-C {key} applies to Swarm services, and {self.url} runs containers (it "
+                    "is not a Swarm manager, or -C runtime=container says so). Leave it out, "
+                    "or point the target at a swarm's manager.", INVALID_PARAMETER_VALUE)
+
     # -----------------------------------------------------------------------------------------
     # Reading what the engine holds
 

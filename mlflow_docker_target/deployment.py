@@ -1,7 +1,8 @@
 """The ``dockerhost`` deployment client: MLflow's deployment and endpoint API on a Docker engine.
 
 This module holds the rules users see (names, config, what may change, errors); what runs where
-is the runtime's business (``runtime.Runtime``; today ``ContainerRuntime``).
+is the runtime's business (``runtime.Runtime``: containers on the engine, or services on the
+swarm it manages; ``runtimes`` says which holds what).
 """
 
 from __future__ import annotations
@@ -20,9 +21,8 @@ from mlflow.protos.databricks_pb2 import (
 )
 
 from mlflow_docker_target import config as config_module
-from mlflow_docker_target import gpus, model_fetch, record
+from mlflow_docker_target import gpus, model_fetch, record, runtimes
 from mlflow_docker_target.config import Settings, normalize, parse_config
-from mlflow_docker_target.container_runtime import ContainerRuntime
 from mlflow_docker_target.containers import check_name
 from mlflow_docker_target.endpoint import invoke, invoke_stream
 from mlflow_docker_target.engine import Engine, connect_to, talking_to
@@ -30,7 +30,7 @@ from mlflow_docker_target.engine_address import Address, engine_from_target, res
 from mlflow_docker_target.front import DEPLOYMENT_HEADER
 from mlflow_docker_target.image_build import ensure_image, serving_image
 from mlflow_docker_target.model_fetch import check_flavor
-from mlflow_docker_target.runtime import Deployment, Endpoint, Version
+from mlflow_docker_target.runtime import Deployment, Endpoint, Runtime, Version
 
 log = logging.getLogger(__name__)
 
@@ -79,14 +79,18 @@ class DockerHostDeploymentClient(BaseDeploymentClient):
             raise MlflowException("-C endpoint_port applies only with --endpoint; a "
                                   "deployment's own port is -C port.", INVALID_PARAMETER_VALUE)
         engine = self._connect(settings)
-        runtime = ContainerRuntime(engine)
         with talking_to(engine):
+            shared = _holding_endpoint(engine, endpoint) if endpoint is not None else None
+            # a deployment goes where its endpoint is
+            runtime = shared[0] if shared else runtimes.chosen(engine, settings)
+            runtime.check(replace(settings, port=settings.endpoint_port) if endpoint
+                          else settings, makes_front=shared is None)
             proxy = ensure_image(engine, settings.resolved_proxy_image(), settings.pull_base,
                                  "proxy")
             if settings.gpus:  # before anything is built
                 gpus.check(engine, proxy, settings.gpus)
             with runtime.claim("deployment", name, "create", proxy):
-                if runtime.find(name) is not None:
+                if _holding(engine, name) is not None:
                     raise MlflowException(
                         f"A deployment named {name!r} already exists on {engine.url}; update "
                         "it, or delete it first.", RESOURCE_ALREADY_EXISTS)
@@ -118,11 +122,10 @@ class DockerHostDeploymentClient(BaseDeploymentClient):
         flavor = check_flavor(flavor)
         given = normalize(config)
         engine = self._connect(parse_config(given, "update"))
-        runtime = ContainerRuntime(engine)
         with talking_to(engine):
-            current = self._find(runtime, name, endpoint)
+            runtime, current = _find(engine, name, endpoint)
             with runtime.claim("deployment", name, "update", _image_of(current)):
-                current = self._find(runtime, name, endpoint)
+                runtime, current = _find(engine, name, endpoint)
                 recorded = dict(current.config)
                 if current.legacy and "port" not in given:
                     # its port is held by the old container until the new front serves
@@ -135,6 +138,7 @@ class DockerHostDeploymentClient(BaseDeploymentClient):
                 # `-C key=` and `-C env.NAME=` drop what was recorded: back to the default
                 raw = {k: v for k, v in {**recorded, **given}.items() if v.strip()}
                 settings = parse_config(raw, "update")
+                runtime.check(settings, makes_front=False)
                 if settings.gpus and "gpus" in given:  # before anything is built
                     gpus.check(engine, ensure_image(engine, settings.resolved_proxy_image(),
                                                     settings.pull_base, "proxy"), settings.gpus)
@@ -168,11 +172,11 @@ class DockerHostDeploymentClient(BaseDeploymentClient):
         check_name(name)
         settings = parse_config(config, "delete")
         engine = self._connect(settings)
-        runtime = ContainerRuntime(engine)
         with talking_to(engine):
-            found = runtime.find(name)
-            if found is None:
+            held = _holding(engine, name)
+            if held is None:
                 return
+            runtime, found = held
             _check_on(found, endpoint)
             with runtime.claim("deployment", name, "delete", _image_of(found)):
                 images = runtime.remove(found, settings.stop_timeout)
@@ -181,16 +185,16 @@ class DockerHostDeploymentClient(BaseDeploymentClient):
 
     def list_deployments(self, endpoint: str | None = None) -> list[dict[str, Any]]:
         engine = self._connect()
-        runtime = ContainerRuntime(engine)
         with talking_to(engine):
             if endpoint is not None:
-                self._endpoint(runtime, endpoint)
-            return [d.describe() for d in runtime.deployments(endpoint)]
+                return [d.describe() for d in _endpoint(engine, endpoint)[0].deployments(endpoint)]
+            return [d.describe() for runtime in runtimes.every(engine)
+                    for d in runtime.deployments()]
 
     def get_deployment(self, name: str, endpoint: str | None = None) -> dict[str, Any]:
         engine = self._connect()
         with talking_to(engine):
-            return self._find(ContainerRuntime(engine), check_name(name), endpoint).describe()
+            return _find(engine, check_name(name), endpoint)[1].describe()
 
     def predict(self, deployment_name: str | None = None, inputs: Any = None,
                 endpoint: str | None = None) -> PredictionsResponse:
@@ -207,13 +211,12 @@ class DockerHostDeploymentClient(BaseDeploymentClient):
             raise MlflowException("predict needs a deployment name or an endpoint.",
                                   INVALID_PARAMETER_VALUE)
         engine = self._connect()
-        runtime = ContainerRuntime(engine)
         with talking_to(engine):
             if deployment_name:
-                found = self._find(runtime, deployment_name, endpoint)
+                found = _find(engine, deployment_name, endpoint)[1]
                 url, on = found.url, [found]
             else:
-                shared = self._endpoint(runtime, str(endpoint))
+                runtime, shared = _endpoint(engine, str(endpoint))
                 url, on = shared.url, runtime.deployments(shared.name)
         if url is None:
             raise MlflowException(f"{deployment_name or endpoint!r} publishes no port; is it "
@@ -242,14 +245,18 @@ class DockerHostDeploymentClient(BaseDeploymentClient):
         check_name(name, "endpoint")
         settings = parse_config(config, "create_endpoint")
         engine = self._connect(settings)
-        runtime = ContainerRuntime(engine)
         with talking_to(engine):
+            runtime = runtimes.chosen(engine, settings)
+            runtime.check(settings, makes_front=True)
             proxy = ensure_image(engine, settings.resolved_proxy_image(), settings.pull_base,
                                  "proxy")
+            if _holding_endpoint(engine, name) is not None:
+                raise MlflowException(f"An endpoint named {name!r} already exists on "
+                                      f"{runtime.url}.", RESOURCE_ALREADY_EXISTS)
             return self._make_endpoint(runtime, name, settings, proxy).describe()
 
     @staticmethod
-    def _make_endpoint(runtime: ContainerRuntime, name: str, settings: Settings, proxy: str,
+    def _make_endpoint(runtime: Runtime, name: str, settings: Settings, proxy: str,
                        exists_ok: bool = False) -> Endpoint:
         with runtime.claim("endpoint", name, "create", proxy):
             found = runtime.endpoint(name)
@@ -267,9 +274,8 @@ class DockerHostDeploymentClient(BaseDeploymentClient):
                 "update-endpoint changes the traffic split: give -C traffic=<deployment>:"
                 "<weight>,... with weights that sum to 100.", INVALID_PARAMETER_VALUE)
         engine = self._connect(settings)
-        runtime = ContainerRuntime(engine)
         with talking_to(engine):
-            found = self._endpoint(runtime, endpoint)
+            runtime, found = _endpoint(engine, endpoint)
             unknown = sorted(set(settings.traffic) - set(found.deployments))
             if unknown:
                 raise MlflowException(
@@ -282,11 +288,11 @@ class DockerHostDeploymentClient(BaseDeploymentClient):
 
     def delete_endpoint(self, endpoint: str) -> None:
         engine = self._connect()
-        runtime = ContainerRuntime(engine)
         with talking_to(engine):
-            found = runtime.endpoint(check_name(endpoint, "endpoint"))
-            if found is None:
+            held = _holding_endpoint(engine, check_name(endpoint, "endpoint"))
+            if held is None:
                 return
+            runtime, found = held
             if found.deployments:
                 raise MlflowException(
                     f"Endpoint {endpoint!r} still has deployments: "
@@ -299,32 +305,49 @@ class DockerHostDeploymentClient(BaseDeploymentClient):
     def list_endpoints(self) -> list[dict[str, Any]]:
         engine = self._connect()
         with talking_to(engine):
-            return [e.describe() for e in ContainerRuntime(engine).endpoints()]
+            return [e.describe() for runtime in runtimes.every(engine)
+                    for e in runtime.endpoints()]
 
     def get_endpoint(self, endpoint: str) -> dict[str, Any]:
         engine = self._connect()
-        runtime = ContainerRuntime(engine)
         with talking_to(engine):
-            return self._endpoint(runtime, check_name(endpoint, "endpoint")).describe()
+            return _endpoint(engine, check_name(endpoint, "endpoint"))[1].describe()
 
     # -----------------------------------------------------------------------------------------
 
-    @staticmethod
-    def _find(runtime: ContainerRuntime, name: str, endpoint: str | None) -> Deployment:
-        found = runtime.find(name)
-        if found is None:
-            raise MlflowException(f"No deployment named {name!r} on {runtime.url}.",
-                                  RESOURCE_DOES_NOT_EXIST)
-        _check_on(found, endpoint)
-        return found
 
-    @staticmethod
-    def _endpoint(runtime: ContainerRuntime, name: str) -> Endpoint:
+def _holding(engine: Engine, name: str) -> tuple[Runtime, Deployment] | None:
+    """The runtime that holds deployment ``name``, and the deployment."""
+    for runtime in runtimes.every(engine):
+        found = runtime.find(name)
+        if found is not None:
+            return runtime, found
+    return None
+
+
+def _find(engine: Engine, name: str, endpoint: str | None) -> tuple[Runtime, Deployment]:
+    held = _holding(engine, name)
+    if held is None:
+        raise MlflowException(f"No deployment named {name!r} on {engine.url}.",
+                              RESOURCE_DOES_NOT_EXIST)
+    _check_on(held[1], endpoint)
+    return held
+
+
+def _holding_endpoint(engine: Engine, name: str) -> tuple[Runtime, Endpoint] | None:
+    for runtime in runtimes.every(engine):
         found = runtime.endpoint(name)
-        if found is None:
-            raise MlflowException(f"No endpoint named {name!r} on {runtime.url}.",
-                                  RESOURCE_DOES_NOT_EXIST)
-        return found
+        if found is not None:
+            return runtime, found
+    return None
+
+
+def _endpoint(engine: Engine, name: str) -> tuple[Runtime, Endpoint]:
+    held = _holding_endpoint(engine, name)
+    if held is None:
+        raise MlflowException(f"No endpoint named {name!r} on {engine.url}.",
+                              RESOURCE_DOES_NOT_EXIST)
+    return held
 
 
 def _check_on(found: Deployment, endpoint: str | None) -> None:
@@ -352,7 +375,8 @@ def _image_of(found: Deployment) -> str:
 
 def target_help() -> str:
     return f"""\
-Target 'dockerhost': serve MLflow models as containers on a Docker engine.
+Target 'dockerhost': serve MLflow models as containers on a Docker engine, or as services on
+the Docker Swarm it manages.
 
 Target URIs (which engine, in this order)
   dockerhost:/unix:///var/run/docker.sock
@@ -413,6 +437,17 @@ Endpoints that stay put
   MLflow's 'create-endpoint' command fails before reaching any plugin (its --endpoint option
   does not match the function's argument); use create --endpoint as above, or
   get_deploy_client("dockerhost").create_endpoint(name, config).
+
+Docker Swarm: on an engine that is an active Swarm manager, deployments and endpoints are
+services (-C runtime=container|swarm overrides): one replicated service per deployment
+(endpoint_mode=dnsrr, so no IPVS is needed) and the front as a global service publishing the
+port in host mode on every node, so any node answers. The build runs on the manager; the
+image (and a local proxy image) is pushed to -C registry=host:port[/prefix] for the nodes to
+pull (required with more than one node; credentials from docker login). The port must be
+given. update is Swarm's rolling update (start-first, rolled back by Swarm when the new
+version never gets ready); a change of an endpoint's deployments or weights restarts its
+fronts one node at a time. Pushed images stay in the registry after delete. How each key
+behaves on a swarm: 'on a swarm' under each key below.
 
 GPUs: -C gpus=all|N|device=0,1 (as docker run --gpus); 1 worker unless -C workers says
 otherwise. The engine needs the NVIDIA Container Toolkit (checked before anything is built).

@@ -34,6 +34,7 @@ CHECK_FALL = 2  # a draining replica is out after this many failed checks
 # How long a stopping replica answers /ping with 503 before it shuts down: out of rotation
 # after CHECK_FALL failed checks, plus one interval for the check in flight.
 DRAIN_SECONDS = CHECK_INTERVAL_MS * (CHECK_FALL + 1) / 1000
+SWARM_SERVERS = 64  # server slots per deployment on a swarm: replicas, twice during a rollout
 COMMAND = ["haproxy", "-W", "-db", "-f", CONFIG_PATH]
 
 
@@ -65,6 +66,10 @@ class Backend:
     weight: int
     request_timeout: int
     servers: tuple[Server, ...] = ()
+    # on a swarm: the DNS name of the deployment's tasks (``tasks.<service>``); the front
+    # fills up to SWARM_SERVERS server slots from its answers, and follows them as tasks come
+    # and go, so a rollout or a rescheduled replica never rewrites the configuration
+    tasks: str | None = None
 
 
 def weights(deployments: Sequence[str], traffic: Mapping[str, int] | None) -> dict[str, int]:
@@ -175,6 +180,9 @@ def render(endpoint: str, backends: Sequence[Backend]) -> str:
             f"    default-server check inter {CHECK_INTERVAL_MS}ms fall {CHECK_FALL} rise 1 "
             "resolvers docker init-addr none resolve-prefer ipv4",
         ]
+        if backend.tasks:
+            lines.append(f"    server-template s 1-{SWARM_SERVERS} "
+                         f"{backend.tasks}:{SERVER_PORT}")
         for server in backend.servers:
             seed = f" init-addr {server.address}" if server.address else ""
             lines.append(f"    server s{server.slot} "

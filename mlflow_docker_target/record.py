@@ -28,6 +28,8 @@ LOCK = f"{LABEL}.lock"
 LOCK_SINCE = f"{LABEL}.lock-since"
 LOCAL_RUN = f"{LABEL}.run-local"
 PLUGIN_VERSION = f"{LABEL}.plugin-version"
+RUNTIME = f"{LABEL}.runtime"  # "swarm" on services; containers carry none
+TRAFFIC = f"{LABEL}.traffic"  # a swarm front's traffic shares (JSON; null: an even split)
 
 # The model and how it is served.
 MODEL_URI = f"{LABEL}.model-uri"

@@ -1,9 +1,9 @@
 """What the deployment client needs of a place that runs deployments, and what it gets back.
 
 ``deployment.py`` speaks only this interface; ``container_runtime.py`` implements it with plain
-containers on one engine. A runtime whose orchestrator performs rollouts itself (Docker Swarm's
-service updates) implements the same calls: ``roll_out`` is "make this version serve, with
-nothing lost", however the runtime does it.
+containers on one engine, ``swarm_runtime.py`` with services on a Docker Swarm, whose
+orchestrator performs rollouts itself: ``roll_out`` is "make this version serve, with nothing
+lost", however the runtime does it.
 """
 
 from __future__ import annotations
@@ -40,6 +40,8 @@ class Deployment:
     url: str | None
     endpoint: str | None  # the shared endpoint it is attached to; None for its own front
     legacy: bool = False  # made before fronts: one container on its own published port
+    runtime: str = "container"
+    nodes: tuple[str, ...] = ()  # swarm: address:port of every node whose front answers
 
     @property
     def model(self) -> ModelRef:
@@ -75,6 +77,8 @@ class Deployment:
             "config": record.redacted(self.config),
             "plugin_version": labels.get(record.PLUGIN_VERSION),
             "layout": "legacy (one container, no front)" if self.legacy else "front",
+            "runtime": self.runtime,
+            **({"nodes": list(self.nodes)} if self.nodes else {}),
         }
 
 
@@ -89,6 +93,8 @@ class Endpoint:
     deployments: tuple[str, ...]
     traffic: Mapping[str, int] | None  # None: an even split
     image: str  # the front's image: claims on the endpoint are made from it
+    runtime: str = "container"
+    nodes: tuple[str, ...] = ()
 
     def describe(self) -> dict[str, Any]:
         from mlflow_docker_target.front import weights
@@ -103,6 +109,8 @@ class Endpoint:
             "deployments": list(self.deployments),
             "traffic": {name: round(100 * share / total, 2) for name, share in shares.items()},
             "traffic_set": self.traffic is not None,
+            "runtime": self.runtime,
+            **({"nodes": list(self.nodes)} if self.nodes else {}),
         }
 
 
@@ -128,6 +136,10 @@ class Runtime(Protocol):
               wait: float = 0) -> AbstractContextManager[None]:
         """Hold ``kind:name`` for one writer; another claim fails (after trying for ``wait``
         seconds) until this one ends. ``image`` is one the runtime surely has."""
+
+    def check(self, settings: Settings, makes_front: bool) -> None:
+        """Fail, before anything is built, on config this runtime cannot honour
+        (``makes_front``: the command makes an endpoint's front)."""
 
     def find(self, name: str) -> Deployment | None: ...
 

@@ -1,52 +1,29 @@
-"""Which runtime an engine gets, and the Swarm names of deployments.
+"""The Swarm names of deployments and endpoints: services, networks and configs.
 
-An engine that is an active Swarm manager runs deployments as services, any other as plain
-containers; ``-C runtime`` overrides that. Deployment names may hold ``_`` and ``.`` and run
-to 63 characters; a service name, which is also a DNS name on the overlay (``tasks.<name>``),
-may not: names that must change get a short hash of the original so that two deployments
-never map to one service, and the original is kept in the service's labels.
+Deployment names may hold ``_`` and ``.``, upper case, and run to 63 characters; a service
+name, which is also a DNS name on the overlay (``tasks.<name>``), may not: names that must
+change get a short hash of the original so that two deployments never map to one service, and
+the original is kept in the service's labels (``record.DEPLOYMENT``, ``record.ENDPOINT``).
+A server's stem starts with a letter or digit, so the ``--`` of fronts never meets one.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping
-from typing import Any
 
-from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
-
-SWARM, CONTAINER = "swarm", "container"
-PREFIX = "mlflow-"
+PREFIXES = {"server": "mlflow-", "front": "mlflow--front-", "endpoint": "mlflow--endpoint-"}
 MAX_SERVICE_NAME = 63
 _NOT_ALLOWED = re.compile(r"[^a-z0-9-]")
 
 
-def runtime_for(info: Mapping[str, Any], chosen: str | None) -> str:
-    """``swarm`` when the engine manages an active swarm (or ``chosen`` says so), else
-    ``container``; asking for ``swarm`` on an engine that cannot run services fails."""
-    swarm = info.get("Swarm") or {}
-    manager = swarm.get("LocalNodeState") == "active" and bool(swarm.get("ControlAvailable"))
-    if chosen == CONTAINER or (chosen is None and not manager):
-        return CONTAINER
-    if not manager:
-        state = swarm.get("LocalNodeState") or "inactive"
-        role = " as a worker" if state == "active" else ""
-        raise MlflowException(
-            f"-C runtime=swarm needs an engine that manages a swarm; this one's swarm state is "
-            f"{state}{role}. Point the target at a manager (docker node ls shows them), or "
-            "leave runtime out to run containers on this engine.", INVALID_PARAMETER_VALUE)
-    return SWARM
-
-
-def service_name(deployment: str, role: str = "") -> str:
-    """The Swarm service name of a deployment (``role``: ``front`` for its proxy)."""
-    stem = _NOT_ALLOWED.sub("-", deployment.lower())
-    suffix = f"-{role}" if role else ""
-    changed = stem != deployment
-    room = MAX_SERVICE_NAME - len(PREFIX) - len(suffix)
-    if changed or len(stem) > room:
-        digest = hashlib.sha256(deployment.encode()).hexdigest()[:8]
+def service_name(name: str, kind: str = "server") -> str:
+    """The service of a deployment's replicas (``server``), of a deployment's own front
+    (``front``) or of a shared endpoint's front (``endpoint``); also its network's name."""
+    prefix = PREFIXES[kind]
+    stem = _NOT_ALLOWED.sub("-", name.lower())
+    room = MAX_SERVICE_NAME - len(prefix)
+    if stem != name or len(stem) > room:
+        digest = hashlib.sha256(name.encode()).hexdigest()[:8]
         stem = f"{stem[:room - 9].rstrip('-')}-{digest}"
-    return f"{PREFIX}{stem}{suffix}"
+    return f"{prefix}{stem}"

@@ -138,15 +138,32 @@ def test_endpoint_keys_belong_to_their_commands() -> None:
     assert parse_config({"replicas": "3"}, "update").replicas == 3
 
 
+def _readme_section(heading: str) -> str:
+    from pathlib import Path
+
+    text = (Path(__file__).parents[1] / "README.md").read_text()
+    start = text.index(f"\n{heading}")
+    return text[start:text.index("\n## ", start + 1)]
+
+
+def test_readme_says_how_every_key_behaves_on_a_swarm() -> None:
+    """The README's swarm table is each key's ``swarm`` text, as the target's help prints it."""
+    from mlflow_docker_target.config import KEYS, help_text
+
+    rows = dict(line.split(" | ", 1) for line in _readme_section("## Docker Swarm").splitlines()
+                if line.startswith("| `"))
+    for key in KEYS:
+        assert rows.get(f"| `{key.name}`", "").rstrip(" |") == key.swarm, key.name
+        assert f"on a swarm: {key.swarm}" in help_text()
+
+
 def test_readme_lists_every_key_with_its_commands() -> None:
     """The README's table is written by hand: it must name each key and the commands it has."""
-    from pathlib import Path
 
     from mlflow_docker_target.config import KEYS
 
     rows = {line.split("|")[1].strip(): line.split("|")[2]
-            for line in (Path(__file__).parents[1] / "README.md").read_text().splitlines()
-            if line.startswith("| `")}
+            for line in _readme_section("### Config").splitlines() if line.startswith("| `")}
     for key in KEYS:
         name = "`env.<NAME>`" if key.name == "env" else f"`{key.name}`"
         row = next((commands for names, commands in rows.items()

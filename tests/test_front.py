@@ -8,7 +8,15 @@ import subprocess
 
 import pytest
 
-from mlflow_docker_target.front import Backend, Server, alias, render, server_name, weights
+from mlflow_docker_target.front import (
+    SWARM_SERVERS,
+    Backend,
+    Server,
+    alias,
+    render,
+    server_name,
+    weights,
+)
 
 
 def test_even_split_until_traffic_is_set_then_zero_for_newcomers() -> None:
@@ -46,6 +54,12 @@ def test_each_replica_has_a_server_line_following_its_own_name() -> None:
     assert "server-template" not in config and "init-addr none" in config
 
 
+def test_on_a_swarm_servers_come_from_the_tasks_dns_name() -> None:
+    config = render("e", [Backend("a", 1, 60, tasks="tasks.mlflow-a")])
+    assert f"    server-template s 1-{SWARM_SERVERS} tasks.mlflow-a:8080\n" in config
+    assert "    server s" not in config and "resolvers docker init-addr none" in config
+
+
 def test_aliases_are_dns_labels() -> None:
     for name in ("fraud", "Fraud.v2", "a_b-c", "x" * 63):
         assert re.fullmatch(r"d-[0-9a-f]{12}", alias(name))
@@ -56,7 +70,8 @@ def test_aliases_are_dns_labels() -> None:
 @pytest.mark.parametrize("backends", [
     [], [Backend("only", 1, 60)], [Backend("v3", 90, 60), Backend("v4", 10, 300),
                                    Backend('we"ird.name', 0, 1,
-                                           (Server(1, "172.18.0.3"), Server(2)))]])
+                                           (Server(1, "172.18.0.3"), Server(2)))],
+    [Backend("a", 50, 60, tasks="tasks.mlflow-a"), Backend("b", 50, 60, tasks="tasks.mlflow-b")]])
 def test_haproxy_accepts_the_configuration(backends: list[Backend], docker_client,
                                            tmp_path) -> None:
     path = tmp_path / "haproxy.cfg"

@@ -5,7 +5,8 @@ import re
 import pytest
 from mlflow.exceptions import MlflowException
 
-from mlflow_docker_target.swarm_names import runtime_for, service_name
+from mlflow_docker_target.runtimes import runtime_for
+from mlflow_docker_target.swarm_names import service_name
 
 MANAGER = {"Swarm": {"LocalNodeState": "active", "ControlAvailable": True}}
 WORKER = {"Swarm": {"LocalNodeState": "active", "ControlAvailable": False}}
@@ -29,12 +30,14 @@ def test_swarm_on_an_engine_that_is_no_manager_fails_clearly(info, said) -> None
 
 def test_service_names_follow_swarms_rules_and_stay_distinct() -> None:
     assert service_name("fraud") == "mlflow-fraud"
-    assert service_name("fraud", "front") == "mlflow-fraud-front"
-    names = {name: service_name(name) for name in (
-        "fraud.v2", "fraud_v2", "fraud-v2", "Fraud-V2", "a" * 63, "a" * 62 + "b")}
-    assert len(set(names.values())) == len(names)
-    for name, service in names.items():
-        assert SERVICE.match(service), service
-        assert len(service_name(name, "front")) <= 63
-    assert names["fraud-v2"] == "mlflow-fraud-v2"  # unchanged names stay readable
-    assert names["fraud.v2"].startswith("mlflow-fraud-v2-")
+    assert service_name("fraud", "front") == "mlflow--front-fraud"
+    assert service_name("fraud", "endpoint") == "mlflow--endpoint-fraud"
+    names = ("fraud.v2", "fraud_v2", "fraud-v2", "Fraud-V2", "a" * 63, "a" * 62 + "b",
+             "front-fraud", "endpoint-x")
+    services = [service_name(name, kind) for name in names for kind in
+                ("server", "front", "endpoint")]
+    assert len(set(services)) == len(services)  # no two deployments or roles share a service
+    for service in services:
+        assert SERVICE.match(service) and len(service) <= 63, service
+    assert service_name("fraud-v2") == "mlflow-fraud-v2"  # unchanged names stay readable
+    assert service_name("fraud.v2").startswith("mlflow-fraud-v2-")

@@ -8,24 +8,10 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
 
-import docker
-import pytest
 from docker.types import EndpointSpec, ServiceMode
 
-from tests.swarm_cluster import Swarm, cannot_make_a_swarm, swarm_cluster
-
-
-@pytest.fixture(scope="session")
-def swarm(docker_client: docker.DockerClient) -> Iterator[Swarm]:
-    reason = cannot_make_a_swarm()
-    if reason:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"no test swarm: {reason}", pytrace=False)
-        pytest.skip(f"no test swarm: {reason}")
-    with swarm_cluster([os.environ["MLFLOW_DOCKERHOST_BASE_IMAGE"]]) as cluster:
-        yield cluster
+from tests.swarm_cluster import Swarm
 
 
 def test_a_dnsrr_service_spreads_over_the_nodes_from_the_registry(swarm: Swarm) -> None:

@@ -1,0 +1,210 @@
+"""Deployments on a real three-node swarm, through MLflow's CLI: services, fronts on every node,
+images through a registry, Swarm's own rollouts and rollbacks, and a lost node.
+
+The swarm is the session's (``conftest.swarm``); the test that kills a node runs last.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import requests
+
+from mlflow_docker_target.swarm_names import service_name
+from tests.conftest import IRIS_COLUMNS, IRIS_INPUT, mlflow_cli
+from tests.steady_load import SteadyLoad
+from tests.swarm_cluster import Swarm
+
+PORT = 18080
+BODY = {"dataframe_split": IRIS_INPUT}
+
+
+def _target(swarm: Swarm) -> str:
+    return f"dockerhost:/{swarm.manager.socket}"
+
+
+def _get(swarm: Swarm, name: str) -> dict[str, str]:
+    out = mlflow_cli("deployments", "get", "-t", _target(swarm), "--name", name).stdout
+    return dict(line.split(": ", 1) for line in out.splitlines() if ": " in line)
+
+
+def _predict(url: str) -> list:
+    answer = requests.post(f"{url}/invocations", json=BODY, timeout=30)
+    assert answer.status_code == 200, answer.text
+    return answer.json()["predictions"]
+
+
+def _running_nodes(swarm: Swarm, service: str) -> list[str]:
+    """The node of every running task of ``service``."""
+    manager = swarm.manager.client()
+    names = {n.id: n.attrs["Description"]["Hostname"] for n in manager.nodes.list()}
+    tasks = manager.services.get(service).tasks(filters={"desired-state": "running"})
+    return sorted(names[t["NodeID"]] for t in tasks if t["Status"]["State"] == "running")
+
+
+def _measured(what: str, value: object) -> None:
+    """A figure for the closing note and the README (``pytest -rP`` shows it)."""
+    print(f"measured: {what}: {value}")
+
+
+def test_cli_session_on_a_swarm(swarm: Swarm, iris_versions, tmp_path: Path) -> None:
+    target, name = _target(swarm), "fraud.v1"  # a name a service cannot have as it is
+    create = ("deployments", "create", "-t", target, "--name", name, "-m", iris_versions["v1"])
+    manager = swarm.manager.client()
+
+    # What a swarm needs is asked for before anything is built.
+    missing = mlflow_cli(*create, "-C", f"port={PORT}", check=False)
+    assert missing.returncode != 0 and "-C registry=host:port" in missing.stderr
+    missing = mlflow_cli(*create, "-C", f"registry={swarm.registry}/ml", check=False)
+    assert missing.returncode != 0 and "port must be given" in missing.stderr
+    refused = mlflow_cli(*create, "-C", f"registry={swarm.registry}/ml", "-C", f"port={PORT}",
+                         "-C", "gpus=all", check=False)
+    assert refused.returncode != 0 and "constraints=node.labels.gpu==true" in refused.stderr
+    assert manager.images.list("mlflow-dockerhost/fraud.v1") == []
+
+    started = time.monotonic()
+    mlflow_cli(*create, "-C", f"registry={swarm.registry}/ml", "-C", f"port={PORT}",
+               "-C", "replicas=3")
+    _measured("create on the swarm, push included (s)", round(time.monotonic() - started, 1))
+    info = _get(swarm, name)
+    assert info["runtime"] == "swarm" and info["replicas"] == "3/3", info
+    assert info["endpoint"] == f"http://{swarm.manager.address}:{PORT}"
+    nodes = [f"{node.address}:{PORT}" for node in swarm.nodes]
+    assert json.loads(info["nodes"].replace("'", '"')) == nodes
+    # one replica on each node, and the name mapped, the original kept in the labels
+    service = service_name(name)
+    assert service == "mlflow-fraud-v1-" + service[len("mlflow-fraud-v1-"):]
+    assert _running_nodes(swarm, service) == sorted(node.name for node in swarm.nodes)
+    _measured("replicas per node", _running_nodes(swarm, service))
+    labels = manager.services.get(service).attrs["Spec"]["Labels"]
+    assert labels["io.mlflow.dockerhost.deployment"] == name
+    assert labels["io.mlflow.dockerhost.runtime"] == "swarm"
+
+    # every node answers; the CLI's predict goes through the manager's
+    input_path = tmp_path / "in.json"
+    input_path.write_text(json.dumps(IRIS_COLUMNS))
+    predicted = mlflow_cli("deployments", "predict", "-t", target, "--name", name,
+                           "--input-path", str(input_path)).stdout
+    first = json.loads(predicted)["predictions"]
+    assert first == [0, 2, 1]
+    assert all(_predict(f"http://{node}") == first for node in nodes)
+
+    # an update is Swarm's rolling update; nothing is lost through a node that is not the manager
+    worker = f"http://{swarm.nodes[1].address}:{PORT}"
+    with SteadyLoad(worker, BODY) as load:
+        mlflow_cli("deployments", "update", "-t", target, "--name", name,
+                   "-m", "models:/iris@champion")
+        time.sleep(1)
+    _measured("update through a worker node: lost/sent", f"{load.lost}/{load.sent}")
+    assert load.sent > 50 and load.lost == 0, load.failures[:5]
+    info = _get(swarm, name)
+    assert info["model_version"] == "2" and info["replicas"] == "3/3", info
+    second = _predict(worker)
+    assert second != first
+
+    # a version that never gets ready is rolled back by Swarm; the current one keeps serving
+    with SteadyLoad(worker, BODY) as load:
+        started = time.monotonic()
+        failed = mlflow_cli("deployments", "update", "-t", target, "--name", name,
+                            "-C", "memory=24m", check=False)
+    _measured("update rolled back after (s)", round(time.monotonic() - started, 1))
+    assert failed.returncode != 0
+    assert "rolled the update" in failed.stderr and "keeps serving" in failed.stderr
+    assert load.lost == 0, load.failures[:5]
+    info = _get(swarm, name)
+    assert "'memory'" not in info["config"] and info["replicas"] == "3/3", info
+    assert _predict(worker) == second
+
+    # replicas alone: the service scales
+    mlflow_cli("deployments", "update", "-t", target, "--name", name, "-C", "replicas=2")
+    assert _get(swarm, name)["replicas"] == "2/2"
+    assert len(_running_nodes(swarm, service)) == 2
+
+    listed = mlflow_cli("deployments", "list", "-t", target).stdout
+    assert f"'name': '{name}'" in listed and "'runtime': 'swarm'" in listed
+
+    for _ in range(2):  # delete is idempotent
+        mlflow_cli("deployments", "delete", "-t", target, "--name", name)
+    assert not manager.services.list(filters={"label": "io.mlflow.dockerhost.deployment"})
+    assert not manager.networks.list(filters={"label": "io.mlflow.dockerhost.role"})
+    assert not manager.configs.list()
+    missing = mlflow_cli("deployments", "get", "-t", target, "--name", name, check=False)
+    assert missing.returncode != 0 and "No deployment named" in missing.stderr
+
+
+def test_weighted_traffic_on_a_swarm_endpoint(swarm: Swarm, iris_versions) -> None:
+    """A shared endpoint's fronts take each new split one node at a time: the other nodes
+    answer meanwhile, and the split holds on every node."""
+    from mlflow.deployments import get_deploy_client
+
+    client = get_deploy_client(_target(swarm))
+    registry = f"{swarm.registry}/ml"
+    client.create_endpoint("shared", {"port": str(PORT + 2), "registry": registry})
+    for name, version in (("one", "v1"), ("two", "v2")):
+        client.create_deployment(name, iris_versions[version], endpoint="shared",
+                                 config={"registry": registry})
+    endpoint = client.get_endpoint("shared")
+    assert endpoint["runtime"] == "swarm" and endpoint["deployments"] == ["one", "two"]
+    assert len(endpoint["nodes"]) == 3
+
+    def served_by(node: str, count: int = 40) -> set[str]:
+        answers = [requests.post(f"http://{node}:{PORT + 2}/invocations", json=BODY, timeout=30)
+                   for _ in range(count)]
+        assert all(a.status_code == 200 for a in answers), [a.text for a in answers][:3]
+        return {a.headers["x-mlflow-deployment"] for a in answers}
+
+    assert served_by(swarm.nodes[0].address) == {"one", "two"}  # an even split
+    others = [f"http://{node.address}:{PORT + 2}" for node in swarm.nodes[1:]]
+    with SteadyLoad(others[0], BODY, clients=2) as near, SteadyLoad(others[1], BODY,
+                                                                    clients=2) as far:
+        client.update_endpoint("shared", {"traffic": "one:0,two:100"})
+        time.sleep(1)
+    _measured("traffic change, per node: lost/sent",
+              [f"{load.lost}/{load.sent}" for load in (near, far)])
+    # each node's front restarts once; while one does, the other answers
+    assert near.statuses[200] > 0 and far.statuses[200] > 0
+    for node in swarm.nodes:
+        assert served_by(node.address) == {"two"}
+    assert json.loads(json.dumps(client.get_endpoint("shared")["traffic"])) == {
+        "one": 0.0, "two": 100.0}
+
+    client.delete_deployment("two")  # its share goes; "one" takes every request
+    for node in swarm.nodes:
+        assert served_by(node.address, 10) == {"one"}
+    client.delete_deployment("one")
+    client.delete_endpoint("shared")
+    manager = swarm.manager.client()
+    assert not manager.services.list() and not manager.configs.list()
+    assert not manager.networks.list(filters={"label": "io.mlflow.dockerhost.role"})
+
+
+def test_a_lost_node_under_load(swarm: Swarm, iris_versions) -> None:
+    """Kills the engine of a node that is not the manager: its replica is rescheduled on the
+    others, and the other nodes' fronts keep answering. The swarm stays damaged after."""
+    target, name = _target(swarm), "lost"
+    mlflow_cli("deployments", "create", "-t", target, "--name", name, "-m", iris_versions["v1"],
+               "-C", f"registry={swarm.registry}/ml", "-C", f"port={PORT + 1}",
+               "-C", "replicas=3")
+    service = service_name(name)
+    assert len(set(_running_nodes(swarm, service))) == 3
+    lost = swarm.nodes[2]
+    with SteadyLoad(f"http://{swarm.nodes[1].address}:{PORT + 1}", BODY) as load:
+        time.sleep(2)
+        swarm.lose(lost)
+        killed = time.monotonic()
+        deadline = killed + 120
+        while time.monotonic() < deadline:
+            running = _running_nodes(swarm, service)
+            if len(running) == 3 and lost.name not in running:
+                break
+            time.sleep(0.5)
+        recovered = time.monotonic() - killed
+        time.sleep(2)
+    _measured("node lost: replicas running elsewhere after (s)", round(recovered, 1))
+    _measured("node lost: lost/sent through another node", f"{load.lost}/{load.sent}")
+    assert len(running) == 3 and lost.name not in running, running
+    assert load.lost <= load.clients, load.failures[:10]  # at most those in flight on it
+    mlflow_cli("deployments", "delete", "-t", target, "--name", name)
+    assert not swarm.manager.client().services.list()

@@ -18,9 +18,11 @@ runtime's claims, on the manager.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+import threading
 import time
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
@@ -61,6 +63,7 @@ HEALTH_INTERVAL = 2.0  # how soon Swarm sees a task ready (the image's own check
 MONITOR_SECONDS = 5  # after a task is ready (healthy), how long Swarm watches it before the next
 FRONT_START_TIMEOUT = 120  # a front task: pull the proxy image, start HAProxy
 REMOVE_TIMEOUT = 60
+LOGS_SECONDS = 5
 _NS = 1_000_000_000
 _RESTART = {"no": "none", "always": "any", "unless-stopped": "any", "on-failure": "on-failure"}
 _FAILED = ("failed", "rejected", "orphaned")
@@ -547,16 +550,26 @@ class SwarmRuntime:
 
     def _task_logs(self, service: Mapping[str, Any], task: Mapping[str, Any] | None,
                    lines: int = 40) -> str:
-        """The last lines a task logged, through the manager (from whichever node ran it)."""
+        """The last lines a task logged, through the manager (from whichever node ran it).
+
+        Read on a thread for at most LOGS_SECONDS: the engine's service log stream can stay
+        open without end when a task's container is gone, and an error report must not hang
+        on it (the thread ends when the engine closes the stream, or with the process).
+        """
         if task is None:
             return "(no task)"
-        try:
-            stream = self.client.api.service_logs(service["ID"], details=True, stdout=True,
-                                                  stderr=True, tail=200)
-            text = b"".join(stream).decode(errors="replace").splitlines()
-        except docker.errors.APIError:
-            return "(no logs)"
-        mine = [line.split(" ", 1)[-1] for line in text
+        found: list[str] = []
+
+        def read() -> None:
+            with contextlib.suppress(docker.errors.APIError, OSError):
+                for chunk in self.client.api.service_logs(service["ID"], details=True,
+                                                          stdout=True, stderr=True, tail=200):
+                    found.extend(chunk.decode(errors="replace").splitlines())
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        reader.join(LOGS_SECONDS)
+        mine = [line.split(" ", 1)[-1] for line in list(found)
                 if f"com.docker.swarm.task.id={task['ID']}" in line.split(" ", 1)[0]]
         return "\n".join(mine[-lines:]) or "(nothing logged)"
 

@@ -1,7 +1,8 @@
 """Deployments on a real three-node swarm, through MLflow's CLI: services, fronts on every node,
 images through a registry, Swarm's own rollouts and rollbacks, and a lost node.
 
-The swarm is the session's (``conftest.swarm``); the test that kills a node runs last.
+The swarm is the session's (``conftest.swarm``); the test that kills a node runs last. ``make
+test`` runs the CLI session; shared endpoints and the lost node are ``slow`` (``make test-all``).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import json
 import time
 from pathlib import Path
 
+import pytest
 import requests
 
 from mlflow_docker_target.swarm_names import service_name
@@ -134,6 +136,7 @@ def test_cli_session_on_a_swarm(swarm: Swarm, iris_versions, tmp_path: Path) -> 
     assert missing.returncode != 0 and "No deployment named" in missing.stderr
 
 
+@pytest.mark.slow
 def test_weighted_traffic_on_a_swarm_endpoint(swarm: Swarm, iris_versions) -> None:
     """A shared endpoint's fronts take each new split one node at a time: the other nodes
     answer meanwhile, and the split holds on every node."""
@@ -180,6 +183,7 @@ def test_weighted_traffic_on_a_swarm_endpoint(swarm: Swarm, iris_versions) -> No
     assert not manager.networks.list(filters={"label": "io.mlflow.dockerhost.role"})
 
 
+@pytest.mark.slow
 def test_a_lost_node_under_load(swarm: Swarm, iris_versions) -> None:
     """Kills the engine of a node that is not the manager: its replica is rescheduled on the
     others, and the other nodes' fronts keep answering. The swarm stays damaged after."""

@@ -1,0 +1,30 @@
+"""The swarm runtime's pure parts: which tasks run a spec, image names before and after a push,
+and what a failed push says to do."""
+
+from __future__ import annotations
+
+from mlflow_docker_target.swarm_runtime import _local, _push_error, _same
+
+SPEC = {"Image": "r:5000/ml/mlflow-dockerhost/a:1", "Env": ["B=2", "A=1"],
+        "Configs": [{"ConfigID": "c1"}]}
+
+
+def test_a_task_runs_a_spec_by_image_environment_and_config_files() -> None:
+    pinned = {**SPEC, "Image": SPEC["Image"] + "@sha256:00", "Env": ["A=1", "B=2"]}
+    assert _same(pinned, SPEC)  # a digest Swarm pinned, the environment's order
+    assert not _same({**SPEC, "Env": ["A=1"]}, SPEC)
+    assert not _same({**SPEC, "Configs": [{"ConfigID": "c2"}]}, SPEC)
+    assert not _same({**SPEC, "Image": "r:5000/ml/mlflow-dockerhost/a:2"}, SPEC)
+
+
+def test_the_local_name_of_a_pushed_image() -> None:
+    assert _local("r:5000/ml/mlflow-dockerhost/a:1@sha256:00", "r:5000/ml/") == \
+        "mlflow-dockerhost/a:1"
+    assert _local("mlflow-dockerhost/a:1", "") == "mlflow-dockerhost/a:1"  # one node: no push
+    assert _local("other/a:1", "r:5000/ml/") == "other/a:1"
+
+
+def test_a_failed_push_says_what_to_do() -> None:
+    insecure = _push_error("r:5000/a:1", "http: server gave HTTP response to HTTPS client")
+    assert "insecure-registries" in insecure and "every node" in insecure
+    assert "docker login" in _push_error("r:5000/a:1", "unauthorized: authentication required")

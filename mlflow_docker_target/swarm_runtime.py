@@ -111,19 +111,20 @@ class SwarmRuntime:
     # -----------------------------------------------------------------------------------------
     # Reading what the swarm holds
 
-    def _services(self, label: str) -> list[Any]:
-        return self.client.api.services(filters={"label": label})  # type: ignore[no-any-return]
+    def _services(self, label: str, role: str) -> list[dict[str, Any]]:
+        """Services with ``label`` (key or key=value) in the role ``role``."""
+        found = self.client.api.services(filters={"label": label})
+        return [s for s in found if _labels(s).get(record.ROLE) == role]
 
     def _server(self, deployment: str) -> dict[str, Any] | None:
-        found = [s for s in self._services(f"{record.DEPLOYMENT}={deployment}")
-                 if _labels(s).get(record.ROLE) == record.SERVER]
+        found = self._services(f"{record.DEPLOYMENT}={deployment}", record.SERVER)
         return found[0] if found else None
 
     def _front(self, deployment: str | None = None,
                endpoint: str | None = None) -> dict[str, Any] | None:
         label = (f"{record.FRONT_OF}={deployment}" if deployment
                  else f"{record.ENDPOINT}={endpoint}")
-        found = [s for s in self._services(label) if _labels(s).get(record.ROLE) == record.FRONT]
+        found = self._services(label, record.FRONT)
         return found[0] if found else None
 
     def _front_of(self, deployment: str, endpoint: str | None) -> dict[str, Any] | None:
@@ -142,8 +143,8 @@ class SwarmRuntime:
 
     def deployments(self, endpoint: str | None = None) -> list[Deployment]:
         label = f"{record.ENDPOINT}={endpoint}" if endpoint else record.DEPLOYMENT
-        found = [s for s in self._services(label) if _labels(s).get(record.ROLE) == record.SERVER]
-        return sorted((self._deployment(s) for s in found), key=lambda d: d.name)
+        return sorted((self._deployment(s) for s in self._services(label, record.SERVER)),
+                      key=lambda d: d.name)
 
     def _deployment(self, service: Mapping[str, Any]) -> Deployment:
         labels = _labels(service)
@@ -181,14 +182,14 @@ class SwarmRuntime:
         return self._endpoint(service) if service else None
 
     def endpoints(self) -> list[Endpoint]:
-        fronts = [s for s in self._services(record.ENDPOINT)
-                  if _labels(s).get(record.ROLE) == record.FRONT]
-        return sorted((self._endpoint(s) for s in fronts), key=lambda e: e.name)
+        return sorted((self._endpoint(s) for s in self._services(record.ENDPOINT, record.FRONT)),
+                      key=lambda e: e.name)
 
     def _endpoint(self, service: Mapping[str, Any]) -> Endpoint:
         labels = _labels(service)
         name = labels[record.ENDPOINT]
-        attached = tuple(d.name for d in self.deployments(name))
+        attached = tuple(sorted(_labels(s)[record.DEPLOYMENT] for s in self._services(
+            f"{record.ENDPOINT}={name}", record.SERVER)))
         url, nodes = self._reach(service)
         states = {t["Status"]["State"] for t in self._tasks(service)}
         status = "running" if "running" in states else (min(states) if states else "missing")
@@ -325,9 +326,11 @@ class SwarmRuntime:
                   leave: str | None = None) -> tuple[front.Backend, ...]:
         """The deployments a front routes to, each found by its tasks' DNS name."""
         timeouts: dict[str, int] = {}
-        for found in self.deployments(endpoint) if endpoint else []:
-            timeouts[found.name] = int(found.config.get("request_timeout")
-                                       or Settings().request_timeout)
+        for service in self._services(f"{record.ENDPOINT}={endpoint}",
+                                      record.SERVER) if endpoint else []:
+            labels = _labels(service)
+            recorded = record.recorded_config(labels, None).get("request_timeout")
+            timeouts[labels[record.DEPLOYMENT]] = int(recorded or Settings().request_timeout)
         if deployment:
             timeouts.setdefault(deployment, Settings().request_timeout)
         if add is not None:
@@ -349,15 +352,15 @@ class SwarmRuntime:
         config = self._front_config(service, name, backends)
         spec = front_service["Spec"]
         template = spec["TaskTemplate"]
-        current = template["ContainerSpec"].get("Configs") or []
+        current = [c.get("ConfigID") for c in template["ContainerSpec"].get("Configs") or []]
+        rewritten = current != [config[0]]
         labels[record.TRAFFIC] = json.dumps(dict(traffic) if traffic is not None else None)
-        if [c.get("ConfigID") for c in current] == [config[0]] and labels == _labels(
-                front_service):
+        if not rewritten and labels == _labels(front_service):
             return
         template["ContainerSpec"]["Configs"] = [
             ConfigReference(config[0], config[1], filename=front.CONFIG_PATH)]
         since = self._update(front_service, task_template=template, labels=labels)
-        if [c.get("ConfigID") for c in current] != [config[0]]:
+        if rewritten:  # a label alone restarts no task
             self._wait_rollout(self.client.api.inspect_service(front_service["ID"]),
                                time.monotonic() + FRONT_START_TIMEOUT, "front", since)
         self._remove_configs(service, keep=config[0])
@@ -618,10 +621,12 @@ class SwarmRuntime:
             if "Replicated" in service["Spec"]["Mode"]:
                 self._update(service, mode=ServiceMode("replicated", replicas=0))
                 deadline = time.monotonic() + stop_timeout + REMOVE_TIMEOUT
-                while time.monotonic() < deadline and any(  # a lost node's never report
-                        t["Status"]["State"] in ("running", "starting", "preparing")
-                        and t.get("NodeID") in self._nodes_taking_tasks()
-                        for t in self._tasks(service, running=False)):
+                while time.monotonic() < deadline:
+                    live = self._nodes_taking_tasks()  # a lost node's tasks never report
+                    if not any(t["Status"]["State"] in ("running", "starting", "preparing")
+                               and t.get("NodeID") in live
+                               for t in self._tasks(service, running=False)):
+                        break
                     time.sleep(POLL)
             self.client.api.remove_service(service_id)
         except docker.errors.NotFound:

@@ -52,12 +52,40 @@ def cannot_make_namespaces() -> str | None:
     return None
 
 
-def _free_subnet() -> int:
+def free_subnet(prefix: str, what: str) -> int:
+    """An ``x`` whose ``<prefix>.x.0/24`` no interface of this machine uses."""
     used = run("ip", "-4", "-o", "addr")
     for octet in range(100 + os.getpid() % 100, 255):
-        if f"10.231.{octet}." not in used:
+        if f"{prefix}.{octet}." not in used:
             return octet
-    raise RuntimeError("no free 10.231.x.0/24 subnet for the test engine")
+    raise RuntimeError(f"no free {prefix}.x.0/24 subnet for {what}")
+
+
+def load_images(client: docker.DockerClient, images: list[str]) -> None:
+    """Copy images built on this machine's engine into another engine."""
+    local = docker.from_env(timeout=300)
+    for image in images:
+        client.images.load(local.images.get(image).save(named=True))
+
+
+def stop_process(process: subprocess.Popen | None) -> None:
+    """Stop a process started in a session of its own, with everything it started."""
+    if process is None or process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def remove_tree(root: Path) -> None:
+    """Remove an engine's files; dockerd leaves its overlay mounts' directories behind (they
+    hold nothing mounted once it has stopped)."""
+    with contextlib.suppress(RuntimeError):
+        run("sh", "-c", f"grep -o '{root}[^ ]*' /proc/mounts | sort -r | xargs -r -n1 umount -l")
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @dataclass
@@ -97,17 +125,14 @@ class RemoteEngine:
 
     # -----------------------------------------------------------------------------------------
 
-    def start(self, load_images: list[str]) -> None:
-        octet = _free_subnet()
+    def start(self, images: list[str]) -> None:
+        octet = free_subnet("10.231", "the test engine")
         self.address = f"10.231.{octet}.2"
         self._network(octet)
         self._certificates()
         self._dockerd()
         self._sshd()
-        local = docker.from_env(timeout=300)
-        remote = self.client()
-        for image in load_images:
-            remote.images.load(local.images.get(image).save(named=True))
+        load_images(self.client(), images)
 
     def _network(self, octet: int) -> None:
         self.veth = f"dh{os.getpid() % 100000}"
@@ -208,31 +233,21 @@ class RemoteEngine:
                 for container in self.client().containers.list(all=True):
                     container.remove(force=True)
         for process in reversed(list(self.processes.values())):
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-                try:
-                    process.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, signal.SIGKILL)
-                    process.wait()
+            stop_process(process)
         with contextlib.suppress(RuntimeError):
             run("ip", "link", "delete", f"{self.veth}h")
         with contextlib.suppress(RuntimeError):
             run("ip", "netns", "delete", self.namespace)
-        # dockerd leaves its overlay mounts' directories behind; they hold nothing mounted now
-        with contextlib.suppress(RuntimeError):
-            run("sh", "-c", f"grep -o '{self.root}[^ ]*' /proc/mounts | sort -r | "
-                "xargs -r -n1 umount -l")
-        shutil.rmtree(self.root, ignore_errors=True)
+        remove_tree(self.root)
 
 
 @contextlib.contextmanager
-def remote_engine(load_images: list[str]):
+def remote_engine(images: list[str]):
     """A started :class:`RemoteEngine`, stopped and removed on exit."""
     root = Path(tempfile.mkdtemp(prefix="dh-", dir="/tmp"))  # short: unix socket paths
     engine = RemoteEngine(root=root, namespace=f"dhtest{os.getpid()}", address="")
     try:
-        engine.start(load_images)
+        engine.start(images)
         yield engine
     finally:
         engine.stop()

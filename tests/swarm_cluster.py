@@ -25,7 +25,7 @@ from pathlib import Path
 
 import docker
 
-from tests.remote_engine import run
+from tests.remote_engine import free_subnet, load_images, remove_tree, run, stop_process
 
 REGISTRY_PORT = 5000
 NODES = 3
@@ -42,14 +42,6 @@ def cannot_make_a_swarm() -> str | None:
         if shutil.which(tool) is None:
             return f"{tool} is not installed (docker-registry: apt-get install docker-registry)"
     return None
-
-
-def _free_subnet() -> int:
-    used = run("ip", "-4", "-o", "addr")
-    for octet in range(100 + os.getpid() % 100, 255):
-        if f"10.232.{octet}." not in used:
-            return octet
-    raise RuntimeError("no free 10.232.x.0/24 subnet for the test swarm")
 
 
 @dataclass
@@ -95,17 +87,14 @@ class Swarm:
 
     # -----------------------------------------------------------------------------------------
 
-    def start(self, load_images: list[str]) -> None:
-        self.subnet = _free_subnet()
+    def start(self, images: list[str]) -> None:
+        self.subnet = free_subnet("10.232", "the test swarm")
         self._bridge()
         self._registry()
         for index in range(NODES):
             self._node(index)
         self._form()
-        local = docker.from_env(timeout=300)
-        manager = self.manager.client()
-        for image in load_images:  # built here; the swarm's builds run on the manager
-            manager.images.load(local.images.get(image).save(named=True))
+        load_images(self.manager.client(), images)  # the swarm's builds run on the manager
 
     def _bridge(self) -> None:
         self.bridge = f"dhsw{self.tag}"
@@ -214,15 +203,8 @@ class Swarm:
                         service.remove()
                     for container in client.containers.list(all=True):
                         container.remove(force=True)
-        processes = [n.process for n in self.nodes] + [self.registry_process]
-        for process in processes:
-            if process is not None and process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-                try:
-                    process.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, signal.SIGKILL)
-                    process.wait()
+        for process in [n.process for n in self.nodes] + [self.registry_process]:
+            stop_process(process)
         for node in self.nodes:
             with contextlib.suppress(RuntimeError):
                 run("ip", "link", "delete", f"{node.name}h")
@@ -234,20 +216,16 @@ class Swarm:
                     "-j", "ACCEPT")
             with contextlib.suppress(RuntimeError):
                 run("ip", "link", "delete", self.bridge)
-        # dockerd leaves its overlay mounts' directories behind; they hold nothing mounted now
-        with contextlib.suppress(RuntimeError):
-            run("sh", "-c", f"grep -o '{self.root}[^ ]*' /proc/mounts | sort -r | "
-                "xargs -r -n1 umount -l")
-        shutil.rmtree(self.root, ignore_errors=True)
+        remove_tree(self.root)
 
 
 @contextlib.contextmanager
-def swarm_cluster(load_images: list[str]) -> Iterator[Swarm]:
+def swarm_cluster(images: list[str]) -> Iterator[Swarm]:
     """A started :class:`Swarm`, stopped and removed on exit."""
     root = Path(tempfile.mkdtemp(prefix="dhsw-", dir="/tmp"))  # short: unix socket paths
     swarm = Swarm(root=root, tag=str(os.getpid() % 10000))
     try:
-        swarm.start(load_images)
+        swarm.start(images)
         yield swarm
     finally:
         swarm.stop()

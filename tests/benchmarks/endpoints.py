@@ -29,7 +29,7 @@ from mlflow_docker_target.engine import connect
 from mlflow_docker_target.model_fetch import resolve
 from mlflow_docker_target.record import FRONT, FRONT_OF, ROLE
 from tests.benchmarks.scratch import scratch_registry
-from tests.benchmarks.server import WRK_SCRIPT, wrk
+from tests.benchmarks.server import post_script, wrk
 from tests.conftest import IRIS_INPUT
 
 
@@ -42,10 +42,7 @@ def main() -> None:
     args = parser.parse_args()
 
     work = scratch_registry("bench-endpoints-")
-    body = work / "body.json"
-    body.write_text(json.dumps({"dataframe_split": IRIS_INPUT}))
-    script = work / "post.lua"
-    script.write_text(WRK_SCRIPT.replace("{body}", str(body)))
+    script = post_script(work, "post", {"dataframe_split": IRIS_INPUT})
 
     client = get_deploy_client("dockerhost")
     docker_client = docker.from_env()

@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -23,7 +22,7 @@ from pathlib import Path
 import requests
 
 sys.path.insert(0, str(Path(__file__).parents[2]))
-from tests.benchmarks.server import WRK_SCRIPT, make_model, wrk
+from tests.benchmarks.server import make_model, post_script, wrk
 from tests.conftest import serve_model
 from tests.test_streaming import save_streamer
 
@@ -72,11 +71,7 @@ def main() -> None:
     }
     scripts = {}
     for route, body in bodies.items():
-        path = work / f"{len(scripts)}.json"
-        path.write_text(json.dumps(body))
-        script = work / f"{len(scripts)}.lua"
-        script.write_text(WRK_SCRIPT.replace("{body}", str(path)))
-        scripts[route] = script
+        scripts[route] = post_script(work, str(len(scripts)), body)
     process, url = serve_model(work / "model", "--workers", str(args.workers),
                                env={"SCORING_ACCESS_LOG": "false"})
     results: dict[str, list[dict[str, float]]] = {route: [] for route in scripts}

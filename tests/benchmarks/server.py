@@ -58,6 +58,15 @@ f:close()
 '''
 
 
+def post_script(work: Path, name: str, body: Any) -> Path:
+    """A wrk script that POSTs ``body`` as JSON (written beside it in ``work``)."""
+    path = work / f"{name}.json"
+    path.write_text(json.dumps(body))
+    script = work / f"{name}.lua"
+    script.write_text(WRK_SCRIPT.replace("{body}", str(path)))
+    return script
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -85,11 +94,8 @@ def write_payloads(work: Path, columns: list[str]) -> dict[str, Path]:
     rows = np.random.default_rng(0).normal(size=(100, len(columns))).round(6).tolist()
     payloads = {}
     for name, data in (("1 row", rows[:1]), ("100 rows", rows)):
-        body = work / f"{name.replace(' ', '_')}.json"
-        body.write_text(json.dumps({"dataframe_split": {"columns": columns, "data": data}}))
-        script = work / f"{name.replace(' ', '_')}.lua"
-        script.write_text(WRK_SCRIPT.replace("{body}", str(body)))
-        payloads[name] = script
+        payloads[name] = post_script(work, name.replace(" ", "_"), {
+            "dataframe_split": {"columns": columns, "data": data}})
     return payloads
 
 

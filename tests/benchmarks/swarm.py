@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from mlflow_docker_target.demo import register_demo_model
 from tests.benchmarks.scratch import scratch_registry
-from tests.benchmarks.server import WRK_SCRIPT, wrk
+from tests.benchmarks.server import post_script, wrk
 from tests.conftest import IRIS_INPUT
 from tests.integration.conftest import IMAGES
 from tests.swarm_cluster import swarm_cluster
@@ -44,10 +44,7 @@ def main() -> None:
     args = parser.parse_args()
 
     work = scratch_registry("bench-swarm-")
-    body = work / "body.json"
-    body.write_text(json.dumps({"dataframe_split": IRIS_INPUT}))
-    script = work / "post.lua"
-    script.write_text(WRK_SCRIPT.replace("{body}", str(body)))
+    script = post_script(work, "post", {"dataframe_split": IRIS_INPUT})
     uri = register_demo_model("bench-swarm-model")
     local = get_deploy_client("dockerhost")
     for name in ("bench-one-a", "bench-one-b"):

@@ -321,18 +321,18 @@ class SwarmRuntime:
                                               labels={record.FRONT: service})
             return made.id, config_name
 
-    def _backends(self, endpoint: str | None, deployment: str | None,
-                  traffic: Mapping[str, int] | None, add: Version | None = None,
+    def _backends(self, endpoint: str | None, traffic: Mapping[str, int] | None,
+                  add: Version | None = None,
                   leave: str | None = None) -> tuple[front.Backend, ...]:
-        """The deployments a front routes to, each found by its tasks' DNS name."""
+        """The deployments a front routes to, each found by its tasks' DNS name: those on the
+        shared ``endpoint`` (none for a deployment's own front), with ``add``, without
+        ``leave``."""
         timeouts: dict[str, int] = {}
         for service in self._services(f"{record.ENDPOINT}={endpoint}",
                                       record.SERVER) if endpoint else []:
             labels = _labels(service)
             recorded = record.recorded_config(labels, None).get("request_timeout")
             timeouts[labels[record.DEPLOYMENT]] = int(recorded or Settings().request_timeout)
-        if deployment:
-            timeouts.setdefault(deployment, Settings().request_timeout)
         if add is not None:
             timeouts[add.deployment] = add.settings.request_timeout
         timeouts.pop(leave or "", None)
@@ -372,7 +372,7 @@ class SwarmRuntime:
     def set_traffic(self, endpoint: Endpoint, traffic: Mapping[str, int]) -> Endpoint:
         service = self._front(endpoint=endpoint.name)
         assert service is not None
-        self._reconfigure(service, self._backends(endpoint.name, None, traffic), traffic)
+        self._reconfigure(service, self._backends(endpoint.name, traffic), traffic)
         found = self.endpoint(endpoint.name)
         assert found is not None
         return found
@@ -404,7 +404,7 @@ class SwarmRuntime:
             front_service = self._front(deployment=name)
             if front_service is None:
                 front_service = made_front = self._start_front(
-                    settings, deployment=name, backends=self._backends(None, name, None))
+                    settings, deployment=name, backends=self._backends(None, None, add=version))
         image = self._publish(version.image, settings.registry)
         service = self._server(name)
         made = None
@@ -419,10 +419,11 @@ class SwarmRuntime:
                 since = self._update(service, **kwargs)
                 self._wait_rollout(self.client.api.inspect_service(service["ID"]), deadline,
                                    "server", since)
-            if version.endpoint is not None:
-                traffic = json.loads(_labels(front_service).get(record.TRAFFIC) or "null")
-                self._reconfigure(front_service, self._backends(
-                    version.endpoint, None, traffic, add=version), traffic)
+            # the front routes to this version (on a shared endpoint: joins it; its request
+            # timeout may have changed); an unchanged configuration restarts nothing
+            traffic = json.loads(_labels(front_service).get(record.TRAFFIC) or "null")
+            self._reconfigure(front_service,
+                              self._backends(version.endpoint, traffic, add=version), traffic)
             url, _ = self._reach(self.client.api.inspect_service(front_service["ID"]))
             if url:
                 containers.check_reachable(url, f"service {service_name(name)}")
@@ -602,7 +603,7 @@ class SwarmRuntime:
             traffic = json.loads(_labels(shared).get(record.TRAFFIC) or "null")
             if traffic is not None:
                 traffic = {k: v for k, v in traffic.items() if k != deployment.name}
-            self._reconfigure(shared, self._backends(deployment.endpoint, None, traffic,
+            self._reconfigure(shared, self._backends(deployment.endpoint, traffic,
                                                      leave=deployment.name), traffic)
         own = self._front(deployment=deployment.name)
         if own is not None:

@@ -7,6 +7,7 @@ test`` runs the CLI session; shared endpoints and the lost node are ``slow`` (``
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from pathlib import Path
@@ -68,7 +69,7 @@ def test_cli_session_on_a_swarm(swarm: Swarm, iris_versions, tmp_path: Path) -> 
 
     started = time.monotonic()
     mlflow_cli(*create, "-C", f"registry={swarm.registry}/ml", "-C", f"port={PORT}",
-               "-C", "replicas=3")
+               "-C", "replicas=3", "-C", "request_timeout=90")
     _measured("create on the swarm, push included (s)", round(time.monotonic() - started, 1))
     info = _get(swarm, name)
     assert info["runtime"] == "swarm" and info["replicas"] == "3/3", info
@@ -80,6 +81,10 @@ def test_cli_session_on_a_swarm(swarm: Swarm, iris_versions, tmp_path: Path) -> 
     assert service == "mlflow-fraud-v1-" + service[len("mlflow-fraud-v1-"):]
     assert _running_nodes(swarm, service) == sorted(node.name for node in swarm.nodes)
     _measured("replicas per node", _running_nodes(swarm, service))
+    # its own front waits as long as the deployment's request_timeout allows, plus 5 s
+    front = manager.services.get(service_name(name, "front")).attrs["Spec"]
+    config = manager.configs.get(front["TaskTemplate"]["ContainerSpec"]["Configs"][0]["ConfigID"])
+    assert "timeout server 95s" in base64.b64decode(config.attrs["Spec"]["Data"]).decode()
     labels = manager.services.get(service).attrs["Spec"]["Labels"]
     assert labels["io.mlflow.dockerhost.deployment"] == name
     assert labels["io.mlflow.dockerhost.runtime"] == "swarm"

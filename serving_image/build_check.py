@@ -5,8 +5,9 @@ removed. It
 
 1. leaves out CUDA-only packages (``nvidia-*``, which xgboost, for one, pulls in on every Linux
    machine) unless the deployment has GPUs: a CPU container never loads them, and they can be
-   most of an image's size; and test tools (``pytest``, inferred into a model's requirements
-   when it is logged from a test session) and the virtualenv's ``setuptools``;
+   most of an image's size; test tools (``pytest``, inferred into a model's requirements when
+   it is logged from a test session) and the virtualenv's ``setuptools``; and what only MLflow's
+   client side imports (``cryptography``, ``GitPython``), unless the model asks for them;
 2. loads and warms the model (``precompile``, which also writes the bytecode it imports) and, if
    that fails without them, puts them back and loads again: a model that needs them keeps them;
 3. finds shared libraries that nothing in the image provides (``native_libs``): when the model
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+from collections.abc import Set as AbstractSet
 from importlib import metadata
 from pathlib import Path
 
@@ -38,6 +40,14 @@ CUDA_PREFIX = "nvidia-"
 # Test tools that MLflow infers into a model's requirements when it is logged from a test
 # session, and the venv's own seed: serving never imports them.
 NEVER_SERVED = ("pytest", "setuptools")
+# What only MLflow's client imports: cryptography signs Databricks' Google credentials
+# (mlflow-skinny -> databricks-sdk -> google-auth, 12 MB of Rust), GitPython reads the commit a
+# run is logged from. A container serving its own copy of the model does neither.
+CLIENT_ONLY = ("cryptography", "gitpython")
+# The chain that brings them in. A model whose requirements name one of these but MLflow (to
+# call a Google API with google-auth, say), or that needs them through any other package,
+# keeps them.
+MLFLOW_CLIENT = ("mlflow", "mlflow-skinny", "databricks-sdk", "google-auth")
 # Where the virtualenv's own setuptools came from: Debian's, else ensurepip's bundled wheels.
 _SEED_WHEELS = (Path("/usr/share/python-wheels"),
                 Path(sys.base_prefix) / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}"
@@ -61,19 +71,50 @@ def _requires(dist: metadata.Distribution) -> set[str]:
     return names
 
 
-def unneeded(keep_cuda: bool) -> list[metadata.Distribution]:
-    """Distributions to leave out: CUDA-only ones (unless ``keep_cuda``) and test tools, with
-    the dependencies of theirs that nothing else needs."""
+def requirement_names(requirements: Path) -> set[str]:
+    """The distribution names a requirements file asks for (options and comments skipped)."""
+    names: set[str] = set()
+    for line in requirements.read_text().splitlines():
+        try:
+            names.add(canonicalize_name(Requirement(line.split("#")[0].strip()).name))
+        except InvalidRequirement:
+            continue
+    return names
+
+
+def unneeded(keep_cuda: bool,
+             requested: AbstractSet[str] = frozenset()) -> list[metadata.Distribution]:
+    """Distributions to leave out: CUDA-only ones (unless ``keep_cuda``), test tools, and
+    MLflow's client-only packages that nothing ``requested`` needs, with the dependencies of
+    theirs that nothing else needs."""
     dists = {_name(dist): dist for dist in metadata.distributions()}
+    dependents: dict[str, set[str]] = {name: set() for name in dists}
+    for name, dist in dists.items():
+        for dep in _requires(dist) & dists.keys():
+            dependents[dep].add(name)
 
     def cuda(name: str) -> bool:  # left out even though xgboost, say, declares it
         return not keep_cuda and name.startswith(CUDA_PREFIX)
 
-    chosen = {name for name in dists if name in NEVER_SERVED or cuda(name)}
+    def client_only(name: str) -> bool:  # left out even though google-auth, say, declares it
+        if name not in CLIENT_ONLY or name in requested:
+            return False
+        seen: set[str] = set()
+        todo = [name]
+        while todo:  # everything that needs it, directly or not
+            for dependent in dependents[todo.pop()] - seen:
+                seen.add(dependent)
+                todo.append(dependent)
+        asked = requested - {"mlflow", "mlflow-skinny"}
+        return seen <= set(MLFLOW_CLIENT) and not seen & asked
+
+    chosen = {name for name in dists
+              if name in NEVER_SERVED or cuda(name) or client_only(name)}
     while True:
         kept = [dists[name] for name in dists if name not in chosen]
         needed = set().union(*(_requires(dist) for dist in kept))
-        chosen = {name for name in chosen if cuda(name) or name not in needed}
+        chosen = {name for name in chosen
+                  if cuda(name) or client_only(name) or name not in needed}
         more = {dep for name in chosen for dep in _requires(dists[name])
                 if dep in dists and dep not in chosen and dep not in needed}
         if not more:
@@ -98,12 +139,12 @@ def _loads(model: str) -> bool:
 def main(model: str, venv: str, wheels: str, keep_cuda: bool) -> int:
     dropped: list[str] = []
     dropped_files: set[str] = set()
-    for dist in unneeded(keep_cuda):
+    for dist in unneeded(keep_cuda, requirement_names(Path(wheels) / "requirements.txt")):
         dropped.append(f"{dist.metadata['Name']}=={dist.version}")
         dropped_files |= {Path(str(file)).name for file in dist.files or ()}
     if dropped:
         _say("Leaving out what serving does not load (CUDA-only packages on a CPU deployment, "
-             f"test tools): {', '.join(dropped)}")
+             f"test tools, MLflow's client-only packages): {', '.join(dropped)}")
         _pip("uninstall", "--yes", *[spec.split("==")[0] for spec in dropped])
     loaded = _loads(model)
     if not loaded and dropped:

@@ -55,3 +55,52 @@ def test_what_a_kept_package_needs_stays(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setattr(build_check.metadata, "distributions", lambda: iter(
         [*INSTALLED, Dist("my-model-helpers", ["pytest", "setuptools"])]))
     assert _names(build_check.unneeded(keep_cuda=False)) == ["nvidia-nccl-cu12"]
+
+
+MLFLOW_CHAIN = [
+    Dist("mlflow-skinny", ["databricks-sdk<1,>=0.20.0", "gitpython<4,>=3.1.9", "pyyaml"]),
+    Dist("databricks-sdk", ["google-auth~=2.0", "requests"]),
+    Dist("google-auth", ["pyasn1-modules>=0.2.1",
+                         "cryptography>=38.0.3; python_version < '3.14'"]),
+    Dist("cryptography", ["cffi>=2.0.0; platform_python_implementation != 'PyPy'"]),
+    Dist("cffi", ["pycparser; implementation_name != 'PyPy'"]), Dist("pycparser"),
+    Dist("GitPython", ["gitdb<5,>=4.0.1"]), Dist("gitdb", ["smmap<6,>=3.0.1"]), Dist("smmap"),
+    Dist("pyasn1-modules"), Dist("pyyaml"), Dist("requests"), Dist("scikit-learn"),
+]
+CLIENT_ONLY = ["cffi", "cryptography", "gitdb", "GitPython", "pycparser", "smmap"]
+
+
+def _without_cuda_and_tools(dists: list) -> list[str]:
+    return [name for name in _names(dists) if name not in _names(INSTALLED)]
+
+
+def test_mlflow_client_only_packages_are_left_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(build_check.metadata, "distributions",
+                        lambda: iter([*INSTALLED, *MLFLOW_CHAIN]))
+    requested = {"mlflow-skinny", "scikit-learn"}
+    assert _without_cuda_and_tools(build_check.unneeded(False, requested)) == CLIENT_ONLY
+
+
+@pytest.mark.parametrize("requested", [{"cryptography"}, {"google-auth"}, {"databricks-sdk"}])
+def test_a_model_that_asks_for_the_client_chain_keeps_cryptography(
+        monkeypatch: pytest.MonkeyPatch, requested: set[str]) -> None:
+    monkeypatch.setattr(build_check.metadata, "distributions",
+                        lambda: iter([*INSTALLED, *MLFLOW_CHAIN]))
+    assert _without_cuda_and_tools(build_check.unneeded(False, {"mlflow", *requested})) == [
+        "gitdb", "GitPython", "smmap"]
+
+
+def test_cryptography_needed_by_another_package_stays(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(build_check.metadata, "distributions", lambda: iter(
+        [*INSTALLED, *MLFLOW_CHAIN, Dist("paramiko", ["cryptography>=3.3"]),
+         Dist("my-model", ["paramiko"])]))
+    assert _without_cuda_and_tools(build_check.unneeded(False, {"my-model"})) == [
+        "gitdb", "GitPython", "smmap"]
+
+
+def test_requirement_names_skip_options_and_comments(tmp_path) -> None:
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("# from the model\nmlflow-skinny==3.17.2\n--find-links x\n"
+                            "Scikit_Learn==1.9.1  # pinned\n\nxgboost-cpu==3.2.0\n")
+    assert build_check.requirement_names(requirements) == {
+        "mlflow-skinny", "scikit-learn", "xgboost-cpu"}

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import secrets
 
 import docker
@@ -56,3 +58,46 @@ def test_config_environment_reaches_the_server(iris_versions, deployment_name,
     assert container.attrs["HostConfig"]["NanoCpus"] == 1_000_000_000
     assert container.attrs["Config"]["User"] == "10001:10001"
     assert container.attrs["Config"]["Healthcheck"]["Test"][-1] == "serving_image.healthcheck"
+
+
+SEALED_MODEL = """
+import mlflow
+
+
+class Sealed(mlflow.pyfunc.PythonModel):
+    def load_context(self, context):
+        from cryptography.fernet import Fernet  # installed with MLflow, not named by the model
+
+        self.fernet = Fernet(Fernet.generate_key())
+
+    def predict(self, context, model_input, params=None):
+        return [self.fernet.decrypt(self.fernet.encrypt(b"ok")).decode()] * len(model_input)
+
+
+mlflow.models.set_model(Sealed())
+"""
+
+
+def test_a_model_that_loads_a_left_out_package_gets_it_back(
+        registry, deployment_name, docker_client, tmp_path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    import mlflow
+    import pandas
+
+    path = tmp_path / "sealed.py"
+    path.write_text(SEALED_MODEL)
+    with mlflow.start_run():
+        info = mlflow.pyfunc.log_model(name="model", python_model=str(path), pip_requirements=[
+            f"mlflow=={mlflow.__version__}", f"pandas=={pandas.__version__}"])
+    caplog.set_level(logging.INFO, logger="mlflow_docker_target")
+    client = get_deploy_client("dockerhost")
+    client.create_deployment(deployment_name, info.model_uri)
+    assert client.predict(deployment_name, {"inputs": [1, 2]})["predictions"] == ["ok", "ok"]
+    build_log = caplog.text
+    assert re.search(r"Leaving out .*MLflow's client-only packages.*cryptography==", build_log)
+    assert "The model did not load without them; putting them back" in build_log
+    container = docker_client.containers.list(filters={"label": f"{LABEL}={deployment_name}"})[0]
+    out = docker_client.containers.run(container.attrs["Config"]["Image"], [
+        "python3", "-c", "import cryptography; print(cryptography.__version__)"],
+        entrypoint=[], remove=True, network_disabled=True)
+    assert out.decode().strip()

@@ -85,6 +85,8 @@ def test_model_from_each_mlflow_version_serves_its_own_predictions(
     # Flask only where the scoring module imports it
     assert ("flask" in installed) is (Version(version) < Version("2.21"))
     assert not any(name.startswith("nvidia-") for name in installed)
+    # MLflow's client-only packages (Databricks' credential signing, a run's git commit)
+    assert not installed & {"cryptography", "cffi", "gitpython", "gitdb"}, installed
     # the strip stage (on MLFLOW_DOCKERHOST_STRIP_IMAGE) took uvloop's 12 MB of debug symbols out
     assert _uvloop_bytes(docker_client, image.id) < 3_000_000
     if flavor == "xgboost":

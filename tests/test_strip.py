@@ -1,5 +1,6 @@
 """serving_image/strip.sh on real wheels' shared objects: debug symbols go, what the loader
-needs stays, and libraries that strip would break (patchelf-rewritten) are kept as they were.
+needs stays, libraries that strip would break (patchelf-rewritten) are kept as they were, and
+identical files become one.
 The images it runs in are built in the integration tests (tests/integration/test_model_matrix.py
 checks the stripped uvloop in a deployed image)."""
 
@@ -42,6 +43,8 @@ def venv(tmp_path: Path) -> Path:
     (site / "numpy.libs").mkdir()
     shutil.copy2(UVLOOP, site / "uvloop" / UVLOOP.name)
     shutil.copy2(GFORTRAN, site / "numpy.libs" / GFORTRAN.name)
+    (site / "scipy.libs").mkdir()  # SciPy's wheel bundles the same libgfortran
+    shutil.copy2(GFORTRAN, site / "scipy.libs" / GFORTRAN.name)
     (site / "uvloop" / "data.so.txt").write_text("not a shared object")
     return tmp_path / "venv"
 
@@ -49,24 +52,30 @@ def venv(tmp_path: Path) -> Path:
 def test_debug_symbols_go_and_what_strip_would_break_stays(venv: Path) -> None:
     uvloop_copy = next(venv.rglob("loop*.so"))
     output = _run(venv)
-    assert "(1 left as they were)" in output, output
+    assert "(2 left as they were)" in output and "1 identical files linked" in output, output
     assert uvloop_copy.stat().st_size < UVLOOP.stat().st_size / 3  # 13 MB -> 1.4 MB
     assert _loads(uvloop_copy)
     dynamic = ["nm", "-D", "--defined-only"]
     assert subprocess.run([*dynamic, str(uvloop_copy)], capture_output=True).stdout == \
         subprocess.run([*dynamic, str(UVLOOP)], capture_output=True).stdout
-    assert filecmp.cmp(next(venv.rglob("libgfortran*")), GFORTRAN, shallow=False)
+    numpy_copy, scipy_copy = sorted(venv.rglob("libgfortran*"))
+    assert filecmp.cmp(numpy_copy, GFORTRAN, shallow=False)
+    assert os.path.samefile(numpy_copy, scipy_copy) and numpy_copy.stat().st_nlink == 2
+    assert _loads(scipy_copy)
+    assert not os.path.samefile(uvloop_copy, numpy_copy)
     assert (venv / "lib" / "site-packages" / "uvloop" / "data.so.txt").read_text() == \
         "not a shared object"
 
 
-def test_without_binutils_nothing_changes(venv: Path, tmp_path: Path) -> None:
+def test_without_binutils_nothing_is_stripped(venv: Path, tmp_path: Path) -> None:
     tools = tmp_path / "bin"  # the shell's own tools, but no strip or nm
     tools.mkdir()
-    for tool in ("du", "cut", "find", "mktemp", "cp", "cmp", "rm", "ldd"):
+    for tool in ("du", "cut", "find", "mktemp", "cp", "cmp", "rm", "ldd", "sha256sum", "sort",
+                 "ln"):
         found = shutil.which(tool)
         assert found, tool
         (tools / tool).symlink_to(found)
     output = _run(venv, path=str(tools))
     assert "No GNU binutils" in output, output
     assert filecmp.cmp(next(venv.rglob("loop*.so")), UVLOOP, shallow=False)
+    assert "1 identical files linked" in output, output  # that needs no binutils

@@ -56,6 +56,11 @@ _PROBE = (
 )
 
 
+# What the environment build runs, in serving_image/.
+ENVIRONMENT_BUILD = ("env.Dockerfile", "strip.sh", "build_check.py", "precompile.py",
+                     "native_libs.py")
+
+
 def template(name: str) -> bytes:
     """A file shipped in ``serving_image/`` (the Dockerfile templates)."""
     return resources.files("serving_image").joinpath(name).read_bytes()
@@ -231,13 +236,14 @@ def environment_key(requirements: Requirements, platform: Platform, base_id: str
                     strip_id: str, keep_cuda: bool) -> str:
     """Hash of everything that goes into an environment image but the model.
 
-    The model only decides which modules get bytecode, so models with the same requirements
-    share one environment.
+    The model only decides which modules get bytecode, and which left-out packages come back,
+    so models with the same requirements share one environment. The build stage's own code is
+    part of the key: what it leaves out changes what the image holds.
     """
     digest = hashlib.sha256()
     for part in (requirements.text(), requirements.constraints_text(),
                  json.dumps(platform.__dict__, sort_keys=True), base_id, strip_id,
-                 template("env.Dockerfile").decode(), template("strip.sh").decode(),
+                 *(template(name).decode() for name in ENVIRONMENT_BUILD),
                  "cuda" if keep_cuda else "cpu"):
         digest.update(part.encode() + b"\0")
     return digest.hexdigest()[:16]

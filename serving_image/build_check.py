@@ -9,7 +9,9 @@ removed. It
    it is logged from a test session) and the virtualenv's ``setuptools``; and what only MLflow's
    client side imports (``cryptography``, ``GitPython``), unless the model asks for them;
 2. loads and warms the model (``precompile``, which also writes the bytecode it imports) and, if
-   that fails without them, puts them back and loads again: a model that needs them keeps them;
+   that fails without them, puts back the package with the module it missed (with what that
+   needs; all of them when it names none of theirs) and loads again: a model that needs them
+   keeps them, and only them;
 3. finds shared libraries that nothing in the image provides (``native_libs``): when the model
    cannot load, they are the error, with the Debian packages that fix it; when it can, a warning.
 
@@ -32,7 +34,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from serving_image import native_libs
-from serving_image.precompile import compile_all
+from serving_image.precompile import MISSING_MODULE, compile_all
 
 # Lines the plugin shows as the build's error (image_build.build), without this prefix.
 BUILD_ERROR = "mlflow-dockerhost error: "
@@ -131,28 +133,60 @@ def _pip(*args: str) -> None:
                    check=True)
 
 
-def _loads(model: str) -> bool:
-    """Load and warm the model in a fresh interpreter (a failed import leaves no half-state)."""
-    return subprocess.run([sys.executable, "-m", "serving_image.precompile", model]).returncode == 0
+def _loads(model: str) -> tuple[bool, str | None]:
+    """Load and warm the model in a fresh interpreter (a failed import leaves no half-state);
+    whether it loaded, and the top-level module it missed, if that is why not."""
+    result = subprocess.run([sys.executable, "-m", "serving_image.precompile", model],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    print(result.stdout, end="", flush=True)
+    missing = [line.removeprefix(MISSING_MODULE) for line in result.stdout.splitlines()
+               if line.startswith(MISSING_MODULE)]
+    return result.returncode == 0, missing[-1] if missing else None
+
+
+def _modules(dist: metadata.Distribution) -> set[str]:
+    """The top-level import names a distribution installs (``cryptography``, ``_cffi_backend``)."""
+    names = set()
+    for file in dist.files or ():
+        top = Path(str(file)).parts[0]
+        if not top.endswith(".dist-info") and top not in ("..", "__pycache__"):
+            names.add(top.split(".")[0])
+    return names
+
+
+def put_back(missing: str | None, left_out: set[str], modules: dict[str, set[str]],
+             requires: dict[str, set[str]]) -> set[str]:
+    """Which left-out distributions to put back when the model misses the module ``missing``:
+    the one that has it, with the left-out ones it needs; all of them when none has it."""
+    chosen = {name for name in left_out if missing in modules[name]} or set(left_out)
+    while more := {dep for name in chosen for dep in requires[name] if dep in left_out} - chosen:
+        chosen |= more
+    return chosen
 
 
 def main(model: str, venv: str, wheels: str, keep_cuda: bool) -> int:
-    dropped: list[str] = []
-    dropped_files: set[str] = set()
-    for dist in unneeded(keep_cuda, requirement_names(Path(wheels) / "requirements.txt")):
-        dropped.append(f"{dist.metadata['Name']}=={dist.version}")
-        dropped_files |= {Path(str(file)).name for file in dist.files or ()}
-    if dropped:
+    dists = unneeded(keep_cuda, requirement_names(Path(wheels) / "requirements.txt"))
+    # What the uninstall takes away with the files: read first.
+    specs = {_name(dist): f"{dist.metadata['Name']}=={dist.version}" for dist in dists}
+    modules = {_name(dist): _modules(dist) for dist in dists}
+    requires = {_name(dist): _requires(dist) for dist in dists}
+    files = {_name(dist): {Path(str(file)).name for file in dist.files or ()} for dist in dists}
+    left_out = set(specs)
+    if left_out:
         _say("Leaving out what serving does not load (CUDA-only packages on a CPU deployment, "
-             f"test tools, MLflow's client-only packages): {', '.join(dropped)}")
-        _pip("uninstall", "--yes", *[spec.split("==")[0] for spec in dropped])
-    loaded = _loads(model)
-    if not loaded and dropped:
-        _say("The model did not load without them; putting them back")
+             f"test tools, MLflow's client-only packages): {', '.join(specs.values())}")
+        _pip("uninstall", "--yes", *[spec.split("==")[0] for spec in specs.values()])
+    loaded, missing = _loads(model)
+    while not loaded and left_out:
+        back = put_back(missing, left_out, modules, requires)
+        _say(f"The model did not load without {', '.join(specs[name] for name in sorted(back))};"
+             " putting that back")
         _pip("install", "--no-index", "--no-deps", "--no-compile", "--find-links", wheels,
-             *[f"--find-links={seeds}" for seeds in _SEED_WHEELS if seeds.is_dir()], *dropped)
-        dropped_files = set()
-        loaded = _loads(model)
+             *[f"--find-links={seeds}" for seeds in _SEED_WHEELS if seeds.is_dir()],
+             *[specs[name] for name in back])
+        left_out -= back
+        loaded, missing = _loads(model)
+    dropped_files: set[str] = set().union(*(files[name] for name in left_out))
     needs = {library: users for library, users in native_libs.missing(Path(venv)).items()
              if library not in dropped_files}
     if needs and not loaded:

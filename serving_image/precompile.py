@@ -15,6 +15,9 @@ import compileall
 import importlib
 import sys
 
+# The line that names a module the model could not import; build_check puts back what has it.
+MISSING_MODULE = "Missing module: "
+
 
 def main(model_path: str) -> int:
     sys.dont_write_bytecode = False
@@ -36,7 +39,22 @@ def main(model_path: str) -> int:
         return 0
     except (Exception, SystemExit) as exc:
         print(f"Loading the model in the build failed: {exc!r}")
+        missing = missing_module(exc)
+        if missing:
+            print(f"{MISSING_MODULE}{missing}")
         return 1
+
+
+def missing_module(exc: BaseException | None) -> str | None:
+    """The top-level name of a module that could not be found, in ``exc`` or what caused it
+    (MLflow and others re-raise import errors as their own)."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, ModuleNotFoundError) and exc.name:
+            return exc.name.split(".")[0]
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def compile_all(venv: str) -> None:

@@ -104,3 +104,44 @@ def test_requirement_names_skip_options_and_comments(tmp_path) -> None:
                             "Scikit_Learn==1.9.1  # pinned\n\nxgboost-cpu==3.2.0\n")
     assert build_check.requirement_names(requirements) == {
         "mlflow-skinny", "scikit-learn", "xgboost-cpu"}
+
+
+LEFT_OUT = {"cryptography", "cffi", "pycparser", "gitpython", "gitdb", "smmap", "setuptools"}
+MODULES = {"cryptography": {"cryptography"}, "cffi": {"cffi", "_cffi_backend"},
+           "pycparser": {"pycparser"}, "gitpython": {"git"}, "gitdb": {"gitdb"},
+           "smmap": {"smmap"}, "setuptools": {"setuptools", "pkg_resources", "_distutils_hack"}}
+REQUIRES = {"cryptography": {"cffi"}, "cffi": {"pycparser"}, "pycparser": set(),
+            "gitpython": {"gitdb"}, "gitdb": {"smmap"}, "smmap": set(), "setuptools": set()}
+
+
+def test_what_the_model_missed_comes_back_with_what_it_needs() -> None:
+    assert build_check.put_back("cryptography", LEFT_OUT, MODULES, REQUIRES) == {
+        "cryptography", "cffi", "pycparser"}
+    assert build_check.put_back("_cffi_backend", LEFT_OUT, MODULES, REQUIRES) == {
+        "cffi", "pycparser"}
+    assert build_check.put_back("pkg_resources", LEFT_OUT, MODULES, REQUIRES) == {"setuptools"}
+
+
+@pytest.mark.parametrize("missing", [None, "torch"])
+def test_a_failure_that_names_none_of_them_brings_all_back(missing: str | None) -> None:
+    assert build_check.put_back(missing, LEFT_OUT, MODULES, REQUIRES) == LEFT_OUT
+
+
+def test_top_level_modules_of_a_distribution() -> None:
+    dist = Dist("cffi", files=(
+        "cffi/__init__.py", "cffi/api.py", "_cffi_backend.cpython-311-x86_64-linux-gnu.so",
+        "cffi-2.1.1.dist-info/RECORD", "../../../bin/cffi-tool", "__pycache__/x.pyc"))
+    assert build_check._modules(dist) == {"cffi", "_cffi_backend"}
+
+
+def test_the_missing_module_is_found_behind_a_wrapping_error() -> None:
+    from serving_image.precompile import missing_module
+
+    try:
+        try:
+            import cryptography_left_out.exceptions  # noqa: F401
+        except ImportError as exc:
+            raise RuntimeError("Failed to load the model") from exc
+    except RuntimeError as wrapped:
+        assert missing_module(wrapped) == "cryptography_left_out"
+    assert missing_module(ValueError("no")) is None

@@ -90,35 +90,30 @@ def unneeded(keep_cuda: bool,
     MLflow's client-only packages that nothing ``requested`` needs, with the dependencies of
     theirs that nothing else needs."""
     dists = {_name(dist): dist for dist in metadata.distributions()}
-    dependents: dict[str, set[str]] = {name: set() for name in dists}
-    for name, dist in dists.items():
-        for dep in _requires(dist) & dists.keys():
-            dependents[dep].add(name)
+    requires = {name: _requires(dist) & dists.keys() for name, dist in dists.items()}
+    asked = set(requested) - {"mlflow", "mlflow-skinny"}
 
-    def cuda(name: str) -> bool:  # left out even though xgboost, say, declares it
-        return not keep_cuda and name.startswith(CUDA_PREFIX)
-
-    def client_only(name: str) -> bool:  # left out even though google-auth, say, declares it
-        if name not in CLIENT_ONLY or name in requested:
-            return False
-        seen: set[str] = set()
+    def needs_it(name: str) -> set[str]:
+        """Everything installed that needs ``name``, directly or not."""
+        found: set[str] = set()
         todo = [name]
-        while todo:  # everything that needs it, directly or not
-            for dependent in dependents[todo.pop()] - seen:
-                seen.add(dependent)
-                todo.append(dependent)
-        asked = requested - {"mlflow", "mlflow-skinny"}
-        return seen <= set(MLFLOW_CLIENT) and not seen & asked
+        while todo:
+            current = todo.pop()
+            more = {other for other, deps in requires.items() if current in deps} - found
+            found |= more
+            todo.extend(more)
+        return found
 
-    chosen = {name for name in dists
-              if name in NEVER_SERVED or cuda(name) or client_only(name)}
+    # Left out even though a kept package declares them (xgboost, google-auth, say).
+    forced = {name for name in dists if not keep_cuda and name.startswith(CUDA_PREFIX)}
+    forced |= {name for name in CLIENT_ONLY if name in dists and name not in requested
+               and (users := needs_it(name)) <= set(MLFLOW_CLIENT) and not users & asked}
+    chosen = forced | {name for name in dists if name in NEVER_SERVED}
     while True:
-        kept = [dists[name] for name in dists if name not in chosen]
-        needed = set().union(*(_requires(dist) for dist in kept))
-        chosen = {name for name in chosen
-                  if cuda(name) or client_only(name) or name not in needed}
-        more = {dep for name in chosen for dep in _requires(dists[name])
-                if dep in dists and dep not in chosen and dep not in needed}
+        needed = set().union(*(requires[name] for name in dists if name not in chosen))
+        chosen = {name for name in chosen if name in forced or name not in needed}
+        more = {dep for name in chosen for dep in requires[name]
+                if dep not in chosen and dep not in needed}
         if not more:
             return sorted((dists[name] for name in chosen), key=_name)
         chosen |= more

@@ -22,10 +22,11 @@ work=$(mktemp -d)
 before=$(du -sm "$venv" | cut -f1)
 kept=0
 find "$venv" -type f \( -name '*.so' -o -name '*.so.*' \) > "$work/files"
+to_strip="$work/files"
 if ! command -v strip >/dev/null 2>&1 || ! command -v nm >/dev/null 2>&1; then
     echo "No GNU binutils (strip, nm) in the strip image: shared objects keep their debug" \
          "symbols; -C strip_image=<an image with binutils> leaves them out"
-    : > "$work/files"
+    to_strip=/dev/null
 fi
 while IFS= read -r file; do
     ldd "$file" >/dev/null 2>&1 || continue  # not a shared object this image can map
@@ -38,10 +39,10 @@ while IFS= read -r file; do
         cp -p "$work/original" "$file"
         kept=$((kept + 1))
     fi
-done < "$work/files"
+done < "$to_strip"
 stripped=$(du -sm "$venv" | cut -f1)
 linked=0
-find "$venv" -type f \( -name '*.so' -o -name '*.so.*' \) -exec sha256sum {} + | sort > "$work/sums"
+tr '\n' '\0' < "$work/files" | xargs -0 -r sha256sum | sort > "$work/sums"
 previous=
 while read -r sum file; do
     if [ "$sum" = "$previous" ] && cmp -s "$first" "$file"; then

@@ -71,7 +71,7 @@ def test_without_binutils_nothing_is_stripped(venv: Path, tmp_path: Path) -> Non
     tools = tmp_path / "bin"  # the shell's own tools, but no strip or nm
     tools.mkdir()
     for tool in ("du", "cut", "find", "mktemp", "cp", "cmp", "rm", "ldd", "sha256sum", "sort",
-                 "ln"):
+                 "ln", "tr", "xargs"):
         found = shutil.which(tool)
         assert found, tool
         (tools / tool).symlink_to(found)

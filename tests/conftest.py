@@ -71,6 +71,15 @@ def front_of(client: docker.DockerClient, name: str) -> Any:
     return found[0] if found else None
 
 
+def installed_in(client: docker.DockerClient, image: str) -> set[str]:
+    """Distribution names installed in an image's virtualenv."""
+    out = client.containers.run(image, ["python3", "-c", (
+        "import importlib.metadata as m; "
+        "print('\\n'.join(d.metadata['Name'].lower() for d in m.distributions()))")],
+        entrypoint=[], remove=True, network_disabled=True)
+    return set(out.decode().split())
+
+
 def remove_leftovers(client: docker.DockerClient, label: str) -> None:
     """Containers, networks and images a test left behind under ``label`` (key=value)."""
     for container in client.containers.list(all=True, filters={"label": label}):

@@ -21,7 +21,7 @@ from mlflow.exceptions import MlflowException
 from packaging.version import Version
 
 from mlflow_docker_target.record import BASE_IMAGE, STAGE, SYSTEM_PACKAGES
-from tests.conftest import LABEL, remove_leftovers
+from tests.conftest import LABEL, installed_in, remove_leftovers
 from tests.model_matrix import FLAVORS, PINS, SavedModel, saved, values
 
 # One model per MLflow major version in `make test`, the rest in `make test-all`.
@@ -50,15 +50,6 @@ def _image(client: docker.DockerClient, name: str) -> docker.models.images.Image
     return client.images.get(container.attrs["Config"]["Image"])
 
 
-def _installed(client: docker.DockerClient, image: str) -> set[str]:
-    """Distribution names installed in an image's virtualenv."""
-    out = client.containers.run(image, ["python3", "-c", (
-        "import importlib.metadata as m; "
-        "print('\\n'.join(d.metadata['Name'].lower() for d in m.distributions()))")],
-        entrypoint=[], remove=True, network_disabled=True)
-    return set(out.decode().split())
-
-
 def _uvloop_bytes(client: docker.DockerClient, image: str) -> int:
     out = client.containers.run(image, ["python3", "-c", (
         "import pathlib, uvloop; "
@@ -83,7 +74,7 @@ def test_model_from_each_mlflow_version_serves_its_own_predictions(
     assert logs.count("Model loaded and warmed") == 2, logs[-2000:]
     assert _predict(_endpoint(deployment_name), model) == predictions  # both workers, again
     image = _image(docker_client, deployment_name)
-    installed = _installed(docker_client, image.id)
+    installed = installed_in(docker_client, image.id)
     assert "mlflow-skinny" in installed and "mlflow" not in installed
     # Flask only where the scoring module imports it
     assert ("flask" in installed) is (Version(version) < Version("2.21"))

@@ -8,7 +8,7 @@ import logging
 import os
 import sys
 
-from mlflow_docker_target.deployment import DockerHostDeploymentClient, target_help
+from mlflow_docker_target.client import DockerHostDeploymentClient, target_help
 from mlflow_docker_target.local_run import run_local
 from mlflow_docker_target.version import __version__
 

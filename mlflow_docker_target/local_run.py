@@ -13,11 +13,12 @@ from typing import Any
 from docker.models.containers import Container
 from mlflow.exceptions import MlflowException
 
-from mlflow_docker_target import containers, model_fetch
+from mlflow_docker_target.build import model_fetch
+from mlflow_docker_target.build.images import remove_images, serving_image
 from mlflow_docker_target.config import Settings, normalize, parse_config
-from mlflow_docker_target.containers import Spec, check_name
-from mlflow_docker_target.engine import Engine, connect, talking_to
-from mlflow_docker_target.image_build import remove_images, serving_image
+from mlflow_docker_target.engine.connection import Engine, connect, talking_to
+from mlflow_docker_target.runtimes.container import containers
+from mlflow_docker_target.runtimes.container.containers import Spec, check_name
 from mlflow_docker_target.version import __version__
 
 log = logging.getLogger(__name__)

@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
+from mlflow_docker_target.build.model_fetch import PYFUNC, ModelRef
 from mlflow_docker_target.config import ENV_PREFIX, MASK, is_secret
-from mlflow_docker_target.model_fetch import PYFUNC, ModelRef
 
 LABEL = "io.mlflow.dockerhost"
 

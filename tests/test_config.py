@@ -198,7 +198,7 @@ def test_the_one_secret_rule() -> None:
     ("device=0,GPU-3f2a", {"DeviceIDs": ["0", "GPU-3f2a"]}),
 ])
 def test_gpus_become_docker_device_requests(value: str, expected: dict) -> None:
-    from mlflow_docker_target.gpus import device_requests
+    from mlflow_docker_target.runtimes.container.gpus import device_requests
 
     settings = parse_config({"gpus": value}, "create")
     (request,) = device_requests(settings.gpus)
@@ -213,8 +213,8 @@ def test_bad_gpus_values_are_refused(value: str) -> None:
 
 
 def test_with_gpus_one_worker_loading_its_own_model() -> None:
-    from mlflow_docker_target.containers import Spec
-    from mlflow_docker_target.model_fetch import ModelRef
+    from mlflow_docker_target.build.model_fetch import ModelRef
+    from mlflow_docker_target.runtimes.container.containers import Spec
 
     ref = ModelRef("models:/m/1", "models:/m/1", "m", "1", None)
 

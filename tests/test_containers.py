@@ -6,12 +6,13 @@ from typing import Any
 
 import pytest
 
-from mlflow_docker_target import containers, record
+from mlflow_docker_target import record
+from mlflow_docker_target.build.model_fetch import ModelRef
 from mlflow_docker_target.config import parse_config
-from mlflow_docker_target.containers import Spec, published_url
-from mlflow_docker_target.engine import Engine
-from mlflow_docker_target.engine_address import Address
-from mlflow_docker_target.model_fetch import ModelRef
+from mlflow_docker_target.engine.address import Address
+from mlflow_docker_target.engine.connection import Engine
+from mlflow_docker_target.runtimes.container import containers
+from mlflow_docker_target.runtimes.container.containers import Spec, published_url
 
 LOCAL = "unix:///var/run/docker.sock"
 REMOTE = "tcp://10.0.0.5:2376"

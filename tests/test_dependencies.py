@@ -5,15 +5,15 @@ from pathlib import Path
 import pytest
 from mlflow.exceptions import MlflowException
 
-from mlflow_docker_target.dependencies import (
+from mlflow_docker_target.build.images import check_python
+from mlflow_docker_target.build.model_fetch import FetchedModel, ModelRef
+from mlflow_docker_target.build.requirements import (
     Platform,
     also_downloaded,
     download_wheels,
     environment_requirements,
     server_requirements,
 )
-from mlflow_docker_target.image_build import check_python
-from mlflow_docker_target.model_fetch import FetchedModel, ModelRef
 
 
 def _model(tmp_path: Path, requirements: str | None, mlflow_version: str = "3.17.2",

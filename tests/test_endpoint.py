@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from mlflow.exceptions import MlflowException
 
-from mlflow_docker_target.endpoint import invoke, payload
+from mlflow_docker_target.scoring_client import invoke, payload
 
 
 def test_dataframe_goes_as_dataframe_split() -> None:

@@ -22,8 +22,8 @@ import requests
 from mlflow.exceptions import MlflowException
 
 from mlflow_docker_target.config import parse_config
-from mlflow_docker_target.engine import _APIClient, connect, connection_error
-from mlflow_docker_target.engine_address import Address, TLSFiles, engine_from_target, resolve
+from mlflow_docker_target.engine.address import Address, TLSFiles, engine_from_target, resolve
+from mlflow_docker_target.engine.connection import _APIClient, connect, connection_error
 
 
 @pytest.mark.parametrize(("target", "engine"), [

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from mlflow_docker_target.front import (
+from mlflow_docker_target.runtimes.haproxy import (
     SWARM_SERVERS,
     Backend,
     Server,

@@ -9,8 +9,8 @@ import pytest
 from mlflow.exceptions import MlflowException
 
 from mlflow_docker_target.config import parse_config
-from mlflow_docker_target.container_runtime import ContainerRuntime
-from mlflow_docker_target.swarm_runtime import SwarmRuntime
+from mlflow_docker_target.runtimes.container import ContainerRuntime
+from mlflow_docker_target.runtimes.swarm import SwarmRuntime
 
 ENGINE = SimpleNamespace(client=None, url="unix:///var/run/docker.sock")
 

@@ -18,7 +18,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
-from mlflow_docker_target.endpoint import invoke_stream
+from mlflow_docker_target.scoring_client import invoke_stream
 from tests.conftest import serve_model
 from tests.test_timeouts import SLEEPY_MODEL, save_sleepy
 

@@ -6,7 +6,7 @@ import pytest
 from mlflow.exceptions import MlflowException
 
 from mlflow_docker_target.runtimes import runtime_for
-from mlflow_docker_target.swarm_names import service_name
+from mlflow_docker_target.runtimes.swarm.names import service_name
 
 MANAGER = {"Swarm": {"LocalNodeState": "active", "ControlAvailable": True}}
 WORKER = {"Swarm": {"LocalNodeState": "active", "ControlAvailable": False}}

@@ -3,7 +3,7 @@ and what a failed push says to do."""
 
 from __future__ import annotations
 
-from mlflow_docker_target.swarm_runtime import _local, _push_error, _same
+from mlflow_docker_target.runtimes.swarm import _local, _push_error, _same
 
 SPEC = {"Image": "r:5000/ml/mlflow-dockerhost/a:1", "Env": ["B=2", "A=1"],
         "Configs": [{"ConfigID": "c1"}]}

@@ -14,13 +14,14 @@ import requests
 from mlflow.deployments import get_deploy_client
 from mlflow.exceptions import MlflowException
 
-from mlflow_docker_target import containers, front, record
+from mlflow_docker_target import record
+from mlflow_docker_target.build.images import serving_image
+from mlflow_docker_target.build.model_fetch import resolve
 from mlflow_docker_target.config import parse_config
-from mlflow_docker_target.container_runtime import _reload, _tar
-from mlflow_docker_target.containers import Spec
-from mlflow_docker_target.engine import connect
-from mlflow_docker_target.image_build import serving_image
-from mlflow_docker_target.model_fetch import resolve
+from mlflow_docker_target.engine.connection import connect
+from mlflow_docker_target.runtimes import haproxy as front
+from mlflow_docker_target.runtimes.container import _reload, _tar, containers
+from mlflow_docker_target.runtimes.container.containers import Spec
 from tests.conftest import (
     ENDPOINT,
     IRIS_INPUT,

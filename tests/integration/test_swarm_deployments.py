@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from mlflow_docker_target.swarm_names import service_name
+from mlflow_docker_target.runtimes.swarm.names import service_name
 from tests.conftest import IRIS_COLUMNS, IRIS_INPUT, mlflow_cli
 from tests.steady_load import SteadyLoad
 from tests.swarm_cluster import Swarm

@@ -28,11 +28,12 @@ from docker.utils import parse_repository_tag
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
-from mlflow_docker_target import dependencies, model_fetch
+from mlflow_docker_target.build import model_fetch
+from mlflow_docker_target.build import requirements as dependencies
+from mlflow_docker_target.build.model_fetch import FetchedModel, ModelRef
+from mlflow_docker_target.build.requirements import Platform, Requirements
 from mlflow_docker_target.config import Settings
-from mlflow_docker_target.dependencies import Platform, Requirements
-from mlflow_docker_target.engine import Engine
-from mlflow_docker_target.model_fetch import FetchedModel, ModelRef
+from mlflow_docker_target.engine.connection import Engine
 from mlflow_docker_target.record import (
     BASE_IMAGE,
     ENVIRONMENT,

@@ -37,12 +37,14 @@ from mlflow.protos.databricks_pb2 import (
     RESOURCE_ALREADY_EXISTS,
 )
 
-from mlflow_docker_target import containers, front, record
+from mlflow_docker_target import record
+from mlflow_docker_target.build.images import ensure_image, remove_images
 from mlflow_docker_target.config import Settings
-from mlflow_docker_target.containers import Spec
-from mlflow_docker_target.engine import Engine
-from mlflow_docker_target.image_build import ensure_image, remove_images
-from mlflow_docker_target.runtime import Deployment, Endpoint, Replica, Version
+from mlflow_docker_target.engine.connection import Engine
+from mlflow_docker_target.runtimes import haproxy as front
+from mlflow_docker_target.runtimes.container import containers
+from mlflow_docker_target.runtimes.container.containers import Spec
+from mlflow_docker_target.runtimes.interface import Deployment, Endpoint, Replica, Version
 from mlflow_docker_target.version import __version__
 
 log = logging.getLogger(__name__)

@@ -15,10 +15,10 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 from mlflow_docker_target.config import Settings
-from mlflow_docker_target.container_runtime import ContainerRuntime
-from mlflow_docker_target.engine import Engine
-from mlflow_docker_target.runtime import Runtime
-from mlflow_docker_target.swarm_runtime import SWARM, SwarmRuntime
+from mlflow_docker_target.engine.connection import Engine
+from mlflow_docker_target.runtimes.container import ContainerRuntime
+from mlflow_docker_target.runtimes.interface import Runtime
+from mlflow_docker_target.runtimes.swarm import SWARM, SwarmRuntime
 
 CONTAINER = "container"
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from mlflow_docker_target import record
+from mlflow_docker_target.build.model_fetch import ModelRef
 from mlflow_docker_target.config import Settings
-from mlflow_docker_target.model_fetch import ModelRef
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,7 @@ class Endpoint:
     nodes: tuple[str, ...] = ()
 
     def describe(self) -> dict[str, Any]:
-        from mlflow_docker_target.front import weights
+        from mlflow_docker_target.runtimes.haproxy import weights
 
         shares = weights(self.deployments, self.traffic)
         total = sum(shares.values()) or 1

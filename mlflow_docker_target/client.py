@@ -21,16 +21,18 @@ from mlflow.protos.databricks_pb2 import (
 )
 
 from mlflow_docker_target import config as config_module
-from mlflow_docker_target import gpus, model_fetch, record, runtimes
+from mlflow_docker_target import record, runtimes
+from mlflow_docker_target.build import model_fetch
+from mlflow_docker_target.build.images import ensure_image, serving_image
+from mlflow_docker_target.build.model_fetch import check_flavor
 from mlflow_docker_target.config import Settings, normalize, parse_config
-from mlflow_docker_target.containers import check_name
-from mlflow_docker_target.endpoint import invoke, invoke_stream
-from mlflow_docker_target.engine import Engine, connect_to, talking_to
-from mlflow_docker_target.engine_address import Address, engine_from_target, resolve
-from mlflow_docker_target.front import DEPLOYMENT_HEADER
-from mlflow_docker_target.image_build import ensure_image, serving_image
-from mlflow_docker_target.model_fetch import check_flavor
-from mlflow_docker_target.runtime import Deployment, Endpoint, Runtime, Version
+from mlflow_docker_target.engine.address import Address, engine_from_target, resolve
+from mlflow_docker_target.engine.connection import Engine, connect_to, talking_to
+from mlflow_docker_target.runtimes.container import gpus
+from mlflow_docker_target.runtimes.container.containers import check_name
+from mlflow_docker_target.runtimes.haproxy import DEPLOYMENT_HEADER
+from mlflow_docker_target.runtimes.interface import Deployment, Endpoint, Runtime, Version
+from mlflow_docker_target.scoring_client import invoke, invoke_stream
 
 log = logging.getLogger(__name__)
 

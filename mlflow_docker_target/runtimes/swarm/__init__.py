@@ -45,14 +45,15 @@ from docker.types import (
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, INVALID_STATE
 
-from mlflow_docker_target import containers, front, record
+from mlflow_docker_target import record
+from mlflow_docker_target.build.images import remove_images
 from mlflow_docker_target.config import Settings
-from mlflow_docker_target.container_runtime import ContainerRuntime
-from mlflow_docker_target.containers import Spec
-from mlflow_docker_target.engine import Engine
-from mlflow_docker_target.image_build import remove_images
-from mlflow_docker_target.runtime import Deployment, Endpoint, Replica, Version
-from mlflow_docker_target.swarm_names import service_name
+from mlflow_docker_target.engine.connection import Engine
+from mlflow_docker_target.runtimes import haproxy as front
+from mlflow_docker_target.runtimes.container import ContainerRuntime, containers
+from mlflow_docker_target.runtimes.container.containers import Spec
+from mlflow_docker_target.runtimes.interface import Deployment, Endpoint, Replica, Version
+from mlflow_docker_target.runtimes.swarm.names import service_name
 from mlflow_docker_target.version import __version__
 
 log = logging.getLogger(__name__)

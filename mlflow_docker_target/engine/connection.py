@@ -22,7 +22,7 @@ import requests
 from mlflow.exceptions import MlflowException
 
 from mlflow_docker_target.config import Settings
-from mlflow_docker_target.engine_address import Address, resolve
+from mlflow_docker_target.engine.address import Address, resolve
 
 log = logging.getLogger(__name__)
 

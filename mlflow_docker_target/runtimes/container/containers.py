@@ -24,10 +24,12 @@ from docker.models.containers import Container
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
-from mlflow_docker_target import front, gpus, record
+from mlflow_docker_target import record
+from mlflow_docker_target.build.model_fetch import ModelRef
 from mlflow_docker_target.config import Settings
-from mlflow_docker_target.engine import Engine
-from mlflow_docker_target.model_fetch import ModelRef
+from mlflow_docker_target.engine.connection import Engine
+from mlflow_docker_target.runtimes import haproxy as front
+from mlflow_docker_target.runtimes.container import gpus
 from serving_image.settings import ServerSettings
 
 log = logging.getLogger(__name__)

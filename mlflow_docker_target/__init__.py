@@ -8,9 +8,10 @@ import logging
 import os
 import sys
 
-from mlflow_docker_target.client import DockerHostDeploymentClient, target_help
+from mlflow_docker_target.client import DockerHostDeploymentClient
+from mlflow_docker_target.help_text import target_help
 from mlflow_docker_target.local_run import run_local
-from mlflow_docker_target.version import __version__
+from serving_image.contract import VERSION as __version__
 
 
 def _configure_logging() -> None:

@@ -1,8 +1,9 @@
 """The ``dockerhost`` deployment client: MLflow's deployment and endpoint API on a Docker engine.
 
-This module holds the rules users see (names, config, what may change, errors); what runs where
-is the runtime's business (``runtime.Runtime``: containers on the engine, or services on the
-swarm it manages; ``runtimes`` says which holds what).
+This module holds the rules users see (names, config, what may change, errors). What runs where,
+and how, is a runtime's business: the client speaks only to ``runtimes.interface.Runtime``,
+chosen from the table in ``runtimes`` (containers on the engine, or services on the swarm it
+manages), and never to Docker itself.
 """
 
 from __future__ import annotations
@@ -20,19 +21,17 @@ from mlflow.protos.databricks_pb2 import (
     RESOURCE_DOES_NOT_EXIST,
 )
 
-from mlflow_docker_target import config as config_module
 from mlflow_docker_target import record, runtimes
 from mlflow_docker_target.build import model_fetch
-from mlflow_docker_target.build.images import ensure_image, serving_image
 from mlflow_docker_target.build.model_fetch import check_flavor
 from mlflow_docker_target.config import Settings, normalize, parse_config
 from mlflow_docker_target.engine.address import Address, engine_from_target, resolve
-from mlflow_docker_target.engine.connection import Engine, connect_to, talking_to
-from mlflow_docker_target.runtimes.container import gpus
-from mlflow_docker_target.runtimes.container.containers import check_name
-from mlflow_docker_target.runtimes.haproxy import DEPLOYMENT_HEADER
+from mlflow_docker_target.engine.connection import Engine, connect_to
+from mlflow_docker_target.engine.errors import talking_to
+from mlflow_docker_target.names import check_name
 from mlflow_docker_target.runtimes.interface import Deployment, Endpoint, Runtime, Version
 from mlflow_docker_target.scoring_client import invoke, invoke_stream
+from serving_image.contract import DEPLOYMENT_HEADER
 
 log = logging.getLogger(__name__)
 
@@ -85,13 +84,9 @@ class DockerHostDeploymentClient(BaseDeploymentClient):
             shared = _holding_endpoint(engine, endpoint) if endpoint is not None else None
             # a deployment goes where its endpoint is
             runtime = shared[0] if shared else runtimes.chosen(engine, settings)
-            runtime.check(replace(settings, port=settings.endpoint_port) if endpoint
-                          else settings, makes_front=shared is None)
-            proxy = ensure_image(engine, settings.resolved_proxy_image(), settings.pull_base,
-                                 "proxy")
-            if settings.gpus:  # before anything is built
-                gpus.check(engine, proxy, settings.gpus)
-            with runtime.claim("deployment", name, "create", proxy):
+            runtime.prepare(replace(settings, port=settings.endpoint_port) if endpoint
+                            else settings, makes_front=shared is None)
+            with runtime.lease("deployment", name, "create"):
                 if _holding(engine, name) is not None:
                     raise MlflowException(
                         f"A deployment named {name!r} already exists on {engine.url}; update "
@@ -100,10 +95,9 @@ class DockerHostDeploymentClient(BaseDeploymentClient):
                 if endpoint is not None and runtime.endpoint(endpoint) is None:
                     made = self._make_endpoint(runtime, endpoint,
                                                replace(settings, port=settings.endpoint_port),
-                                               proxy, exists_ok=True)
+                                               exists_ok=True)
                 try:
-                    image, ref = serving_image(engine, name, model_fetch.resolve(model_uri),
-                                               settings)
+                    image, ref = runtime.build(name, model_fetch.resolve(model_uri), settings)
                     version = Version(name, image, ref, normalize(config), settings, endpoint)
                     try:
                         deployed = runtime.roll_out(version, None)
@@ -126,13 +120,11 @@ class DockerHostDeploymentClient(BaseDeploymentClient):
         engine = self._connect(parse_config(given, "update"))
         with talking_to(engine):
             runtime, current = _find(engine, name, endpoint)
-            with runtime.claim("deployment", name, "update", _image_of(current)):
+            with runtime.lease("deployment", name, "update"):
                 runtime, current = _find(engine, name, endpoint)
                 recorded = dict(current.config)
-                if current.legacy and "port" not in given:
-                    # its port is held by the old container until the new front serves
-                    recorded.pop("port", None)
-                elif "port" in given and recorded.get("port") != given["port"]:
+                _check_stays(runtime, given)
+                if "port" in given and recorded.get("port") != given["port"]:
                     raise MlflowException(
                         f"The endpoint of {name!r} keeps its port for its life "
                         f"({current.url}); delete and create the deployment to change it.",
@@ -140,10 +132,7 @@ class DockerHostDeploymentClient(BaseDeploymentClient):
                 # `-C key=` and `-C env.NAME=` drop what was recorded: back to the default
                 raw = {k: v for k, v in {**recorded, **given}.items() if v.strip()}
                 settings = parse_config(raw, "update")
-                runtime.check(settings, makes_front=False)
-                if settings.gpus and "gpus" in given:  # before anything is built
-                    gpus.check(engine, ensure_image(engine, settings.resolved_proxy_image(),
-                                                    settings.pull_base, "proxy"), settings.gpus)
+                runtime.prepare(settings, makes_front=False)
                 if _only_scales(model_uri, current, given):
                     version = Version(name, current.labels[record.IMAGE], current.model, raw,
                                       settings, current.endpoint)
@@ -152,7 +141,7 @@ class DockerHostDeploymentClient(BaseDeploymentClient):
                              described["replicas"])
                     return {**described, "flavor": flavor}
                 ref = model_fetch.resolve(model_uri) if model_uri else current.model
-                image, ref = serving_image(engine, name, ref, settings)
+                image, ref = runtime.build(name, ref, settings)
                 version = Version(name, image, ref, raw, settings, current.endpoint)
                 old_images = {r.image for r in current.replicas if r.image} - {image}
                 try:
@@ -161,11 +150,7 @@ class DockerHostDeploymentClient(BaseDeploymentClient):
                     runtime.remove_images({image} - {r.image for r in current.replicas
                                                      if r.image})
                     raise
-            runtime.remove_images(old_images)  # once the claim, made from one, is gone
-            if current.legacy and current.url != updated.url:
-                log.warning("Deployment %s moved to the new layout: its endpoint is now %s "
-                            "(was %s) and stays there from now on.", name, updated.url,
-                            current.url)
+            runtime.remove_images(old_images)
             log.info("Deployment %s now serves %s at %s", name, ref.resolved_uri, updated.url)
             return {**updated.describe(), "flavor": flavor}
 
@@ -180,9 +165,9 @@ class DockerHostDeploymentClient(BaseDeploymentClient):
                 return
             runtime, found = held
             _check_on(found, endpoint)
-            with runtime.claim("deployment", name, "delete", _image_of(found)):
+            with runtime.lease("deployment", name, "delete"):
                 images = runtime.remove(found, settings.stop_timeout)
-            if settings.remove_image:  # once the claim, made from the same image, is gone
+            if settings.remove_image:
                 runtime.remove_images(images)
 
     def list_deployments(self, endpoint: str | None = None) -> list[dict[str, Any]]:
@@ -249,25 +234,26 @@ class DockerHostDeploymentClient(BaseDeploymentClient):
         engine = self._connect(settings)
         with talking_to(engine):
             runtime = runtimes.chosen(engine, settings)
-            runtime.check(settings, makes_front=True)
-            proxy = ensure_image(engine, settings.resolved_proxy_image(), settings.pull_base,
-                                 "proxy")
+            runtime.prepare(settings, makes_front=True)
             if _holding_endpoint(engine, name) is not None:
                 raise MlflowException(f"An endpoint named {name!r} already exists on "
                                       f"{runtime.url}.", RESOURCE_ALREADY_EXISTS)
-            return self._make_endpoint(runtime, name, settings, proxy).describe()
+            return self._make_endpoint(runtime, name, settings).describe()
 
     @staticmethod
-    def _make_endpoint(runtime: Runtime, name: str, settings: Settings, proxy: str,
+    def _make_endpoint(runtime: Runtime, name: str, settings: Settings,
                        exists_ok: bool = False) -> Endpoint:
-        with runtime.claim("endpoint", name, "create", proxy):
+        with runtime.lease("endpoint", name, "create"):
             found = runtime.endpoint(name)
             if found is not None:
                 if exists_ok:
                     return found
                 raise MlflowException(f"An endpoint named {name!r} already exists on "
                                       f"{runtime.url}.", RESOURCE_ALREADY_EXISTS)
-            return runtime.create_endpoint(name, settings)
+            made = runtime.create_endpoint(name, settings)
+            log.info("Endpoint %s answers at %s%s", name, made.url,
+                     f" (every node: {', '.join(made.nodes)})" if made.nodes else "")
+            return made
 
     def update_endpoint(self, endpoint: str, config: dict[str, Any] | None = None) -> None:
         settings = parse_config(config, "update_endpoint")
@@ -283,7 +269,7 @@ class DockerHostDeploymentClient(BaseDeploymentClient):
                 raise MlflowException(
                     f"Not on endpoint {endpoint!r}: {', '.join(unknown)}. Its deployments: "
                     f"{', '.join(found.deployments) or 'none'}.", INVALID_PARAMETER_VALUE)
-            with runtime.claim("endpoint", endpoint, "update", found.image, wait=60):
+            with runtime.lease("endpoint", endpoint, "update", wait=60):
                 updated = runtime.set_traffic(found, settings.traffic)
             log.info("Endpoint %s now splits traffic %s", endpoint,
                      updated.describe()["traffic"])
@@ -301,7 +287,7 @@ class DockerHostDeploymentClient(BaseDeploymentClient):
                     f"{', '.join(found.deployments)}. Delete them first "
                     "(mlflow deployments delete -t dockerhost --name <deployment>).",
                     INVALID_PARAMETER_VALUE)
-            with runtime.claim("endpoint", endpoint, "delete", found.image):
+            with runtime.lease("endpoint", endpoint, "delete"):
                 runtime.remove_endpoint(found)
 
     def list_endpoints(self) -> list[dict[str, Any]]:
@@ -366,118 +352,13 @@ def _only_scales(model_uri: str | None, current: Deployment, given: dict[str, st
     that serve keep serving instead of being rolled over."""
     changed = {k for k, v in given.items()
                if k not in record.NOT_RECORDED and current.config.get(k, "") != v.strip()}
-    return (model_uri is None and not current.legacy and changed == {"replicas"}
-            and record.IMAGE in current.labels)
+    return model_uri is None and changed == {"replicas"} and record.IMAGE in current.labels
 
 
-def _image_of(found: Deployment) -> str:
-    """An image the engine surely has, for claim containers: the deployment's own."""
-    return next(r.image for r in found.replicas if r.image)
-
-
-def target_help() -> str:
-    return f"""\
-Target 'dockerhost': serve MLflow models as containers on a Docker engine, or as services on
-the Docker Swarm it manages.
-
-Target URIs (which engine, in this order)
-  dockerhost:/unix:///var/run/docker.sock
-  dockerhost:/tcp://host:2376          TLS from -C tlscacert/tlscert/tlskey, else
-                                       DOCKER_TLS_VERIFY / DOCKER_CERT_PATH
-  dockerhost:/ssh://user@host[:port]   ~/.ssh/config and known_hosts; the remote user needs
-                                       the docker CLI
-  dockerhost:/<docker context name>    the context's host and TLS files
-  dockerhost  or  dockerhost:/         DOCKER_HOST, else DOCKER_CONTEXT, else the current
-                                       Docker context, else the local socket
-run-local gets no target from MLflow: it uses -C docker_host=..., else the environment.
-list, get and predict take no config: for TLS use the DOCKER_* variables or a context.
-On a remote engine the port is published on all interfaces and the endpoint URL uses the
-engine's host name (-C host_address overrides it); builds run there, with wheels for its CPU.
-
-Model URIs: models:/name/version, models:/name@alias, models:/name/latest, runs:/<id>/path, or a
-local path. Aliases and 'latest' are resolved to a version, recorded on the deployment.
-
-The image builds on the engine with no network: the client resolves wheels for the engine's
-platform with its own pip settings. Base image: -C base_image, else
-${{{config_module.BASE_IMAGE_ENV}}}, else python:<model's major.minor>-slim. Proxy image:
--C proxy_image, else ${{{config_module.PROXY_IMAGE_ENV}}}, else {config_module.DEFAULT_PROXY_IMAGE}.
-Debug symbols leave the environment's shared objects in a build step on an image with GNU
-binutils: -C strip_image, else ${{{config_module.STRIP_IMAGE_ENV}}}, else the base image (if it has
-binutils). Each is pulled, with a log line, only if the engine lacks it.
-
-Config (-C key=value)
-{config_module.help_text()}
-
-Examples
-  mlflow deployments create -t dockerhost --name iris -m models:/iris@champion -C port=8080
-  mlflow deployments update -t dockerhost --name iris -m models:/iris/3 -C replicas=2
-  mlflow deployments get -t dockerhost --name iris
-  mlflow deployments list -t dockerhost
-  mlflow deployments predict -t dockerhost --name iris --input-path input.json
-  mlflow deployments delete -t dockerhost --name iris -C remove_image=true
-  mlflow deployments run-local -t dockerhost --name try -m runs:/<run id>/model -C port=5001
-
-Endpoints that stay put
-  Every deployment is served through a front (HAProxy in its own container) that owns the
-  endpoint's host port for its whole life: updates, engine restarts and replicas come and go
-  behind it. An update starts the new replicas, proves them ready, lets the front take them in,
-  then stops the old ones, which drain; a failed update removes what it started and the current
-  version keeps serving. An update that changes only -C replicas scales instead: new replicas
-  join once ready, or the oldest drain and go. A request a vanishing replica could not answer is
-  retried on another (bodies up to HAProxy's buffer, 16 kB).
-  Several deployments can share an endpoint, with weighted traffic:
-    mlflow deployments create -t dockerhost --name fraud-v3 -m models:/fraud/3 \\
-        --endpoint fraud -C endpoint_port=8080      # makes the endpoint if it is missing
-    mlflow deployments create -t dockerhost --name fraud-v4 -m models:/fraud/4 --endpoint fraud
-    mlflow deployments update-endpoint -t dockerhost --endpoint fraud \\
-        -C traffic=fraud-v3:90,fraud-v4:10
-    mlflow deployments get-endpoint -t dockerhost --endpoint fraud
-    mlflow deployments predict -t dockerhost --endpoint fraud --input-path in.json  # the split
-    mlflow deployments predict -t dockerhost --name fraud-v4 --input-path in.json   # just v4
-  A request with the header 'x-mlflow-deployment: <name>' goes to that deployment; others are
-  drawn by weight, and a deployment with no ready replica hands its share to the others.
-  MLflow's 'create-endpoint' command fails before reaching any plugin (its --endpoint option
-  does not match the function's argument); use create --endpoint as above, or
-  get_deploy_client("dockerhost").create_endpoint(name, config).
-
-Docker Swarm: on an engine that is an active Swarm manager, deployments and endpoints are
-services (-C runtime=container|swarm overrides): one replicated service per deployment
-(endpoint_mode=dnsrr, so no IPVS is needed) and the front as a global service publishing the
-port in host mode on every node, so any node answers. The build runs on the manager; the
-image (and a local proxy image) is pushed to -C registry=host:port[/prefix] for the nodes to
-pull (required with more than one node; credentials from docker login). The port must be
-given. update is Swarm's rolling update (start-first, rolled back by Swarm when the new
-version never gets ready); a change of an endpoint's deployments or weights restarts its
-fronts one node at a time. Pushed images stay in the registry after delete. How each key
-behaves on a swarm: 'on a swarm' under each key below.
-
-GPUs: -C gpus=all|N|device=0,1 (as docker run --gpus); 1 worker unless -C workers says
-otherwise. The engine needs the NVIDIA Container Toolkit (checked before anything is built).
-CUDA wheels the model requires are installed; PyTorch and XGBoost wheels bring their CUDA
-libraries and run on python:X.Y-slim; for a system CUDA use -C base_image=nvidia/cuda:...
-with python3 and venv added.
-
-Server routes: POST /invocations (MLflow scoring protocol), GET /ping (ready), GET /health
-(alive), GET /version, GET /metrics, GET /docs, /redoc and /openapi.json (served offline), and
-the Open Inference Protocol (V2, as MLServer's MLflow runtime speaks it): /v2/health/live,
-/v2/health/ready, /v2/models/<deployment or endpoint name>[/versions/<v>][/ready|/infer].
-Streaming: {{..., "stream": true}} on /invocations answers Server-Sent Events from the model's
-predict_stream ('data: <json>' lines, then 'data: [DONE]'); from Python,
-client.predict_stream(name, {{"messages": [...]}}) yields the chunks as dicts. At most
--C max_streams streams per worker.
-Answers carry x-mlflow-deployment and x-mlflow-model-version. With -C auth_token every
-route but the health probes (/ping, /health, /v2/health/*) needs 'Authorization: Bearer
-<token>'. Every prediction request answers 504 at -C request_timeout; the model runs on
--C predict_threads threads per worker, so the probes answer meanwhile.
-
-Update: -C key= (empty) puts a key back to its default (auth_token= turns auth off, memory=
-lifts the limit, env.NAME= removes NAME); port= is refused. Secrets (auth_token, env.* names
-with KEY, SECRET, TOKEN, PASSWORD, CREDENTIAL) show as *** and live only in the containers'
-environment, which anyone with access to the engine can read.
-
-predict --input-path: MLflow reads the file with pandas.read_json; a scoring-protocol body as
-curl sends it ({{"dataframe_split": ...}}, {{"inputs": ...}}, ...) is passed on unchanged, and a
-table as records or columns is sent as dataframe_split.
-
-Deployments made by versions without fronts stay visible; their first update moves them behind
-a front, on a new port unless -C port is given."""
+def _check_stays(runtime: Runtime, given: dict[str, str]) -> None:
+    """A deployment stays on the runtime it was made on; ``-C runtime`` may only name it."""
+    wanted = given.get("runtime", "").strip().lower()
+    if wanted and runtimes.entry(wanted).name != runtime.name:
+        raise MlflowException(
+            f"This deployment runs on runtime {runtime.name!r} and stays there; delete it and "
+            f"create it with -C runtime={wanted} to move it.", INVALID_PARAMETER_VALUE)

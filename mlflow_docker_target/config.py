@@ -21,6 +21,8 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 from serving_image.settings import ServerSettings
 
+SERVER = ServerSettings()  # the defaults of the keys that are server settings
+
 BASE_IMAGE_ENV = "MLFLOW_DOCKERHOST_BASE_IMAGE"
 STRIP_IMAGE_ENV = "MLFLOW_DOCKERHOST_STRIP_IMAGE"
 ENV_PREFIX = "env."
@@ -148,6 +150,11 @@ def _choice(*options: str) -> Callable[[str], str]:
     return parse
 
 
+def _runtime(value: str) -> str:
+    """A runtime's name; which exist is the runtimes' table's to say (``runtimes.entry``)."""
+    return _text(value).lower()
+
+
 def _text(value: str) -> str:
     if not value.strip():
         raise ValueError(value)
@@ -156,10 +163,6 @@ def _text(value: str) -> str:
 
 def _path(value: str) -> str:
     return os.path.abspath(os.path.expanduser(_text(value)))
-
-
-SAME = "as on one engine"
-BUILD = "as on one engine: builds run on the manager"
 
 
 @dataclass(frozen=True)
@@ -177,7 +180,7 @@ class Key:
     help: str
     commands: frozenset[str]
     default_text: str = ""
-    swarm: str = SAME  # what the key does when the runtime is a swarm
+    server: bool = False  # a server setting of the same name (``ServerSettings``)
 
     @property
     def shown_default(self) -> str:
@@ -209,136 +212,111 @@ CONNECTION = DEPLOY | DELETE | ENDPOINT | frozenset({"update_endpoint"})
 KEYS: tuple[Key, ...] = (
     Key("base_image", _text, "an image reference", None,
         "Image the serving image builds on; it must have python3 with the venv module.", DEPLOY,
-        f"${BASE_IMAGE_ENV}, else python:<model's major.minor>-slim",
-        swarm=BUILD),
+        f"${BASE_IMAGE_ENV}, else python:<model's major.minor>-slim"),
     Key("strip_image", _text, "an image with GNU binutils (strip, nm)", None,
         "Image of the build step that takes debug symbols out of the environment's shared "
         "objects (about 30 MB of the demo image); with none, they stay.", DEPLOY,
-        f"${STRIP_IMAGE_ENV}, else the base image (which strips only if it has binutils)",
-        swarm=BUILD),
+        f"${STRIP_IMAGE_ENV}, else the base image (which strips only if it has binutils)"),
     Key("pull_base", _bool, "true or false", True,
         "Pull the base, strip or proxy image when the engine lacks it (announced, never silent).",
-        DEPLOY | ENDPOINT,
-        swarm=BUILD),
+        DEPLOY | ENDPOINT),
     Key("mlflow_package", _choice("auto", "skinny", "full"), "auto, skinny or full", "auto",
         "Serve with mlflow-skinny at the model's MLflow version (auto: when that version exists).",
-        DEPLOY,
-        swarm=BUILD),
+        DEPLOY),
     Key("system_packages", _packages, "package names separated by commas", None,
         "System packages installed on the base image with its package manager (apt-get or "
         "dnf), for shared libraries the model's wheels need but do not ship; the build names "
         "them when they are missing. The one build step that uses the network.", DEPLOY,
-        "none",
-        swarm=BUILD),
+        "none"),
     Key("port", _port, "a TCP port 1-65535", None,
         "Host port of the endpoint, chosen at create and kept for the endpoint's life.",
-        DEPLOY | ENDPOINT, "a free port (run_local: 5000)",
-        swarm=("required by create and create-endpoint (no free port can be checked on every "
-               "node); the front publishes it in host mode on every node")),
+        DEPLOY | ENDPOINT, "a free port (run_local: 5000)"),
     Key("endpoint_port", _port, "a TCP port 1-65535", None,
         "Host port of the endpoint that create --endpoint makes when it does not exist yet.",
-        frozenset({"create"}), "a free port",
-        swarm="required when create --endpoint makes the endpoint"),
+        frozenset({"create"}), "a free port"),
     Key("replicas", _positive_int, "an integer >= 1", 1,
-        "Serving containers behind the endpoint's front.", DEPLOY - {"run_local"},
-        swarm=("tasks of the deployment's service, spread over the nodes by Swarm; a change "
-               "alone scales the service")),
+        "Serving containers behind the endpoint's front.", DEPLOY - {"run_local"}),
     Key("proxy_image", _text, "an image with haproxy on its PATH", None,
         "Image of the endpoint's front (HAProxy); the plugin supplies command and config.",
-        DEPLOY - {"run_local"} | ENDPOINT, f"${PROXY_IMAGE_ENV}, else {DEFAULT_PROXY_IMAGE}",
-        swarm=("the front's image on every node; pushed to -C registry when it is a local "
-               "image (one no registry knows)")),
-    Key("runtime", _choice("swarm", "container"), "swarm or container", None,
+        DEPLOY - {"run_local"} | ENDPOINT, f"${PROXY_IMAGE_ENV}, else {DEFAULT_PROXY_IMAGE}"),
+    Key("runtime", _runtime, "the name of a runtime (below)", None,
         "Run the deployment or endpoint as Swarm services or as containers on the engine.",
         DEPLOY - {"run_local"} | ENDPOINT,
-        "swarm when the engine is an active Swarm manager, else container",
-        swarm="swarm"),
+        "swarm when the engine is an active Swarm manager, else container"),
     Key("registry", _registry, "host:port[/prefix]", None,
         "Swarm: the registry the model image (and a local proxy image) is pushed to, for every "
         "node to pull; credentials come from the Docker CLI's config (docker login).",
-        DEPLOY - {"run_local"} | ENDPOINT, "none; needed on a swarm of more than one node",
-        swarm="required on a swarm of more than one node"),
+        DEPLOY - {"run_local"} | ENDPOINT, "none; needed on a swarm of more than one node"),
     Key("constraints", _constraints, "Swarm constraints separated by commas", None,
         "Swarm: placement constraints of the replicas (docker service create --constraint).",
-        DEPLOY - {"run_local"}, "none",
-        swarm="placement constraints of the replicas' tasks"),
+        DEPLOY - {"run_local"}, "none"),
     Key("traffic", _traffic, "name:weight,... with weights summing to 100", None,
         "Share of the endpoint's requests each deployment gets.", frozenset({"update_endpoint"}),
-        "an even split; a deployment attached later gets 0 once traffic is set",
-        swarm="as on one engine; the fronts take the new split one node at a time (each restarts)"),
+        "an even split; a deployment attached later gets 0 once traffic is set"),
     Key("bind_address", _ip, "an IP address", None,
         "Host address the port is published on.", DEPLOY | ENDPOINT,
-        "127.0.0.1 on a local engine, 0.0.0.0 (all interfaces) on a remote one",
-        swarm="refused: host-mode ports listen on every interface of every node"),
+        "127.0.0.1 on a local engine, 0.0.0.0 (all interfaces) on a remote one"),
     Key("host_address", _text, "a host name or IP", None,
         "Host name put in the endpoint URL, when clients reach the engine by another name.",
-        DEPLOY | ENDPOINT, "the engine's host",
-        swarm="as on one engine; default: the manager's node address"),
+        DEPLOY | ENDPOINT, "the engine's host"),
     Key("restart_policy", _restart_policy, "no, always, unless-stopped or on-failure[:N]",
-        "unless-stopped", "Docker restart policy of the containers.", DEPLOY - {"run_local"},
-        swarm=("the tasks' restart condition: no -> none, always and unless-stopped -> any, "
-               "on-failure[:N] -> on-failure with N attempts")),
+        "unless-stopped", "Docker restart policy of the containers.", DEPLOY - {"run_local"}),
     Key("cpus", _seconds, "a positive number of CPUs", None, "CPU limit of each replica "
-        "(docker --cpus).", DEPLOY, "no limit",
-        swarm="the CPU limit of each task"),
+        "(docker --cpus).", DEPLOY, "no limit"),
     Key("memory", _size, "a size such as 512m or 2g", None,
-        "Memory limit of each replica (docker --memory).", DEPLOY, "no limit",
-        swarm="the memory limit of each task"),
+        "Memory limit of each replica (docker --memory).", DEPLOY, "no limit"),
     Key("gpus", _gpus, "all, a count, or device=<id>[,<id>...]", None,
         "GPUs for each replica (docker --gpus); with GPUs the default is 1 worker, so each GPU "
         "holds one copy of the model. The engine needs the NVIDIA Container Toolkit; use a base "
-        "image whose libraries match the model's CUDA wheels.", DEPLOY, "none",
-        swarm="refused: services have no device requests; label GPU nodes and use -C constraints"),
+        "image whose libraries match the model's CUDA wheels.", DEPLOY, "none"),
     Key("init", _bool, "true or false", True,
         "Run an init process as PID 1 so signals reach the server at once.", DEPLOY),
     Key("ready_timeout", _seconds, "seconds > 0", 300.0,
-        "How long create/update wait for the server to answer /ping.", DEPLOY,
-        swarm=("the health check's start period: a task not ready by then fails, and Swarm "
-               "rolls an update back")),
+        "How long create/update wait for the server to answer /ping.", DEPLOY),
     Key("workers", _positive_int, "an integer >= 1", None,
         "Server worker processes in each replica.", DEPLOY,
         "the CPUs the container may use; 1 with -C gpus"),
-    Key("request_timeout", _positive_int, "seconds >= 1", 60,
+    Key("request_timeout", _positive_int, "seconds >= 1", SERVER.request_timeout,
         "Time limit of every prediction request, whatever its path and input shape: it "
         "answers 504 at the limit (the computation still finishes on its predict thread).",
-        DEPLOY),
-    Key("predict_threads", _positive_int, "an integer >= 1", ServerSettings.predict_threads,
+        DEPLOY, server=True),
+    Key("predict_threads", _positive_int, "an integer >= 1", SERVER.predict_threads,
         "Predictions each worker runs at once, on threads beside the one that answers /ping "
         "and /health; a worker whose threads all run predictions that timed out answers 503.",
-        DEPLOY),
-    Key("queue_size", _number(int, 0), "an integer >= 0", ServerSettings.queue_size,
+        DEPLOY, server=True),
+    Key("queue_size", _number(int, 0), "an integer >= 0", SERVER.queue_size,
         "Requests each worker holds waiting for a predict thread; beyond, it answers 503.",
-        DEPLOY),
-    Key("max_streams", _positive_int, "an integer >= 1", ServerSettings.max_streams,
+        DEPLOY, server=True),
+    Key("max_streams", _positive_int, "an integer >= 1", SERVER.max_streams,
         "Streamed answers (\"stream\": true) each worker runs at once, each on a thread of "
-        "its own; beyond, it answers 503.", DEPLOY),
-    Key("max_body_size", _size, "a size such as 100m", 100 * 1024**2,
-        "Largest accepted request body; larger ones answer 413.", DEPLOY, "100m"),
+        "its own; beyond, it answers 503.", DEPLOY, server=True),
+    Key("max_body_size", _size, "a size such as 100m", SERVER.max_body_size,
+        "Largest accepted request body; larger ones answer 413.", DEPLOY, "100m", server=True),
     Key("log_level", _choice("debug", "info", "warning", "error"), "debug, info, warning or error",
-        "info", "Server log level.", DEPLOY),
-    Key("access_log", _bool, "true or false", True, "Log one line per request.", DEPLOY),
+        SERVER.log_level, "Server log level.", DEPLOY, server=True),
+    Key("access_log", _bool, "true or false", SERVER.access_log, "Log one line per request.",
+        DEPLOY, server=True),
     Key("auth_token", _text, "a secret string", None,
         "Require 'Authorization: Bearer <token>' on every route but the health probes (/ping, "
         "/health); kept only in the container's environment, never in labels.",
-        DEPLOY, "none (no authentication)"),
-    Key("batch_max_size", _positive_int, "an integer >= 1 (rows)", 1,
+        DEPLOY, "none (no authentication)", server=True),
+    Key("batch_max_size", _positive_int, "an integer >= 1 (rows)", SERVER.batch_max_size,
         "Merge concurrent requests into one predict call of up to this many rows; only for "
         "models that score each row on its own (a linear model's BLAS may round a batch's "
-        "last bit differently from a lone row's).", DEPLOY, "1 (no batching)"),
-    Key("batch_max_wait_ms", _non_negative, "milliseconds >= 0", 0.0,
-        "How long a batch waits for more requests (0: only those already waiting).", DEPLOY),
+        "last bit differently from a lone row's).", DEPLOY, "1 (no batching)", server=True),
+    Key("batch_max_wait_ms", _non_negative, "milliseconds >= 0", SERVER.batch_max_wait_ms,
+        "How long a batch waits for more requests (0: only those already waiting).", DEPLOY,
+        server=True),
     Key("parquet", _bool, "true or false", False,
         "Accept application/vnd.apache.parquet bodies (adds pyarrow to the image).", DEPLOY),
     Key("stop_timeout", _positive_int, "seconds >= 1", 10,
-        "Grace period for in-flight requests when a replica is stopped.", DEPLOY | DELETE,
-        swarm="the service's stop grace period"),
+        "Grace period for in-flight requests when a replica is stopped.", DEPLOY | DELETE),
     Key("timeout", _seconds, "seconds > 0", 60.0,
         "Time limit for reaching the Docker engine and for each call to it (builds are not "
         "limited).", CONNECTION),
     Key("docker_host", _text, "a Docker engine URL or context name", None,
         "Engine for run_local, which gets no target URI from MLflow.", frozenset({"run_local"}),
-        "DOCKER_HOST, then the context",
-        swarm="run-local runs one container on the engine it names"),
+        "DOCKER_HOST, then the context"),
     Key("tlscacert", _path, "a file path", None,
         "CA certificate that signed a tcp:// engine's certificate (docker --tlscacert).",
         CONNECTION, "DOCKER_CERT_PATH/ca.pem when DOCKER_TLS_VERIFY is set"),
@@ -351,11 +329,11 @@ KEYS: tuple[Key, ...] = (
         "Verify the engine's certificate against tlscacert (or the system's CAs).",
         CONNECTION, "true when any tls* key is given"),
     Key("remove_image", _bool, "true or false", False,
-        "Also remove the deployment's model image.", DELETE,
-        swarm="removes the images from the manager; the registry keeps what was pushed"),
+        "Also remove the deployment's model image.", DELETE),
 )
 
 _BY_NAME = {key.name: key for key in KEYS}
+SERVER_KEYS = tuple(key.name for key in KEYS if key.server)
 EXAMPLES = {
     "batch_max_size": "64",
     "auth_token": "$(openssl rand -hex 16)",
@@ -507,8 +485,9 @@ def parse_config(config: Mapping[str, Any] | None, command: str) -> Settings:
     return Settings(**values, env=env)
 
 
-def help_text() -> str:
-    """The config section of ``target_help()``, generated from :data:`KEYS`."""
+def help_text(notes: Callable[[str], list[str]]) -> str:
+    """The config section of ``target_help()``, generated from :data:`KEYS`; ``notes`` gives
+    the lines the runtimes add to a key (how it behaves on each)."""
     lines = []
     for key in KEYS:
         commands = ", ".join(sorted(key.commands))
@@ -517,8 +496,8 @@ def help_text() -> str:
         lines.append(f"      {key.help}")
         lines.append(f"      accepts {key.accepted}; default: {key.shown_default}"
                      + (f"; e.g. -C {key.name}={example}" if example else ""))
-        lines.append(f"      on a swarm: {key.swarm}")
-    lines.append("  env.<NAME>  [create, run_local, update]  (on a swarm: as on one engine)")
+        lines += [f"      {note}" for note in notes(key.name)]
+    lines.append("  env.<NAME>  [create, run_local, update]  (every runtime: the same)")
     lines.append("      Environment variable of the server, e.g. -C env.OMP_NUM_THREADS=1; "
                  "values of names with KEY, SECRET,")
     lines.append("      TOKEN, PASSWORD or CREDENTIAL are shown as *** and kept only in the "

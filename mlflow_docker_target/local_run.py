@@ -14,12 +14,15 @@ from docker.models.containers import Container
 from mlflow.exceptions import MlflowException
 
 from mlflow_docker_target.build import model_fetch
-from mlflow_docker_target.build.images import remove_images, serving_image
+from mlflow_docker_target.build.model_image import model_image
 from mlflow_docker_target.config import Settings, normalize, parse_config
-from mlflow_docker_target.engine.connection import Engine, connect, talking_to
+from mlflow_docker_target.engine.connection import Engine, connect
+from mlflow_docker_target.engine.errors import talking_to
+from mlflow_docker_target.engine.images import remove_images
+from mlflow_docker_target.names import check_name
 from mlflow_docker_target.runtimes.container import containers
-from mlflow_docker_target.runtimes.container.containers import Spec, check_name
-from mlflow_docker_target.version import __version__
+from mlflow_docker_target.runtimes.server_spec import Spec
+from serving_image.contract import VERSION
 
 log = logging.getLogger(__name__)
 DEFAULT_PORT = 5000
@@ -57,8 +60,8 @@ def run_local(name: str, model_uri: str, flavor: str | None = None,
 
 def _serve(engine: Engine, name: str, model_uri: str, config: dict[str, Any] | None,
            settings: Settings) -> None:
-    image, ref = serving_image(engine, name, model_fetch.resolve(model_uri), settings)
-    spec = Spec(name, image, ref, normalize(config), settings, __version__, local_run=True)
+    image, ref = model_image(engine, name, model_fetch.resolve(model_uri), settings)
+    spec = Spec(name, image, ref, normalize(config), settings, VERSION, local_run=True)
     # Both signals stop the server, even where SIGINT was inherited as ignored (a process
     # started in the background by a shell, a supervisor).
     previous = {}

@@ -1,14 +1,21 @@
-"""Server settings, read from the environment so that every worker process sees the same."""
+"""Server settings, read from the environment so that every worker process sees the same.
+
+Declared once, as the fields of :class:`ServerSettings`: each is the environment variable
+``SCORING_<FIELD NAME>``, parsed by its type; ``from_env`` and ``to_env`` derive from the fields,
+and so does the plugin's side (the ``-C`` keys that are server settings take their defaults
+here, and a container's environment is ``to_env`` of its settings).
+"""
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
-PREFIX = "SCORING_"
+from serving_image.contract import ENV_PREFIX, MODEL_PATH, SERVER_PORT
 
 
 def available_cpus() -> int:
@@ -40,13 +47,19 @@ def _flag(value: str) -> bool:
     return value.strip().lower() in ("1", "true", "yes", "on")
 
 
+def _text(value: bool | float | str) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
 @dataclass(frozen=True)
 class ServerSettings:
-    model_path: str = "/opt/ml/model"
+    model_path: str = MODEL_PATH
     host: str = "0.0.0.0"
-    port: int = 8080
-    workers: int = 1
-    request_timeout: float = 60.0
+    port: int = SERVER_PORT
+    workers: int = 1  # from_env: the CPUs the container may use, when not set
+    request_timeout: float = 60  # also MLflow's MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT
     max_body_size: int = 100 * 1024**2
     log_level: str = "info"
     access_log: bool = True
@@ -73,52 +86,19 @@ class ServerSettings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> ServerSettings:
-        def get(name: str, default: str | None = None) -> str | None:
-            value = environ.get(PREFIX + name, "").strip()
-            return value or default
-
-        workers = get("WORKERS")
-        timeout = get("REQUEST_TIMEOUT") or environ.get("MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT")
-        return cls(
-            model_path=get("MODEL_PATH") or cls.model_path,
-            host=get("HOST") or cls.host,
-            port=int(get("PORT") or cls.port),
-            workers=int(workers) if workers else available_cpus(),
-            request_timeout=float(timeout or cls.request_timeout),
-            max_body_size=int(get("MAX_BODY_SIZE") or cls.max_body_size),
-            log_level=get("LOG_LEVEL") or cls.log_level,
-            access_log=_flag(get("ACCESS_LOG") or str(cls.access_log)),
-            model_name=get("MODEL_NAME"),
-            model_version=get("MODEL_VERSION"),
-            run_id=get("RUN_ID"),
-            image=get("IMAGE"),
-            auth_token=get("AUTH_TOKEN"),
-            batch_max_size=int(get("BATCH_MAX_SIZE") or cls.batch_max_size),
-            batch_max_wait_ms=float(get("BATCH_MAX_WAIT_MS") or cls.batch_max_wait_ms),
-            deployment=get("DEPLOYMENT"),
-            endpoint=get("ENDPOINT"),
-            drain_seconds=float(get("DRAIN_SECONDS") or cls.drain_seconds),
-            predict_threads=int(get("PREDICT_THREADS") or cls.predict_threads),
-            queue_size=int(get("QUEUE_SIZE") or cls.queue_size),
-            max_streams=int(get("MAX_STREAMS") or cls.max_streams),
-            preload=_flag(get("PRELOAD") or str(cls.preload)),
-        )
+        """Each field from ``SCORING_<NAME>``; unset or empty: its default."""
+        parse: dict[str, Callable[[str], Any]] = {"int": int, "float": float, "bool": _flag}
+        values: dict[str, Any] = {}
+        for spec in fields(cls):
+            raw = environ.get(ENV_PREFIX + spec.name.upper(), "").strip()
+            if spec.name == "request_timeout":
+                raw = raw or environ.get("MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT", "").strip()
+            if raw:
+                values[spec.name] = parse.get(str(spec.type).split(" ")[0], str)(raw)
+        values.setdefault("workers", available_cpus())
+        return cls(**values)
 
     def to_env(self) -> dict[str, str]:
         """The environment that makes :meth:`from_env` return these settings."""
-        values = {
-            "MODEL_PATH": self.model_path, "HOST": self.host, "PORT": str(self.port),
-            "WORKERS": str(self.workers), "REQUEST_TIMEOUT": str(self.request_timeout),
-            "MAX_BODY_SIZE": str(self.max_body_size), "LOG_LEVEL": self.log_level,
-            "ACCESS_LOG": "true" if self.access_log else "false",
-            "MODEL_NAME": self.model_name, "MODEL_VERSION": self.model_version,
-            "RUN_ID": self.run_id, "IMAGE": self.image, "AUTH_TOKEN": self.auth_token,
-            "BATCH_MAX_SIZE": str(self.batch_max_size),
-            "BATCH_MAX_WAIT_MS": str(self.batch_max_wait_ms),
-            "DEPLOYMENT": self.deployment, "ENDPOINT": self.endpoint,
-            "DRAIN_SECONDS": str(self.drain_seconds),
-            "PREDICT_THREADS": str(self.predict_threads), "QUEUE_SIZE": str(self.queue_size),
-            "MAX_STREAMS": str(self.max_streams),
-            "PRELOAD": "true" if self.preload else "false",
-        }
-        return {PREFIX + k: v for k, v in values.items() if v is not None}
+        return {ENV_PREFIX + spec.name.upper(): _text(getattr(self, spec.name))
+                for spec in fields(self) if getattr(self, spec.name) is not None}

@@ -5,7 +5,8 @@ from dataclasses import fields
 import pytest
 from mlflow.exceptions import MlflowException
 
-from mlflow_docker_target.config import KEYS, Settings, help_text, parse_config
+from mlflow_docker_target.config import KEYS, Settings, parse_config
+from mlflow_docker_target.help_text import target_help
 
 
 def test_none_and_empty_mean_defaults() -> None:
@@ -94,7 +95,7 @@ def test_strip_image_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_help_lists_every_key_with_default() -> None:
-    text = help_text()
+    text = target_help()
     for key in KEYS:
         assert f"  {key.name}  [" in text
         assert f"default: {key.shown_default}" in text
@@ -147,14 +148,17 @@ def _readme_section(heading: str) -> str:
 
 
 def test_readme_says_how_every_key_behaves_on_a_swarm() -> None:
-    """The README's swarm table is each key's ``swarm`` text, as the target's help prints it."""
-    from mlflow_docker_target.config import KEYS, help_text
+    """The README's swarm table is the swarm runtime's note on each key, as the target's help
+    prints it."""
+    from mlflow_docker_target.runtimes import RUNTIMES
 
+    swarm = RUNTIMES["swarm"]
     rows = dict(line.split(" | ", 1) for line in _readme_section("## Docker Swarm").splitlines()
                 if line.startswith("| `"))
     for key in KEYS:
-        assert rows.get(f"| `{key.name}`", "").rstrip(" |") == key.swarm, key.name
-        assert f"on a swarm: {key.swarm}" in help_text()
+        note = swarm.key_notes.get(key.name, swarm.key_default)
+        assert rows.get(f"| `{key.name}`", "").rstrip(" |") == note, key.name
+        assert f"on a swarm: {note}" in target_help()
 
 
 def test_readme_lists_every_key_with_its_commands() -> None:
@@ -214,7 +218,7 @@ def test_bad_gpus_values_are_refused(value: str) -> None:
 
 def test_with_gpus_one_worker_loading_its_own_model() -> None:
     from mlflow_docker_target.build.model_fetch import ModelRef
-    from mlflow_docker_target.runtimes.container.containers import Spec
+    from mlflow_docker_target.runtimes.server_spec import Spec
 
     ref = ModelRef("models:/m/1", "models:/m/1", "m", "1", None)
 

@@ -12,7 +12,8 @@ from mlflow_docker_target.config import parse_config
 from mlflow_docker_target.engine.address import Address
 from mlflow_docker_target.engine.connection import Engine
 from mlflow_docker_target.runtimes.container import containers
-from mlflow_docker_target.runtimes.container.containers import Spec, published_url
+from mlflow_docker_target.runtimes.container.containers import published_url
+from mlflow_docker_target.runtimes.server_spec import Spec
 
 LOCAL = "unix:///var/run/docker.sock"
 REMOTE = "tcp://10.0.0.5:2376"

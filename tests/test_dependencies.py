@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from mlflow.exceptions import MlflowException
 
-from mlflow_docker_target.build.images import check_python
+from mlflow_docker_target.build.environment import check_python
 from mlflow_docker_target.build.model_fetch import FetchedModel, ModelRef
 from mlflow_docker_target.build.requirements import (
     Platform,

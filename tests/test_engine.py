@@ -23,7 +23,8 @@ from mlflow.exceptions import MlflowException
 
 from mlflow_docker_target.config import parse_config
 from mlflow_docker_target.engine.address import Address, TLSFiles, engine_from_target, resolve
-from mlflow_docker_target.engine.connection import _APIClient, connect, connection_error
+from mlflow_docker_target.engine.connection import _APIClient, connect
+from mlflow_docker_target.engine.errors import connection_error
 
 
 @pytest.mark.parametrize(("target", "engine"), [

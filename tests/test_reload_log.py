@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mlflow_docker_target.runtimes.container import _stamp
+from mlflow_docker_target.runtimes.container.fronts import stamp as _stamp
 
 
 def test_stamps_compare_by_time_though_rfc3339_drops_trailing_zeros() -> None:

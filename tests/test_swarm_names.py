@@ -15,11 +15,11 @@ SERVICE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
 
 def test_the_runtime_follows_the_engine_unless_chosen() -> None:
-    assert runtime_for(MANAGER, None) == "swarm"
-    assert runtime_for(ALONE, None) == "container"
-    assert runtime_for(WORKER, None) == "container"
-    assert runtime_for(MANAGER, "container") == "container"
-    assert runtime_for({}, None) == "container"  # an engine that says nothing of Swarm
+    assert runtime_for(MANAGER, None).name == "swarm"
+    assert runtime_for(ALONE, None).name == "container"
+    assert runtime_for(WORKER, None).name == "container"
+    assert runtime_for(MANAGER, "container").name == "container"
+    assert runtime_for({}, None).name == "container"  # an engine that says nothing of Swarm
 
 
 @pytest.mark.parametrize(("info", "said"), [(ALONE, "inactive"), (WORKER, "active as a worker")])

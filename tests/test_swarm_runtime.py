@@ -3,7 +3,9 @@ and what a failed push says to do."""
 
 from __future__ import annotations
 
-from mlflow_docker_target.runtimes.swarm import _local, _push_error, _same
+from mlflow_docker_target.runtimes.swarm.registry import local_name as _local
+from mlflow_docker_target.runtimes.swarm.registry import push_error as _push_error
+from mlflow_docker_target.runtimes.swarm.services import same as _same
 
 SPEC = {"Image": "r:5000/ml/mlflow-dockerhost/a:1", "Env": ["B=2", "A=1"],
         "Configs": [{"ConfigID": "c1"}]}

@@ -22,18 +22,19 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from serving_image.contract import (
+    CHECK_FALL,
+    CHECK_INTERVAL_MS,
+    DEPLOYMENT_HEADER,
+    FRONT_HEADER,
+    PING_PATH,
+    SERVER_PORT,
+)
+
 CONFIG_DIR = "/etc/mlflow-dockerhost"
 CONFIG_PATH = f"{CONFIG_DIR}/haproxy.cfg"
 STATE_PATH = f"{CONFIG_DIR}/front.json"  # the endpoint's traffic, read back by get-endpoint
 FRONT_PORT = 8080  # inside the front container; non-root images can bind it
-SERVER_PORT = 8080  # the serving containers'
-DEPLOYMENT_HEADER = "x-mlflow-deployment"
-FRONT_HEADER = "x-mlflow-front"  # on the front's health checks: the server notes it was seen
-CHECK_INTERVAL_MS = 500
-CHECK_FALL = 2  # a draining replica is out after this many failed checks
-# How long a stopping replica answers /ping with 503 before it shuts down: out of rotation
-# after CHECK_FALL failed checks, plus one interval for the check in flight.
-DRAIN_SECONDS = CHECK_INTERVAL_MS * (CHECK_FALL + 1) / 1000
 SWARM_SERVERS = 64  # server slots per deployment on a swarm: replicas, twice during a rollout
 COMMAND = ["haproxy", "-W", "-db", "-f", CONFIG_PATH]
 
@@ -175,7 +176,7 @@ def render(endpoint: str, backends: Sequence[Backend]) -> str:
             "    balance leastconn",
             f"    timeout server {backend.request_timeout + 5}s",
             "    option httpchk",
-            f"    http-check send meth GET uri /ping hdr {FRONT_HEADER} 1",
+            f"    http-check send meth GET uri {PING_PATH} hdr {FRONT_HEADER} 1",
             "    http-check expect status 200",
             f"    default-server check inter {CHECK_INTERVAL_MS}ms fall {CHECK_FALL} rise 1 "
             "resolvers docker init-addr none resolve-prefer ipv4",

@@ -1,14 +1,16 @@
 """What the deployment client needs of a place that runs deployments, and what it gets back.
 
-``deployment.py`` speaks only this interface; ``container_runtime.py`` implements it with plain
-containers on one engine, ``swarm_runtime.py`` with services on a Docker Swarm, whose
-orchestrator performs rollouts itself: ``roll_out`` is "make this version serve, with nothing
-lost", however the runtime does it.
+The client (``mlflow_docker_target.client``) speaks only this interface, as httpx's client
+speaks only to its transport. ``runtimes.container`` implements it with plain containers on one
+engine, ``runtimes.swarm`` with services on a Docker Swarm, whose orchestrator performs rollouts
+itself: ``roll_out`` is "make this version serve, with nothing lost", however the runtime does
+it. Everything a runtime needs before it can do that (images, devices, a registry) is its own
+business, in ``prepare`` and ``build``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -16,6 +18,8 @@ from typing import Any, Protocol
 from mlflow_docker_target import record
 from mlflow_docker_target.build.model_fetch import ModelRef
 from mlflow_docker_target.config import Settings
+from mlflow_docker_target.engine.connection import Engine
+from mlflow_docker_target.runtimes.haproxy import weights
 
 
 @dataclass(frozen=True)
@@ -39,7 +43,6 @@ class Deployment:
     replicas: tuple[Replica, ...]
     url: str | None
     endpoint: str | None  # the shared endpoint it is attached to; None for its own front
-    legacy: bool = False  # made before fronts: one container on its own published port
     runtime: str = "container"
     nodes: tuple[str, ...] = ()  # swarm: address:port of every node whose front answers
 
@@ -76,7 +79,6 @@ class Deployment:
             "containers": [r.name for r in self.replicas],
             "config": record.redacted(self.config),
             "plugin_version": labels.get(record.PLUGIN_VERSION),
-            "layout": "legacy (one container, no front)" if self.legacy else "front",
             "runtime": self.runtime,
             **({"nodes": list(self.nodes)} if self.nodes else {}),
         }
@@ -92,13 +94,10 @@ class Endpoint:
     status: str
     deployments: tuple[str, ...]
     traffic: Mapping[str, int] | None  # None: an even split
-    image: str  # the front's image: claims on the endpoint are made from it
     runtime: str = "container"
     nodes: tuple[str, ...] = ()
 
     def describe(self) -> dict[str, Any]:
-        from mlflow_docker_target.runtimes.haproxy import weights
-
         shares = weights(self.deployments, self.traffic)
         total = sum(shares.values()) or 1
         return {
@@ -124,22 +123,26 @@ class Version:
     config: Mapping[str, str]
     settings: Settings
     endpoint: str | None = None  # a shared endpoint; None: the deployment's own front
-    environment: Mapping[str, str] = field(default_factory=dict)
 
 
 class Runtime(Protocol):
-    """The calls ``deployment.py`` makes; every one blocks until done or raises."""
+    """The calls the client makes; every one blocks until done or raises ``MlflowException``."""
 
+    name: str  # its entry in ``runtimes.RUNTIMES``, recorded on what it makes
     url: str
 
-    def claim(self, kind: str, name: str, doing: str, image: str,
+    def lease(self, kind: str, name: str, doing: str,
               wait: float = 0) -> AbstractContextManager[None]:
-        """Hold ``kind:name`` for one writer; another claim fails (after trying for ``wait``
-        seconds) until this one ends. ``image`` is one the runtime surely has."""
+        """Hold ``kind:name`` for one writer (``runtimes.lease``); another holder makes this
+        fail after ``wait`` seconds, naming it."""
 
-    def check(self, settings: Settings, makes_front: bool) -> None:
-        """Fail, before anything is built, on config this runtime cannot honour
-        (``makes_front``: the command makes an endpoint's front)."""
+    def prepare(self, settings: Settings, makes_front: bool) -> None:
+        """Fail, before anything is built, on config this runtime cannot honour, and make sure
+        of what it needs (images, GPUs); ``makes_front``: the command makes an endpoint."""
+
+    def build(self, deployment: str, model: ModelRef,
+              settings: Settings) -> tuple[str, ModelRef]:
+        """The model's serving image where this runtime runs it; the model as resolved."""
 
     def find(self, name: str) -> Deployment | None: ...
 
@@ -172,3 +175,18 @@ class Runtime(Protocol):
     def remove_endpoint(self, endpoint: Endpoint) -> None: ...
 
 
+@dataclass(frozen=True)
+class RuntimeEntry:
+    """One row of ``runtimes.RUNTIMES``: how to make the runtime, which engines offer it, and
+    what the target's help says of it."""
+
+    name: str
+    make: Callable[[Engine, Mapping[str, Any]], Runtime]
+    # why an engine (its ``docker info``) cannot offer this runtime; None: it can
+    unavailable: Callable[[Mapping[str, Any]], str | None]
+    description: str  # its paragraph of the target's help
+    where: str  # how the help names it: "on a swarm"
+    # how -C keys behave on it where they differ from their own help; keys it leaves out
+    # behave as ``key_default`` says (None: nothing is said of them)
+    key_notes: Mapping[str, str] = field(default_factory=dict)
+    key_default: str | None = None

@@ -29,7 +29,7 @@ from mlflow_docker_target.demo import register_demo_model
 from mlflow_docker_target.engine.connection import connect
 from mlflow_docker_target.record import ENVIRONMENT as ENV_LABEL
 from mlflow_docker_target.runtimes.container import containers
-from mlflow_docker_target.runtimes.container.containers import Spec
+from mlflow_docker_target.runtimes.server_spec import Spec
 from tests.benchmarks.scratch import scratch_registry
 
 

@@ -15,13 +15,9 @@ from mlflow.deployments import get_deploy_client
 from mlflow.exceptions import MlflowException
 
 from mlflow_docker_target import record
-from mlflow_docker_target.build.images import serving_image
-from mlflow_docker_target.build.model_fetch import resolve
-from mlflow_docker_target.config import parse_config
-from mlflow_docker_target.engine.connection import connect
 from mlflow_docker_target.runtimes import haproxy as front
-from mlflow_docker_target.runtimes.container import _reload, _tar, containers
-from mlflow_docker_target.runtimes.container.containers import Spec
+from mlflow_docker_target.runtimes.container.fronts import as_tar
+from mlflow_docker_target.runtimes.container.fronts import reload as _reload
 from tests.conftest import (
     ENDPOINT,
     IRIS_INPUT,
@@ -199,7 +195,7 @@ def test_front_that_refuses_a_configuration_keeps_the_last_one(endpoint_name,
                                                               docker_client) -> None:
     made = get_deploy_client("dockerhost").create_endpoint(endpoint_name)
     front_container = docker_client.containers.get(f"mlflow-endpoint-{endpoint_name}")
-    front_container.put_archive("/", _tar({front.CONFIG_PATH: b"frontend broken\n  nonsense\n"}))
+    front_container.put_archive("/", as_tar({front.CONFIG_PATH: b"frontend broken\n  nonsense\n"}))
     with pytest.raises(MlflowException, match="did not take its new configuration") as caught:
         _reload(front_container)
     assert "nonsense" in caught.value.message  # HAProxy's own words about the bad line
@@ -256,44 +252,6 @@ def test_one_writer_per_name(iris_versions, deployment_name, docker_client) -> N
     assert len(servers(docker_client, deployment_name)) == 1
     locks = docker_client.containers.list(all=True, filters={"label": record.LOCK})
     assert not [c for c in locks if deployment_name in c.name]
-
-
-def test_deployment_made_before_fronts_stays_visible_and_moves_on_update(
-        iris_versions, deployment_name, docker_client) -> None:
-    """A container as the previous release made it: its own published port, no role label."""
-    settings = parse_config({}, "create")
-    engine = connect(None, settings)
-    image, ref = serving_image(engine, deployment_name, resolve(iris_versions["v1"]), settings)
-    spec = Spec(deployment_name, image, ref, {"workers": "1"}, settings, "0.1.0")
-    legacy = containers.start(engine, spec, None)
-    labels = {k: v for k, v in spec.labels().items()
-              if k not in (record.ROLE, record.ENDPOINT)}
-    assert labels == {k: v for k, v in legacy.labels.items() if k in labels}
-    # the previous release's labels: re-create it without the role label
-    legacy.remove(force=True)
-    legacy = engine.client.containers.run(image, detach=True, labels=labels,
-                                          environment=spec.environment(), init=True,
-                                          name=f"mlflow-{deployment_name}-old",
-                                          ports={"8080/tcp": ("127.0.0.1", None)})
-    url = containers.wait_ready(engine, legacy, 120)
-    client = get_deploy_client("dockerhost")
-    assert deployment_name in [d["name"] for d in client.list_deployments()]
-    info = client.get_deployment(deployment_name)
-    assert info["endpoint"] == url and info["layout"].startswith("legacy")
-    with SteadyLoad(url, BODY) as old_clients:
-        old_clients.wait_for(20)
-        updated = client.update_deployment(deployment_name, config={"replicas": "1"})
-    # The URL changes once: the old container served every request until it was stopped,
-    # after the new front was ready; then its clients' connections are refused.
-    print(f"clients of the old URL during the move: {old_clients.summary()}")
-    assert set(old_clients.statuses) == {200}, old_clients.summary()
-    assert updated["layout"] == "front" and updated["endpoint"] != url
-    assert requests.post(f"{updated['endpoint']}/invocations", json=BODY,
-                         timeout=30).status_code == 200
-    assert [c.name for c in servers(docker_client, deployment_name)] == [updated["container"]]
-    client.delete_deployment(deployment_name)
-    assert docker_client.containers.list(all=True,
-                                         filters={"label": f"{LABEL}={deployment_name}"}) == []
 
 
 def test_run_local_container_goes_with_the_engine_even_if_the_client_is_killed(

@@ -1,4 +1,4 @@
-"""Serving containers on an engine: start one, wait for it, read its logs, stop and remove it.
+"""Serving containers on one engine: start one, wait for it, say why it stopped, remove it.
 
 Shared by the container runtime (replicas behind a front) and ``run-local`` (one container on a
 published port). What a container records about its deployment is ``record``'s business.
@@ -7,13 +7,9 @@ published port). What a container records about its deployment is ``record``'s b
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import logging
-import re
 import secrets
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -22,82 +18,18 @@ import docker.errors
 import requests
 from docker.models.containers import Container
 from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 from mlflow_docker_target import record
-from mlflow_docker_target.build.model_fetch import ModelRef
-from mlflow_docker_target.config import Settings
 from mlflow_docker_target.engine.connection import Engine
-from mlflow_docker_target.runtimes import haproxy as front
+from mlflow_docker_target.runtimes import reach
 from mlflow_docker_target.runtimes.container import gpus
-from serving_image.settings import ServerSettings
+from mlflow_docker_target.runtimes.server_spec import Spec
+from serving_image.contract import HEALTHCHECK, HEALTHCHECK_BEHIND_FRONT, SERVER_PORT
 
 log = logging.getLogger(__name__)
 
-CONTAINER_PORT = "8080/tcp"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-
-
-def check_name(name: str, what: str = "deployment") -> str:
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise MlflowException(
-            f"Invalid {what} name {name!r}: use 1-63 letters, digits, '_', '.' or '-', "
-            "starting with a letter or digit.", INVALID_PARAMETER_VALUE)
-    return name
-
-
-@dataclass(frozen=True)
-class Spec:
-    """Everything a serving container is started from."""
-
-    deployment: str
-    image: str
-    model: ModelRef
-    config: Mapping[str, str]
-    settings: Settings
-    plugin_version: str
-    local_run: bool = False
-    endpoint: str | None = None
-    slot: int | None = None  # behind a front
-
-    def labels(self) -> dict[str, str]:
-        labels = record.server_labels(self.deployment, self.image, self.model, self.config,
-                                      self.plugin_version, self.endpoint)
-        if self.local_run:
-            labels[record.LOCAL_RUN] = "true"
-        if self.slot is not None:
-            labels[record.SLOT] = str(self.slot)
-        return labels
-
-    def environment(self) -> dict[str, str]:
-        server = ServerSettings(
-            model_path="/opt/ml/model",
-            request_timeout=self.settings.request_timeout,
-            max_body_size=self.settings.max_body_size,
-            log_level=self.settings.log_level,
-            access_log=self.settings.access_log,
-            model_name=self.model.name,
-            model_version=self.model.version,
-            run_id=self.model.run_id,
-            image=self.image,
-            auth_token=self.settings.auth_token,
-            batch_max_size=self.settings.batch_max_size,
-            batch_max_wait_ms=self.settings.batch_max_wait_ms,
-            deployment=self.deployment,
-            endpoint=self.endpoint,
-            predict_threads=self.settings.predict_threads,
-            queue_size=self.settings.queue_size,
-            max_streams=self.settings.max_streams,
-            preload=not self.settings.gpus,  # CUDA does not survive a fork: each worker loads
-        ).to_env()
-        server.pop("SCORING_WORKERS")  # the server counts the CPUs its container may use
-        if self.settings.workers:
-            server["SCORING_WORKERS"] = str(self.settings.workers)
-        elif self.settings.gpus:  # one copy of the model per GPU, not one per CPU
-            server["SCORING_WORKERS"] = "1"
-        if not self.local_run:  # behind a front: out of its rotation before shutting down
-            server["SCORING_DRAIN_SECONDS"] = f"{front.DRAIN_SECONDS:g}"
-        return {**self.settings.env, **server}
+CONTAINER_PORT = f"{SERVER_PORT}/tcp"
+PROBE_INTERVAL = 0.25
 
 
 def restart_policy(value: str) -> dict[str, Any]:
@@ -154,25 +86,13 @@ def _binding(container: Container) -> tuple[str, int] | None:
     return None
 
 
-def url_for(engine: Engine, bound: str, port: int, host_address: str | None) -> str:
-    """The URL clients reach a published port by: ``host_address`` if configured, else the
-    address the port is bound to, else (all interfaces, or loopback) the engine's host."""
-    host = host_address
-    if not host:
-        address = ipaddress.ip_address(bound) if bound else None
-        specific = address is not None and not (address.is_unspecified or address.is_loopback)
-        host = bound if specific else engine.host
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-
-
 def published_url(engine: Engine, container: Container) -> str | None:
-    """The URL of a container's own published port (run-local, and deployments made before
-    fronts existed)."""
+    """The URL of a container's own published port (run-local's)."""
     binding = _binding(container)
     if binding is None:
         return None
     config = record.recorded_config(container.labels, None)
-    return url_for(engine, binding[0], binding[1], config.get("host_address"))
+    return reach.url_for(engine, binding[0], binding[1], config.get("host_address"))
 
 
 def last_logs(container: Container, lines: int = 40) -> str:
@@ -182,7 +102,6 @@ def last_logs(container: Container, lines: int = 40) -> str:
         return "(no logs)"
 
 
-UNREACHABLE_GRACE = 15.0
 PING_INTERVAL = 0.05  # wait_ready: how often /ping is asked
 STATE_INTERVAL = 0.5  # and the engine about the container
 
@@ -243,12 +162,6 @@ def raise_if_exited(container: Container) -> None:
             f"Its last log lines:\n{last_logs(container)}")
 
 
-def _session() -> requests.Session:
-    session = requests.Session()
-    session.trust_env = False  # the endpoint is the engine's host, never a proxy's
-    return session
-
-
 def wait_ready(engine: Engine, container: Container, deadline_seconds: float) -> str:
     """Block until a container's published server answers ``/ping`` with 200; return its URL.
 
@@ -256,7 +169,7 @@ def wait_ready(engine: Engine, container: Container, deadline_seconds: float) ->
     engine reports the server healthy but this machine cannot reach its port.
     """
     deadline = time.monotonic() + deadline_seconds
-    session = _session()
+    session = reach.new_session()
     healthy_since: float | None = None
     failure = ""
     url: str | None = None
@@ -276,8 +189,9 @@ def wait_ready(engine: Engine, container: Container, deadline_seconds: float) ->
             url = published_url(engine, container) if container.status == "running" else None
             if (container.attrs["State"].get("Health") or {}).get("Status") == "healthy":
                 healthy_since = healthy_since or time.monotonic()
-                if time.monotonic() - healthy_since > min(UNREACHABLE_GRACE, deadline_seconds):
-                    raise _unreachable(container.name, url, failure)
+                grace = min(reach.UNREACHABLE_GRACE, deadline_seconds)
+                if time.monotonic() - healthy_since > grace:
+                    raise reach.unreachable(container.name, url, failure)
         if url:
             try:
                 if session.get(f"{url}/ping", timeout=2).status_code == 200:
@@ -292,29 +206,23 @@ def wait_ready(engine: Engine, container: Container, deadline_seconds: float) ->
         time.sleep(PING_INTERVAL)
 
 
-def check_reachable(url: str, server: str, grace: float = UNREACHABLE_GRACE) -> None:
-    """``url`` answers ``/ping`` with 200 from this machine within ``grace`` seconds."""
-    session = _session()
-    deadline = time.monotonic() + grace
-    failure = ""
-    while time.monotonic() < deadline:
-        try:
-            answer = session.get(f"{url}/ping", timeout=2)
-            if answer.status_code == 200:
-                return
-            failure = f"HTTP {answer.status_code}"
-        except requests.RequestException as exc:
-            failure = str(exc)
-        time.sleep(0.2)
-    raise _unreachable(server, url, failure)
-
-
-def _unreachable(server: str, url: str | None, failure: str) -> MlflowException:
-    return MlflowException(
-        f"The server in container {server} is ready on the engine, but {url} cannot be reached "
-        f"from here ({failure or 'no answer'}). Check that a firewall lets the port through, or "
-        "set -C bind_address (the address the port is published on) and -C host_address (the "
-        "name clients reach it by).")
+def wait_probe(container: Container, deadline: float, behind_front: bool) -> None:
+    """Until the server says it is ready (and, ``behind_front``, a front has seen it so), asked
+    inside the container: a replica publishes no port."""
+    command = HEALTHCHECK_BEHIND_FRONT if behind_front else HEALTHCHECK
+    while True:
+        container.reload()
+        raise_if_exited(container)
+        if container.status == "running":
+            with contextlib.suppress(docker.errors.APIError):
+                if container.exec_run(command).exit_code == 0:
+                    return
+        if time.monotonic() > deadline:
+            what = "seen by the endpoint's front" if behind_front else "ready"
+            raise MlflowException(
+                f"The server in container {container.name} was not {what} in time (config "
+                f"ready_timeout). Its last log lines:\n{last_logs(container)}")
+        time.sleep(PROBE_INTERVAL)
 
 
 def remove(container: Container, stop_timeout: int) -> None:

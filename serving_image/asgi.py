@@ -7,7 +7,8 @@ GPUs, since CUDA does not survive a fork) each worker imports it and loads its o
 
 import logging
 
-from serving_image.app import create_app, preload
+from serving_image.app import create_app
+from serving_image.model_state import preload
 from serving_image.settings import ServerSettings
 
 settings = ServerSettings.from_env()

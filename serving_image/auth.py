@@ -4,18 +4,16 @@ A plain ASGI middleware in front of the whole application, so that a route added
 guarded without anyone remembering to: ``/invocations``, ``/version`` (model, version, run id),
 ``/metrics`` (Prometheus sends bearer tokens), ``/openapi.json`` and ``/docs`` (which show the
 model's input example, often real rows), unknown paths too. Only the probes that orchestrators
-send without credentials stay open.
+send without credentials stay open: the route table's ``open`` entries.
 """
 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Collection, MutableMapping
 from typing import Any
 
 from fastapi.responses import JSONResponse
-
-OPEN_PATHS = frozenset({"/ping", "/health", "/v2/health/live", "/v2/health/ready"})
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -30,12 +28,13 @@ def authorized(header: bytes, token: bytes) -> bool:
 
 class BearerAuth:
     def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]],
-                 token: str) -> None:
+                 token: str, open_paths: Collection[str]) -> None:
         self.app = app
         self.token = token.encode()
+        self.open_paths = frozenset(open_paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] not in OPEN_PATHS:
+        if scope["type"] == "http" and scope["path"] not in self.open_paths:
             header = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
             if not authorized(header, self.token):
                 response = JSONResponse(

@@ -23,8 +23,6 @@ from prometheus_client import (
     multiprocess,
 )
 
-ROUTES = ("/invocations", "/ping", "/health", "/version", "/metrics")
-
 REQUESTS = Counter("mlflow_server_requests_total", "HTTP requests, by route, method and status",
                    ["route", "method", "status"])
 LATENCY = Histogram("mlflow_server_request_duration_seconds", "Request latency, by route",
@@ -32,7 +30,8 @@ LATENCY = Histogram("mlflow_server_request_duration_seconds", "Request latency, 
                                         0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0))
 IN_FLIGHT = Gauge("mlflow_server_requests_in_flight", "Requests being answered",
                   multiprocess_mode="livesum")
-ROWS = Counter("mlflow_server_rows_predicted_total", "Predictions returned by /invocations")
+ROWS = Counter("mlflow_server_rows_predicted_total",
+               "Predictions returned (rows or outputs), by /invocations and V2 inference")
 ABANDONED = Gauge("mlflow_server_abandoned_predictions",
                   "Predictions still running after their request timed out",
                   multiprocess_mode="livesum")
@@ -43,17 +42,6 @@ STREAMS_ACTIVE = Gauge("mlflow_server_streams_active", "Stream threads running a
                        multiprocess_mode="livesum")
 MODEL_LOAD = Gauge("mlflow_server_model_load_seconds", "Time to load and warm the model",
                    multiprocess_mode="max")
-
-
-def route_of(path: str) -> str:
-    """The route label: the path for fixed routes, a template for V2's named ones."""
-    if path in ROUTES:
-        return path
-    if path.startswith("/v2/health/"):
-        return path
-    if path.startswith("/v2/models/"):
-        return "/v2/models/{name}/infer" if path.endswith("/infer") else "/v2/models/{name}"
-    return "other"
 
 
 def render() -> tuple[bytes, str]:
@@ -72,15 +60,16 @@ ASGIApp = Callable[[Scope, Callable[..., Awaitable[Any]], Callable[..., Awaitabl
 class MetricsMiddleware:
     """Counts and times every HTTP request (a plain ASGI middleware: no per-request task)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, label: Callable[[str], str]) -> None:
         self.app = app
+        self.label = label  # a path's route label (``routes.metric_label``)
 
     async def __call__(self, scope: Scope, receive: Callable[..., Awaitable[Any]],
                        send: Callable[..., Awaitable[None]]) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        route = route_of(scope["path"])
+        route = self.label(scope["path"])
         status = 500
 
         async def send_and_record(message: MutableMapping[str, Any]) -> None:

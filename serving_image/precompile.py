@@ -25,7 +25,8 @@ def main(model_path: str) -> int:
         import uvicorn
         import uvicorn_worker
 
-        from serving_image.app import create_app, load_and_warm
+        from serving_image.app import create_app
+        from serving_image.model_state import load_and_warm
         from serving_image.settings import ServerSettings
 
         # What the supervisor, gunicorn's parent and uvicorn's worker import: the loop,

@@ -32,10 +32,6 @@ DONE = b"data: [DONE]\n\n"
 _END = object()  # the generator finished
 
 
-class NotStreamable(Exception):
-    """The model has no ``predict_stream``."""
-
-
 class TooManyStreams(Exception):
     """Every stream thread of this worker is taken."""
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import docker.errors
 from mlflow.exceptions import MlflowException
 
-from mlflow_docker_target.build.images import build, build_context, template
+from mlflow_docker_target.build.docker_build import build, build_context, template
 from mlflow_docker_target.engine.connection import connect
 from mlflow_docker_target.record import BASE_PACKAGES, BASE_SUITE, KIND
 

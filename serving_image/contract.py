@@ -40,3 +40,18 @@ HEALTHCHECK_BEHIND_FRONT = [*HEALTHCHECK, "--behind-front"]
 HEALTHCHECK_INTERVAL_SECONDS = 5
 HEALTHCHECK_TIMEOUT_SECONDS = 3
 HEALTHCHECK_RETRIES = 3
+HEALTHCHECK_START_SECONDS = 300  # the image's own; the plugin waits -C ready_timeout
+
+
+def dockerfile_facts() -> dict[str, str]:
+    """The facts above that the Dockerfiles hold, by the ``@NAME@`` that stands for each."""
+    healthcheck = ", ".join(f'"{arg}"' for arg in HEALTHCHECK)
+    return {
+        "@SERVER_PORT@": str(SERVER_PORT),
+        "@MODEL_PATH@": MODEL_PATH,
+        "@SERVER_PATH@": SERVER_PATH,
+        "@HEALTHCHECK@": (f"HEALTHCHECK --interval={HEALTHCHECK_INTERVAL_SECONDS}s "
+                          f"--timeout={HEALTHCHECK_TIMEOUT_SECONDS}s "
+                          f"--start-period={HEALTHCHECK_START_SECONDS}s "
+                          f"--retries={HEALTHCHECK_RETRIES} CMD [{healthcheck}]"),
+    }

@@ -8,6 +8,7 @@
 # it is the base image itself when no image with binutils is configured, and changes nothing.
 # Keyed by a hash of everything that goes in but the model, built once.
 # Legacy-builder syntax only: the engine may have no BuildKit.
+# @NAME@ stands for a fact of serving_image/contract.py; the plugin puts it in.
 ARG BASE_IMAGE
 ARG STRIP_IMAGE
 FROM ${BASE_IMAGE} AS build
@@ -42,11 +43,10 @@ ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     HOME=/tmp \
-    PYTHONPATH=/opt/mlflow-server \
-    SCORING_MODEL_PATH=/opt/ml/model \
-    SCORING_PORT=8080
+    PYTHONPATH=@SERVER_PATH@ \
+    SCORING_MODEL_PATH=@MODEL_PATH@ \
+    SCORING_PORT=@SERVER_PORT@
 USER 10001:10001
-EXPOSE 8080
-HEALTHCHECK --interval=5s --timeout=3s --start-period=300s --retries=3 \
-    CMD ["python3", "-m", "serving_image.healthcheck"]
+EXPOSE @SERVER_PORT@
+@HEALTHCHECK@
 CMD ["python3", "-m", "serving_image"]

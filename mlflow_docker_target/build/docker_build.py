@@ -26,6 +26,7 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 from mlflow_docker_target.engine.connection import Engine
 from serving_image.build_check import BUILD_ERROR
+from serving_image.contract import dockerfile_facts
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +35,12 @@ IMAGE_REPO = "mlflow-dockerhost"
 
 
 def template(name: str) -> bytes:
-    """A file shipped in ``serving_image/`` (the Dockerfile templates)."""
-    return resources.files("serving_image").joinpath(name).read_bytes()
+    """A file shipped in ``serving_image/`` (the Dockerfile templates), with the facts the
+    plugin and the server share (``serving_image.contract``) in place of their ``@NAME@``."""
+    text = resources.files("serving_image").joinpath(name).read_bytes()
+    for placeholder, value in dockerfile_facts().items():
+        text = text.replace(placeholder.encode(), value.encode())
+    return text
 
 
 def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes, mode: int = 0o644) -> None:

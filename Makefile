@@ -1,5 +1,6 @@
 # Every target sets up what it needs and is safe to run again.
 #   make serve       a registered demo model served on http://127.0.0.1:$(PORT)
+#   make unit        the tests that need neither an engine nor a second Python environment
 #   make test        unit and integration tests (a real Docker engine)
 #   make test-all    those and the whole model matrix (MLflow versions x flavors)
 #   make engine      start a Docker engine when none answers (Debian, as root)
@@ -29,7 +30,7 @@ export MLFLOW_DOCKERHOST_BASE_IMAGE ?= $(BASE_IMAGE)
 export MLFLOW_DOCKERHOST_PROXY_IMAGE ?= $(PROXY_IMAGE)
 export MLFLOW_DOCKERHOST_STRIP_IMAGE ?= $(STRIP_IMAGE)
 
-.PHONY: venv engine base-image mlserver serve test test-all test-tools lint bench clean
+.PHONY: venv engine base-image mlserver serve unit test test-all test-tools lint bench clean
 
 venv: $(VENV)/.installed
 
@@ -92,6 +93,10 @@ test-tools:
 	  command -v $${tool%%:*} >/dev/null || missing="$$missing $${tool##*:}"; done; \
 	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
+
+# The inner loop: no engine, no MLServer or old-MLflow virtualenv, no Docker needed at all.
+unit: venv
+	$(BIN)/python -m pytest -q -m "not engine and not venv and not slow"
 
 test: base-image mlserver test-tools
 	$(BIN)/python -m pytest -q -rs -m "not slow"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import httpx
 import numpy as np
@@ -14,7 +13,8 @@ from fastapi.testclient import TestClient
 from serving_image.app import create_app
 from serving_image.batching import Batcher, combine, split
 from serving_image.settings import ServerSettings
-from tests.test_differential import IRIS_COLS, _iris, _long_double
+from tests.helpers.models import IRIS_COLS, save_iris, save_long_double
+from tests.helpers.servers import count_batches
 
 
 def _forest(path) -> None:
@@ -27,19 +27,6 @@ def _forest(path) -> None:
     model = RandomForestRegressor(n_estimators=20, random_state=0).fit(features, target * 1.37)
     mlflow.sklearn.save_model(model, path, input_example=features.head(2),
                               skops_trusted_types=["sklearn.tree._tree.Tree"])
-
-
-def count_batches(batcher: Batcher) -> list[int]:
-    """The row count of each predict call ``batcher`` makes from now on."""
-    calls: list[int] = []
-    run = batcher.run
-
-    async def counted(batch: Any, deadline: float) -> Any:
-        calls.append(len(batch))
-        return await run(batch, deadline)
-
-    batcher.run = counted
-    return calls
 
 
 def test_combine_and_split_round_trip() -> None:
@@ -104,9 +91,9 @@ def test_each_request_stops_waiting_at_its_own_deadline() -> None:
 
 
 @pytest.mark.parametrize(("save", "columns", "make_row", "wait_ms"), [
-    (_iris, IRIS_COLS, _iris_row, 20),
+    (save_iris, IRIS_COLS, _iris_row, 20),
     (_forest, IRIS_COLS, _iris_row, 0),  # no wait: merges what has arrived
-    (_long_double, ["a", "b"], lambda i: [i, i / 4], 20),  # the DataFrame route
+    (save_long_double, ["a", "b"], lambda i: [i, i / 4], 20),  # the DataFrame route
 ])
 def test_concurrent_requests_are_batched_exactly(tmp_path, save, columns, make_row,
                                                  wait_ms) -> None:

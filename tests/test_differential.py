@@ -9,107 +9,15 @@ difference turns up, add the request here.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
-import mlflow
-import numpy as np
-import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
-from mlflow.models import ModelSignature
-from mlflow.pyfunc import scoring_server
-from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
 
-from serving_image.app import create_app
-from serving_image.settings import ServerSettings
+from tests.helpers.models import IRIS_COLS, MIXED_COLS, REFERENCE_MODELS, ROW
 
 JSON = "application/json"
 CSV = "text/csv"
-
-
-class MixedModel(mlflow.pyfunc.PythonModel):
-    """Strings, longs, doubles and booleans in; params change the answer."""
-
-    def predict(self, context, model_input, params=None):
-        params = params or {}
-        scale = params.get("scale", 1.0)
-        return pd.DataFrame({
-            "score": model_input["amount"] * scale + model_input["count"],
-            "label": model_input["city"].str.upper() + params.get("suffix", ""),
-            "flag": ~model_input["active"],
-        })
-
-
-class TensorModel(mlflow.pyfunc.PythonModel):
-    def predict(self, context, model_input, params=None):
-        return np.asarray(model_input).sum(axis=-1)
-
-
-class LongDoubleModel(mlflow.pyfunc.PythonModel):
-    def predict(self, context, model_input, params=None):
-        return (model_input["a"] * 2 + model_input["b"]).to_numpy()
-
-
-class EchoChat(mlflow.pyfunc.ChatModel):
-    """MLflow 3's chat-style model: messages and chat params in, a chat completion out."""
-
-    def predict(self, context, messages, params):
-        from mlflow.types.llm import ChatChoice, ChatCompletionResponse, ChatMessage
-
-        text = " | ".join(f"{m.role}:{m.content}" for m in messages)
-        return ChatCompletionResponse(id="echo", created=0, model="echo", choices=[ChatChoice(
-            index=0, message=ChatMessage(
-                role="assistant",
-                content=f"{text} t={params.temperature} max={params.max_tokens}"))])
-
-    def predict_stream(self, context, messages, params):
-        from mlflow.types.llm import ChatChoiceDelta, ChatChunkChoice, ChatCompletionChunk
-
-        for word in (messages[-1].content or "").split():
-            yield ChatCompletionChunk(id="echo", created=0, model="echo", choices=[
-                ChatChunkChoice(index=0, delta=ChatChoiceDelta(role="assistant", content=word))])
-
-
-def _chat(path: Path) -> None:
-    mlflow.pyfunc.save_model(path, python_model=EchoChat())
-
-
-def _iris(path: Path) -> None:
-    from sklearn.datasets import load_iris
-    from sklearn.linear_model import LogisticRegression
-
-    features, target = load_iris(return_X_y=True, as_frame=True)
-    mlflow.sklearn.save_model(LogisticRegression(max_iter=500).fit(features, target), path,
-                              input_example=features.head(2))
-
-
-def _mixed(path: Path) -> None:
-    signature = ModelSignature(
-        inputs=Schema([ColSpec("string", "city"), ColSpec("long", "count"),
-                       ColSpec("double", "amount"), ColSpec("boolean", "active")]),
-        params=ParamSchema([ParamSpec("scale", "double", 1.0), ParamSpec("suffix", "string", "")]),
-    )
-    mlflow.pyfunc.save_model(path, python_model=MixedModel(), signature=signature)
-
-
-def _tensor(path: Path) -> None:
-    signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype("float64"), (-1, 3))]))
-    mlflow.pyfunc.save_model(path, python_model=TensorModel(), signature=signature)
-
-
-def _long_double(path: Path) -> None:
-    signature = ModelSignature(inputs=Schema([ColSpec("long", "a"), ColSpec("double", "b")]))
-    mlflow.pyfunc.save_model(path, python_model=LongDoubleModel(), signature=signature)
-
-
-MODELS = {"iris": _iris, "mixed": _mixed, "tensor": _tensor, "long_double": _long_double,
-          "chat": _chat}
-
-IRIS_COLS = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
-ROW = [5.1, 3.5, 1.4, 0.2]
-MIXED_COLS = ["city", "count", "amount", "active"]
 
 
 @dataclass(frozen=True)
@@ -224,33 +132,14 @@ CORPUS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tuple]]:
-    """For each model: (MLflow's app, ours), both serving the same model directory."""
-    clients = {}
-    for name, save in MODELS.items():
-        path = tmp_path_factory.mktemp("models") / name
-        save(path)
-        model = mlflow.pyfunc.load_model(str(path))
-        theirs = TestClient(scoring_server.init(model), raise_server_exceptions=False)
-        app = create_app(ServerSettings(model_path=str(path)))
-        ours = TestClient(app)
-        ours.__enter__()
-        assert app.state.model_state.ready.wait(120)
-        clients[name] = (theirs, ours)
-    yield clients
-    for _, ours in clients.values():
-        ours.__exit__(None, None, None)
-
-
 def _post(client: TestClient, case: Case):
     headers = {"Content-Type": case.content_type} if case.content_type else {}
     return client.post("/invocations", content=case.body, headers=headers)
 
 
 @pytest.mark.parametrize("case", CORPUS, ids=lambda c: f"{c.model}: {c.name}")
-def test_same_answer_as_mlflow(servers, case: Case) -> None:
-    theirs, ours = servers[case.model]
+def test_same_answer_as_mlflow(reference_servers, case: Case) -> None:
+    theirs, ours = reference_servers[case.model]
     expected, actual = _post(theirs, case), _post(ours, case)
     body = actual.json()  # ours is always JSON
     if case.ours is not None:
@@ -267,13 +156,13 @@ def test_same_answer_as_mlflow(servers, case: Case) -> None:
         assert body["message"] == reference["message"]
 
 
-def test_fast_path_serves_the_common_case(servers) -> None:
-    _, ours = servers["iris"]
+def test_fast_path_serves_the_common_case(reference_servers) -> None:
+    _, ours = reference_servers["iris"]
     fast_path = ours.app.state.model_state.fast_path
     assert fast_path is not None
     assert fast_path.prepare(JSON, _split(IRIS_COLS, [ROW])) is not None
     assert fast_path.prepare(JSON, _split(IRIS_COLS, [ROW], params={"k": 1})) is None
-    assert servers["mixed"][1].app.state.model_state.fast_path is None  # has params
+    assert reference_servers["mixed"][1].app.state.model_state.fast_path is None  # has params
 
 
 def test_corpus_covers_every_format_and_model() -> None:
@@ -281,12 +170,12 @@ def test_corpus_covers_every_format_and_model() -> None:
     for key in (b"dataframe_split", b"dataframe_records", b"instances", b"inputs", b"params"):
         assert key in bodies
     assert {case.content_type for case in CORPUS} >= {JSON, CSV, None}
-    assert {case.model for case in CORPUS} == set(MODELS)
+    assert {case.model for case in CORPUS} == set(REFERENCE_MODELS)
 
 
-def test_a_chat_stream_yields_what_predict_stream_yields(servers) -> None:
+def test_a_chat_stream_yields_what_predict_stream_yields(reference_servers) -> None:
     """Streamed, the chunks are exactly the model's own predict_stream output, as dicts."""
-    _, ours = servers["chat"]
+    _, ours = reference_servers["chat"]
     model = ours.app.state.model_state.model
     request = {"messages": [{"role": "user", "content": "one two three"}]}
     expected = [json.loads(json.dumps(chunk)) for chunk in model.predict_stream(request)]

@@ -14,7 +14,9 @@ import subprocess
 
 import pytest
 
-from tests.model_matrix import ROOT, saved, serving_venv
+from tests.helpers.model_matrix import ROOT, saved, serving_venv
+
+pytestmark = pytest.mark.venv  # each MLflow version in a virtualenv of its own
 
 CASES = [pytest.param("2.16.2", "sklearn"), pytest.param("2.16.2", "pyfunc"),
          pytest.param("2.22.1", "sklearn", marks=pytest.mark.slow),

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.test_differential import IRIS_COLS, MIXED_COLS, servers  # noqa: F401 (fixture)
+from tests.helpers.models import IRIS_COLS, MIXED_COLS
 
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70),
                     st.floats(allow_nan=False), st.text(max_size=5))
@@ -43,8 +43,8 @@ anything = st.one_of(
 )
 
 
-def _check(servers, model: str, body: bytes) -> None:  # noqa: F811
-    theirs, ours = servers[model]
+def _check(reference_servers, model: str, body: bytes) -> None:
+    theirs, ours = reference_servers[model]
     headers = {"Content-Type": "application/json"}
     expected = theirs.post("/invocations", content=body, headers=headers)
     actual = ours.post("/invocations", content=body, headers=headers)  # raises if we crash
@@ -59,17 +59,17 @@ FUZZ = settings(max_examples=150, deadline=None,
 
 
 @pytest.mark.parametrize(("model", "columns"), [("iris", IRIS_COLS), ("mixed", MIXED_COLS)])
-def test_fuzz_protocol_shaped_bodies(servers, model: str, columns: list[str]) -> None:  # noqa: F811
+def test_fuzz_protocol_shaped_bodies(reference_servers, model: str, columns: list[str]) -> None:
     @FUZZ
     @given(st.one_of(_split_bodies(columns), _records(columns), anything))
     def run(payload: object) -> None:
-        _check(servers, model, json.dumps(payload).encode())
+        _check(reference_servers, model, json.dumps(payload).encode())
 
     run()
 
 
 @FUZZ
 @given(st.binary(max_size=64))
-def test_fuzz_raw_bytes(servers, body: bytes) -> None:  # noqa: F811
-    _check(servers, "iris", body)
-    assert servers["iris"][1].get("/ping").status_code == 200
+def test_fuzz_raw_bytes(reference_servers, body: bytes) -> None:
+    _check(reference_servers, "iris", body)
+    assert reference_servers["iris"][1].get("/ping").status_code == 200

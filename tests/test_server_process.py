@@ -12,7 +12,7 @@ import mlflow
 import pytest
 import requests
 
-from tests.conftest import serve_model
+from tests.helpers.servers import serve_model
 
 SLOW_MODEL = """
 import time
@@ -82,9 +82,9 @@ def test_request_timeout_answers_504(slow_model: Path) -> None:
 
 
 def test_metrics_add_up_across_workers(tmp_path: Path) -> None:
-    from tests.test_differential import IRIS_COLS, ROW, _iris
+    from tests.helpers.models import IRIS_COLS, ROW, save_iris
 
-    _iris(tmp_path / "iris")
+    save_iris(tmp_path / "iris")
     shared_before = _shared_dirs()
     process, url = serve_model(tmp_path / "iris", "--workers", "2")
     try:

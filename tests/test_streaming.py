@@ -11,54 +11,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import mlflow
 import pytest
 import requests
 from mlflow.exceptions import MlflowException
-from mlflow.models import ModelSignature
-from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
 from mlflow_docker_target.scoring_client import invoke_stream
-from tests.conftest import serve_model
-from tests.test_timeouts import SLEEPY_MODEL, save_sleepy
-
-STREAMING_MODEL = """
-import time
-import mlflow
-
-
-class Streamer(mlflow.pyfunc.PythonModel):
-    \"\"\"Yields `count` chunks `delay` s apart; raises at chunk `fail_at`; sleeps `stall` s
-    before chunk `stall_at`.\"\"\"
-
-    def predict(self, context, model_input, params=None):
-        return ["whole"]
-
-    def predict_stream(self, context, model_input, params=None):
-        params = params or {}
-        for i in range(int(params.get("count", 5))):
-            if i == int(params.get("fail_at", -1)):
-                raise ValueError(f"failed at chunk {i}")
-            if i == int(params.get("stall_at", -1)):
-                time.sleep(float(params.get("stall", 3)))
-            time.sleep(float(params.get("delay", 0.2)))
-            yield {"index": i, "prompt": str(model_input.get("prompt", ""))[:20]}
-
-
-mlflow.models.set_model(Streamer())
-"""
-STREAMING_SIGNATURE = ModelSignature(
-    inputs=Schema([ColSpec("string", "prompt")]),
-    params=ParamSchema([ParamSpec("count", "long", 5), ParamSpec("delay", "double", 0.2),
-                        ParamSpec("fail_at", "long", -1), ParamSpec("stall_at", "long", -1),
-                        ParamSpec("stall", "double", 3.0)]))
-
-
-def save_streamer(path: Path) -> Path:
-    code = path.parent / "streamer.py"
-    code.write_text(STREAMING_MODEL)
-    mlflow.pyfunc.save_model(path, python_model=str(code), signature=STREAMING_SIGNATURE)
-    return path
+from tests.helpers.models import SLEEPY_MODEL, save_sleepy, save_streamer
+from tests.helpers.servers import serve_model
 
 
 @pytest.fixture(scope="module")

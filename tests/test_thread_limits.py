@@ -48,7 +48,16 @@ def test_each_thread_gets_its_threads_back(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def test_without_preload_nothing_changes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No preloading parent: the environment and every thread's counts stay as they are."""
+    import sklearn.utils._openmp_helpers  # noqa: F401 (loads scikit-learn's OpenMP runtime)
+    from threadpoolctl import threadpool_info
+
     monkeypatch.delenv(f"_{thread_limits.ENV}", raising=False)
     monkeypatch.delenv(thread_limits.ENV, raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    environment = dict(os.environ)
+    before = [(i["user_api"], i["num_threads"]) for i in threadpool_info()]
     thread_limits.restore_environment()
-    thread_limits.restore()  # no error, no change
+    thread_limits.restore()
+    assert dict(os.environ) == environment
+    assert [(i["user_api"], i["num_threads"]) for i in threadpool_info()] == before

@@ -18,45 +18,12 @@ from pathlib import Path
 import mlflow
 import pytest
 import requests
-from mlflow.models import ModelSignature
-from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
 from serving_image.predictor import Busy, DeadlineExceeded, Predictor
-from tests.conftest import serve_model
+from tests.helpers.models import SHAPES, save_sleepy
+from tests.helpers.servers import serve_model
 
-SLEEPY_MODEL = """
-import time
-import mlflow
-
-
-class Sleepy(mlflow.pyfunc.PythonModel):
-    def predict(self, context, model_input, params=None):
-        time.sleep(float(model_input["x"].iloc[0]))
-        return (model_input["x"] * 2).tolist()
-
-
-mlflow.models.set_model(Sleepy())
-"""
-
-SHAPES = {
-    "dataframe_split": ("application/json", '{"dataframe_split": {"columns": ["x"], '
-                                            '"data": [[%s]]}}'),
-    "dataframe_records": ("application/json", '{"dataframe_records": [{"x": %s}]}'),
-    "inputs": ("application/json", '{"inputs": {"x": [%s]}}'),
-    "instances": ("application/json", '{"instances": [{"x": %s}]}'),
-    "csv": ("text/csv", "x\n%s\n"),
-}
 LIMIT, SLOW = 1, 3
-
-
-def save_sleepy(path: Path, tmp: Path, with_params: bool) -> Path:
-    """The sleepy model; a params schema keeps it off the fast path (MLflow's path only)."""
-    code = tmp / "sleepy.py"
-    code.write_text(SLEEPY_MODEL)
-    params = ParamSchema([ParamSpec("scale", "double", 1.0)]) if with_params else None
-    signature = ModelSignature(inputs=Schema([ColSpec("double", "x")]), params=params)
-    mlflow.pyfunc.save_model(path, python_model=str(code), signature=signature)
-    return path
 
 
 def serve(model: Path, **settings: str) -> tuple[subprocess.Popen, str]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -30,7 +29,8 @@ from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
 
 from serving_image.app import create_app
 from serving_image.settings import ServerSettings
-from tests.test_batching import count_batches
+from tests.helpers.ci import skip_or_fail
+from tests.helpers.servers import count_batches, free_port
 
 MLSERVER_PYTHON = Path(os.environ.get(
     "MLSERVER_PYTHON", Path(__file__).parents[1] / ".state/mlserver-venv/bin/python")).absolute()
@@ -201,11 +201,6 @@ CORPUS = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
@@ -224,15 +219,12 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def mlserver(models: dict[str, Path]) -> Iterator[str]:
     if not MLSERVER_PYTHON.is_file():
-        message = f"MLServer's virtualenv is missing ({MLSERVER_PYTHON}); `make test` makes it"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
+        skip_or_fail(f"MLServer's virtualenv is missing ({MLSERVER_PYTHON}); `make test` makes it")
     root = next(iter(models.values())).parents[1]
-    port = _free_port()
+    port = free_port()
     # parallel_workers=0: MLServer's worker pool does not start under the uvloop it installs
     (root / "settings.json").write_text(json.dumps({
-        "http_port": port, "grpc_port": _free_port(), "metrics_port": _free_port(),
+        "http_port": port, "grpc_port": free_port(), "metrics_port": free_port(),
         "parallel_workers": 0}))
     log = (root / "mlserver.log").open("w")
     process = subprocess.Popen([str(MLSERVER_PYTHON.parent / "mlserver"), "start", str(root)],
@@ -287,6 +279,7 @@ def _send(post: Any, case: Case) -> tuple[int, Any]:
     return answer.status_code, content
 
 
+@pytest.mark.venv  # MLServer, in a virtualenv of its own
 @pytest.mark.parametrize("case", CORPUS, ids=lambda c: f"{c.model}: {c.name}")
 def test_same_answer_as_mlserver(mlserver: str, ours: dict[str, TestClient], case: Case) -> None:
     headers = {"Content-Type": "application/json"}
@@ -306,6 +299,7 @@ def test_same_answer_as_mlserver(mlserver: str, ours: dict[str, TestClient], cas
     assert mine[1] == theirs[1]
 
 
+@pytest.mark.venv  # MLServer, in a virtualenv of its own
 @pytest.mark.parametrize("model", list(MODELS))
 def test_same_metadata_as_mlserver(mlserver: str, ours: dict[str, TestClient],
                                    model: str) -> None:
@@ -343,7 +337,7 @@ def test_v2_takes_the_fast_path_and_batches(models: dict[str, Path]) -> None:
 def test_v2_body_limit_time_limit_and_metrics(models: dict[str, Path]) -> None:
     """V2 answers are bounded like /invocations: the body limit (413) and the request time
     limit (504, through the sleepy model), as V2 errors; and /metrics counts them."""
-    from tests.test_timeouts import save_sleepy
+    from tests.helpers.models import save_sleepy
 
     app = create_app(ServerSettings(model_path=str(models["iris"]), deployment="iris",
                                     max_body_size=200))

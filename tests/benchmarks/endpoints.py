@@ -30,7 +30,7 @@ from mlflow_docker_target.runtimes.container import containers
 from mlflow_docker_target.runtimes.server_spec import Spec
 from tests.benchmarks.scratch import scratch_registry
 from tests.benchmarks.server import post_script, wrk
-from tests.conftest import IRIS_INPUT
+from tests.helpers.models import IRIS_INPUT
 
 
 def main() -> None:

@@ -27,8 +27,8 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
 sys.path.insert(0, str(Path(__file__).parents[2]))
-from tests.conftest import serve_model
-from tests.test_timeouts import SHAPES, SLEEPY_MODEL
+from tests.helpers.models import SHAPES, SLEEPY_MODEL
+from tests.helpers.servers import serve_model
 
 SPINNING_MODEL = """
 import time

@@ -29,7 +29,7 @@ from mlflow_docker_target.config import Settings
 from mlflow_docker_target.record import ENVIRONMENT
 from mlflow_docker_target.runtimes.server_spec import Spec
 from tests.benchmarks.deploy import delete, start_to_ready, timed
-from tests.model_matrix import FLAVORS, PINS, saved, values
+from tests.helpers.model_matrix import FLAVORS, PINS, saved, values
 
 
 def main() -> None:

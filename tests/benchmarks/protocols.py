@@ -23,8 +23,8 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).parents[2]))
 from tests.benchmarks.server import make_model, post_script, wrk
-from tests.conftest import serve_model
-from tests.test_streaming import save_streamer
+from tests.helpers.models import save_streamer
+from tests.helpers.servers import serve_model
 
 
 def stream_timing(work: Path, requests_count: int = 10) -> tuple[float, float]:

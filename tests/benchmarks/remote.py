@@ -30,8 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from mlflow_docker_target.demo import register_demo_model
 from mlflow_docker_target.record import ENVIRONMENT as ENV_LABEL
 from tests.benchmarks.scratch import scratch_registry
-from tests.conftest import IRIS_INPUT
-from tests.remote_engine import remote_engine
+from tests.helpers.models import IRIS_INPUT
+from tests.helpers.remote_engine import remote_engine
 
 
 def _median_ms(action: Callable[[], object], count: int) -> float:

@@ -23,9 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from mlflow_docker_target.demo import register_demo_model
 from tests.benchmarks.scratch import scratch_registry
 from tests.benchmarks.server import post_script, wrk
-from tests.conftest import IRIS_INPUT
-from tests.integration.conftest import IMAGES
-from tests.swarm_cluster import swarm_cluster
+from tests.helpers.models import IRIS_INPUT
+from tests.helpers.swarm_cluster import IMAGES, swarm_cluster
 
 PORT = 18090
 

@@ -8,10 +8,8 @@ from collections.abc import Iterator
 import docker
 import pytest
 
-from tests.swarm_cluster import Swarm, cannot_make_a_swarm, swarm_cluster
-
-IMAGES = ("MLFLOW_DOCKERHOST_BASE_IMAGE", "MLFLOW_DOCKERHOST_PROXY_IMAGE",
-          "MLFLOW_DOCKERHOST_STRIP_IMAGE")
+from tests.helpers.ci import skip_or_fail
+from tests.helpers.swarm_cluster import IMAGES, Swarm, cannot_make_a_swarm, swarm_cluster
 
 
 @pytest.fixture(scope="session")
@@ -20,8 +18,6 @@ def swarm(docker_client: docker.DockerClient) -> Iterator[Swarm]:
     into the manager, where builds run."""
     reason = cannot_make_a_swarm()
     if reason:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"no test swarm: {reason}", pytrace=False)
-        pytest.skip(f"no test swarm: {reason}")
+        skip_or_fail(f"no test swarm: {reason}")
     with swarm_cluster([os.environ[variable] for variable in IMAGES]) as cluster:
         yield cluster

@@ -15,15 +15,10 @@ import requests
 from mlflow.deployments import PredictionsResponse, get_deploy_client
 from mlflow.exceptions import MlflowException
 
-from tests.conftest import (
-    IRIS_COLUMNS,
-    IRIS_INPUT,
-    free_port,
-    mlflow_cli,
-    mlflow_cli_background,
-    servers,
-    wait_for_output,
-)
+from tests.helpers.cli import mlflow_cli, mlflow_cli_background, wait_for_output
+from tests.helpers.engine import servers
+from tests.helpers.models import IRIS_COLUMNS, IRIS_INPUT
+from tests.helpers.servers import free_port
 
 _containers = servers
 

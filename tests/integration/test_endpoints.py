@@ -18,15 +18,11 @@ from mlflow_docker_target import record
 from mlflow_docker_target.runtimes import haproxy as front
 from mlflow_docker_target.runtimes.container.fronts import as_tar
 from mlflow_docker_target.runtimes.container.fronts import reload as _reload
-from tests.conftest import (
-    ENDPOINT,
-    IRIS_INPUT,
-    LABEL,
-    free_port,
-    mlflow_cli,
-    servers,
-)
-from tests.steady_load import SteadyLoad
+from tests.helpers.cli import mlflow_cli
+from tests.helpers.engine import ENDPOINT, LABEL, servers
+from tests.helpers.models import IRIS_INPUT
+from tests.helpers.servers import free_port
+from tests.helpers.steady_load import SteadyLoad
 
 BODY = {"dataframe_split": IRIS_INPUT}
 FRAME = pd.DataFrame(IRIS_INPUT["data"], columns=IRIS_INPUT["columns"])

@@ -19,8 +19,10 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
 
 from mlflow_docker_target.local_run import run_local
-from tests.conftest import IRIS_INPUT, free_port, mlflow_cli, register_code_model, servers
-from tests.test_timeouts import SHAPES, SLEEPY_MODEL
+from tests.helpers.cli import mlflow_cli
+from tests.helpers.engine import servers
+from tests.helpers.models import IRIS_INPUT, SHAPES, SLEEPY_MODEL, register_code_model
+from tests.helpers.servers import free_port
 
 HOG_MODEL = """
 import os

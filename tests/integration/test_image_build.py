@@ -15,7 +15,7 @@ from mlflow.exceptions import MlflowException
 from mlflow_docker_target.build.docker_build import build, build_context
 from mlflow_docker_target.engine.connection import connect
 from mlflow_docker_target.record import ENVIRONMENT
-from tests.conftest import LABEL, installed_in
+from tests.helpers.engine import LABEL, installed_in
 
 
 def test_failed_build_raises_its_own_error_and_tags_nothing(docker_client) -> None:

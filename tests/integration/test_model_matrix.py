@@ -21,8 +21,8 @@ from mlflow.exceptions import MlflowException
 from packaging.version import Version
 
 from mlflow_docker_target.record import BASE_IMAGE, STAGE, SYSTEM_PACKAGES
-from tests.conftest import LABEL, installed_in, remove_leftovers
-from tests.model_matrix import FLAVORS, PINS, SavedModel, saved, values
+from tests.helpers.engine import LABEL, installed_in, remove_leftovers
+from tests.helpers.model_matrix import FLAVORS, PINS, SavedModel, saved, values
 
 # One model per MLflow major version in `make test`, the rest in `make test-all`.
 DEFAULT = {("2.16.2", "sklearn"), ("3.17.2", "xgboost"), ("3.17.2", "lightgbm")}

@@ -9,8 +9,12 @@ import requests
 from mlflow.deployments import get_deploy_client
 from mlflow.exceptions import MlflowException
 
-from tests.conftest import IRIS_INPUT, register_code_model
-from tests.test_streaming import STREAMING_MODEL, STREAMING_SIGNATURE
+from tests.helpers.models import (
+    IRIS_INPUT,
+    STREAMING_MODEL,
+    STREAMING_SIGNATURE,
+    register_code_model,
+)
 
 V2_BODY = {"inputs": [
     {"name": column, "shape": [len(IRIS_INPUT["data"])], "datatype": "FP64",

@@ -2,8 +2,8 @@
 
 The engine runs in its own network namespace with its own address (tests/remote_engine.py): the
 client reaches it over tcp with mutual TLS or over ssh, and reaches the containers it publishes
-only through that address, as it would another machine. The tests skip only where this machine
-cannot make a network namespace.
+only through that address, as it would another machine. The tests skip (under CI=true: fail)
+only where this machine cannot make a network namespace.
 """
 
 from __future__ import annotations
@@ -25,17 +25,11 @@ import requests
 from mlflow.deployments import get_deploy_client
 from mlflow.exceptions import MlflowException
 
-from tests.conftest import (
-    IRIS_COLUMNS,
-    IRIS_INPUT,
-    LABEL,
-    front_of,
-    mlflow_cli,
-    mlflow_cli_background,
-    servers,
-    wait_for_output,
-)
-from tests.remote_engine import RemoteEngine, cannot_make_namespaces, remote_engine
+from tests.helpers.ci import skip_or_fail
+from tests.helpers.cli import mlflow_cli, mlflow_cli_background, wait_for_output
+from tests.helpers.engine import LABEL, front_of, servers
+from tests.helpers.models import IRIS_COLUMNS, IRIS_INPUT
+from tests.helpers.remote_engine import RemoteEngine, cannot_make_namespaces, remote_engine
 
 EXPECTED = [0, 2, 1]
 
@@ -44,7 +38,7 @@ EXPECTED = [0, 2, 1]
 def remote(docker_client: docker.DockerClient) -> Iterator[RemoteEngine]:
     reason = cannot_make_namespaces()
     if reason:
-        pytest.skip(f"no remote test engine: {reason}")
+        skip_or_fail(f"no remote test engine: {reason}")
     with remote_engine([os.environ["MLFLOW_DOCKERHOST_BASE_IMAGE"],
                         os.environ["MLFLOW_DOCKERHOST_PROXY_IMAGE"],
                         os.environ["MLFLOW_DOCKERHOST_STRIP_IMAGE"]]) as engine:

@@ -11,7 +11,7 @@ import time
 
 from docker.types import EndpointSpec, ServiceMode
 
-from tests.swarm_cluster import Swarm
+from tests.helpers.swarm_cluster import Swarm
 
 
 def test_a_dnsrr_service_spreads_over_the_nodes_from_the_registry(swarm: Swarm) -> None:

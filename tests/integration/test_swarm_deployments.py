@@ -16,9 +16,10 @@ import pytest
 import requests
 
 from mlflow_docker_target.runtimes.swarm.names import service_name
-from tests.conftest import IRIS_COLUMNS, IRIS_INPUT, mlflow_cli
-from tests.steady_load import SteadyLoad
-from tests.swarm_cluster import Swarm
+from tests.helpers.cli import mlflow_cli
+from tests.helpers.models import IRIS_COLUMNS, IRIS_INPUT
+from tests.helpers.steady_load import SteadyLoad
+from tests.helpers.swarm_cluster import Swarm
 
 PORT = 18080
 BODY = {"dataframe_split": IRIS_INPUT}

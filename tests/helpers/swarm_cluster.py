@@ -25,7 +25,11 @@ from pathlib import Path
 
 import docker
 
-from tests.remote_engine import free_subnet, load_images, remove_tree, run, stop_process
+from tests.helpers.remote_engine import free_subnet, load_images, remove_tree, run, stop_process
+
+# The local images builds need, loaded into the test engines (the names are in the environment)
+IMAGES = ("MLFLOW_DOCKERHOST_BASE_IMAGE", "MLFLOW_DOCKERHOST_PROXY_IMAGE",
+          "MLFLOW_DOCKERHOST_STRIP_IMAGE")
 
 REGISTRY_PORT = 5000
 NODES = 3
@@ -33,7 +37,7 @@ NODES = 3
 
 def cannot_make_a_swarm() -> str | None:
     """Why this machine cannot host the test swarm, or ``None`` when it can."""
-    from tests.remote_engine import cannot_make_namespaces
+    from tests.helpers.remote_engine import cannot_make_namespaces
 
     reason = cannot_make_namespaces()
     if reason:

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 STATE = ROOT / ".state"
-SAVER = Path(__file__).parent / "matrix" / "save_models.py"
+SAVER = Path(__file__).parents[1] / "matrix" / "save_models.py"
 FLAVORS = ("sklearn", "lightgbm", "xgboost", "pyfunc")
 
 # The libraries of each MLflow version's time; the newest follows what resolves today.

@@ -1,0 +1,206 @@
+"""The client's own rules, on an in-memory runtime (tests/helpers/fake_runtime.py): what an
+update keeps, resets and rolls out, when it only scales, endpoints made and taken back, how
+predictions are routed, and what is refused. No engine."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import ErrorCode
+
+from mlflow_docker_target import client as client_module
+from tests.helpers.fake_runtime import installed, recorded
+
+MODEL = "runs:/0123456789abcdef/model"
+OTHER_MODEL = "runs:/fedcba9876543210/model"
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch) -> Any:
+    with installed(monkeypatch) as pair:
+        yield pair
+
+
+def _code(exc: pytest.ExceptionInfo[MlflowException]) -> str:
+    return ErrorCode.Name(exc.value.error_code) if isinstance(exc.value.error_code, int) \
+        else str(exc.value.error_code)
+
+
+def test_update_builds_on_what_was_recorded_and_empty_values_reset(fake) -> None:
+    client, runtime = fake
+    client.create_deployment("d", MODEL, config={
+        "workers": "2", "memory": "1g", "env.GREETING": "hi", "auth_token": "s3cret"})
+    client.update_deployment("d", config={"memory": "", "env.GREETING": "", "log_level": "debug"})
+    version, current = runtime.called("roll_out")[-1]
+    assert current.name == "d"
+    assert dict(version.config) == {"workers": "2", "auth_token": "s3cret", "log_level": "debug"}
+    settings = version.settings
+    assert (settings.workers, settings.memory, settings.env) == (2, None, {})
+    assert settings.auth_token == "s3cret"  # restored from the server's environment
+    assert recorded(runtime.find("d"))["auth_token"] == "***"  # never in a label
+
+
+def test_an_update_of_replicas_alone_scales_without_a_build(fake) -> None:
+    client, runtime = fake
+    client.create_deployment("d", MODEL)
+    answer = client.update_deployment("d", config={"replicas": "3"})
+    assert answer["replicas"] == "3/3" and answer["flavor"] == "python_function"
+    assert len(runtime.called("scale")) == 1
+    assert len(runtime.called("build")) == len(runtime.called("roll_out")) == 1  # create's
+    client.update_deployment("d", config={"replicas": "3"})  # unchanged: a rollout, as asked
+    client.update_deployment("d", config={"replicas": "1", "workers": "2"})  # more than replicas
+    assert len(runtime.called("scale")) == 1
+    assert len(runtime.called("roll_out")) == 3
+
+
+def test_a_new_model_rolls_out_and_the_old_image_goes(fake) -> None:
+    client, runtime = fake
+    client.create_deployment("d", MODEL)
+    old = runtime.find("d").replicas[0].image
+    client.update_deployment("d", model_uri=OTHER_MODEL)
+    new = runtime.find("d")
+    assert new.model.uri == OTHER_MODEL and new.replicas[0].image != old
+    assert runtime.called("remove_images")[-1] == {old}
+    assert old not in runtime.images
+
+
+def test_a_failed_rollout_keeps_the_current_version_and_drops_the_new_image(fake) -> None:
+    client, runtime = fake
+    client.create_deployment("d", MODEL)
+    before = runtime.find("d")
+    runtime.fail.add("roll_out")
+    with pytest.raises(MlflowException, match="roll_out failed"):
+        client.update_deployment("d", model_uri=OTHER_MODEL)
+    assert runtime.find("d") == before
+    new_image = f"mlflow-dockerhost/d:{runtime.builds}"
+    assert runtime.called("remove_images")[-1] == {new_image}
+    assert before.replicas[0].image in runtime.images
+
+
+def test_create_on_a_missing_endpoint_makes_it_with_endpoint_port(fake) -> None:
+    client, runtime = fake
+    answer = client.create_deployment("v1", MODEL, endpoint="fraud",
+                                      config={"endpoint_port": "8080"})
+    settings, makes_front = runtime.called("prepare")[0]
+    assert settings.port == 8080 and makes_front
+    assert runtime.endpoint("fraud").port == 8080
+    assert answer["endpoint_name"] == "fraud" and answer["endpoint"] == "http://fake:8080"
+    client.create_deployment("v2", MODEL, endpoint="fraud")  # the endpoint exists now
+    assert len(runtime.called("create_endpoint")) == 1
+    assert runtime.called("prepare")[-1][1] is False  # makes no front
+
+
+def test_an_endpoint_made_for_a_failed_create_is_taken_back(fake) -> None:
+    client, runtime = fake
+    runtime.fail.add("roll_out")
+    with pytest.raises(MlflowException, match="roll_out failed"):
+        client.create_deployment("v1", MODEL, endpoint="fraud", config={"endpoint_port": "8080"})
+    assert runtime.endpoint("fraud") is None
+    assert runtime.called("remove_endpoint") == ["fraud"]
+    assert runtime.images == set()  # the image built for it went too
+
+
+def test_an_endpoint_that_existed_stays_when_a_create_on_it_fails(fake) -> None:
+    client, runtime = fake
+    client.create_endpoint("fraud", config={"port": "8080"})
+    runtime.fail.add("build")
+    with pytest.raises(MlflowException, match="build failed"):
+        client.create_deployment("v1", MODEL, endpoint="fraud")
+    assert runtime.endpoint("fraud") is not None and runtime.called("remove_endpoint") == []
+
+
+def test_predictions_are_routed_by_name_through_the_front(fake, monkeypatch) -> None:
+    client, runtime = fake
+    sent: list[tuple[str, Any, Any, Any]] = []
+    monkeypatch.setattr(client_module, "invoke",
+                        lambda url, inputs, token=None, headers=None: sent.append(
+                            (url, inputs, token, headers)) or {"predictions": [1]})
+    client.create_deployment("v1", MODEL, endpoint="fraud",
+                             config={"endpoint_port": "8080", "auth_token": "t"})
+    client.create_deployment("v2", MODEL, endpoint="fraud", config={"auth_token": "t"})
+    client.create_deployment("alone", MODEL, config={"port": "9000"})
+    client.predict("v2", {"inputs": [1]})
+    client.predict(None, {"inputs": [1]}, endpoint="fraud")
+    client.predict("alone", {"inputs": [1]})
+    assert sent == [
+        ("http://fake:8080", {"inputs": [1]}, "t", {"x-mlflow-deployment": "v2"}),
+        ("http://fake:8080", {"inputs": [1]}, "t", {}),  # the endpoint's split decides
+        ("http://fake:9000", {"inputs": [1]}, None, {"x-mlflow-deployment": "alone"}),
+    ]
+    client.update_deployment("v2", config={"auth_token": "other"})
+    client.predict(None, {"inputs": [1]}, endpoint="fraud")
+    assert sent[-1][2] is None  # no one token for the whole endpoint: none is sent
+    with pytest.raises(MlflowException, match="needs a deployment name or an endpoint"):
+        client.predict(None, {"inputs": [1]})
+    with pytest.raises(MlflowException, match="is on endpoint 'fraud', not on endpoint 'x'"):
+        client.predict("v1", {"inputs": [1]}, endpoint="x")
+
+
+def test_one_writer_per_name(fake) -> None:
+    client, runtime = fake
+    runtime.held.add("deployment:busy")
+    with pytest.raises(MlflowException, match="being changed by another client") as refused:
+        client.create_deployment("busy", MODEL)
+    assert _code(refused) == "RESOURCE_ALREADY_EXISTS" and runtime.called("build") == []
+    client.create_deployment("d", MODEL)
+    with pytest.raises(MlflowException, match="already exists") as twice:
+        client.create_deployment("d", MODEL)
+    assert _code(twice) == "RESOURCE_ALREADY_EXISTS"
+    assert [doing for (key, doing, wait) in runtime.called("lease")] == ["create"] * 3
+    runtime.held.add("deployment:d")
+    with pytest.raises(MlflowException, match="another client") as busy:
+        client.update_deployment("d", config={"replicas": "2"})
+    assert _code(busy) == "INVALID_STATE"
+    runtime.held.clear()
+    client.create_endpoint("ep", config={"port": "8081"})
+    client.create_deployment("e1", MODEL, endpoint="ep")
+    client.update_endpoint("ep", config={"traffic": "e1:100"})
+    assert runtime.called("lease")[-1] == ("endpoint:ep", "update", 60)  # it waits its turn
+
+
+@pytest.mark.parametrize(("call", "says"), [
+    (lambda c: c.update_deployment("d", config={"port": "9999"}), "keeps its port"),
+    (lambda c: c.update_deployment("d", config={"runtime": "other"}),
+     "runs on runtime 'fake' and stays there"),
+    (lambda c: c.update_deployment("d", config={"runtime": "k8s"}), "Invalid value 'k8s'"),
+    (lambda c: c.update_deployment("d", config={"nope": "1"}), "Unknown config key 'nope'"),
+    (lambda c: c.update_deployment("missing"), "No deployment named 'missing'"),
+    (lambda c: c.update_deployment("d", endpoint="ep"), "not on endpoint 'ep'"),
+    (lambda c: c.create_deployment("x", MODEL, config={"endpoint_port": "1"}),
+     "endpoint_port applies only with --endpoint"),
+    (lambda c: c.create_deployment("x", MODEL, endpoint="ep", config={"port": "1"}),
+     "The port belongs to endpoint"),
+    (lambda c: c.create_deployment("bad name", MODEL), "Invalid deployment name"),
+    (lambda c: c.update_endpoint("ep", config={"traffic": "d:100"}), "Not on endpoint 'ep'"),
+    (lambda c: c.update_endpoint("ep", config={}), "give -C traffic="),
+    (lambda c: c.delete_endpoint("ep"), "still has deployments: e1"),
+    (lambda c: c.create_endpoint("ep"), "already exists"),
+    (lambda c: c.create_endpoint("new", config={"runtime": "other"}), "other is not here"),
+])
+def test_refusals_change_nothing(fake, call, says) -> None:
+    """Each refusal comes before anything changes: no build, rollout or removal."""
+    client, runtime = fake
+    client.create_deployment("d", MODEL, config={"port": "9000"})
+    client.create_endpoint("ep", config={"port": "8081"})
+    client.create_deployment("e1", MODEL, endpoint="ep")
+    before = (dict(runtime.deployments_), dict(runtime.endpoints_), set(runtime.images))
+    calls = len(runtime.calls)
+    with pytest.raises(MlflowException, match=says):
+        call(client)
+    assert (dict(runtime.deployments_), dict(runtime.endpoints_), set(runtime.images)) == before
+    assert not [c for c, _ in runtime.calls[calls:] if c not in ("lease", "prepare")]
+
+
+def test_delete_is_idempotent_and_takes_the_image_only_when_asked(fake) -> None:
+    client, runtime = fake
+    assert client.delete_deployment("missing") is None
+    client.create_deployment("d", MODEL)
+    image = runtime.find("d").replicas[0].image
+    client.delete_deployment("d", config={"remove_image": "false"})
+    assert runtime.find("d") is None and image in runtime.images
+    client.create_deployment("d", MODEL)
+    client.delete_deployment("d", config={"remove_image": "true"})
+    assert runtime.called("remove_images")[-1] == {f"mlflow-dockerhost/d:{runtime.builds}"}
+    assert client.list_deployments() == []

@@ -112,7 +112,7 @@ def test_an_endpoint_that_existed_stays_when_a_create_on_it_fails(fake) -> None:
 
 
 def test_predictions_are_routed_by_name_through_the_front(fake, monkeypatch) -> None:
-    client, runtime = fake
+    client, _ = fake
     sent: list[tuple[str, Any, Any, Any]] = []
     monkeypatch.setattr(client_module, "invoke",
                         lambda url, inputs, token=None, headers=None: sent.append(

@@ -69,16 +69,7 @@ class DockerHostDeploymentClient(BaseDeploymentClient):
         check_name(name)
         settings = parse_config(config, "create")
         flavor = check_flavor(flavor)
-        if endpoint is not None:
-            check_name(endpoint, "endpoint")
-            if settings.port is not None:
-                raise MlflowException(
-                    f"The port belongs to endpoint {endpoint!r}, not to a deployment on it: "
-                    "give -C endpoint_port when create makes the endpoint, or -C port to "
-                    "create-endpoint.", INVALID_PARAMETER_VALUE)
-        elif settings.endpoint_port is not None:
-            raise MlflowException("-C endpoint_port applies only with --endpoint; a "
-                                  "deployment's own port is -C port.", INVALID_PARAMETER_VALUE)
+        _check_ports(settings, endpoint)
         engine = self._connect(settings)
         with talking_to(engine):
             shared = _holding_endpoint(engine, endpoint) if endpoint is not None else None
@@ -122,15 +113,7 @@ class DockerHostDeploymentClient(BaseDeploymentClient):
             runtime, current = _find(engine, name, endpoint)
             with runtime.lease("deployment", name, "update"):
                 runtime, current = _find(engine, name, endpoint)
-                recorded = dict(current.config)
-                _check_stays(runtime, given)
-                if "port" in given and recorded.get("port") != given["port"]:
-                    raise MlflowException(
-                        f"The endpoint of {name!r} keeps its port for its life "
-                        f"({current.url}); delete and create the deployment to change it.",
-                        INVALID_PARAMETER_VALUE)
-                # `-C key=` and `-C env.NAME=` drop what was recorded: back to the default
-                raw = {k: v for k, v in {**recorded, **given}.items() if v.strip()}
+                raw = _merged(runtime, current, given)
                 settings = parse_config(raw, "update")
                 runtime.prepare(settings, makes_front=False)
                 if _only_scales(model_uri, current, given):
@@ -345,6 +328,34 @@ def _check_on(found: Deployment, endpoint: str | None) -> None:
         raise MlflowException(
             f"Deployment {found.name!r} is on {where}, not on endpoint {endpoint!r}; a "
             "deployment stays on the endpoint it was created on.", INVALID_PARAMETER_VALUE)
+
+
+def _check_ports(settings: Settings, endpoint: str | None) -> None:
+    """A deployment on a shared endpoint has no port of its own; ``endpoint_port`` is the port
+    of the endpoint that create makes."""
+    if endpoint is not None:
+        check_name(endpoint, "endpoint")
+        if settings.port is not None:
+            raise MlflowException(
+                f"The port belongs to endpoint {endpoint!r}, not to a deployment on it: give "
+                "-C endpoint_port when create makes the endpoint, or -C port to "
+                "create-endpoint.", INVALID_PARAMETER_VALUE)
+    elif settings.endpoint_port is not None:
+        raise MlflowException("-C endpoint_port applies only with --endpoint; a deployment's "
+                              "own port is -C port.", INVALID_PARAMETER_VALUE)
+
+
+def _merged(runtime: Runtime, current: Deployment, given: dict[str, str]) -> dict[str, str]:
+    """An update's config: what was recorded, with what is given on top; ``-C key=`` and
+    ``-C env.NAME=`` drop what was recorded (back to the default). The port and the runtime
+    stay as they are for the deployment's life."""
+    _check_stays(runtime, given)
+    recorded = dict(current.config)
+    if "port" in given and recorded.get("port") != given["port"]:
+        raise MlflowException(
+            f"The endpoint of {current.name!r} keeps its port for its life ({current.url}); "
+            "delete and create the deployment to change it.", INVALID_PARAMETER_VALUE)
+    return {k: v for k, v in {**recorded, **given}.items() if v.strip()}
 
 
 def _only_scales(model_uri: str | None, current: Deployment, given: dict[str, str]) -> bool:

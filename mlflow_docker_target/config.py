@@ -8,8 +8,6 @@ and the default.
 
 from __future__ import annotations
 
-import ipaddress
-import math
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -19,6 +17,7 @@ from typing import Any
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
+from mlflow_docker_target import config_values as values
 from serving_image.settings import ServerSettings
 
 SERVER = ServerSettings()  # the defaults of the keys that are server settings
@@ -39,130 +38,6 @@ def is_secret(key: str) -> bool:
 
 DEPLOY = frozenset({"create", "update", "run_local"})
 DELETE = frozenset({"delete"})
-
-
-def _bool(value: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in ("true", "1", "yes", "on"):
-        return True
-    if lowered in ("false", "0", "no", "off"):
-        return False
-    raise ValueError(value)
-
-
-def _number(convert: Callable[[str], Any], low: float, high: float = math.inf,
-            low_allowed: bool = True) -> Callable[[str], Any]:
-    """A parser for numbers within [low, high] (or (low, high] when low is not allowed)."""
-
-    def parse(value: str) -> Any:
-        number = convert(value)
-        if not low <= number <= high or (number == low and not low_allowed):
-            raise ValueError(value)
-        return number
-
-    return parse
-
-
-_positive_int = _number(int, 1)
-_port = _number(int, 1, 65535)
-_seconds = _number(float, 0, low_allowed=False)
-_non_negative = _number(float, 0)
-
-
-_SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmg]?)i?b?$", re.IGNORECASE)
-_SIZE_FACTOR = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
-
-
-def _size(value: str) -> int:
-    """Docker-style sizes: ``512m``, ``2g``, ``1.5GiB``, or plain bytes."""
-    match = _SIZE.match(value.strip())
-    if not match:
-        raise ValueError(value)
-    number = int(float(match.group(1)) * _SIZE_FACTOR[match.group(2).lower()])
-    if number < 1:
-        raise ValueError(value)
-    return number
-
-
-def _ip(value: str) -> str:
-    return str(ipaddress.ip_address(value.strip()))
-
-
-_RESTART = re.compile(r"^(no|always|unless-stopped|on-failure(?::\d+)?)$")
-
-
-def _restart_policy(value: str) -> str:
-    if not _RESTART.match(value.strip()):
-        raise ValueError(value)
-    return value.strip()
-
-
-GPU_DEVICES = re.compile(r"^device=([A-Za-z0-9-]+(?:,[A-Za-z0-9-]+)*)$")
-
-
-def _gpus(value: str) -> str:
-    """``all``, a count >= 1, or ``device=<id>[,<id>...]``, as ``docker run --gpus`` takes."""
-    value = value.strip()
-    if value == "all" or GPU_DEVICES.match(value) or (value.isdigit() and int(value) >= 1):
-        return value
-    raise ValueError(value)
-
-
-_PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.:=~-]*$")
-
-
-def _packages(value: str) -> tuple[str, ...]:
-    """Comma-separated package names (``libgomp1,libgl1``), as the base's package manager takes."""
-    names = tuple(sorted({name.strip() for name in value.split(",") if name.strip()}))
-    if not names or not all(_PACKAGE.match(name) for name in names):
-        raise ValueError(value)
-    return names
-
-
-_CONSTRAINT = re.compile(r"^[A-Za-z0-9_.-]+\s*(==|!=)\s*[^,\s]+$")
-
-
-def _constraints(value: str) -> tuple[str, ...]:
-    """Swarm placement constraints separated by commas (``node.labels.gpu==true,...``)."""
-    parts = tuple(part.strip() for part in value.split(",") if part.strip())
-    if not parts or not all(_CONSTRAINT.match(part) for part in parts):
-        raise ValueError(value)
-    return parts
-
-
-_REGISTRY = re.compile(r"^[A-Za-z0-9.-]+(:\d+)?(/[a-z0-9._/-]+)?$")
-
-
-def _registry(value: str) -> str:
-    """``host:port[/prefix]``: where a swarm's nodes pull the images built on the manager."""
-    value = value.strip().rstrip("/")
-    if not _REGISTRY.match(value):
-        raise ValueError(value)
-    return value
-
-
-def _choice(*options: str) -> Callable[[str], str]:
-    def parse(value: str) -> str:
-        if value.strip() not in options:
-            raise ValueError(value)
-        return value.strip()
-
-    return parse
-
-
-def _runtime(value: str) -> str:
-    """A runtime's name; which exist is the runtimes' table's to say (``runtimes.entry``)."""
-    return _text(value).lower()
-
-
-def _text(value: str) -> str:
-    if not value.strip():
-        raise ValueError(value)
-    return value.strip()
-
-
-def _path(value: str) -> str:
-    return os.path.abspath(os.path.expanduser(_text(value)))
 
 
 @dataclass(frozen=True)
@@ -191,144 +66,132 @@ class Key:
         return f"{self.default:g}" if isinstance(self.default, float) else str(self.default)
 
 
-def _traffic(value: str) -> dict[str, int]:
-    """``name:weight,name:weight`` with whole weights that sum to 100."""
-    weights: dict[str, int] = {}
-    for part in value.split(","):
-        name, sep, weight = part.strip().rpartition(":")
-        if not sep or not name or not weight.strip().isdigit() or name in weights:
-            raise ValueError(value)
-        weights[name] = int(weight)
-    if sum(weights.values()) != 100:
-        raise ValueError(value)
-    return weights
-
-
 PROXY_IMAGE_ENV = "MLFLOW_DOCKERHOST_PROXY_IMAGE"
 DEFAULT_PROXY_IMAGE = "haproxy:2.8"
 ENDPOINT = frozenset({"create_endpoint"})
 CONNECTION = DEPLOY | DELETE | ENDPOINT | frozenset({"update_endpoint"})
 
 KEYS: tuple[Key, ...] = (
-    Key("base_image", _text, "an image reference", None,
+    Key("base_image", values.text, "an image reference", None,
         "Image the serving image builds on; it must have python3 with the venv module.", DEPLOY,
         f"${BASE_IMAGE_ENV}, else python:<model's major.minor>-slim"),
-    Key("strip_image", _text, "an image with GNU binutils (strip, nm)", None,
+    Key("strip_image", values.text, "an image with GNU binutils (strip, nm)", None,
         "Image of the build step that takes debug symbols out of the environment's shared "
         "objects (about 30 MB of the demo image); with none, they stay.", DEPLOY,
         f"${STRIP_IMAGE_ENV}, else the base image (which strips only if it has binutils)"),
-    Key("pull_base", _bool, "true or false", True,
+    Key("pull_base", values.boolean, "true or false", True,
         "Pull the base, strip or proxy image when the engine lacks it (announced, never silent).",
         DEPLOY | ENDPOINT),
-    Key("mlflow_package", _choice("auto", "skinny", "full"), "auto, skinny or full", "auto",
+    Key("mlflow_package", values.choice("auto", "skinny", "full"), "auto, skinny or full", "auto",
         "Serve with mlflow-skinny at the model's MLflow version (auto: when that version exists).",
         DEPLOY),
-    Key("system_packages", _packages, "package names separated by commas", None,
+    Key("system_packages", values.packages, "package names separated by commas", None,
         "System packages installed on the base image with its package manager (apt-get or "
         "dnf), for shared libraries the model's wheels need but do not ship; the build names "
         "them when they are missing. The one build step that uses the network.", DEPLOY,
         "none"),
-    Key("port", _port, "a TCP port 1-65535", None,
+    Key("port", values.port, "a TCP port 1-65535", None,
         "Host port of the endpoint, chosen at create and kept for the endpoint's life.",
         DEPLOY | ENDPOINT, "a free port (run_local: 5000)"),
-    Key("endpoint_port", _port, "a TCP port 1-65535", None,
+    Key("endpoint_port", values.port, "a TCP port 1-65535", None,
         "Host port of the endpoint that create --endpoint makes when it does not exist yet.",
         frozenset({"create"}), "a free port"),
-    Key("replicas", _positive_int, "an integer >= 1", 1,
+    Key("replicas", values.positive_int, "an integer >= 1", 1,
         "Serving containers behind the endpoint's front.", DEPLOY - {"run_local"}),
-    Key("proxy_image", _text, "an image with haproxy on its PATH", None,
+    Key("proxy_image", values.text, "an image with haproxy on its PATH", None,
         "Image of the endpoint's front (HAProxy); the plugin supplies command and config.",
         DEPLOY - {"run_local"} | ENDPOINT, f"${PROXY_IMAGE_ENV}, else {DEFAULT_PROXY_IMAGE}"),
-    Key("runtime", _runtime, "the name of a runtime (below)", None,
+    Key("runtime", values.runtime, "the name of a runtime (below)", None,
         "Run the deployment or endpoint as Swarm services or as containers on the engine.",
         DEPLOY - {"run_local"} | ENDPOINT,
         "swarm when the engine is an active Swarm manager, else container"),
-    Key("registry", _registry, "host:port[/prefix]", None,
+    Key("registry", values.registry, "host:port[/prefix]", None,
         "Swarm: the registry the model image (and a local proxy image) is pushed to, for every "
         "node to pull; credentials come from the Docker CLI's config (docker login).",
         DEPLOY - {"run_local"} | ENDPOINT, "none; needed on a swarm of more than one node"),
-    Key("constraints", _constraints, "Swarm constraints separated by commas", None,
+    Key("constraints", values.constraints, "Swarm constraints separated by commas", None,
         "Swarm: placement constraints of the replicas (docker service create --constraint).",
         DEPLOY - {"run_local"}, "none"),
-    Key("traffic", _traffic, "name:weight,... with weights summing to 100", None,
+    Key("traffic", values.traffic, "name:weight,... with weights summing to 100", None,
         "Share of the endpoint's requests each deployment gets.", frozenset({"update_endpoint"}),
         "an even split; a deployment attached later gets 0 once traffic is set"),
-    Key("bind_address", _ip, "an IP address", None,
+    Key("bind_address", values.ip, "an IP address", None,
         "Host address the port is published on.", DEPLOY | ENDPOINT,
         "127.0.0.1 on a local engine, 0.0.0.0 (all interfaces) on a remote one"),
-    Key("host_address", _text, "a host name or IP", None,
+    Key("host_address", values.text, "a host name or IP", None,
         "Host name put in the endpoint URL, when clients reach the engine by another name.",
         DEPLOY | ENDPOINT, "the engine's host"),
-    Key("restart_policy", _restart_policy, "no, always, unless-stopped or on-failure[:N]",
+    Key("restart_policy", values.restart_policy, "no, always, unless-stopped or on-failure[:N]",
         "unless-stopped", "Docker restart policy of the containers.", DEPLOY - {"run_local"}),
-    Key("cpus", _seconds, "a positive number of CPUs", None, "CPU limit of each replica "
+    Key("cpus", values.seconds, "a positive number of CPUs", None, "CPU limit of each replica "
         "(docker --cpus).", DEPLOY, "no limit"),
-    Key("memory", _size, "a size such as 512m or 2g", None,
+    Key("memory", values.size, "a size such as 512m or 2g", None,
         "Memory limit of each replica (docker --memory).", DEPLOY, "no limit"),
-    Key("gpus", _gpus, "all, a count, or device=<id>[,<id>...]", None,
+    Key("gpus", values.gpus, "all, a count, or device=<id>[,<id>...]", None,
         "GPUs for each replica (docker --gpus); with GPUs the default is 1 worker, so each GPU "
         "holds one copy of the model. The engine needs the NVIDIA Container Toolkit; use a base "
         "image whose libraries match the model's CUDA wheels.", DEPLOY, "none"),
-    Key("init", _bool, "true or false", True,
+    Key("init", values.boolean, "true or false", True,
         "Run an init process as PID 1 so signals reach the server at once.", DEPLOY),
-    Key("ready_timeout", _seconds, "seconds > 0", 300.0,
+    Key("ready_timeout", values.seconds, "seconds > 0", 300.0,
         "How long create/update wait for the server to answer /ping.", DEPLOY),
-    Key("workers", _positive_int, "an integer >= 1", None,
+    Key("workers", values.positive_int, "an integer >= 1", None,
         "Server worker processes in each replica.", DEPLOY,
         "the CPUs the container may use; 1 with -C gpus"),
-    Key("request_timeout", _positive_int, "seconds >= 1", SERVER.request_timeout,
+    Key("request_timeout", values.positive_int, "seconds >= 1", SERVER.request_timeout,
         "Time limit of every prediction request, whatever its path and input shape: it "
         "answers 504 at the limit (the computation still finishes on its predict thread).",
         DEPLOY, server=True),
-    Key("predict_threads", _positive_int, "an integer >= 1", SERVER.predict_threads,
+    Key("predict_threads", values.positive_int, "an integer >= 1", SERVER.predict_threads,
         "Predictions each worker runs at once, on threads beside the one that answers /ping "
         "and /health; a worker whose threads all run predictions that timed out answers 503.",
         DEPLOY, server=True),
-    Key("queue_size", _number(int, 0), "an integer >= 0", SERVER.queue_size,
+    Key("queue_size", values.number(int, 0), "an integer >= 0", SERVER.queue_size,
         "Requests each worker holds waiting for a predict thread; beyond, it answers 503.",
         DEPLOY, server=True),
-    Key("max_streams", _positive_int, "an integer >= 1", SERVER.max_streams,
+    Key("max_streams", values.positive_int, "an integer >= 1", SERVER.max_streams,
         "Streamed answers (\"stream\": true) each worker runs at once, each on a thread of "
         "its own; beyond, it answers 503.", DEPLOY, server=True),
-    Key("max_body_size", _size, "a size such as 100m", SERVER.max_body_size,
+    Key("max_body_size", values.size, "a size such as 100m", SERVER.max_body_size,
         "Largest accepted request body; larger ones answer 413.", DEPLOY, "100m", server=True),
-    Key("log_level", _choice("debug", "info", "warning", "error"), "debug, info, warning or error",
-        SERVER.log_level, "Server log level.", DEPLOY, server=True),
-    Key("access_log", _bool, "true or false", SERVER.access_log, "Log one line per request.",
-        DEPLOY, server=True),
-    Key("auth_token", _text, "a secret string", None,
+    Key("log_level", values.choice("debug", "info", "warning", "error"),
+        "debug, info, warning or error", SERVER.log_level, "Server log level.", DEPLOY,
+        server=True),
+    Key("access_log", values.boolean, "true or false", SERVER.access_log,
+        "Log one line per request.", DEPLOY, server=True),
+    Key("auth_token", values.text, "a secret string", None,
         "Require 'Authorization: Bearer <token>' on every route but the health probes (/ping, "
         "/health); kept only in the container's environment, never in labels.",
         DEPLOY, "none (no authentication)", server=True),
-    Key("batch_max_size", _positive_int, "an integer >= 1 (rows)", SERVER.batch_max_size,
+    Key("batch_max_size", values.positive_int, "an integer >= 1 (rows)", SERVER.batch_max_size,
         "Merge concurrent requests into one predict call of up to this many rows; only for "
         "models that score each row on its own (a linear model's BLAS may round a batch's "
         "last bit differently from a lone row's).", DEPLOY, "1 (no batching)", server=True),
-    Key("batch_max_wait_ms", _non_negative, "milliseconds >= 0", SERVER.batch_max_wait_ms,
+    Key("batch_max_wait_ms", values.non_negative, "milliseconds >= 0", SERVER.batch_max_wait_ms,
         "How long a batch waits for more requests (0: only those already waiting).", DEPLOY,
         server=True),
-    Key("parquet", _bool, "true or false", False,
+    Key("parquet", values.boolean, "true or false", False,
         "Accept application/vnd.apache.parquet bodies (adds pyarrow to the image).", DEPLOY),
-    Key("stop_timeout", _positive_int, "seconds >= 1", 10,
+    Key("stop_timeout", values.positive_int, "seconds >= 1", 10,
         "Grace period for in-flight requests when a replica is stopped.", DEPLOY | DELETE),
-    Key("timeout", _seconds, "seconds > 0", 60.0,
+    Key("timeout", values.seconds, "seconds > 0", 60.0,
         "Time limit for reaching the Docker engine and for each call to it (builds are not "
         "limited).", CONNECTION),
-    Key("docker_host", _text, "a Docker engine URL or context name", None,
+    Key("docker_host", values.text, "a Docker engine URL or context name", None,
         "Engine for run_local, which gets no target URI from MLflow.", frozenset({"run_local"}),
         "DOCKER_HOST, then the context"),
-    Key("tlscacert", _path, "a file path", None,
+    Key("tlscacert", values.path, "a file path", None,
         "CA certificate that signed a tcp:// engine's certificate (docker --tlscacert).",
         CONNECTION, "DOCKER_CERT_PATH/ca.pem when DOCKER_TLS_VERIFY is set"),
-    Key("tlscert", _path, "a file path", None,
+    Key("tlscert", values.path, "a file path", None,
         "Client certificate for a tcp:// engine (docker --tlscert).", CONNECTION,
         "DOCKER_CERT_PATH/cert.pem"),
-    Key("tlskey", _path, "a file path", None, "Key of the client certificate (docker --tlskey).",
-        CONNECTION, "DOCKER_CERT_PATH/key.pem"),
-    Key("tlsverify", _bool, "true or false", None,
+    Key("tlskey", values.path, "a file path", None,
+        "Key of the client certificate (docker --tlskey).", CONNECTION, "DOCKER_CERT_PATH/key.pem"),
+    Key("tlsverify", values.boolean, "true or false", None,
         "Verify the engine's certificate against tlscacert (or the system's CAs).",
         CONNECTION, "true when any tls* key is given"),
-    Key("remove_image", _bool, "true or false", False,
+    Key("remove_image", values.boolean, "true or false", False,
         "Also remove the deployment's model image.", DELETE),
 )
 

@@ -34,8 +34,9 @@ def labels(settings: Settings, endpoint: str | None, deployment: str | None) -> 
 
 
 def selector(deployment: str | None = None, endpoint: str | None = None) -> str:
-    """The label filter that finds a deployment's own front, or a shared endpoint's."""
-    return f"{record.FRONT_OF}={deployment}" if deployment else f"{record.ENDPOINT}={endpoint}"
+    """The label filter that finds the front a deployment is served through: its shared
+    ``endpoint``'s if it has one, else its own."""
+    return f"{record.ENDPOINT}={endpoint}" if endpoint else f"{record.FRONT_OF}={deployment}"
 
 
 def request_timeout(server_labels: Mapping[str, str]) -> int:

@@ -80,35 +80,13 @@ class ContainerRuntime:
     # -----------------------------------------------------------------------------------------
     # Reading what the engine holds
 
-    def _servers(self, deployment: str | None = None,
-                 endpoint: str | None = None) -> list[Container]:
-        """Serving containers, newest first; local runs and containers of other roles left out."""
-        if endpoint is not None:
-            label = f"{record.ENDPOINT}={endpoint}"
-        else:
-            label = f"{record.DEPLOYMENT}={deployment}" if deployment else record.DEPLOYMENT
-        found = self.client.containers.list(all=True, filters={"label": label})
-        found = [c for c in found if c.labels.get(record.LOCAL_RUN) != "true"
-                 and c.labels.get(record.ROLE) == record.SERVER]
-        return sorted(found, key=lambda c: c.attrs.get("Created", ""), reverse=True)
-
-    def _front(self, deployment: str | None = None,
-               endpoint: str | None = None) -> Container | None:
-        found = self.client.containers.list(
-            all=True, filters={"label": shared.selector(deployment, endpoint)})
-        return next((c for c in found if c.labels.get(record.ROLE) == record.FRONT), None)
-
-    def _front_of(self, deployment: str, endpoint: str | None) -> Container | None:
-        """The front a deployment is served through: its endpoint's, else its own."""
-        return self._front(endpoint=endpoint) if endpoint else self._front(deployment=deployment)
-
     def find(self, name: str) -> Deployment | None:
-        servers = self._servers(name)
+        servers = containers.servers(self.client, name)
         return self._deployment(name, servers) if servers else None
 
     def deployments(self, endpoint: str | None = None) -> list[Deployment]:
         by_name: dict[str, list[Container]] = {}
-        for container in self._servers(endpoint=endpoint):
+        for container in containers.servers(self.client, endpoint=endpoint):
             by_name.setdefault(container.labels[record.DEPLOYMENT], []).append(container)
         return [self._deployment(name, servers) for name, servers in sorted(by_name.items())]
 
@@ -116,7 +94,7 @@ class ContainerRuntime:
         running = [c for c in servers if c.status == "running"]
         labels = (running or servers)[0].labels
         endpoint = labels.get(record.ENDPOINT) or None
-        front = self._front_of(name, endpoint)
+        front = fronts.find(self.client, name, endpoint)
         replicas = tuple(Replica(c.name, c.status, _health(c), c.labels.get(record.IMAGE),
                                  containers.exit_reason(c)) for c in servers)
         config = record.recorded_config(labels, (running or servers)[0].attrs.get(
@@ -129,7 +107,7 @@ class ContainerRuntime:
                           fronts.url(self.engine, front) if front else None, endpoint)
 
     def endpoint(self, name: str) -> Endpoint | None:
-        container = self._front(endpoint=name)
+        container = fronts.find(self.client, endpoint=name)
         return self._endpoint(container) if container else None
 
     def endpoints(self) -> list[Endpoint]:
@@ -140,7 +118,7 @@ class ContainerRuntime:
     def _endpoint(self, container: Container) -> Endpoint:
         name = container.labels[record.ENDPOINT]
         attached = tuple(sorted({c.labels[record.DEPLOYMENT]
-                                 for c in self._servers(endpoint=name)}))
+                                 for c in containers.servers(self.client, endpoint=name)}))
         port = container.labels.get(record.PORT)
         return Endpoint(name, fronts.url(self.engine, container), int(port) if port else None,
                         container.status, attached, fronts.traffic_of(container))
@@ -161,7 +139,7 @@ class ContainerRuntime:
         exist yet), each with its replicas' slots and their addresses on ``network``."""
         timeouts: dict[str, int] = {}
         servers: dict[str, list[haproxy.Server]] = {}
-        for container in self._servers(deployment, endpoint):
+        for container in containers.servers(self.client, deployment, endpoint):
             name = container.labels[record.DEPLOYMENT]
             timeouts.setdefault(name, shared.request_timeout(container.labels))
             joined = container.attrs["NetworkSettings"]["Networks"].get(network or "") or {}
@@ -192,7 +170,7 @@ class ContainerRuntime:
                 endpoint, deployment, traffic, network=fronts.network_of(front)), traffic)
 
     def set_traffic(self, endpoint: Endpoint, traffic: Mapping[str, int]) -> Endpoint:
-        front = self._front(endpoint=endpoint.name)
+        front = fronts.find(self.client, endpoint=endpoint.name)
         assert front is not None
         self._refresh(front, traffic, keep_traffic=False, held=True)  # update-endpoint's lease
         found = self.endpoint(endpoint.name)
@@ -200,7 +178,7 @@ class ContainerRuntime:
         return found
 
     def remove_endpoint(self, endpoint: Endpoint) -> None:
-        front = self._front(endpoint=endpoint.name)
+        front = fronts.find(self.client, endpoint=endpoint.name)
         if front is not None:
             fronts.remove(self.engine, front)
 
@@ -211,11 +189,11 @@ class ContainerRuntime:
         name = version.deployment
         made_front = None
         if version.endpoint is not None:
-            front = self._front(endpoint=version.endpoint)
+            front = fronts.find(self.client, endpoint=version.endpoint)
             if front is None:
                 raise shared.no_front(version.endpoint, self.url)
         else:
-            front = self._front(deployment=name)
+            front = fronts.find(self.client, deployment=name)
             if front is None:
                 front = made_front = fronts.start(
                     self.engine, version.settings, version.settings.resolved_proxy_image(),
@@ -231,15 +209,15 @@ class ContainerRuntime:
         if current is not None:
             new = {c.id for c in started}
             _in_parallel(lambda c: containers.remove(c, version.settings.stop_timeout),
-                         [c for c in self._servers(name) if c.id not in new])
+                         [c for c in containers.servers(self.client, name) if c.id not in new])
             self._refresh(front)
         return self._found(name)
 
     def scale(self, version: Version, current: Deployment) -> Deployment:
         name = version.deployment
-        servers = self._servers(name)
+        servers = containers.servers(self.client, name)
         wanted = version.settings.replicas
-        front = self._front_of(name, current.endpoint)
+        front = fronts.find(self.client, name, current.endpoint)
         if front is None:
             raise MlflowException(f"Deployment {name!r} has no front on {self.url}; delete it "
                                   "and create it again.", INVALID_STATE)
@@ -259,7 +237,7 @@ class ContainerRuntime:
         the front's network under their own names, reload the front with them and wait until it
         has checked them; on failure, remove them all and raise."""
         name = version.deployment
-        used = {int(c.labels[record.SLOT]) for c in self._servers(name)}
+        used = {int(c.labels[record.SLOT]) for c in containers.servers(self.client, name)}
         slots = [n for n in range(1, len(used) + count + 1) if n not in used][:count]
         started: list[Container] = []
         try:
@@ -287,9 +265,10 @@ class ContainerRuntime:
         return started
 
     def remove(self, deployment: Deployment, stop_timeout: int) -> set[str]:
-        servers = self._servers(deployment.name)
+        servers = containers.servers(self.client, deployment.name)
         images = {c.labels.get(record.IMAGE) or "" for c in servers} - {""}
-        endpoint = self._front(endpoint=deployment.endpoint) if deployment.endpoint else None
+        endpoint = (fronts.find(self.client, endpoint=deployment.endpoint)
+                    if deployment.endpoint else None)
         traffic = fronts.traffic_of(endpoint) if endpoint is not None else None
         if endpoint is not None and traffic is not None:
             # its share goes to the others before its replicas drain
@@ -298,7 +277,7 @@ class ContainerRuntime:
         if endpoint is not None:
             self._refresh(endpoint, shared.without(traffic, deployment.name),
                           keep_traffic=False)
-        own = self._front(deployment=deployment.name)
+        own = fronts.find(self.client, deployment=deployment.name)
         if own is not None:
             fronts.remove(self.engine, own)
         return images

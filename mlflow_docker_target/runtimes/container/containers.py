@@ -32,6 +32,20 @@ CONTAINER_PORT = f"{SERVER_PORT}/tcp"
 PROBE_INTERVAL = 0.25
 
 
+def servers(client: docker.DockerClient, deployment: str | None = None,
+            endpoint: str | None = None) -> list[Container]:
+    """A deployment's serving containers (or a shared endpoint's, or every deployment's),
+    newest first; local runs and containers of other roles left out."""
+    if endpoint is not None:
+        label = f"{record.ENDPOINT}={endpoint}"
+    else:
+        label = f"{record.DEPLOYMENT}={deployment}" if deployment else record.DEPLOYMENT
+    found = client.containers.list(all=True, filters={"label": label})
+    found = [c for c in found if c.labels.get(record.LOCAL_RUN) != "true"
+             and c.labels.get(record.ROLE) == record.SERVER]
+    return sorted(found, key=lambda c: c.attrs.get("Created", ""), reverse=True)
+
+
 def restart_policy(value: str) -> dict[str, Any]:
     """Docker's restart policy for ``no``, ``always``, ``unless-stopped``, ``on-failure[:N]``."""
     name, _, count = value.partition(":")

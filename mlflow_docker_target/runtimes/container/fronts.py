@@ -19,6 +19,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+import docker
 import docker.errors
 from docker.models.containers import Container
 from docker.models.networks import Network
@@ -34,6 +35,14 @@ from mlflow_docker_target.runtimes.fronts import Traffic
 
 FRONT_PORT = f"{haproxy.FRONT_PORT}/tcp"
 RELOAD_TIMEOUT = 15  # HAProxy's master re-reads its configuration in milliseconds
+
+
+def find(client: docker.DockerClient, deployment: str | None = None,
+         endpoint: str | None = None) -> Container | None:
+    """The front a deployment is served through: its shared ``endpoint``'s, else its own."""
+    found = client.containers.list(all=True,
+                                   filters={"label": fronts.selector(deployment, endpoint)})
+    return next((c for c in found if c.labels.get(record.ROLE) == record.FRONT), None)
 
 
 def start(engine: Engine, settings: Settings, image: str, endpoint: str | None = None,

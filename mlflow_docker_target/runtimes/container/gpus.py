@@ -18,7 +18,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 from mlflow_docker_target import record
-from mlflow_docker_target.config import GPU_DEVICES
+from mlflow_docker_target.config_values import GPU_DEVICES
 from mlflow_docker_target.engine.connection import Engine
 
 HINT = ("Install the NVIDIA driver and the NVIDIA Container Toolkit on the engine's host and "

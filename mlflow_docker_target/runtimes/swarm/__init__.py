@@ -57,6 +57,16 @@ from serving_image.contract import VERSION as PLUGIN_VERSION
 
 HEALTH_INTERVAL = 2.0  # how soon Swarm sees a task ready (the image's own check: every 5 s)
 MONITOR_SECONDS = 5  # after a task is ready (healthy), how long Swarm watches it before the next
+# Keys a swarm cannot honour, and what to do instead.
+REFUSED = {
+    "gpus": "-C gpus needs device requests, which Swarm services do not have. Give the GPU nodes "
+            "a label (docker node update --label-add gpu=true <node>) and place the replicas "
+            "with -C constraints=node.labels.gpu==true, or run containers on one engine with "
+            "-C runtime=container.",
+    "bind_address": "-C bind_address does not apply on a swarm: the front publishes its port on "
+                    "every node, on all interfaces (host mode). Leave it out, or run containers "
+                    "with -C runtime=container.",
+}
 _RESTART = {"no": "none", "always": "any", "unless-stopped": "any", "on-failure": "on-failure"}
 
 
@@ -78,17 +88,9 @@ class SwarmRuntime:
 
     def prepare(self, settings: Settings, makes_front: bool) -> None:
         """Keys Swarm cannot honour, and what a swarm needs, fail before anything is built."""
-        if settings.gpus:
-            raise MlflowException(
-                "-C gpus needs device requests, which Swarm services do not have. Give the GPU "
-                "nodes a label (docker node update --label-add gpu=true <node>) and place the "
-                "replicas with -C constraints=node.labels.gpu==true, or run containers on one "
-                "engine with -C runtime=container.", INVALID_PARAMETER_VALUE)
-        if settings.bind_address:
-            raise MlflowException(
-                "-C bind_address does not apply on a swarm: the front publishes its port on "
-                "every node, on all interfaces (host mode). Leave it out, or run containers "
-                "with -C runtime=container.", INVALID_PARAMETER_VALUE)
+        for key, why in REFUSED.items():
+            if getattr(settings, key):
+                raise MlflowException(why, INVALID_PARAMETER_VALUE)
         if makes_front and settings.port is None:
             raise MlflowException(
                 "On a swarm the endpoint's port must be given (no free port can be checked on "
@@ -122,9 +124,6 @@ class SwarmRuntime:
         found = self._services(shared.selector(deployment, endpoint), record.FRONT)
         return found[0] if found else None
 
-    def _front_of(self, deployment: str, endpoint: str | None) -> dict[str, Any] | None:
-        return self._front(endpoint=endpoint) if endpoint else self._front(deployment=deployment)
-
     def find(self, name: str) -> Deployment | None:
         service = self._server(name)
         return self._deployment(service) if service else None
@@ -149,7 +148,7 @@ class SwarmRuntime:
                     t["Status"]["State"], None,
                     registry.local_name(t["Spec"]["ContainerSpec"]["Image"], pushed_to),
                     t["Status"].get("Err")) for t in tasks_of(self.client, service))
-        front = self._front_of(name, endpoint)
+        front = self._front(name, endpoint)
         url, nodes = self._reach(front) if front else (None, ())
         return Deployment(name, labels, config, replicas, url, endpoint, runtime=SWARM,
                           nodes=nodes)
@@ -250,7 +249,7 @@ class SwarmRuntime:
         service = self._server(name)
         made = None
         try:
-            kwargs = self._server_spec(version, image, front["Spec"]["Name"])
+            kwargs = server_spec(version, image, front["Spec"]["Name"])
             deadline = time.monotonic() + settings.ready_timeout + MONITOR_SECONDS
             if service is None:
                 made = self.client.api.create_service(**kwargs)["ID"]
@@ -278,36 +277,6 @@ class SwarmRuntime:
                 raise shared.still_serving(exc) from exc
             raise
         return self._found(name)
-
-    def _server_spec(self, version: Version, image: str, network: str) -> dict[str, Any]:
-        """Create (and update) arguments of a deployment's service."""
-        settings = version.settings
-        spec = Spec(version.deployment, version.image, version.model, version.config,
-                    settings, PLUGIN_VERSION, endpoint=version.endpoint)
-        policy, _, attempts = settings.restart_policy.partition(":")
-        health = Healthcheck(test=["CMD", *HEALTHCHECK], interval=int(HEALTH_INTERVAL * NS),
-                             timeout=HEALTHCHECK_TIMEOUT_SECONDS * NS,
-                             retries=HEALTHCHECK_RETRIES,
-                             start_period=int(settings.ready_timeout * NS))
-        template = TaskTemplate(
-            ContainerSpec(image, env=spec.environment(), init=settings.init,
-                          stop_signal="SIGTERM", healthcheck=health,
-                          stop_grace_period=settings.stop_timeout * NS),
-            resources=Resources(cpu_limit=int(settings.cpus * 1e9) if settings.cpus else None,
-                                mem_limit=settings.memory),
-            restart_policy=RestartPolicy(_RESTART[policy], delay=NS,
-                                         max_attempts=int(attempts or 0)),
-            placement=Placement(constraints=list(settings.constraints or ())),
-            networks=[network])
-        rollout = {"parallelism": 1, "order": "start-first", "monitor": MONITOR_SECONDS * NS}
-        return {
-            "task_template": template, "name": service_name(version.deployment),
-            "labels": {**spec.labels(), record.RUNTIME: SWARM},
-            "mode": ServiceMode("replicated", replicas=settings.replicas),
-            "endpoint_spec": EndpointSpec(mode="dnsrr"),
-            "update_config": UpdateConfig(failure_action="rollback", **rollout),
-            "rollback_config": RollbackConfig(failure_action="pause", **rollout),
-        }
 
     def scale(self, version: Version, current: Deployment) -> Deployment:
         service = self._server(version.deployment)
@@ -342,6 +311,38 @@ class SwarmRuntime:
         found = self.find(name)
         assert found is not None
         return found
+
+
+def server_spec(version: Version, image: str, network: str) -> dict[str, Any]:
+    """Create (and update) arguments of a deployment's service, its tasks from ``image`` (the
+    reference the nodes pull) on the front's ``network``."""
+    settings = version.settings
+    spec = Spec(version.deployment, version.image, version.model, version.config,
+                settings, PLUGIN_VERSION, endpoint=version.endpoint)
+    policy, _, attempts = settings.restart_policy.partition(":")
+    health = Healthcheck(test=["CMD", *HEALTHCHECK], interval=int(HEALTH_INTERVAL * NS),
+                         timeout=HEALTHCHECK_TIMEOUT_SECONDS * NS,
+                         retries=HEALTHCHECK_RETRIES,
+                         start_period=int(settings.ready_timeout * NS))
+    template = TaskTemplate(
+        ContainerSpec(image, env=spec.environment(), init=settings.init,
+                      stop_signal="SIGTERM", healthcheck=health,
+                      stop_grace_period=settings.stop_timeout * NS),
+        resources=Resources(cpu_limit=int(settings.cpus * 1e9) if settings.cpus else None,
+                            mem_limit=settings.memory),
+        restart_policy=RestartPolicy(_RESTART[policy], delay=NS,
+                                     max_attempts=int(attempts or 0)),
+        placement=Placement(constraints=list(settings.constraints or ())),
+        networks=[network])
+    rollout = {"parallelism": 1, "order": "start-first", "monitor": MONITOR_SECONDS * NS}
+    return {
+        "task_template": template, "name": service_name(version.deployment),
+        "labels": {**spec.labels(), record.RUNTIME: SWARM},
+        "mode": ServiceMode("replicated", replicas=settings.replicas),
+        "endpoint_spec": EndpointSpec(mode="dnsrr"),
+        "update_config": UpdateConfig(failure_action="rollback", **rollout),
+        "rollback_config": RollbackConfig(failure_action="pause", **rollout),
+    }
 
 
 def _unavailable(info: Mapping[str, Any]) -> str | None:

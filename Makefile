@@ -73,9 +73,9 @@ engine: venv
 base-image: engine
 	@command -v mmdebstrap >/dev/null || { apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mmdebstrap >/dev/null; }
-	$(BIN)/python -m mlflow_docker_target.build.local_images --kind base --tag $(BASE_IMAGE)
-	$(BIN)/python -m mlflow_docker_target.build.local_images --kind proxy --tag $(PROXY_IMAGE)
-	$(BIN)/python -m mlflow_docker_target.build.local_images --kind binutils --tag $(STRIP_IMAGE)
+	$(BIN)/python -m mlflow_docker_target.image_build.local_images --kind base --tag $(BASE_IMAGE)
+	$(BIN)/python -m mlflow_docker_target.image_build.local_images --kind proxy --tag $(PROXY_IMAGE)
+	$(BIN)/python -m mlflow_docker_target.image_build.local_images --kind binutils --tag $(STRIP_IMAGE)
 
 # The demo: a model registered in a local SQLite registry, served with run-local.
 serve: base-image

@@ -22,12 +22,12 @@ from mlflow.protos.databricks_pb2 import (
 )
 
 from mlflow_docker_target import record, runtimes
-from mlflow_docker_target.build import model_fetch
-from mlflow_docker_target.build.model_fetch import check_flavor
 from mlflow_docker_target.config import Settings, normalize, parse_config
 from mlflow_docker_target.engine.address import Address, engine_from_target, resolve
 from mlflow_docker_target.engine.connection import Engine, connect_to
 from mlflow_docker_target.engine.errors import talking_to
+from mlflow_docker_target.image_build import model_fetch
+from mlflow_docker_target.image_build.model_fetch import check_flavor
 from mlflow_docker_target.names import check_name
 from mlflow_docker_target.runtimes.interface import Deployment, Endpoint, Runtime, Version
 from mlflow_docker_target.scoring_client import invoke, invoke_stream

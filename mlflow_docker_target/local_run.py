@@ -13,12 +13,12 @@ from typing import Any
 from docker.models.containers import Container
 from mlflow.exceptions import MlflowException
 
-from mlflow_docker_target.build import model_fetch
-from mlflow_docker_target.build.model_image import model_image
 from mlflow_docker_target.config import Settings, normalize, parse_config
 from mlflow_docker_target.engine.connection import Engine, connect
 from mlflow_docker_target.engine.errors import talking_to
 from mlflow_docker_target.engine.images import remove_images
+from mlflow_docker_target.image_build import model_fetch
+from mlflow_docker_target.image_build.model_image import model_image
 from mlflow_docker_target.names import check_name
 from mlflow_docker_target.runtimes.container import containers
 from mlflow_docker_target.runtimes.server_spec import Spec

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 
-from mlflow_docker_target.build.model_fetch import PYFUNC, ModelRef
 from mlflow_docker_target.config import ENV_PREFIX, MASK, is_secret
 
 LABEL = "io.mlflow.dockerhost"
@@ -59,6 +59,20 @@ PROBE_ROLE = "probe"  # a throwaway container that asks the engine a question (g
 # a deployment: never recorded on it.
 NOT_RECORDED = frozenset({"docker_host", "timeout", "tlscacert", "tlscert", "tlskey",
                           "tlsverify", "endpoint_port"})
+PYFUNC = "python_function"
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A model URI as the user gave it and what it pointed at when resolved."""
+
+    uri: str
+    resolved_uri: str
+    name: str | None = None
+    version: str | None = None
+    run_id: str | None = None
+
+
 def redacted(config: Mapping[str, str]) -> dict[str, str]:
     """Config fit to print or to put in a label: secrets masked."""
     return {k: (MASK if is_secret(k) else v) for k, v in config.items()}

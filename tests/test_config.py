@@ -217,7 +217,7 @@ def test_bad_gpus_values_are_refused(value: str) -> None:
 
 
 def test_with_gpus_one_worker_loading_its_own_model() -> None:
-    from mlflow_docker_target.build.model_fetch import ModelRef
+    from mlflow_docker_target.record import ModelRef
     from mlflow_docker_target.runtimes.server_spec import Spec
 
     ref = ModelRef("models:/m/1", "models:/m/1", "m", "1", None)

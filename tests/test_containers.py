@@ -7,10 +7,10 @@ from typing import Any
 import pytest
 
 from mlflow_docker_target import record
-from mlflow_docker_target.build.model_fetch import ModelRef
 from mlflow_docker_target.config import parse_config
 from mlflow_docker_target.engine.address import Address
 from mlflow_docker_target.engine.connection import Engine
+from mlflow_docker_target.record import ModelRef
 from mlflow_docker_target.runtimes.container import containers
 from mlflow_docker_target.runtimes.container.containers import published_url
 from mlflow_docker_target.runtimes.server_spec import Spec

@@ -5,15 +5,16 @@ from pathlib import Path
 import pytest
 from mlflow.exceptions import MlflowException
 
-from mlflow_docker_target.build.environment import check_python
-from mlflow_docker_target.build.model_fetch import FetchedModel, ModelRef
-from mlflow_docker_target.build.requirements import (
+from mlflow_docker_target.image_build.environment import check_python
+from mlflow_docker_target.image_build.model_fetch import FetchedModel
+from mlflow_docker_target.image_build.requirements import (
     Platform,
     also_downloaded,
     download_wheels,
     environment_requirements,
     server_requirements,
 )
+from mlflow_docker_target.record import ModelRef
 
 
 def _model(tmp_path: Path, requirements: str | None, mlflow_version: str = "3.17.2",

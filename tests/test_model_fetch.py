@@ -8,7 +8,7 @@ import pytest
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from mlflow_docker_target.build.model_fetch import check_flavor, fetch, resolve
+from mlflow_docker_target.image_build.model_fetch import check_flavor, fetch, resolve
 
 
 @pytest.fixture(scope="module")

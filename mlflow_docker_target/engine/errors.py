@@ -13,7 +13,7 @@ import ssl
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 from urllib.parse import urlparse
 
 import docker.errors
@@ -22,8 +22,18 @@ from mlflow.exceptions import MlflowException
 
 from mlflow_docker_target.engine.address import Address
 
-if TYPE_CHECKING:
-    from mlflow_docker_target.engine.connection import Engine
+
+class _Engine(Protocol):
+    """What :func:`talking_to` reads of a connected engine (``connection.Engine``)."""
+
+    @property
+    def url(self) -> str: ...
+
+    @property
+    def address(self) -> Address: ...
+
+    @property
+    def client(self) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -145,7 +155,7 @@ def connection_error(address: Address, exc: BaseException, timeout: float) -> Ml
 
 
 @contextmanager
-def talking_to(engine: Engine) -> Iterator[None]:
+def talking_to(engine: _Engine) -> Iterator[None]:
     """Turn the engine lost mid-operation into an error that names it, not a stack trace."""
     import paramiko
 

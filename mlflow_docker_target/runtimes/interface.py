@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from mlflow_docker_target import record
-from mlflow_docker_target.build.model_fetch import ModelRef
 from mlflow_docker_target.config import Settings
 from mlflow_docker_target.engine.connection import Engine
+from mlflow_docker_target.record import ModelRef
 from mlflow_docker_target.runtimes.haproxy import weights
 
 

@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from mlflow_docker_target import record
-from mlflow_docker_target.build.model_fetch import ModelRef
 from mlflow_docker_target.config import SERVER_KEYS, Settings
+from mlflow_docker_target.record import ModelRef
 from serving_image.contract import DRAIN_SECONDS, ENV_PREFIX
 from serving_image.settings import ServerSettings
 

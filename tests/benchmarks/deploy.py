@@ -23,10 +23,10 @@ from mlflow.deployments import get_deploy_client
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from mlflow_docker_target.build.model_fetch import resolve
 from mlflow_docker_target.config import Settings
 from mlflow_docker_target.demo import register_demo_model
 from mlflow_docker_target.engine.connection import connect
+from mlflow_docker_target.image_build.model_fetch import resolve
 from mlflow_docker_target.record import ENVIRONMENT as ENV_LABEL
 from mlflow_docker_target.runtimes.container import containers
 from mlflow_docker_target.runtimes.server_spec import Spec

@@ -24,8 +24,8 @@ from mlflow.deployments import get_deploy_client
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from mlflow_docker_target.build.model_fetch import resolve
 from mlflow_docker_target.config import Settings
+from mlflow_docker_target.image_build.model_fetch import resolve
 from mlflow_docker_target.record import ENVIRONMENT
 from mlflow_docker_target.runtimes.server_spec import Spec
 from tests.benchmarks.deploy import delete, start_to_ready, timed

@@ -21,9 +21,9 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_STATE, RESOURCE_ALREADY_EXISTS
 
 from mlflow_docker_target import record, runtimes
-from mlflow_docker_target.build.model_fetch import ModelRef
 from mlflow_docker_target.client import DockerHostDeploymentClient
 from mlflow_docker_target.config import Settings
+from mlflow_docker_target.record import ModelRef
 from mlflow_docker_target.runtimes.interface import (
     Deployment,
     Endpoint,

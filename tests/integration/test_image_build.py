@@ -12,8 +12,8 @@ import pytest
 from mlflow.deployments import get_deploy_client
 from mlflow.exceptions import MlflowException
 
-from mlflow_docker_target.build.docker_build import build, build_context
 from mlflow_docker_target.engine.connection import connect
+from mlflow_docker_target.image_build.docker_build import build, build_context
 from mlflow_docker_target.record import ENVIRONMENT
 from tests.helpers.engine import LABEL, installed_in
 

@@ -32,11 +32,11 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 from mlflow_docker_target import record
-from mlflow_docker_target.build.model_fetch import ModelRef
-from mlflow_docker_target.build.model_image import model_image
 from mlflow_docker_target.config import Settings
 from mlflow_docker_target.engine.connection import Engine
 from mlflow_docker_target.engine.images import remove_images
+from mlflow_docker_target.image_build.model_image import model_image
+from mlflow_docker_target.record import ModelRef
 from mlflow_docker_target.runtimes import fronts as shared
 from mlflow_docker_target.runtimes import haproxy, lease, reach
 from mlflow_docker_target.runtimes.interface import (

@@ -1,6 +1,6 @@
 """Build local images from Debian packages, for engines that can pull nothing.
 
-``python -m mlflow_docker_target.build.local_images`` (``make base-image``) runs mmdebstrap to
+``python -m mlflow_docker_target.image_build.local_images`` (``make base-image``) runs mmdebstrap to
 make a minimal Debian bookworm root file system, then imports it with a ``FROM scratch`` build:
 ``--kind base`` gives Python 3.11 with venv, ``--kind proxy`` gives HAProxy for the endpoints'
 fronts, ``--kind binutils`` gives GNU binutils for the environment build's strip step. Real users
@@ -24,8 +24,8 @@ from pathlib import Path
 import docker.errors
 from mlflow.exceptions import MlflowException
 
-from mlflow_docker_target.build.docker_build import build, build_context, template
 from mlflow_docker_target.engine.connection import connect
+from mlflow_docker_target.image_build.docker_build import build, build_context, template
 from mlflow_docker_target.record import BASE_PACKAGES, BASE_SUITE, KIND
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from mlflow_docker_target.build.model_fetch import FetchedModel
+from mlflow_docker_target.image_build.model_fetch import FetchedModel
 
 log = logging.getLogger(__name__)
 

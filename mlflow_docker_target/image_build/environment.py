@@ -19,19 +19,19 @@ import docker.errors
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
-from mlflow_docker_target.build import requirements as dependencies
-from mlflow_docker_target.build.docker_build import (
+from mlflow_docker_target.config import Settings
+from mlflow_docker_target.engine.connection import Engine
+from mlflow_docker_target.engine.images import ensure_image, image_exists
+from mlflow_docker_target.image_build import requirements as dependencies
+from mlflow_docker_target.image_build.docker_build import (
     IMAGE_REPO,
     build,
     build_context,
     server_root,
     template,
 )
-from mlflow_docker_target.build.model_fetch import FetchedModel
-from mlflow_docker_target.build.requirements import Platform, Requirements
-from mlflow_docker_target.config import Settings
-from mlflow_docker_target.engine.connection import Engine
-from mlflow_docker_target.engine.images import ensure_image, image_exists
+from mlflow_docker_target.image_build.model_fetch import FetchedModel
+from mlflow_docker_target.image_build.requirements import Platform, Requirements
 from mlflow_docker_target.record import (
     BASE_IMAGE,
     KIND,

@@ -14,8 +14,11 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-from mlflow_docker_target.build import model_fetch
-from mlflow_docker_target.build.docker_build import (
+from mlflow_docker_target.config import Settings
+from mlflow_docker_target.engine.connection import Engine
+from mlflow_docker_target.engine.images import image_exists
+from mlflow_docker_target.image_build import model_fetch
+from mlflow_docker_target.image_build.docker_build import (
     IMAGE_REPO,
     build,
     build_context,
@@ -23,14 +26,12 @@ from mlflow_docker_target.build.docker_build import (
     template,
     tree_digest,
 )
-from mlflow_docker_target.build.environment import ensure_environment
-from mlflow_docker_target.build.model_fetch import FetchedModel, ModelRef
-from mlflow_docker_target.config import Settings
-from mlflow_docker_target.engine.connection import Engine
-from mlflow_docker_target.engine.images import image_exists
+from mlflow_docker_target.image_build.environment import ensure_environment
+from mlflow_docker_target.image_build.model_fetch import FetchedModel
 from mlflow_docker_target.record import (
     ENVIRONMENT,
     KIND,
+    ModelRef,
     model_labels,
 )
 

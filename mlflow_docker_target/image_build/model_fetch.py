@@ -22,18 +22,7 @@ from mlflow.protos.databricks_pb2 import (
 )
 from mlflow.tracking import MlflowClient
 
-PYFUNC = "python_function"
-
-
-@dataclass(frozen=True)
-class ModelRef:
-    """A model URI as the user gave it and what it pointed at when resolved."""
-
-    uri: str
-    resolved_uri: str
-    name: str | None = None
-    version: str | None = None
-    run_id: str | None = None
+from mlflow_docker_target.record import PYFUNC, ModelRef
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import mlflow
 import pytest
 import requests
 
-from tests.helpers.servers import serve_model
+from tests.helpers.servers import serve_model, stop
 
 SLOW_MODEL = """
 import time
@@ -65,9 +65,7 @@ def test_sigterm_finishes_in_flight_requests(slow_model: Path) -> None:
             requests.get(f"{url}/health", timeout=2)
         assert not _shared_dirs() - shared_before  # the workers' files are removed
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        stop(process)
 
 
 def test_request_timeout_answers_504(slow_model: Path) -> None:
@@ -77,8 +75,7 @@ def test_request_timeout_answers_504(slow_model: Path) -> None:
         assert answer.status_code == 504
         assert answer.json()["error_code"] == "DEADLINE_EXCEEDED"
     finally:
-        process.kill()
-        process.wait()
+        stop(process)
 
 
 def test_metrics_add_up_across_workers(tmp_path: Path) -> None:

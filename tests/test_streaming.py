@@ -4,8 +4,6 @@ and the plugin's client side of it."""
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -17,7 +15,7 @@ from mlflow.exceptions import MlflowException
 
 from mlflow_docker_target.scoring_client import invoke_stream
 from tests.helpers.models import SLEEPY_MODEL, save_sleepy, save_streamer
-from tests.helpers.servers import serve_model
+from tests.helpers.servers import serve_model, stop
 
 
 @pytest.fixture(scope="module")
@@ -29,10 +27,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     yield url
     stop(process)
 
-
-def stop(process: subprocess.Popen) -> None:
-    process.send_signal(signal.SIGTERM)
-    process.wait(timeout=30)
 
 
 def sse(url: str, body: dict) -> tuple[requests.Response, list[tuple[float, str]]]:

@@ -8,7 +8,6 @@ limit, not at the model's end); how fast is for ``make bench``.
 from __future__ import annotations
 
 import asyncio
-import signal
 import subprocess
 import threading
 import time
@@ -21,7 +20,7 @@ import requests
 
 from serving_image.predictor import Busy, DeadlineExceeded, Predictor
 from tests.helpers.models import SHAPES, save_sleepy
-from tests.helpers.servers import serve_model
+from tests.helpers.servers import serve_model, stop
 
 LIMIT, SLOW = 1, 3
 
@@ -31,10 +30,6 @@ def serve(model: Path, **settings: str) -> tuple[subprocess.Popen, str]:
            **{f"SCORING_{k.upper()}": v for k, v in settings.items()}}
     return serve_model(model, env=env)
 
-
-def stop(process: subprocess.Popen) -> None:
-    process.send_signal(signal.SIGTERM)
-    process.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ batches its batcher makes."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -41,8 +42,16 @@ def serve_model(model: Path, *options: str,
         except requests.RequestException:
             pass
         time.sleep(0.2)
-    process.kill()
+    stop(process)
     raise AssertionError("the server did not become ready")
+
+
+def stop(process: subprocess.Popen) -> None:
+    """Stop a server as its container would be stopped: SIGTERM, which the supervisor passes on
+    to gunicorn after draining. SIGKILL would leave gunicorn (in a session of its own) running."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    process.wait(timeout=30)
 
 
 def count_batches(batcher: Batcher) -> list[int]:

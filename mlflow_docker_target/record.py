@@ -18,7 +18,7 @@ LABEL = "io.mlflow.dockerhost"
 
 # What a container or image is and what it belongs to.
 DEPLOYMENT = f"{LABEL}.deployment"
-ROLE = f"{LABEL}.role"  # server, front, lock or probe; containers made before roles have none
+ROLE = f"{LABEL}.role"  # server, front, lock or probe
 ENDPOINT = f"{LABEL}.endpoint"  # a shared endpoint: on its front and on its deployments' servers
 FRONT_OF = f"{LABEL}.front-of"  # the deployment a private front belongs to
 SLOT = f"{LABEL}.slot"  # a replica's number behind its front: its server line and network alias

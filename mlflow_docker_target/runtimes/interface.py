@@ -43,7 +43,7 @@ class Deployment:
     replicas: tuple[Replica, ...]
     url: str | None
     endpoint: str | None  # the shared endpoint it is attached to; None for its own front
-    runtime: str = "container"
+    runtime: str  # the name of the runtime that holds it (``runtimes.RUNTIMES``)
     nodes: tuple[str, ...] = ()  # swarm: address:port of every node whose front answers
 
     @property
@@ -94,7 +94,7 @@ class Endpoint:
     status: str
     deployments: tuple[str, ...]
     traffic: Mapping[str, int] | None  # None: an even split
-    runtime: str = "container"
+    runtime: str
     nodes: tuple[str, ...] = ()
 
     def describe(self) -> dict[str, Any]:

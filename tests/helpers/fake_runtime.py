@@ -99,7 +99,7 @@ class FakeRuntime:
         found = Deployment(version.deployment, labels, config,
                            tuple(Replica(f"{version.deployment}-{n}", "running", "healthy",
                                          version.image) for n in range(replicas)),
-                           url, version.endpoint, runtime=self.name)
+                           url, version.endpoint, self.name)
         self.deployments_[version.deployment] = found
         return found
 
@@ -141,7 +141,7 @@ class FakeRuntime:
         self._call("create_endpoint", (name, settings))
         port = settings.port or 31000 + len(self.endpoints_)
         self.endpoints_[name] = Endpoint(name, f"http://fake:{port}", port, "running", (), None,
-                                         runtime=self.name)
+                                         self.name)
         return self.endpoints_[name]
 
     def set_traffic(self, endpoint: Endpoint, traffic: Mapping[str, int]) -> Endpoint:

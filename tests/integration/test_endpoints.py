@@ -1,5 +1,5 @@
 """Endpoints that stay put, on a real engine: fronts, replicas, rollouts under load, weighted
-traffic, one writer per name, and deployments made before fronts existed."""
+traffic, and one writer per name."""
 
 from __future__ import annotations
 

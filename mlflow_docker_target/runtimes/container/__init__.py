@@ -104,7 +104,7 @@ class ContainerRuntime:
             # containers is the replica count
             config["replicas"] = str(len(servers))
         return Deployment(name, labels, config, replicas,
-                          fronts.url(self.engine, front) if front else None, endpoint)
+                          fronts.url(self.engine, front) if front else None, endpoint, CONTAINER)
 
     def endpoint(self, name: str) -> Endpoint | None:
         container = fronts.find(self.client, endpoint=name)
@@ -121,7 +121,7 @@ class ContainerRuntime:
                                  for c in containers.servers(self.client, endpoint=name)}))
         port = container.labels.get(record.PORT)
         return Endpoint(name, fronts.url(self.engine, container), int(port) if port else None,
-                        container.status, attached, fronts.traffic_of(container))
+                        container.status, attached, fronts.traffic_of(container), CONTAINER)
 
     # -----------------------------------------------------------------------------------------
     # Fronts

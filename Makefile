@@ -94,9 +94,10 @@ test-tools:
 	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
 
-# The inner loop: no engine, no MLServer or old-MLflow virtualenv, no Docker needed at all.
+# The inner loop: no engine, no MLServer or old-MLflow virtualenv, no Docker needed at all; in
+# parallel, each module on one worker (several share a server process per module).
 unit: venv
-	$(BIN)/python -m pytest -q -m "not engine and not venv and not slow"
+	$(BIN)/python -m pytest -q -n 3 --dist loadscope -m "not engine and not venv and not slow"
 
 test: base-image mlserver test-tools
 	$(BIN)/python -m pytest -q -rs -m "not slow"

@@ -231,16 +231,22 @@ def main() -> None:
     def med(name: str, payload: str, c: int, key: str) -> float:
         return statistics.median(p[key] for p in results[(name, payload, c)])
 
+    def spread(name: str, payload: str, c: int) -> str:
+        """The req/s of the slowest and the fastest round."""
+        rates = [p["rps"] for p in results[(name, payload, c)]]
+        return f"{min(rates):.0f}-{max(rates):.0f}"
+
     if "before" in servers and "ours" in servers:
         print(f"\nbefore/after, median of {args.rounds} interleaved round(s), {args.workers} "
               "workers\n")
-        print("| payload | c | before req/s | after req/s | after/before | before p99 ms "
-              "| after p99 ms |")
+        print("| payload | c | before req/s (rounds) | after req/s (rounds) | after/before "
+              "| before p99 ms | after p99 ms |")
         print("|---|---:|---:|---:|---:|---:|---:|")
         for payload in payloads:
             for c in connection_counts:
                 before, after = med("before", payload, c, "rps"), med("ours", payload, c, "rps")
-                print(f"| {payload} | {c} | {before:.0f} | {after:.0f} | {after / before:.1%} "
+                print(f"| {payload} | {c} | {before:.0f} ({spread('before', payload, c)}) "
+                      f"| {after:.0f} ({spread('ours', payload, c)}) | {after / before:.1%} "
                       f"| {med('before', payload, c, 'p99'):.2f} "
                       f"| {med('ours', payload, c, 'p99'):.2f} |")
     if {"ours", "batched", "mlflow", "bare"} <= set(servers):

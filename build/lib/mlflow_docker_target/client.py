@@ -1,0 +1,375 @@
+"""The ``dockerhost`` deployment client: MLflow's deployment and endpoint API on a Docker engine.
+
+This module holds the rules users see (names, config, what may change, errors). What runs where,
+and how, is a runtime's business: the client speaks only to ``runtimes.interface.Runtime``,
+chosen from the table in ``runtimes`` (containers on the engine, or services on the swarm it
+manages), and never to Docker itself.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
+
+from mlflow.deployments import BaseDeploymentClient, PredictionsResponse
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import (
+    INVALID_PARAMETER_VALUE,
+    RESOURCE_ALREADY_EXISTS,
+    RESOURCE_DOES_NOT_EXIST,
+)
+
+from mlflow_docker_target import record, runtimes
+from mlflow_docker_target.config import Settings, normalize, parse_config
+from mlflow_docker_target.engine.address import Address, engine_from_target, resolve
+from mlflow_docker_target.engine.connection import Engine, connect_to
+from mlflow_docker_target.engine.errors import talking_to
+from mlflow_docker_target.image_build import model_fetch
+from mlflow_docker_target.image_build.model_fetch import check_flavor
+from mlflow_docker_target.names import check_name
+from mlflow_docker_target.runtimes.interface import Deployment, Endpoint, Runtime, Version
+from mlflow_docker_target.scoring_client import invoke, invoke_stream
+from serving_image.contract import DEPLOYMENT_HEADER
+
+log = logging.getLogger(__name__)
+
+
+class DockerHostDeploymentClient(BaseDeploymentClient):
+    """Deploys MLflow models behind stable endpoints on the Docker engine the target URI names.
+
+    Nothing is stored outside the engine: containers carry labels that describe their deployment,
+    and an endpoint's front holds its traffic shares.
+    """
+
+    def __init__(self, target_uri: str) -> None:
+        super().__init__(target_uri)
+        self.engine_ref = engine_from_target(target_uri)
+        self._engines: dict[tuple[Address, float], Engine] = {}
+
+    def _connect(self, settings: Settings | None = None) -> Engine:
+        """The engine, connected once per address and timeout for this client's lifetime.
+
+        A client that calls ``predict`` in a loop would otherwise open a connection (over ssh,
+        a login: half a second) for every call.
+        """
+        settings = settings or Settings()
+        key = (resolve(self.engine_ref, settings), settings.timeout)
+        if key not in self._engines:
+            self._engines[key] = connect_to(*key)
+        return self._engines[key]
+
+    # -----------------------------------------------------------------------------------------
+    # Deployments
+
+    def create_deployment(self, name: str, model_uri: str, flavor: str | None = None,
+                          config: dict[str, Any] | None = None,
+                          endpoint: str | None = None) -> dict[str, Any]:
+        check_name(name)
+        settings = parse_config(config, "create")
+        flavor = check_flavor(flavor)
+        _check_ports(settings, endpoint)
+        engine = self._connect(settings)
+        with talking_to(engine):
+            shared = _holding_endpoint(engine, endpoint) if endpoint is not None else None
+            # a deployment goes where its endpoint is
+            runtime = shared[0] if shared else runtimes.chosen(engine, settings)
+            runtime.prepare(replace(settings, port=settings.endpoint_port) if endpoint
+                            else settings, makes_front=shared is None)
+            with runtime.lease("deployment", name, "create"):
+                if _holding(engine, name) is not None:
+                    raise MlflowException(
+                        f"A deployment named {name!r} already exists on {engine.url}; update "
+                        "it, or delete it first.", RESOURCE_ALREADY_EXISTS)
+                made = None
+                if endpoint is not None and runtime.endpoint(endpoint) is None:
+                    made = self._make_endpoint(runtime, endpoint,
+                                               replace(settings, port=settings.endpoint_port),
+                                               exists_ok=True)
+                try:
+                    image, ref = runtime.build(name, model_fetch.resolve(model_uri), settings)
+                    version = Version(name, image, ref, normalize(config), settings, endpoint)
+                    try:
+                        deployed = runtime.roll_out(version, None)
+                    except BaseException:
+                        runtime.remove_images({image})
+                        raise
+                except BaseException:
+                    if made is not None:
+                        runtime.remove_endpoint(made)
+                    raise
+            log.info("Deployment %s serves %s at %s", name, ref.resolved_uri, deployed.url)
+            return {**deployed.describe(), "flavor": flavor}
+
+    def update_deployment(self, name: str, model_uri: str | None = None,
+                          flavor: str | None = None, config: dict[str, Any] | None = None,
+                          endpoint: str | None = None) -> dict[str, Any]:
+        check_name(name)
+        flavor = check_flavor(flavor)
+        given = normalize(config)
+        engine = self._connect(parse_config(given, "update"))
+        with talking_to(engine):
+            runtime, current = _find(engine, name, endpoint)
+            with runtime.lease("deployment", name, "update"):
+                runtime, current = _find(engine, name, endpoint)
+                raw = _merged(runtime, current, given)
+                settings = parse_config(raw, "update")
+                runtime.prepare(settings, makes_front=False)
+                if _only_scales(model_uri, current, given):
+                    version = Version(name, current.labels[record.IMAGE], current.model, raw,
+                                      settings, current.endpoint)
+                    described = runtime.scale(version, current).describe()
+                    log.info("Deployment %s now has %s replicas ready", name,
+                             described["replicas"])
+                    return {**described, "flavor": flavor}
+                ref = model_fetch.resolve(model_uri) if model_uri else current.model
+                image, ref = runtime.build(name, ref, settings)
+                version = Version(name, image, ref, raw, settings, current.endpoint)
+                old_images = {r.image for r in current.replicas if r.image} - {image}
+                try:
+                    updated = runtime.roll_out(version, current)
+                except BaseException:
+                    runtime.remove_images({image} - {r.image for r in current.replicas
+                                                     if r.image})
+                    raise
+            runtime.remove_images(old_images)
+            log.info("Deployment %s now serves %s at %s", name, ref.resolved_uri, updated.url)
+            return {**updated.describe(), "flavor": flavor}
+
+    def delete_deployment(self, name: str, config: dict[str, Any] | None = None,
+                          endpoint: str | None = None) -> None:
+        check_name(name)
+        settings = parse_config(config, "delete")
+        engine = self._connect(settings)
+        with talking_to(engine):
+            held = _holding(engine, name)
+            if held is None:
+                return
+            runtime, found = held
+            _check_on(found, endpoint)
+            with runtime.lease("deployment", name, "delete"):
+                images = runtime.remove(found, settings.stop_timeout)
+            if settings.remove_image:
+                runtime.remove_images(images)
+
+    def list_deployments(self, endpoint: str | None = None) -> list[dict[str, Any]]:
+        engine = self._connect()
+        with talking_to(engine):
+            if endpoint is not None:
+                return [d.describe() for d in _endpoint(engine, endpoint)[0].deployments(endpoint)]
+            return [d.describe() for runtime in runtimes.every(engine)
+                    for d in runtime.deployments()]
+
+    def get_deployment(self, name: str, endpoint: str | None = None) -> dict[str, Any]:
+        engine = self._connect()
+        with talking_to(engine):
+            return _find(engine, check_name(name), endpoint)[1].describe()
+
+    def predict(self, deployment_name: str | None = None, inputs: Any = None,
+                endpoint: str | None = None) -> PredictionsResponse:
+        """Through the endpoint's front: with a deployment name, that deployment answers;
+        with only an endpoint, the endpoint's traffic split decides."""
+        url, token, headers = self._route(deployment_name, endpoint)
+        return invoke(url, inputs, token=token, headers=headers)
+
+    def _route(self, deployment_name: str | None,
+               endpoint: str | None) -> tuple[str, str | None, dict[str, str]]:
+        """Where predictions for a deployment (or an endpoint's split) go: the URL, the bearer
+        token, and the header that picks the deployment behind a shared front."""
+        if not deployment_name and not endpoint:
+            raise MlflowException("predict needs a deployment name or an endpoint.",
+                                  INVALID_PARAMETER_VALUE)
+        engine = self._connect()
+        with talking_to(engine):
+            if deployment_name:
+                found = _find(engine, deployment_name, endpoint)[1]
+                url, on = found.url, [found]
+            else:
+                runtime, shared = _endpoint(engine, str(endpoint))
+                url, on = shared.url, runtime.deployments(shared.name)
+        if url is None:
+            raise MlflowException(f"{deployment_name or endpoint!r} publishes no port; is it "
+                                  "running? `mlflow deployments get` shows its status.")
+        tokens = {d.config.get("auth_token") for d in on}
+        headers = {DEPLOYMENT_HEADER: deployment_name} if deployment_name else {}
+        return url, tokens.pop() if len(tokens) == 1 else None, headers
+
+    def predict_stream(self, deployment_name: str | None = None, inputs: Any = None,
+                       endpoint: str | None = None) -> Iterator[dict[str, Any]]:
+        """Chunks of the model's ``predict_stream``, as dicts, as they come (Server-Sent Events
+        through the endpoint's front); routed as :meth:`predict` routes."""
+        url, token, headers = self._route(deployment_name, endpoint)
+        return invoke_stream(url, inputs, token=token, headers=headers)
+
+    def explain(self, deployment_name: str | None = None, df: Any = None,
+                endpoint: str | None = None) -> Any:
+        raise MlflowException(
+            "The dockerhost target does not compute explanations; call predict instead.",
+            INVALID_PARAMETER_VALUE)
+
+    # -----------------------------------------------------------------------------------------
+    # Endpoints
+
+    def create_endpoint(self, name: str, config: dict[str, Any] | None = None) -> dict[str, Any]:
+        check_name(name, "endpoint")
+        settings = parse_config(config, "create_endpoint")
+        engine = self._connect(settings)
+        with talking_to(engine):
+            runtime = runtimes.chosen(engine, settings)
+            runtime.prepare(settings, makes_front=True)
+            if _holding_endpoint(engine, name) is not None:
+                raise MlflowException(f"An endpoint named {name!r} already exists on "
+                                      f"{runtime.url}.", RESOURCE_ALREADY_EXISTS)
+            return self._make_endpoint(runtime, name, settings).describe()
+
+    @staticmethod
+    def _make_endpoint(runtime: Runtime, name: str, settings: Settings,
+                       exists_ok: bool = False) -> Endpoint:
+        with runtime.lease("endpoint", name, "create"):
+            found = runtime.endpoint(name)
+            if found is not None:
+                if exists_ok:
+                    return found
+                raise MlflowException(f"An endpoint named {name!r} already exists on "
+                                      f"{runtime.url}.", RESOURCE_ALREADY_EXISTS)
+            made = runtime.create_endpoint(name, settings)
+            log.info("Endpoint %s answers at %s%s", name, made.url,
+                     f" (every node: {', '.join(made.nodes)})" if made.nodes else "")
+            return made
+
+    def update_endpoint(self, endpoint: str, config: dict[str, Any] | None = None) -> None:
+        settings = parse_config(config, "update_endpoint")
+        if settings.traffic is None:
+            raise MlflowException(
+                "update-endpoint changes the traffic split: give -C traffic=<deployment>:"
+                "<weight>,... with weights that sum to 100.", INVALID_PARAMETER_VALUE)
+        engine = self._connect(settings)
+        with talking_to(engine):
+            runtime, found = _endpoint(engine, endpoint)
+            unknown = sorted(set(settings.traffic) - set(found.deployments))
+            if unknown:
+                raise MlflowException(
+                    f"Not on endpoint {endpoint!r}: {', '.join(unknown)}. Its deployments: "
+                    f"{', '.join(found.deployments) or 'none'}.", INVALID_PARAMETER_VALUE)
+            with runtime.lease("endpoint", endpoint, "update", wait=60):
+                updated = runtime.set_traffic(found, settings.traffic)
+            log.info("Endpoint %s now splits traffic %s", endpoint,
+                     updated.describe()["traffic"])
+
+    def delete_endpoint(self, endpoint: str) -> None:
+        engine = self._connect()
+        with talking_to(engine):
+            held = _holding_endpoint(engine, check_name(endpoint, "endpoint"))
+            if held is None:
+                return
+            runtime, found = held
+            if found.deployments:
+                raise MlflowException(
+                    f"Endpoint {endpoint!r} still has deployments: "
+                    f"{', '.join(found.deployments)}. Delete them first "
+                    "(mlflow deployments delete -t dockerhost --name <deployment>).",
+                    INVALID_PARAMETER_VALUE)
+            with runtime.lease("endpoint", endpoint, "delete"):
+                runtime.remove_endpoint(found)
+
+    def list_endpoints(self) -> list[dict[str, Any]]:
+        engine = self._connect()
+        with talking_to(engine):
+            return [e.describe() for runtime in runtimes.every(engine)
+                    for e in runtime.endpoints()]
+
+    def get_endpoint(self, endpoint: str) -> dict[str, Any]:
+        engine = self._connect()
+        with talking_to(engine):
+            return _endpoint(engine, check_name(endpoint, "endpoint"))[1].describe()
+
+    # -----------------------------------------------------------------------------------------
+
+
+def _holding(engine: Engine, name: str) -> tuple[Runtime, Deployment] | None:
+    """The runtime that holds deployment ``name``, and the deployment."""
+    for runtime in runtimes.every(engine):
+        found = runtime.find(name)
+        if found is not None:
+            return runtime, found
+    return None
+
+
+def _find(engine: Engine, name: str, endpoint: str | None) -> tuple[Runtime, Deployment]:
+    held = _holding(engine, name)
+    if held is None:
+        raise MlflowException(f"No deployment named {name!r} on {engine.url}.",
+                              RESOURCE_DOES_NOT_EXIST)
+    _check_on(held[1], endpoint)
+    return held
+
+
+def _holding_endpoint(engine: Engine, name: str) -> tuple[Runtime, Endpoint] | None:
+    for runtime in runtimes.every(engine):
+        found = runtime.endpoint(name)
+        if found is not None:
+            return runtime, found
+    return None
+
+
+def _endpoint(engine: Engine, name: str) -> tuple[Runtime, Endpoint]:
+    held = _holding_endpoint(engine, name)
+    if held is None:
+        raise MlflowException(f"No endpoint named {name!r} on {engine.url}.",
+                              RESOURCE_DOES_NOT_EXIST)
+    return held
+
+
+def _check_on(found: Deployment, endpoint: str | None) -> None:
+    """``endpoint=`` given with a deployment must be the one it is attached to."""
+    if endpoint is not None and found.endpoint != endpoint:
+        where = f"endpoint {found.endpoint!r}" if found.endpoint else "its own endpoint"
+        raise MlflowException(
+            f"Deployment {found.name!r} is on {where}, not on endpoint {endpoint!r}; a "
+            "deployment stays on the endpoint it was created on.", INVALID_PARAMETER_VALUE)
+
+
+def _check_ports(settings: Settings, endpoint: str | None) -> None:
+    """A deployment on a shared endpoint has no port of its own; ``endpoint_port`` is the port
+    of the endpoint that create makes."""
+    if endpoint is not None:
+        check_name(endpoint, "endpoint")
+        if settings.port is not None:
+            raise MlflowException(
+                f"The port belongs to endpoint {endpoint!r}, not to a deployment on it: give "
+                "-C endpoint_port when create makes the endpoint, or -C port to "
+                "create-endpoint.", INVALID_PARAMETER_VALUE)
+    elif settings.endpoint_port is not None:
+        raise MlflowException("-C endpoint_port applies only with --endpoint; a deployment's "
+                              "own port is -C port.", INVALID_PARAMETER_VALUE)
+
+
+def _merged(runtime: Runtime, current: Deployment, given: dict[str, str]) -> dict[str, str]:
+    """An update's config: what was recorded, with what is given on top; ``-C key=`` and
+    ``-C env.NAME=`` drop what was recorded (back to the default). The port and the runtime
+    stay as they are for the deployment's life."""
+    _check_stays(runtime, given)
+    recorded = dict(current.config)
+    if "port" in given and recorded.get("port") != given["port"]:
+        raise MlflowException(
+            f"The endpoint of {current.name!r} keeps its port for its life ({current.url}); "
+            "delete and create the deployment to change it.", INVALID_PARAMETER_VALUE)
+    return {k: v for k, v in {**recorded, **given}.items() if v.strip()}
+
+
+def _only_scales(model_uri: str | None, current: Deployment, given: dict[str, str]) -> bool:
+    """Whether an update changes the number of replicas and nothing else, so the replicas
+    that serve keep serving instead of being rolled over."""
+    changed = {k for k, v in given.items()
+               if k not in record.NOT_RECORDED and current.config.get(k, "") != v.strip()}
+    return model_uri is None and changed == {"replicas"} and record.IMAGE in current.labels
+
+
+def _check_stays(runtime: Runtime, given: dict[str, str]) -> None:
+    """A deployment stays on the runtime it was made on; ``-C runtime`` may only name it."""
+    wanted = given.get("runtime", "").strip().lower()
+    if wanted and runtimes.entry(wanted).name != runtime.name:
+        raise MlflowException(
+            f"This deployment runs on runtime {runtime.name!r} and stays there; delete it and "
+            f"create it with -C runtime={wanted} to move it.", INVALID_PARAMETER_VALUE)

@@ -1,0 +1,191 @@
+"""The HAProxy configuration of an endpoint's front.
+
+The front owns the endpoint's host port and reaches each replica by a name of its own on the
+endpoint's Docker network (its deployment's alias and its slot number), one server line per
+replica. Each server follows its name through Docker's embedded DNS, so a replica that restarts
+elsewhere (an engine restart) is found again; one name per server means a replica that goes away
+never moves the others (a shared name with several addresses makes HAProxy reshuffle them and cut
+the streams of healthy replicas). The front sends a request only to replicas whose ``/ping``
+answers 200, and retries one that a vanishing replica could not answer. Replicas joining or
+leaving, and traffic changes, reload it (hitless, master-worker mode); the configuration read at
+a reload names the replicas' current addresses, so the new worker can route its first request.
+
+Routing: a request naming a deployment in ``x-mlflow-deployment`` goes to that deployment;
+any other goes to a deployment drawn by weight. A drawn deployment with no ready replica hands
+the request on to one that has some, so a share never turns into errors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from serving_image.contract import (
+    CHECK_FALL,
+    CHECK_INTERVAL_MS,
+    DEPLOYMENT_HEADER,
+    FRONT_HEADER,
+    PING_PATH,
+    SERVER_PORT,
+)
+
+CONFIG_DIR = "/etc/mlflow-dockerhost"
+CONFIG_PATH = f"{CONFIG_DIR}/haproxy.cfg"
+STATE_PATH = f"{CONFIG_DIR}/front.json"  # the endpoint's traffic, read back by get-endpoint
+FRONT_PORT = 8080  # inside the front container; non-root images can bind it
+SWARM_SERVERS = 64  # server slots per deployment on a swarm: replicas, twice during a rollout
+COMMAND = ["haproxy", "-W", "-db", "-f", CONFIG_PATH]
+
+
+def alias(deployment: str) -> str:
+    """The network alias of a deployment's replicas: a DNS label whatever the name holds."""
+    return "d-" + hashlib.sha256(deployment.encode()).hexdigest()[:12]
+
+
+def server_name(deployment: str, slot: int) -> str:
+    """The network alias of one replica: the one name its server line follows."""
+    return f"{alias(deployment)}-{slot}"
+
+
+@dataclass(frozen=True)
+class Server:
+    """One replica behind the front."""
+
+    slot: int
+    # its current address on the endpoint's network, if known: a reloaded front starts with
+    # it, as it would otherwise have none until Docker's DNS answers
+    address: str | None = None
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One deployment as the front sees it."""
+
+    deployment: str
+    weight: int
+    request_timeout: int
+    servers: tuple[Server, ...] = ()
+    # on a swarm: the DNS name of the deployment's tasks (``tasks.<service>``); the front
+    # fills up to SWARM_SERVERS server slots from its answers, and follows them as tasks come
+    # and go, so a rollout or a rescheduled replica never rewrites the configuration
+    tasks: str | None = None
+
+
+def weights(deployments: Sequence[str], traffic: Mapping[str, int] | None) -> dict[str, int]:
+    """Each deployment's share: the recorded traffic (0 for one attached later), else even."""
+    if traffic is None:
+        return dict.fromkeys(deployments, 1)
+    return {name: traffic.get(name, 0) for name in deployments}
+
+
+def _json_string(data: dict[str, str]) -> str:
+    """A JSON body as an HAProxy double-quoted string."""
+    return '"' + json.dumps(data).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _unavailable(message: str, status: int = 503) -> str:
+    body = {"error_code": "TEMPORARILY_UNAVAILABLE" if status == 503 else
+            "RESOURCE_DOES_NOT_EXIST", "message": message}
+    return (f"http-request return status {status} content-type application/json "
+            f"string {_json_string(body)}")
+
+
+def render(endpoint: str, backends: Sequence[Backend]) -> str:
+    """The whole configuration for ``endpoint`` serving ``backends``."""
+    longest = max([b.request_timeout for b in backends] or [60])
+    lines = [
+        "global",
+        "    log stdout format raw local0 info",
+        # old processes after a reload finish their requests, then go
+        f"    hard-stop-after {longest + 30}s",
+        "",
+        "defaults",
+        "    mode http",
+        "    log global",
+        "    option httplog",
+        "    option dontlog-normal",  # log only errors and retries
+        # on a reload, an idle keep-alive connection is closed after its next answer (which
+        # says so), not at once: a client would lose a request sent as it closed
+        "    option idle-close-on-response",
+        # a replica that vanished mid-connect (killed) gets no answer: try another soon
+        "    timeout connect 1s",
+        "    timeout client 75s",
+        "    timeout http-request 30s",
+        "    timeout http-keep-alive 60s",
+        "    timeout queue 10s",
+        # a replica that goes away before answering: try another (a buffered request only)
+        "    retries 3",
+        "    option redispatch 1",
+        "    retry-on conn-failure empty-response 503",
+        "",
+        "resolvers docker",
+        "    nameserver dns 127.0.0.11:53",
+        "    accepted_payload_size 8192",
+        "    resolve_retries 3",
+        "    timeout resolve 500ms",
+        "    timeout retry 500ms",
+        "    hold valid 500ms",
+        "    hold obsolete 0s",
+        "    hold nx 500ms",
+        "",
+        "frontend endpoint",
+        f"    bind :{FRONT_PORT}",
+    ]
+    # http-request rules run before any use_backend: the answers the front gives itself
+    # carry conditions that exclude every case a backend takes.
+    named = {b.deployment: f"d_{alias(b.deployment)[2:]}" for b in backends}
+    for backend in backends:
+        name = named[backend.deployment]
+        value = backend.deployment.replace('"', "")
+        # a worker that a reload is retiring counts no server as usable, but still answers
+        # the last request of each kept connection: it routes as its configuration says
+        lines += [f"    acl asked_{name} req.hdr({DEPLOYMENT_HEADER}) -m str {value}",
+                  f"    acl up_{name} nbsrv({name}) gt 0",
+                  f"    acl up_{name} stopping"]
+    known = "".join(f" !asked_{named[b.deployment]}" for b in backends)
+    unknown = _unavailable(f"No deployment of that name on endpoint {endpoint}.", 404)
+    lines.append(f"    {unknown} if {{ req.hdr({DEPLOYMENT_HEADER}) -m found }}{known}")
+    none_up = "".join(f" !up_{named[b.deployment]}" for b in backends)
+    lines.append(f"    {_unavailable(f'No replica of endpoint {endpoint} is ready.')}"
+                 + (f" if{none_up}" if backends else ""))
+    drawn = [b for b in backends if b.weight > 0] or list(backends)
+    weighted = any(b.weight for b in drawn)
+    total = sum(b.weight for b in drawn) if weighted else len(drawn)
+    if drawn:
+        lines.append(f"    http-request set-var(txn.pick) rand({total})")
+    for name in named.values():
+        lines.append(f"    use_backend {name} if asked_{name}")
+    if drawn:
+        low = 0
+        for backend in drawn:
+            high = low + (backend.weight if weighted else 1)
+            name = named[backend.deployment]
+            lines.append(f"    use_backend {name} if {{ var(txn.pick) -m int ge {low} }} "
+                         f"{{ var(txn.pick) -m int lt {high} }} up_{name}")
+            low = high
+    # a drawn deployment with no ready replica hands its share on to one that has some
+    for name in [named[b.deployment] for b in [*drawn, *(b for b in backends
+                                                          if b not in drawn)]]:
+        lines.append(f"    use_backend {name} if up_{name}")
+    for backend in backends:
+        lines += [
+            "",
+            f"backend {named[backend.deployment]}",
+            "    balance leastconn",
+            f"    timeout server {backend.request_timeout + 5}s",
+            "    option httpchk",
+            f"    http-check send meth GET uri {PING_PATH} hdr {FRONT_HEADER} 1",
+            "    http-check expect status 200",
+            f"    default-server check inter {CHECK_INTERVAL_MS}ms fall {CHECK_FALL} rise 1 "
+            "resolvers docker init-addr none resolve-prefer ipv4",
+        ]
+        if backend.tasks:
+            lines.append(f"    server-template s 1-{SWARM_SERVERS} "
+                         f"{backend.tasks}:{SERVER_PORT}")
+        for server in backend.servers:
+            seed = f" init-addr {server.address}" if server.address else ""
+            lines.append(f"    server s{server.slot} "
+                         f"{server_name(backend.deployment, server.slot)}:{SERVER_PORT}{seed}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,192 @@
+"""What the deployment client needs of a place that runs deployments, and what it gets back.
+
+The client (``mlflow_docker_target.client``) speaks only this interface, as httpx's client
+speaks only to its transport. ``runtimes.container`` implements it with plain containers on one
+engine, ``runtimes.swarm`` with services on a Docker Swarm, whose orchestrator performs rollouts
+itself: ``roll_out`` is "make this version serve, with nothing lost", however the runtime does
+it. Everything a runtime needs before it can do that (images, devices, a registry) is its own
+business, in ``prepare`` and ``build``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from mlflow_docker_target import record
+from mlflow_docker_target.config import Settings
+from mlflow_docker_target.engine.connection import Engine
+from mlflow_docker_target.record import ModelRef
+from mlflow_docker_target.runtimes.haproxy import weights
+
+
+@dataclass(frozen=True)
+class Replica:
+    """One serving process group (a container, a task)."""
+
+    name: str
+    status: str
+    health: str | None
+    image: str | None
+    exit_reason: str | None = None  # why it stopped or restarted (out of memory, exit code)
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """A deployment as the engine holds it, read back from its newest replica's labels."""
+
+    name: str
+    labels: Mapping[str, str]
+    config: Mapping[str, str]  # secrets restored: for update to build on, never to print
+    replicas: tuple[Replica, ...]
+    url: str | None
+    endpoint: str | None  # the shared endpoint it is attached to; None for its own front
+    runtime: str  # the name of the runtime that holds it (``runtimes.RUNTIMES``)
+    nodes: tuple[str, ...] = ()  # swarm: address:port of every node whose front answers
+
+    @property
+    def model(self) -> ModelRef:
+        return record.model_from_labels(self.labels)
+
+    @property
+    def ready(self) -> int:
+        """Running replicas the engine does not call unhealthy (a rollout proved each ready
+        before Docker's own health check may have run)."""
+        return sum(r.status == "running" and r.health != "unhealthy" for r in self.replicas)
+
+    def describe(self) -> dict[str, Any]:
+        """What ``get`` and ``list`` report."""
+        labels = self.labels
+        newest = self.replicas[0] if self.replicas else None
+        return {
+            "name": self.name,
+            "flavor": labels.get(record.FLAVOR, "python_function"),
+            "endpoint": self.url,
+            "endpoint_name": self.endpoint,
+            "status": newest.status if newest else "missing",
+            "health": newest.health if newest else None,
+            "exit_reason": next((r.exit_reason for r in self.replicas if r.exit_reason), None),
+            "replicas": f"{self.ready}/{len(self.replicas)}",
+            "model_uri": labels.get(record.MODEL_URI),
+            "resolved_model_uri": labels.get(record.MODEL_RESOLVED_URI),
+            "model_name": labels.get(record.MODEL_NAME) or None,
+            "model_version": labels.get(record.MODEL_VERSION) or None,
+            "run_id": labels.get(record.RUN_ID) or None,
+            "image": labels.get(record.IMAGE),
+            "container": newest.name if newest else None,
+            "containers": [r.name for r in self.replicas],
+            "config": record.redacted(self.config),
+            "plugin_version": labels.get(record.PLUGIN_VERSION),
+            "runtime": self.runtime,
+            **({"nodes": list(self.nodes)} if self.nodes else {}),
+        }
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A shared endpoint: a front with a fixed port and the deployments attached to it."""
+
+    name: str
+    url: str | None
+    port: int | None
+    status: str
+    deployments: tuple[str, ...]
+    traffic: Mapping[str, int] | None  # None: an even split
+    runtime: str
+    nodes: tuple[str, ...] = ()
+
+    def describe(self) -> dict[str, Any]:
+        shares = weights(self.deployments, self.traffic)
+        total = sum(shares.values()) or 1
+        return {
+            "name": self.name,
+            "url": self.url,
+            "port": self.port,
+            "status": self.status,
+            "deployments": list(self.deployments),
+            "traffic": {name: round(100 * share / total, 2) for name, share in shares.items()},
+            "traffic_set": self.traffic is not None,
+            "runtime": self.runtime,
+            **({"nodes": list(self.nodes)} if self.nodes else {}),
+        }
+
+
+@dataclass(frozen=True)
+class Version:
+    """What ``roll_out`` starts: one model image with its settings, for one deployment."""
+
+    deployment: str
+    image: str
+    model: ModelRef
+    config: Mapping[str, str]
+    settings: Settings
+    endpoint: str | None = None  # a shared endpoint; None: the deployment's own front
+
+
+class Runtime(Protocol):
+    """The calls the client makes; every one blocks until done or raises ``MlflowException``."""
+
+    name: str  # its entry in ``runtimes.RUNTIMES``, recorded on what it makes
+    url: str
+
+    def lease(self, kind: str, name: str, doing: str,
+              wait: float = 0) -> AbstractContextManager[None]:
+        """Hold ``kind:name`` for one writer (``runtimes.lease``); another holder makes this
+        fail after ``wait`` seconds, naming it."""
+
+    def prepare(self, settings: Settings, makes_front: bool) -> None:
+        """Fail, before anything is built, on config this runtime cannot honour, and make sure
+        of what it needs (images, GPUs); ``makes_front``: the command makes an endpoint."""
+
+    def build(self, deployment: str, model: ModelRef,
+              settings: Settings) -> tuple[str, ModelRef]:
+        """The model's serving image where this runtime runs it; the model as resolved."""
+
+    def find(self, name: str) -> Deployment | None: ...
+
+    def deployments(self, endpoint: str | None = None) -> list[Deployment]: ...
+
+    def roll_out(self, version: Version, current: Deployment | None) -> Deployment:
+        """Serve ``version``: start it, wait until it takes traffic, then drain ``current``.
+
+        On failure what was started is removed and ``current`` keeps serving.
+        """
+
+    def scale(self, version: Version, current: Deployment) -> Deployment:
+        """Bring ``current`` to ``version.settings.replicas`` replicas of the version it serves:
+        new ones take traffic once ready, surplus ones (the oldest) drain. Nothing else
+        restarts; on failure the new ones are removed."""
+
+    def remove(self, deployment: Deployment, stop_timeout: int) -> set[str]:
+        """Drain and remove the deployment (and its own front); returns its images."""
+
+    def remove_images(self, images: set[str]) -> None: ...
+
+    def endpoint(self, name: str) -> Endpoint | None: ...
+
+    def endpoints(self) -> list[Endpoint]: ...
+
+    def create_endpoint(self, name: str, settings: Settings) -> Endpoint: ...
+
+    def set_traffic(self, endpoint: Endpoint, traffic: Mapping[str, int]) -> Endpoint: ...
+
+    def remove_endpoint(self, endpoint: Endpoint) -> None: ...
+
+
+@dataclass(frozen=True)
+class RuntimeEntry:
+    """One row of ``runtimes.RUNTIMES``: how to make the runtime, which engines offer it, and
+    what the target's help says of it."""
+
+    name: str
+    make: Callable[[Engine, Mapping[str, Any]], Runtime]
+    # why an engine (its ``docker info``) cannot offer this runtime; None: it can
+    unavailable: Callable[[Mapping[str, Any]], str | None]
+    description: str  # its paragraph of the target's help
+    where: str  # how the help names it: "on a swarm"
+    # how -C keys behave on it where they differ from their own help; keys it leaves out
+    # behave as ``key_default`` says (None: nothing is said of them)
+    key_notes: Mapping[str, str] = field(default_factory=dict)
+    key_default: str | None = None

@@ -1,0 +1,377 @@
+"""The runtime on a Docker Swarm: a replicated service per deployment, a global front per endpoint.
+
+Replicas are the tasks of one service (``endpoint_mode=dnsrr``: no virtual IP, which needs IPVS)
+on the endpoint's overlay network, behind the endpoint's front (``fronts``: HAProxy as a global
+service in host mode, so any node answers). Swarm does the rest itself (``services``): a task
+counts as running once the image's health check passes, ``update`` is a service update
+(start-first, rolled back by Swarm when the new version fails), and the tasks of a lost node are
+rescheduled on the others. Images built on the manager reach the other nodes through
+``-C registry`` (``registry``). Leases are held on the manager's engine.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
+from typing import Any
+
+from docker.types import (
+    ContainerSpec,
+    EndpointSpec,
+    Healthcheck,
+    Placement,
+    Resources,
+    RestartPolicy,
+    RollbackConfig,
+    ServiceMode,
+    TaskTemplate,
+    UpdateConfig,
+)
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+from mlflow_docker_target import record
+from mlflow_docker_target.config import Settings
+from mlflow_docker_target.engine.connection import Engine
+from mlflow_docker_target.engine.images import remove_images
+from mlflow_docker_target.image_build.model_image import model_image
+from mlflow_docker_target.record import ModelRef
+from mlflow_docker_target.runtimes import fronts as shared
+from mlflow_docker_target.runtimes import haproxy, lease, reach
+from mlflow_docker_target.runtimes.interface import (
+    Deployment,
+    Endpoint,
+    Replica,
+    RuntimeEntry,
+    Version,
+)
+from mlflow_docker_target.runtimes.server_spec import Spec
+from mlflow_docker_target.runtimes.swarm import fronts, registry, services
+from mlflow_docker_target.runtimes.swarm.fronts import SWARM
+from mlflow_docker_target.runtimes.swarm.key_notes import KEY_NOTES
+from mlflow_docker_target.runtimes.swarm.names import service_name
+from mlflow_docker_target.runtimes.swarm.services import NS, labels_of, tasks_of
+from serving_image.contract import HEALTHCHECK, HEALTHCHECK_RETRIES, HEALTHCHECK_TIMEOUT_SECONDS
+from serving_image.contract import VERSION as PLUGIN_VERSION
+
+HEALTH_INTERVAL = 2.0  # how soon Swarm sees a task ready (the image's own check: every 5 s)
+MONITOR_SECONDS = 5  # after a task is ready (healthy), how long Swarm watches it before the next
+# Keys a swarm cannot honour, and what to do instead.
+REFUSED = {
+    "gpus": "-C gpus needs device requests, which Swarm services do not have. Give the GPU nodes "
+            "a label (docker node update --label-add gpu=true <node>) and place the replicas "
+            "with -C constraints=node.labels.gpu==true, or run containers on one engine with "
+            "-C runtime=container.",
+    "bind_address": "-C bind_address does not apply on a swarm: the front publishes its port on "
+                    "every node, on all interfaces (host mode). Leave it out, or run containers "
+                    "with -C runtime=container.",
+}
+_RESTART = {"no": "none", "always": "any", "unless-stopped": "any", "on-failure": "on-failure"}
+
+
+class SwarmRuntime:
+    """Deployments and endpoints as services of the swarm the engine ``engine`` manages."""
+
+    name = SWARM
+
+    def __init__(self, engine: Engine, info: Mapping[str, Any]) -> None:
+        self.engine = engine
+        self.client = engine.client
+        self.url = engine.url
+        self.node_address: str = info["Swarm"]["NodeAddr"]
+        self.node_count: int = int(info["Swarm"].get("Nodes") or 1)
+
+    def lease(self, kind: str, name: str, doing: str,
+              wait: float = 0) -> AbstractContextManager[None]:
+        return lease.lease(self.engine, kind, name, doing, wait)
+
+    def prepare(self, settings: Settings, makes_front: bool) -> None:
+        """Keys Swarm cannot honour, and what a swarm needs, fail before anything is built."""
+        for key, why in REFUSED.items():
+            if getattr(settings, key):
+                raise MlflowException(why, INVALID_PARAMETER_VALUE)
+        if makes_front and settings.port is None:
+            raise MlflowException(
+                "On a swarm the endpoint's port must be given (no free port can be checked on "
+                "every node): -C port for create and create-endpoint, -C endpoint_port for "
+                "create --endpoint.", INVALID_PARAMETER_VALUE)
+        if self.node_count > 1 and not settings.registry:
+            raise MlflowException(
+                f"This swarm has {self.node_count} nodes: images built on the manager reach "
+                "the others through a registry. Give -C registry=host:port[/prefix] (docker "
+                "login for its credentials).", INVALID_PARAMETER_VALUE)
+
+    def build(self, deployment: str, model: ModelRef,
+              settings: Settings) -> tuple[str, ModelRef]:
+        """Built on the manager; ``roll_out`` pushes it for the other nodes."""
+        return model_image(self.engine, deployment, model, settings)
+
+    # -----------------------------------------------------------------------------------------
+    # Reading what the swarm holds
+
+    def _services(self, label: str, role: str) -> list[dict[str, Any]]:
+        """Services with ``label`` (key or key=value) in the role ``role``."""
+        found = self.client.api.services(filters={"label": label})
+        return [s for s in found if labels_of(s).get(record.ROLE) == role]
+
+    def _server(self, deployment: str) -> dict[str, Any] | None:
+        found = self._services(f"{record.DEPLOYMENT}={deployment}", record.SERVER)
+        return found[0] if found else None
+
+    def _front(self, deployment: str | None = None,
+               endpoint: str | None = None) -> dict[str, Any] | None:
+        found = self._services(shared.selector(deployment, endpoint), record.FRONT)
+        return found[0] if found else None
+
+    def find(self, name: str) -> Deployment | None:
+        service = self._server(name)
+        return self._deployment(service) if service else None
+
+    def deployments(self, endpoint: str | None = None) -> list[Deployment]:
+        label = f"{record.ENDPOINT}={endpoint}" if endpoint else record.DEPLOYMENT
+        return sorted((self._deployment(s) for s in self._services(label, record.SERVER)),
+                      key=lambda d: d.name)
+
+    def _deployment(self, service: Mapping[str, Any]) -> Deployment:
+        labels = labels_of(service)
+        name = labels[record.DEPLOYMENT]
+        endpoint = labels.get(record.ENDPOINT) or None
+        spec = service["Spec"]["TaskTemplate"]["ContainerSpec"]
+        config = record.recorded_config(labels, spec.get("Env"))
+        wanted = service["Spec"]["Mode"].get("Replicated", {}).get("Replicas", 1)
+        if wanted != 1 or "replicas" in config:
+            config["replicas"] = str(wanted)  # scaling changes the mode, not the labels
+        pushed_to = f"{config['registry']}/" if config.get("registry") else ""
+        replicas = tuple(
+            Replica(f"{service['Spec']['Name']}.{t.get('Slot', t['ID'][:12])}",
+                    t["Status"]["State"], None,
+                    registry.local_name(t["Spec"]["ContainerSpec"]["Image"], pushed_to),
+                    t["Status"].get("Err")) for t in tasks_of(self.client, service))
+        front = self._front(name, endpoint)
+        url, nodes = self._reach(front) if front else (None, ())
+        return Deployment(name, labels, config, replicas, url, endpoint, runtime=SWARM,
+                          nodes=nodes)
+
+    def _reach(self, front: Mapping[str, Any]) -> tuple[str | None, tuple[str, ...]]:
+        """The front's URL on the manager's address (or ``host_address``), and the addresses
+        of the nodes whose front runs."""
+        labels = labels_of(front)
+        port = int(labels[record.PORT])
+        url = reach.url_for(self.engine, self.node_address, port,
+                            labels.get(record.HOST_ADDRESS) or None)
+        addresses = {n["ID"]: n["Status"].get("Addr", "") for n in self.client.api.nodes()}
+        nodes = sorted({addresses.get(t.get("NodeID", ""), "")
+                        for t in tasks_of(self.client, front)
+                        if t["Status"]["State"] == "running"} - {""})
+        return url, tuple(f"{node}:{port}" for node in nodes)
+
+    def endpoint(self, name: str) -> Endpoint | None:
+        service = self._front(endpoint=name)
+        return self._endpoint(service) if service else None
+
+    def endpoints(self) -> list[Endpoint]:
+        return sorted((self._endpoint(s) for s in self._services(record.ENDPOINT, record.FRONT)),
+                      key=lambda e: e.name)
+
+    def _endpoint(self, service: Mapping[str, Any]) -> Endpoint:
+        name = labels_of(service)[record.ENDPOINT]
+        attached = tuple(sorted(labels_of(s)[record.DEPLOYMENT] for s in self._services(
+            f"{record.ENDPOINT}={name}", record.SERVER)))
+        url, nodes = self._reach(service)
+        states = {t["Status"]["State"] for t in tasks_of(self.client, service)}
+        status = "running" if "running" in states else (min(states) if states else "missing")
+        return Endpoint(name, url, int(labels_of(service)[record.PORT]), status, attached,
+                        fronts.traffic_of(service), runtime=SWARM, nodes=nodes)
+
+    def remove_images(self, images: set[str]) -> None:
+        remove_images(self.engine, registry.names_on_manager(self.client, images))
+
+    # -----------------------------------------------------------------------------------------
+    # Fronts
+
+    def create_endpoint(self, name: str, settings: Settings) -> Endpoint:
+        fronts.start(self.client, settings, self._proxy_image(settings), endpoint=name)
+        found = self.endpoint(name)
+        assert found is not None
+        return found
+
+    def _proxy_image(self, settings: Settings) -> str:
+        return registry.publish(self.client, settings.resolved_proxy_image(), settings.registry,
+                                always=False)
+
+    def _backends(self, endpoint: str | None, traffic: shared.Traffic,
+                  add: Version | None = None,
+                  leave: str | None = None) -> tuple[haproxy.Backend, ...]:
+        """The deployments a front routes to, each found by its tasks' DNS name: those on the
+        shared ``endpoint`` (none for a deployment's own front), with ``add``, without
+        ``leave``."""
+        timeouts = {labels_of(s)[record.DEPLOYMENT]: shared.request_timeout(labels_of(s))
+                    for s in (self._services(f"{record.ENDPOINT}={endpoint}", record.SERVER)
+                              if endpoint else [])}
+        if add is not None:
+            timeouts[add.deployment] = add.settings.request_timeout
+        timeouts.pop(leave or "", None)
+        return shared.backends(timeouts, traffic,
+                               tasks=lambda name: f"tasks.{service_name(name)}")
+
+    def set_traffic(self, endpoint: Endpoint, traffic: Mapping[str, int]) -> Endpoint:
+        service = self._front(endpoint=endpoint.name)
+        assert service is not None
+        fronts.reconfigure(self.client, service, self._backends(endpoint.name, traffic), traffic)
+        found = self.endpoint(endpoint.name)
+        assert found is not None
+        return found
+
+    def remove_endpoint(self, endpoint: Endpoint) -> None:
+        service = self._front(endpoint=endpoint.name)
+        if service is not None:
+            fronts.remove(self.client, service)
+
+    # -----------------------------------------------------------------------------------------
+    # Rollouts
+
+    def roll_out(self, version: Version, current: Deployment | None) -> Deployment:
+        name = version.deployment
+        settings = version.settings
+        made_front = None
+        if version.endpoint is not None:
+            front = self._front(endpoint=version.endpoint)
+            if front is None:
+                raise shared.no_front(version.endpoint, self.url)
+        else:
+            front = self._front(deployment=name)
+            if front is None:
+                front = made_front = fronts.start(
+                    self.client, settings, self._proxy_image(settings), deployment=name,
+                    backends=self._backends(None, None, add=version))
+        image = registry.publish(self.client, version.image, settings.registry)
+        service = self._server(name)
+        made = None
+        try:
+            kwargs = server_spec(version, image, front["Spec"]["Name"])
+            deadline = time.monotonic() + settings.ready_timeout + MONITOR_SECONDS
+            if service is None:
+                made = self.client.api.create_service(**kwargs)["ID"]
+                services.wait_rollout(self.client, self.client.api.inspect_service(made),
+                                      deadline, "server")
+            else:
+                since = services.update(self.client, service, **kwargs)
+                services.wait_rollout(self.client,
+                                      self.client.api.inspect_service(service["ID"]),
+                                      deadline, "server", since)
+            # the front routes to this version (on a shared endpoint: joins it; its request
+            # timeout may have changed); an unchanged configuration restarts nothing
+            traffic = fronts.traffic_of(front)
+            fronts.reconfigure(self.client, front,
+                               self._backends(version.endpoint, traffic, add=version), traffic)
+            url, _ = self._reach(self.client.api.inspect_service(front["ID"]))
+            if url:
+                reach.check_reachable(url, f"service {service_name(name)}")
+        except BaseException as exc:
+            if made is not None:
+                services.remove_service(self.client, made)
+            if made_front is not None:
+                fronts.remove(self.client, made_front)
+            if current is not None and isinstance(exc, MlflowException):
+                raise shared.still_serving(exc) from exc
+            raise
+        return self._found(name)
+
+    def scale(self, version: Version, current: Deployment) -> Deployment:
+        service = self._server(version.deployment)
+        assert service is not None
+        mode = ServiceMode("replicated", replicas=version.settings.replicas)
+        since = services.update(self.client, service, mode=mode)
+        try:
+            services.wait_rollout(self.client, self.client.api.inspect_service(service["ID"]),
+                                  time.monotonic() + version.settings.ready_timeout, "server",
+                                  since)
+        except MlflowException as exc:
+            raise shared.still_serving(exc, "replicas keep serving") from exc
+        return self._found(version.deployment)
+
+    def remove(self, deployment: Deployment, stop_timeout: int) -> set[str]:
+        service = self._server(deployment.name)
+        images = {deployment.labels.get(record.IMAGE) or ""} - {""}
+        images |= {r.image for r in deployment.replicas if r.image}  # local names
+        endpoint = self._front(endpoint=deployment.endpoint) if deployment.endpoint else None
+        if service is not None:
+            services.remove_service(self.client, service["ID"], stop_timeout)
+        if endpoint is not None:
+            traffic = shared.without(fronts.traffic_of(endpoint), deployment.name)
+            fronts.reconfigure(self.client, endpoint, self._backends(
+                deployment.endpoint, traffic, leave=deployment.name), traffic)
+        own = self._front(deployment=deployment.name)
+        if own is not None:
+            fronts.remove(self.client, own)
+        return images
+
+    def _found(self, name: str) -> Deployment:
+        found = self.find(name)
+        assert found is not None
+        return found
+
+
+def server_spec(version: Version, image: str, network: str) -> dict[str, Any]:
+    """Create (and update) arguments of a deployment's service, its tasks from ``image`` (the
+    reference the nodes pull) on the front's ``network``."""
+    settings = version.settings
+    spec = Spec(version.deployment, version.image, version.model, version.config,
+                settings, PLUGIN_VERSION, endpoint=version.endpoint)
+    policy, _, attempts = settings.restart_policy.partition(":")
+    health = Healthcheck(test=["CMD", *HEALTHCHECK], interval=int(HEALTH_INTERVAL * NS),
+                         timeout=HEALTHCHECK_TIMEOUT_SECONDS * NS,
+                         retries=HEALTHCHECK_RETRIES,
+                         start_period=int(settings.ready_timeout * NS))
+    template = TaskTemplate(
+        ContainerSpec(image, env=spec.environment(), init=settings.init,
+                      stop_signal="SIGTERM", healthcheck=health,
+                      stop_grace_period=settings.stop_timeout * NS),
+        resources=Resources(cpu_limit=int(settings.cpus * 1e9) if settings.cpus else None,
+                            mem_limit=settings.memory),
+        restart_policy=RestartPolicy(_RESTART[policy], delay=NS,
+                                     max_attempts=int(attempts or 0)),
+        placement=Placement(constraints=list(settings.constraints or ())),
+        networks=[network])
+    rollout = {"parallelism": 1, "order": "start-first", "monitor": MONITOR_SECONDS * NS}
+    return {
+        "task_template": template, "name": service_name(version.deployment),
+        "labels": {**spec.labels(), record.RUNTIME: SWARM},
+        "mode": ServiceMode("replicated", replicas=settings.replicas),
+        "endpoint_spec": EndpointSpec(mode="dnsrr"),
+        "update_config": UpdateConfig(failure_action="rollback", **rollout),
+        "rollback_config": RollbackConfig(failure_action="pause", **rollout),
+    }
+
+
+def _unavailable(info: Mapping[str, Any]) -> str | None:
+    """Why an engine cannot run services: it does not manage an active swarm."""
+    swarm = info.get("Swarm") or {}
+    state = swarm.get("LocalNodeState") or "inactive"
+    if state == "active" and swarm.get("ControlAvailable"):
+        return None
+    role = " as a worker" if state == "active" else ""
+    return (f"needs an engine that manages a swarm; this one's swarm state is {state}{role}. "
+            "Point the target at a manager (docker node ls shows them), or leave runtime out "
+            "to run containers on this engine.")
+
+
+ENTRY = RuntimeEntry(
+    name=SWARM,
+    make=SwarmRuntime,
+    unavailable=_unavailable,
+    description="""\
+Docker Swarm (runtime 'swarm', the default on an engine that is an active Swarm manager):
+one replicated service per deployment (endpoint_mode=dnsrr, so no IPVS is needed) and the
+front as a global service publishing the port in host mode on every node, so any node
+answers. The build runs on the manager; the image (and a local proxy image) is pushed to
+-C registry=host:port[/prefix] for the nodes to pull (required with more than one node;
+credentials from docker login). The port must be given. update is Swarm's rolling update
+(start-first, rolled back by Swarm when the new version never gets ready); a change of an
+endpoint's deployments or weights restarts its fronts one node at a time. Pushed images
+stay in the registry after delete.""",
+    where="on a swarm",
+    key_notes=KEY_NOTES,
+    key_default="as on one engine",
+)

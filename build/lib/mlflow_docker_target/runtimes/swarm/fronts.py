@@ -1,0 +1,151 @@
+"""An endpoint's front on a swarm: HAProxy as a global service, publishing the endpoint's port in
+host mode on every node, so any node answers as the routing mesh would.
+
+The front finds each deployment's replicas through the overlay's DNS (``tasks.<service>``) and
+follows them as Swarm starts, moves and stops them, so rollouts, scaling and rescheduling never
+touch it. Its configuration is a Swarm config (immutable: a change is a new config); only a
+change of the deployments on an endpoint or of their weights makes one, which Swarm rolls out
+one node at a time while the other nodes answer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import docker
+import docker.errors
+from docker.types import (
+    ConfigReference,
+    ContainerSpec,
+    EndpointSpec,
+    RestartPolicy,
+    ServiceMode,
+    TaskTemplate,
+    UpdateConfig,
+)
+
+from mlflow_docker_target import record
+from mlflow_docker_target.config import Settings
+from mlflow_docker_target.runtimes import fronts, haproxy
+from mlflow_docker_target.runtimes.fronts import Traffic
+from mlflow_docker_target.runtimes.swarm.names import service_name
+from mlflow_docker_target.runtimes.swarm.services import (
+    NS,
+    labels_of,
+    remove_network,
+    remove_service,
+    update,
+    wait_rollout,
+)
+
+log = logging.getLogger(__name__)
+
+SWARM = "swarm"
+START_TIMEOUT = 120  # a front task: pull the proxy image, start HAProxy
+
+
+def start(client: docker.DockerClient, settings: Settings, image: str,
+          endpoint: str | None = None, deployment: str | None = None,
+          backends: tuple[haproxy.Backend, ...] = ()) -> dict[str, Any]:
+    """The overlay network of an endpoint and its front, a global service publishing
+    ``settings.port`` on every node, from ``image`` (one every node can pull)."""
+    name = service_name(str(endpoint or deployment), "endpoint" if endpoint else "front")
+    labels = {**fronts.labels(settings, endpoint, deployment), record.RUNTIME: SWARM,
+              record.PORT: str(settings.port), record.TRAFFIC: json.dumps(None)}
+    network = client.networks.create(name, driver="overlay", labels=labels)
+    service_id = None
+    try:
+        config = _config(client, name, str(endpoint or deployment), backends)
+        service_id = client.api.create_service(
+            _template(image, network.id, config), name=name, labels=labels,
+            mode=ServiceMode("global"),
+            endpoint_spec=EndpointSpec(mode="dnsrr", ports={
+                int(str(settings.port)): (haproxy.FRONT_PORT, "tcp", "host")}),
+            update_config=UpdateConfig(parallelism=1, delay=NS, order="stop-first",
+                                       failure_action="rollback", monitor=2 * NS),
+        )["ID"]
+        service = client.api.inspect_service(service_id)
+        wait_rollout(client, service, time.monotonic() + START_TIMEOUT, "front")
+    except BaseException as exc:
+        if service_id is not None:
+            remove_service(client, service_id)
+        remove_network(client, name)
+        _remove_configs(client, name)
+        if isinstance(exc, docker.errors.APIError):
+            raise fronts.start_failed(str(endpoint or deployment), str(settings.port), exc,
+                                      " on a node") from exc
+        raise
+    return service
+
+
+def _template(image: str, network: str, config: tuple[str, str]) -> TaskTemplate:
+    return TaskTemplate(
+        ContainerSpec(image, command=haproxy.COMMAND, init=True, stop_signal="SIGUSR1",
+                      configs=[ConfigReference(config[0], config[1],
+                                               filename=haproxy.CONFIG_PATH)]),
+        restart_policy=RestartPolicy("any", delay=NS), networks=[network])
+
+
+def _config(client: docker.DockerClient, service: str, name: str,
+            backends: tuple[haproxy.Backend, ...]) -> tuple[str, str]:
+    """A Swarm config holding the front's HAProxy configuration: (id, name)."""
+    text = haproxy.render(name, backends).encode()
+    config_name = f"{service}-{hashlib.sha256(text).hexdigest()[:12]}"
+    try:
+        found = client.configs.get(config_name)
+        return found.id, config_name
+    except docker.errors.NotFound:
+        made = client.configs.create(name=config_name, data=text,
+                                     labels={record.FRONT: service})
+        return made.id, config_name
+
+
+def traffic_of(service: Mapping[str, Any]) -> Traffic:
+    """The shares a front's service records in its labels."""
+    traffic: Traffic = json.loads(labels_of(service).get(record.TRAFFIC) or "null")
+    return traffic
+
+
+def reconfigure(client: docker.DockerClient, service: Mapping[str, Any],
+                backends: tuple[haproxy.Backend, ...], traffic: Traffic) -> None:
+    """Roll a new configuration out to the fronts, one node at a time; a front whose
+    configuration is unchanged is left alone."""
+    labels = dict(labels_of(service))
+    name = labels.get(record.ENDPOINT) or labels[record.FRONT_OF]
+    service_name_ = service["Spec"]["Name"]
+    config = _config(client, service_name_, name, backends)
+    template = service["Spec"]["TaskTemplate"]
+    current = [c.get("ConfigID") for c in template["ContainerSpec"].get("Configs") or []]
+    rewritten = current != [config[0]]
+    labels[record.TRAFFIC] = json.dumps(dict(traffic) if traffic is not None else None)
+    if not rewritten and labels == labels_of(service):
+        return
+    template["ContainerSpec"]["Configs"] = [
+        ConfigReference(config[0], config[1], filename=haproxy.CONFIG_PATH)]
+    since = update(client, service, task_template=template, labels=labels)
+    if rewritten:  # a label alone restarts no task
+        wait_rollout(client, client.api.inspect_service(service["ID"]),
+                     time.monotonic() + START_TIMEOUT, "front", since)
+    _remove_configs(client, service_name_, keep=config[0])
+
+
+def remove(client: docker.DockerClient, service: Mapping[str, Any]) -> None:
+    """The front's service, its network and its configs."""
+    name = service["Spec"]["Name"]
+    remove_service(client, service["ID"])
+    remove_network(client, name)
+    _remove_configs(client, name)
+
+
+def _remove_configs(client: docker.DockerClient, service: str, keep: str | None = None) -> None:
+    for config in client.configs.list(filters={"label": f"{record.FRONT}={service}"}):
+        if config.id != keep:
+            try:
+                config.remove()
+            except docker.errors.APIError as exc:  # still in use by a rolling task
+                log.info("Keeping config %s: %s", config.name, exc.explanation or exc)

@@ -1,0 +1,38 @@
+"""How each ``-C`` key behaves when the runtime is a swarm, where it differs from one engine.
+
+Data the swarm runtime owns (``RuntimeEntry.key_notes``): the target's help prints it under each
+key, and the README's swarm table is the same text. A key left out behaves as on one engine.
+"""
+
+BUILD = "as on one engine: builds run on the manager"
+
+KEY_NOTES: dict[str, str] = {
+    "base_image": BUILD,
+    "strip_image": BUILD,
+    "pull_base": BUILD,
+    "mlflow_package": BUILD,
+    "system_packages": BUILD,
+    "port": ("required by create and create-endpoint (no free port can be checked on every "
+        "node); the front publishes it in host mode on every node"),
+    "endpoint_port": "required when create --endpoint makes the endpoint",
+    "replicas": ("tasks of the deployment's service, spread over the nodes by Swarm; a change "
+        "alone scales the service"),
+    "proxy_image": ("the front's image on every node; pushed to -C registry when it is a local "
+        "image (one no registry knows)"),
+    "runtime": "swarm",
+    "registry": "required on a swarm of more than one node",
+    "constraints": "placement constraints of the replicas' tasks",
+    "traffic": "as on one engine; the fronts take the new split one node at a time (each restarts)",
+    "bind_address": "refused: host-mode ports listen on every interface of every node",
+    "host_address": "as on one engine; default: the manager's node address",
+    "restart_policy": ("the tasks' restart condition: no -> none, always and unless-stopped "
+                       "-> any, on-failure[:N] -> on-failure with N attempts"),
+    "cpus": "the CPU limit of each task",
+    "memory": "the memory limit of each task",
+    "gpus": "refused: services have no device requests; label GPU nodes and use -C constraints",
+    "ready_timeout": ("the health check's start period: a task not ready by then fails, and Swarm "
+        "rolls an update back"),
+    "stop_timeout": "the service's stop grace period",
+    "docker_host": "run-local runs one container on the engine it names",
+    "remove_image": "removes the images from the manager; the registry keeps what was pushed",
+}

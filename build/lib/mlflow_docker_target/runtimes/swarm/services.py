@@ -1,0 +1,212 @@
+"""Swarm services as the swarm runtime drives them: update one, wait until its tasks run the new
+spec (or Swarm rolls it back), read a failed task's logs, and remove services and networks.
+
+Swarm counts a task as running once the image's health check passes; a rollout is done when
+every task the service wants runs its current spec.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import docker
+import docker.errors
+from docker.types import ServiceMode
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_STATE
+
+POLL = 0.5
+REMOVE_TIMEOUT = 60
+LOGS_SECONDS = 5
+NS = 1_000_000_000
+FAILED = ("failed", "rejected", "orphaned")
+
+
+def tasks_of(client: docker.DockerClient, service: Mapping[str, Any],
+             running: bool = True) -> list[dict[str, Any]]:
+    filters: dict[str, Any] = {"service": service["ID"]}
+    if running:
+        filters["desired-state"] = "running"
+    tasks = client.api.tasks(filters=filters)
+    return sorted(tasks, key=lambda t: t.get("CreatedAt", ""), reverse=True)
+
+
+def update(client: docker.DockerClient, service: Mapping[str, Any], **changes: Any) -> str | None:
+    """A service update: the current spec with ``changes``; returns when the update
+    before it started, for :func:`wait_rollout`."""
+    spec = service["Spec"]
+    current = {"task_template": spec["TaskTemplate"], "name": spec["Name"],
+               "labels": spec.get("Labels"), "mode": spec.get("Mode"),
+               "endpoint_spec": spec.get("EndpointSpec"),
+               "update_config": spec.get("UpdateConfig"),
+               "rollback_config": spec.get("RollbackConfig")}
+    client.api.update_service(service["ID"], service["Version"]["Index"],
+                                   **{**current, **changes})
+    return (service.get("UpdateStatus") or {}).get("StartedAt")
+
+
+def wait_rollout(client: docker.DockerClient, service: Mapping[str, Any], deadline: float,
+                 what: str, since: str | None = None) -> None:
+    """Until every task the service wants runs its current spec (Swarm counts a task as
+    running once its health check passes); raise when Swarm rolled the update back, or
+    a new task failed, with that task's last log lines. ``since``: when the update before
+    this one started (its outcome is no news)."""
+    spec = service["Spec"]
+    wanted = spec["Mode"].get("Replicated", {}).get("Replicas")
+    template = spec["TaskTemplate"]["ContainerSpec"]
+    while True:
+        service = client.api.inspect_service(service["ID"])
+        status = service.get("UpdateStatus") or {}
+        state = status.get("State", "") if status.get("StartedAt") != since else ""
+        if state.startswith("rollback") or state == "paused":
+            _raise_rolled_back(client, service, state, template)
+        tasks = tasks_of(client, service)
+        running = [t for t in tasks if t["Status"]["State"] == "running"]
+        if wanted is None:  # a global front: one current task on every node
+            nodes = nodes_taking_tasks(client)
+            done = nodes <= {t.get("NodeID") for t in running
+                             if same(t["Spec"]["ContainerSpec"], template)} and all(
+                same(t["Spec"]["ContainerSpec"], template) for t in running
+                if t.get("NodeID") in nodes)
+        else:
+            done = len(tasks) == wanted and all(
+                same(t["Spec"]["ContainerSpec"], template) for t in running) and \
+                len(running) == wanted
+        if done and state != "updating":
+            return
+        _raise_if_failed(client, service, what, deadline, template)
+        time.sleep(POLL)
+
+
+def _raise_if_failed(client: docker.DockerClient, service: Mapping[str, Any], what: str,
+                     deadline: float, template: Mapping[str, Any] | None = None) -> None:
+    started = service.get("UpdatedAt", "")
+    failed = [t for t in tasks_of(client, service, running=False)
+              if t["Status"]["State"] in FAILED and t.get("UpdatedAt", "") >= started
+              and (template is None or same(t["Spec"]["ContainerSpec"], template))]
+    if failed:
+        task = failed[0]
+        raise MlflowException(
+            f"A task of the {what} service {service['Spec']['Name']} failed: "
+            f"{task['Status'].get('Err') or task['Status']['State']}. Its last log lines:"
+            f"\n{task_logs(client, service, task)}")
+    if time.monotonic() > deadline:
+        tasks = tasks_of(client, service)
+        raise MlflowException(
+            f"The {what} service {service['Spec']['Name']} was not ready in time (config "
+            f"ready_timeout); its tasks: "
+            f"{', '.join(t['Status']['State'] for t in tasks) or 'none'}. Last log lines:"
+            f"\n{task_logs(client, service, tasks[0] if tasks else None)}")
+
+
+def _raise_rolled_back(client: docker.DockerClient, service: Mapping[str, Any], state: str,
+                       template: Mapping[str, Any]) -> None:
+    failed = [t for t in tasks_of(client, service, running=False)
+              if same(t["Spec"]["ContainerSpec"], template)
+              and t["Status"]["State"] != "running"]
+    task = failed[0] if failed else None
+    why = (task["Status"].get("Err") or task["Status"]["State"]) if task else state
+    message = (service.get("UpdateStatus") or {}).get("Message", "")
+    if state == "rollback_started":  # the previous version comes back: wait for it
+        deadline = time.monotonic() + REMOVE_TIMEOUT
+        while (client.api.inspect_service(service["ID"]).get("UpdateStatus") or {}
+               ).get("State") == "rollback_started" and time.monotonic() < deadline:
+            time.sleep(POLL)
+    raise MlflowException(
+        f"Swarm rolled the update of {service['Spec']['Name']} back ({message or state}): "
+        f"a new task did not get ready ({why}). Its last log lines:\n"
+        f"{task_logs(client, service, task)}", INVALID_STATE)
+
+
+def task_logs(client: docker.DockerClient, service: Mapping[str, Any],
+              task: Mapping[str, Any] | None, lines: int = 40) -> str:
+    """The last lines a task logged, through the manager (from whichever node ran it).
+
+    Read on a thread for at most LOGS_SECONDS: the engine's service log stream can stay
+    open without end when a task's container is gone, and an error report must not hang
+    on it (the thread ends when the engine closes the stream, or with the process).
+    """
+    if task is None:
+        return "(no task)"
+    found: list[str] = []
+
+    def read() -> None:
+        with contextlib.suppress(docker.errors.APIError, OSError):
+            for chunk in client.api.service_logs(service["ID"], details=True,
+                                                      stdout=True, stderr=True, tail=200):
+                found.extend(chunk.decode(errors="replace").splitlines())
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(LOGS_SECONDS)
+    mine = [line.split(" ", 1)[-1] for line in list(found)
+            if f"com.docker.swarm.task.id={task['ID']}" in line.split(" ", 1)[0]]
+    return "\n".join(mine[-lines:]) or "(nothing logged)"
+
+
+def nodes_taking_tasks(client: docker.DockerClient) -> set[str]:
+    return {n["ID"] for n in client.api.nodes()
+            if n["Status"]["State"] == "ready" and n["Spec"]["Availability"] == "active"}
+
+
+def remove_service(client: docker.DockerClient, service_id: str, stop_timeout: int = 10) -> None:
+    """Remove a service once its tasks are gone: a deployment's are scaled to none first,
+    so each drains (out of the fronts, then its requests finished) before ``delete``
+    returns; a removed service's tasks can no longer be asked for."""
+    try:
+        service = client.api.inspect_service(service_id)
+        if "Replicated" in service["Spec"]["Mode"]:
+            update(client, service, mode=ServiceMode("replicated", replicas=0))
+            deadline = time.monotonic() + stop_timeout + REMOVE_TIMEOUT
+            while time.monotonic() < deadline:
+                live = nodes_taking_tasks(client)  # a lost node's tasks never report
+                if not any(t["Status"]["State"] in ("running", "starting", "preparing")
+                           and t.get("NodeID") in live
+                           for t in tasks_of(client, service, running=False)):
+                    break
+                time.sleep(POLL)
+        client.api.remove_service(service_id)
+    except docker.errors.NotFound:
+        return
+
+
+def remove_network(client: docker.DockerClient, name: str) -> None:
+    """The overlay goes once no task on any node holds an address on it; until the
+    manager's engine has let go of it too, it is still listed, and asked again."""
+    deadline = time.monotonic() + REMOVE_TIMEOUT
+    while True:
+        found = [n for n in client.networks.list(names=[name]) if n.name == name]
+        if not found:
+            return
+        try:
+            found[0].remove()
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            if time.monotonic() > deadline:
+                raise MlflowException(
+                    f"The network {name} is still in use ({exc.explanation or exc}); "
+                    f"remove it once its tasks are gone: docker network rm {name}",
+                    INVALID_STATE) from exc
+        if time.monotonic() > deadline:
+            raise MlflowException(f"The network {name} is still listed on the manager; "
+                                  f"remove it: docker network rm {name}", INVALID_STATE)
+        time.sleep(POLL)
+
+
+def labels_of(service: Mapping[str, Any]) -> dict[str, str]:
+    return dict(service["Spec"].get("Labels") or {})
+
+
+def same(task_spec: Mapping[str, Any], template: Mapping[str, Any]) -> bool:
+    """Whether a task runs ``template`` (its image, environment and configuration files)."""
+    def key(spec: Mapping[str, Any]) -> tuple[Any, ...]:
+        return (spec.get("Image", "").split("@")[0], sorted(spec.get("Env") or []),
+                [c.get("ConfigID") for c in spec.get("Configs") or []])
+    return key(task_spec) == key(template)
+
+

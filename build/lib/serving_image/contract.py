@@ -1,0 +1,57 @@
+"""What the plugin and the server agree on, in one place that both import (stdlib only).
+
+The plugin starts servers, probes them and routes to them through a front; the server answers
+those probes and drains before it stops. Each fact of that exchange is defined here once: the
+port, the headers, the probe and drain protocol, the health check, the paths in the image and
+the version they share.
+"""
+
+VERSION = "0.1.0"  # the plugin's and the server's (pyproject.toml reads it from here)
+
+SERVER_PORT = 8080  # the server's port inside every serving container
+MODEL_PATH = "/opt/ml/model"  # where the model image holds the model
+SERVER_PATH = "/opt/mlflow-server"  # where it holds this package
+ENV_PREFIX = "SCORING_"  # the server's settings, as environment variables
+
+# Headers. The front routes on DEPLOYMENT_HEADER; every answer names its deployment and model
+# version in DEPLOYMENT_HEADER and MODEL_VERSION_HEADER.
+DEPLOYMENT_HEADER = "x-mlflow-deployment"
+MODEL_VERSION_HEADER = "x-mlflow-model-version"
+
+# Readiness behind a front. The front asks PING_PATH every CHECK_INTERVAL_MS, sending
+# FRONT_HEADER; a server notes the first such check it answers with 200. The plugin's probe
+# (HEALTHCHECK_BEHIND_FRONT) sends PROBE_HEADER: BEHIND_FRONT and gets 200 only once a front has
+# seen the server ready, that is, once the front sends it traffic.
+PING_PATH = "/ping"
+FRONT_HEADER = "x-mlflow-front"
+PROBE_HEADER = "x-mlflow-probe"
+BEHIND_FRONT = "behind-front"
+CHECK_INTERVAL_MS = 500
+CHECK_FALL = 2  # failed checks that take a replica out of the front's rotation
+
+# Draining. A stopping server answers PING_PATH with 503 for DRAIN_SECONDS, serving what comes
+# meanwhile: out of rotation after CHECK_FALL failed checks, plus one interval for the check in
+# flight; then it stops taking requests and finishes those it holds.
+DRAIN_SECONDS = CHECK_INTERVAL_MS * (CHECK_FALL + 1) / 1000
+
+# The image's health check (Docker's, a swarm task's, and the plugin's probe inside a replica).
+HEALTHCHECK = ["python3", "-m", "serving_image.healthcheck"]
+HEALTHCHECK_BEHIND_FRONT = [*HEALTHCHECK, "--behind-front"]
+HEALTHCHECK_INTERVAL_SECONDS = 5
+HEALTHCHECK_TIMEOUT_SECONDS = 3
+HEALTHCHECK_RETRIES = 3
+HEALTHCHECK_START_SECONDS = 300  # the image's own; the plugin waits -C ready_timeout
+
+
+def dockerfile_facts() -> dict[str, str]:
+    """The facts above that the Dockerfiles hold, by the ``@NAME@`` that stands for each."""
+    healthcheck = ", ".join(f'"{arg}"' for arg in HEALTHCHECK)
+    return {
+        "@SERVER_PORT@": str(SERVER_PORT),
+        "@MODEL_PATH@": MODEL_PATH,
+        "@SERVER_PATH@": SERVER_PATH,
+        "@HEALTHCHECK@": (f"HEALTHCHECK --interval={HEALTHCHECK_INTERVAL_SECONDS}s "
+                          f"--timeout={HEALTHCHECK_TIMEOUT_SECONDS}s "
+                          f"--start-period={HEALTHCHECK_START_SECONDS}s "
+                          f"--retries={HEALTHCHECK_RETRIES} CMD [{healthcheck}]"),
+    }

@@ -1,0 +1,88 @@
+"""Prometheus metrics, correct with several worker processes.
+
+Each worker writes its samples to files in ``PROMETHEUS_MULTIPROC_DIR`` (the launcher makes one
+per server, before any worker imports prometheus-client), and ``/metrics`` adds them up across
+workers, whichever worker answers.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+REQUESTS = Counter("mlflow_server_requests_total", "HTTP requests, by route, method and status",
+                   ["route", "method", "status"])
+LATENCY = Histogram("mlflow_server_request_duration_seconds", "Request latency, by route",
+                    ["route"], buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                        0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0))
+IN_FLIGHT = Gauge("mlflow_server_requests_in_flight", "Requests being answered",
+                  multiprocess_mode="livesum")
+ROWS = Counter("mlflow_server_rows_predicted_total",
+               "Predictions returned (rows or outputs), by /invocations and V2 inference")
+ABANDONED = Gauge("mlflow_server_abandoned_predictions",
+                  "Predictions still running after their request timed out",
+                  multiprocess_mode="livesum")
+STREAMS = Counter("mlflow_server_streams_total", "Streamed answers, by how they ended "
+                  "(done, error, timeout, cancelled)", ["outcome"])
+STREAM_CHUNKS = Counter("mlflow_server_stream_chunks_total", "Chunks sent in streamed answers")
+STREAMS_ACTIVE = Gauge("mlflow_server_streams_active", "Stream threads running a generator",
+                       multiprocess_mode="livesum")
+MODEL_LOAD = Gauge("mlflow_server_model_load_seconds", "Time to load and warm the model",
+                   multiprocess_mode="max")
+
+
+def render() -> tuple[bytes, str]:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+Scope = MutableMapping[str, Any]
+ASGIApp = Callable[[Scope, Callable[..., Awaitable[Any]], Callable[..., Awaitable[None]]],
+                   Awaitable[None]]
+
+
+class MetricsMiddleware:
+    """Counts and times every HTTP request (a plain ASGI middleware: no per-request task)."""
+
+    def __init__(self, app: ASGIApp, label: Callable[[str], str]) -> None:
+        self.app = app
+        self.label = label  # a path's route label (``routes.metric_label``)
+
+    async def __call__(self, scope: Scope, receive: Callable[..., Awaitable[Any]],
+                       send: Callable[..., Awaitable[None]]) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        route = self.label(scope["path"])
+        status = 500
+
+        async def send_and_record(message: MutableMapping[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        started = time.perf_counter()
+        IN_FLIGHT.inc()
+        try:
+            await self.app(scope, receive, send_and_record)
+        finally:
+            IN_FLIGHT.dec()
+            LATENCY.labels(route).observe(time.perf_counter() - started)
+            REQUESTS.labels(route, scope["method"], str(status)).inc()

@@ -94,7 +94,8 @@ def connect_to(address: Address, timeout: float) -> Engine:
     except MlflowException:
         raise
     except Exception as exc:
-        raise connection_error(address, exc, timeout) from exc
+        # one clear error: docker-py's chain (requests, urllib3, ssl) would bury it in the CLI
+        raise connection_error(address, exc, timeout) from None
     return Engine(client=_DockerClient(api), address=address)
 
 

@@ -4,7 +4,8 @@ One table, as httpx maps its transports' errors to its own: :data:`CONNECTION_FA
 row by row, what a failure to reach or to log in to an engine looks like (an exception type
 somewhere in its chain, or words in its text) and what to tell the user; the first row that
 matches gives the reason. :func:`talking_to` wraps every command, so that an engine lost midway
-becomes such an error too. The cause is always chained.
+becomes such an error too. These errors do not chain their cause: the message carries what the
+user needs, and the CLI would print docker-py's whole chain (requests, urllib3, ssl) above it.
 """
 
 from __future__ import annotations
@@ -166,11 +167,11 @@ def talking_to(engine: _Engine) -> Iterator[None]:
         if request is None or not str(request.url).startswith(engine.client.api.base_url):
             raise  # some other server (the tracking server, say): its own error says which
         raise MlflowException(f"Lost the Docker engine at {engine.url} mid-operation: {exc}. "
-                              "`mlflow deployments list` shows what it holds now.") from exc
+                              "`mlflow deployments list` shows what it holds now.") from None
     except paramiko.SSHException as exc:
         raise MlflowException(f"Lost the ssh connection to the Docker engine at {engine.url} "
-                              f"mid-operation: {exc}.") from exc
+                              f"mid-operation: {exc}.") from None
     except docker.errors.DockerException as exc:
         if isinstance(exc, docker.errors.APIError):
             raise
-        raise connection_error(engine.address, exc, engine.client.api.timeout) from exc
+        raise connection_error(engine.address, exc, engine.client.api.timeout) from None

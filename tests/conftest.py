@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Iterator
+from pathlib import Path
 
 import docker
 import mlflow
@@ -102,20 +103,30 @@ def endpoint_name(docker_client: docker.DockerClient) -> Iterator[str]:
     remove_leftovers(docker_client, f"{ENDPOINT}={name}")
 
 
-@pytest.fixture(scope="session")
-def reference_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tuple]]:
-    """For each model: (MLflow's app, ours), both serving the same model directory."""
-    clients = {}
-    for name, save in REFERENCE_MODELS.items():
-        path = tmp_path_factory.mktemp("models") / name
-        save(path)
+class _ReferenceServers(dict):
+    """(MLflow's app, ours) for a reference model, both serving one model directory; each pair
+    is made the first time a test asks for it (the fuzz tests need two of the five models)."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__()
+        self.root = root
+
+    def __missing__(self, name: str) -> tuple[TestClient, TestClient]:
+        path = self.root / name
+        REFERENCE_MODELS[name](path)
         model = mlflow.pyfunc.load_model(str(path))
         theirs = TestClient(scoring_server.init(model), raise_server_exceptions=False)
         app = create_app(ServerSettings(model_path=str(path)))
         ours = TestClient(app)
         ours.__enter__()
         assert app.state.model_state.ready.wait(120)
-        clients[name] = (theirs, ours)
+        self[name] = (theirs, ours)
+        return theirs, ours
+
+
+@pytest.fixture(scope="session")
+def reference_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_ReferenceServers]:
+    clients = _ReferenceServers(tmp_path_factory.mktemp("models"))
     yield clients
     for _, ours in clients.values():
         ours.__exit__(None, None, None)

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from serving_image.app import create_app
 from serving_image.batching import Batcher, combine, split
 from serving_image.settings import ServerSettings
-from tests.helpers.models import IRIS_COLS, save_iris, save_long_double
+from tests.helpers.models import HOST_ONLY, IRIS_COLS, save_iris, save_long_double
 from tests.helpers.servers import count_batches
 
 
@@ -26,7 +26,8 @@ def _forest(path) -> None:
     features, target = load_iris(return_X_y=True, as_frame=True)
     model = RandomForestRegressor(n_estimators=20, random_state=0).fit(features, target * 1.37)
     mlflow.sklearn.save_model(model, path, input_example=features.head(2),
-                              skops_trusted_types=["sklearn.tree._tree.Tree"])
+                              skops_trusted_types=["sklearn.tree._tree.Tree"],
+                              pip_requirements=HOST_ONLY)
 
 
 def test_combine_and_split_round_trip() -> None:

@@ -8,6 +8,7 @@ from fastapi.testclient import TestClient
 
 from serving_image.app import create_app
 from serving_image.settings import ServerSettings, available_cpus
+from tests.helpers.models import HOST_ONLY
 
 IRIS = {"columns": ["sepal length (cm)", "sepal width (cm)", "petal length (cm)",
                     "petal width (cm)"],
@@ -24,7 +25,8 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     features, target = load_iris(return_X_y=True, as_frame=True)
     path = tmp_path_factory.mktemp("model") / "iris"
     mlflow.sklearn.save_model(LogisticRegression(max_iter=500).fit(features, target), path,
-                              input_example=pd.DataFrame(features).head(2))
+                              input_example=pd.DataFrame(features).head(2),
+                              pip_requirements=HOST_ONLY)
     return path
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -12,6 +13,7 @@ import mlflow
 import pytest
 import requests
 
+from tests.helpers.models import HOST_ONLY, IRIS_COLS, ROW, save_iris
 from tests.helpers.servers import serve_model, stop
 
 SLOW_MODEL = """
@@ -34,17 +36,25 @@ def slow_model(tmp_path: Path) -> Path:
     code = tmp_path / "slow.py"
     code.write_text(SLOW_MODEL)
     model = tmp_path / "model"
-    mlflow.pyfunc.save_model(model, python_model=str(code))
+    mlflow.pyfunc.save_model(model, python_model=str(code), pip_requirements=HOST_ONLY)
     return model
 
 
-def _shared_dirs() -> set[Path]:
-    return set(Path("/dev/shm").glob("scoring-*"))
+def _shared_dirs(process: subprocess.Popen) -> set[Path]:
+    """The directories a running server shares between its workers (readiness markers and
+    metrics files), read from the environment of the gunicorn it supervises: other servers
+    (tests running in parallel) make directories of their own."""
+    children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+    environment = Path(f"/proc/{children[0]}/environ").read_bytes().split(b"\0")
+    found = dict(entry.decode().partition("=")[::2] for entry in environment if b"=" in entry)
+    dirs = {Path(found["SCORING_READY_DIR"]), Path(found["PROMETHEUS_MULTIPROC_DIR"])}
+    assert all(d.is_dir() for d in dirs)
+    return dirs
 
 
 def test_sigterm_finishes_in_flight_requests(slow_model: Path) -> None:
-    shared_before = _shared_dirs()
     process, url = serve_model(slow_model, "--workers", "1")
+    shared = _shared_dirs(process)
     try:
         answers: list[requests.Response] = []
 
@@ -63,7 +73,7 @@ def test_sigterm_finishes_in_flight_requests(slow_model: Path) -> None:
         assert process.wait(timeout=30) in (0, -signal.SIGTERM)
         with pytest.raises(requests.ConnectionError):
             requests.get(f"{url}/health", timeout=2)
-        assert not _shared_dirs() - shared_before  # the workers' files are removed
+        assert not any(d.exists() for d in shared)  # the workers' files are removed
     finally:
         stop(process)
 
@@ -79,11 +89,9 @@ def test_request_timeout_answers_504(slow_model: Path) -> None:
 
 
 def test_metrics_add_up_across_workers(tmp_path: Path) -> None:
-    from tests.helpers.models import IRIS_COLS, ROW, save_iris
-
     save_iris(tmp_path / "iris")
-    shared_before = _shared_dirs()
     process, url = serve_model(tmp_path / "iris", "--workers", "2")
+    shared = _shared_dirs(process)
     try:
         for _ in range(30):  # a new connection each: the kernel spreads them over the workers
             with requests.Session() as session:
@@ -98,6 +106,5 @@ def test_metrics_add_up_across_workers(tmp_path: Path) -> None:
             assert float(samples[key]) == 30
             assert float(samples["mlflow_server_rows_predicted_total"]) == 60
     finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=30)
-    assert not _shared_dirs() - shared_before
+        stop(process)
+    assert not any(d.exists() for d in shared)

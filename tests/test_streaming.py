@@ -11,9 +11,12 @@ from pathlib import Path
 
 import pytest
 import requests
+from fastapi.testclient import TestClient
 from mlflow.exceptions import MlflowException
 
 from mlflow_docker_target.scoring_client import invoke_stream
+from serving_image.app import create_app
+from serving_image.settings import ServerSettings
 from tests.helpers.models import SLEEPY_MODEL, save_sleepy, save_streamer
 from tests.helpers.servers import serve_model, stop
 
@@ -106,19 +109,19 @@ def test_streams_are_bounded(server: str) -> None:
 
 
 def test_a_model_without_predict_stream_answers_400(tmp_path: Path) -> None:
+    """The route's own answer (in-process: no server process is needed to see it)."""
     model = save_sleepy(tmp_path / "sleepy", tmp_path, with_params=False)
     assert "predict_stream" not in SLEEPY_MODEL
-    process, url = serve_model(model, env={"SCORING_WORKERS": "1"})
-    try:
-        answer = requests.post(f"{url}/invocations", timeout=30, json={
+    app = create_app(ServerSettings(model_path=str(model)))
+    with TestClient(app) as client:
+        assert app.state.model_state.ready.wait(120)
+        answer = client.post("/invocations", json={
             "dataframe_split": {"columns": ["x"], "data": [[0]]}, "stream": True})
         assert answer.status_code == 400
         assert "cannot stream" in answer.json()["message"]
-        plain = requests.post(f"{url}/invocations", timeout=30, json={
+        plain = client.post("/invocations", json={
             "dataframe_split": {"columns": ["x"], "data": [[0]]}, "stream": False})
         assert plain.status_code == 200  # "stream": false is an ordinary request
-    finally:
-        stop(process)
 
 
 def test_the_plugins_predict_stream_yields_dicts(server: str) -> None:

@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from serving_image.predictor import Busy, DeadlineExceeded, Predictor
-from tests.helpers.models import SHAPES, save_sleepy
+from tests.helpers.models import HOST_ONLY, SHAPES, save_sleepy
 from tests.helpers.servers import serve_model, stop
 
 LIMIT, SLOW = 1, 3
@@ -198,7 +198,7 @@ def test_only_plain_cheap_estimators_run_on_the_event_loop(models: dict[str, Pat
 
     frame = pd.DataFrame({"a": [0.0, 1.0, 2.0, 3.0], "b": [1.0, 0.0, 1.0, 0.0]})
     mlflow.sklearn.save_model(LogisticRegression().fit(frame, [0, 1, 0, 1]), tmp_path / "lr",
-                              input_example=frame.head(1))
+                              input_example=frame.head(1), pip_requirements=HOST_ONLY)
     linear = FastPath.for_model(mlflow.pyfunc.load_model(str(tmp_path / "lr")))
     assert linear is not None and linear.cost is not None
     assert linear.cheap(1) and linear.cheap(100) and not linear.cheap(100_000)

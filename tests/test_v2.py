@@ -30,6 +30,7 @@ from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
 from serving_image.app import create_app
 from serving_image.settings import ServerSettings
 from tests.helpers.ci import skip_or_fail
+from tests.helpers.models import HOST_ONLY
 from tests.helpers.servers import count_batches, free_port
 
 MLSERVER_PYTHON = Path(os.environ.get(
@@ -79,7 +80,8 @@ mlflow.models.set_model(Words())
 def _code_model(path: Path, code: str, signature: ModelSignature) -> None:
     source = path.parent / f"{path.name}.py"
     source.write_text(code)
-    mlflow.pyfunc.save_model(path, python_model=str(source), signature=signature)
+    mlflow.pyfunc.save_model(path, python_model=str(source), signature=signature,
+                             pip_requirements=HOST_ONLY)
 
 
 def _iris(path: Path) -> None:
@@ -88,7 +90,7 @@ def _iris(path: Path) -> None:
 
     features, target = load_iris(return_X_y=True, as_frame=True)
     mlflow.sklearn.save_model(LogisticRegression(max_iter=500).fit(features, target), path,
-                              input_example=features.head(2))
+                              input_example=features.head(2), pip_requirements=HOST_ONLY)
 
 
 def _regression(path: Path) -> None:
@@ -96,7 +98,7 @@ def _regression(path: Path) -> None:
 
     frame = pd.DataFrame({"a": [0.0, 1.0, 2.0, 3.0], "b": [1.0, 0.0, 1.5, 2.0]})
     mlflow.sklearn.save_model(LinearRegression().fit(frame, [0.5, 1.0, 2.5, 3.0]), path,
-                              input_example=frame.head(1))
+                              input_example=frame.head(1), pip_requirements=HOST_ONLY)
 
 
 def _mixed(path: Path) -> None:
@@ -202,25 +204,35 @@ CORPUS = [
 
 
 
-@pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("v2models")
-    paths = {}
-    for name, save in MODELS.items():
-        (root / name).mkdir()
-        save(root / name / "model")
-        (root / name / "model-settings.json").write_text(json.dumps({
+class _Saved(dict):
+    """Each model saved (as an MLServer model repository entry) the first time it is asked for."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__()
+        self.root = root
+
+    def __missing__(self, name: str) -> Path:
+        (self.root / name).mkdir()
+        MODELS[name](self.root / name / "model")
+        (self.root / name / "model-settings.json").write_text(json.dumps({
             "name": name, "implementation": "mlserver_mlflow.MLflowRuntime",
             "parameters": {"uri": "./model", "version": "3"}}))
-        paths[name] = root / name / "model"
-    return paths
+        self[name] = self.root / name / "model"
+        return self[name]
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> _Saved:
+    return _Saved(tmp_path_factory.mktemp("v2models"))
 
 
 @pytest.fixture(scope="module")
 def mlserver(models: dict[str, Path]) -> Iterator[str]:
     if not MLSERVER_PYTHON.is_file():
         skip_or_fail(f"MLServer's virtualenv is missing ({MLSERVER_PYTHON}); `make test` makes it")
-    root = next(iter(models.values())).parents[1]
+    for name in MODELS:  # MLServer loads the whole repository at start
+        models[name]
+    root = models.root
     port = free_port()
     # parallel_workers=0: MLServer's worker pool does not start under the uvloop it installs
     (root / "settings.json").write_text(json.dumps({
@@ -250,15 +262,18 @@ def mlserver(models: dict[str, Path]) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def ours(models: dict[str, Path]) -> Iterator[dict[str, TestClient]]:
-    clients = {}
-    for name, path in models.items():
-        app = create_app(ServerSettings(model_path=str(path), deployment=name,
-                                        model_version="3"))
-        client = TestClient(app)
-        client.__enter__()
-        assert app.state.model_state.ready.wait(120)
-        clients[name] = client
+def ours(models: _Saved) -> Iterator[dict[str, TestClient]]:
+    class Started(dict):
+        def __missing__(self, name: str) -> TestClient:
+            app = create_app(ServerSettings(model_path=str(models[name]), deployment=name,
+                                            model_version="3"))
+            client = TestClient(app)
+            client.__enter__()
+            assert app.state.model_state.ready.wait(120)
+            self[name] = client
+            return client
+
+    clients = Started()
     yield clients
     for client in clients.values():
         client.__exit__(None, None, None)

@@ -12,6 +12,10 @@ import pandas as pd
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
 
+# Models the tests serve on this host (in-process or as a process) need no requirements of their
+# own; naming some skips MLflow's inference of them, a subprocess that loads the model (4 s a save).
+HOST_ONLY = ["mlflow"]
+
 IRIS_INPUT = {
     "columns": ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"],
     "data": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]],
@@ -82,7 +86,8 @@ def save_sleepy(path: Path, tmp: Path, with_params: bool) -> Path:
     code.write_text(SLEEPY_MODEL)
     params = ParamSchema([ParamSpec("scale", "double", 1.0)]) if with_params else None
     signature = ModelSignature(inputs=Schema([ColSpec("double", "x")]), params=params)
-    mlflow.pyfunc.save_model(path, python_model=str(code), signature=signature)
+    mlflow.pyfunc.save_model(path, python_model=str(code), signature=signature,
+                             pip_requirements=HOST_ONLY)
     return path
 
 
@@ -123,7 +128,8 @@ STREAMING_SIGNATURE = ModelSignature(
 def save_streamer(path: Path) -> Path:
     code = path.parent / "streamer.py"
     code.write_text(STREAMING_MODEL)
-    mlflow.pyfunc.save_model(path, python_model=str(code), signature=STREAMING_SIGNATURE)
+    mlflow.pyfunc.save_model(path, python_model=str(code), signature=STREAMING_SIGNATURE,
+                             pip_requirements=HOST_ONLY)
     return path
 
 
@@ -171,7 +177,7 @@ class EchoChat(mlflow.pyfunc.ChatModel):
 
 
 def save_chat(path: Path) -> None:
-    mlflow.pyfunc.save_model(path, python_model=EchoChat())
+    mlflow.pyfunc.save_model(path, python_model=EchoChat(), pip_requirements=HOST_ONLY)
 
 
 def save_iris(path: Path) -> None:
@@ -180,7 +186,7 @@ def save_iris(path: Path) -> None:
 
     features, target = load_iris(return_X_y=True, as_frame=True)
     mlflow.sklearn.save_model(LogisticRegression(max_iter=500).fit(features, target), path,
-                              input_example=features.head(2))
+                              input_example=features.head(2), pip_requirements=HOST_ONLY)
 
 
 def save_mixed(path: Path) -> None:
@@ -189,17 +195,20 @@ def save_mixed(path: Path) -> None:
                        ColSpec("double", "amount"), ColSpec("boolean", "active")]),
         params=ParamSchema([ParamSpec("scale", "double", 1.0), ParamSpec("suffix", "string", "")]),
     )
-    mlflow.pyfunc.save_model(path, python_model=MixedModel(), signature=signature)
+    mlflow.pyfunc.save_model(path, python_model=MixedModel(), signature=signature,
+                             pip_requirements=HOST_ONLY)
 
 
 def save_tensor(path: Path) -> None:
     signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype("float64"), (-1, 3))]))
-    mlflow.pyfunc.save_model(path, python_model=TensorModel(), signature=signature)
+    mlflow.pyfunc.save_model(path, python_model=TensorModel(), signature=signature,
+                             pip_requirements=HOST_ONLY)
 
 
 def save_long_double(path: Path) -> None:
     signature = ModelSignature(inputs=Schema([ColSpec("long", "a"), ColSpec("double", "b")]))
-    mlflow.pyfunc.save_model(path, python_model=LongDoubleModel(), signature=signature)
+    mlflow.pyfunc.save_model(path, python_model=LongDoubleModel(), signature=signature,
+                             pip_requirements=HOST_ONLY)
 
 
 REFERENCE_MODELS = {"iris": save_iris, "mixed": save_mixed, "tensor": save_tensor,

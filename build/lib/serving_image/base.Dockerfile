@@ -1,7 +1,0 @@
-# A Debian base with Python and venv, made from Debian packages with no registry:
-# rootfs.tar comes from mmdebstrap (see mlflow_docker_target/base_image.py).
-FROM scratch
-ADD rootfs.tar /
-ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-    LANG=C.UTF-8
-CMD ["python3"]

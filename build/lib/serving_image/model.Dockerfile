@@ -1,8 +1,0 @@
-# Model image: the environment image (which holds the dependencies, the non-root user, the
-# health check and the command) plus the server and the model. A new model version with the same
-# requirements builds only these layers; the plugin appends one LABEL line.
-# @NAME@ stands for a fact of serving_image/contract.py; the plugin puts it in.
-ARG ENV_IMAGE
-FROM ${ENV_IMAGE}
-COPY server/ @SERVER_PATH@/
-COPY model/ @MODEL_PATH@/

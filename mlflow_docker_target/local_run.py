@@ -20,6 +20,7 @@ from mlflow_docker_target.engine.images import remove_images
 from mlflow_docker_target.image_build import model_fetch
 from mlflow_docker_target.image_build.model_image import model_image
 from mlflow_docker_target.names import check_name
+from mlflow_docker_target.runtimes import lease
 from mlflow_docker_target.runtimes.container import containers
 from mlflow_docker_target.runtimes.server_spec import Spec
 from serving_image.contract import VERSION
@@ -60,7 +61,8 @@ def run_local(name: str, model_uri: str, flavor: str | None = None,
 
 def _serve(engine: Engine, name: str, model_uri: str, config: dict[str, Any] | None,
            settings: Settings) -> None:
-    image, ref = model_image(engine, name, model_fetch.resolve(model_uri), settings)
+    image, ref = model_image(engine, name, model_fetch.resolve(model_uri), settings,
+                             lease.builds(engine))
     spec = Spec(name, image, ref, normalize(config), settings, VERSION, local_run=True)
     # Both signals stop the server, even where SIGINT was inherited as ignored (a process
     # started in the background by a shell, a supervisor).

@@ -45,6 +45,7 @@ CONFIG = f"{LABEL}.config"
 # Images.
 KIND = f"{LABEL}.kind"
 STAGE = f"{LABEL}.stage"
+BUILD = f"{LABEL}.build"  # the build a build-stage image belongs to: removed when it ends
 ENVIRONMENT = f"{LABEL}.environment"
 BASE_IMAGE = f"{LABEL}.base-image"
 REQUIREMENTS = f"{LABEL}.requirements"

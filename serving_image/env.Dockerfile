@@ -12,7 +12,8 @@
 ARG BASE_IMAGE
 ARG STRIP_IMAGE
 FROM ${BASE_IMAGE} AS build
-LABEL io.mlflow.dockerhost.stage=build
+ARG BUILD_ID
+LABEL io.mlflow.dockerhost.stage=build io.mlflow.dockerhost.build=${BUILD_ID}
 ARG KEEP_CUDA=
 COPY wheels/ /tmp/wheels/
 RUN python3 -m venv /opt/venv \
@@ -29,7 +30,8 @@ RUN HOME=/tmp PYTHONPATH=/tmp/server /opt/venv/bin/python -m serving_image.build
  && /opt/venv/bin/python -m pip uninstall --yes --disable-pip-version-check pip
 
 FROM ${STRIP_IMAGE} AS strip
-LABEL io.mlflow.dockerhost.stage=build
+ARG BUILD_ID
+LABEL io.mlflow.dockerhost.stage=build io.mlflow.dockerhost.build=${BUILD_ID}
 COPY --from=build /opt/venv /opt/venv
 COPY server/serving_image/strip.sh /tmp/strip.sh
 RUN sh /tmp/strip.sh /opt/venv

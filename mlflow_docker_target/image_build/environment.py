@@ -11,7 +11,10 @@ import hashlib
 import json
 import logging
 import os
+import secrets
 import tempfile
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import docker
@@ -34,14 +37,17 @@ from mlflow_docker_target.image_build.model_fetch import FetchedModel
 from mlflow_docker_target.image_build.requirements import Platform, Requirements
 from mlflow_docker_target.record import (
     BASE_IMAGE,
+    BUILD,
     KIND,
     REQUIREMENTS,
-    STAGE,
     SYSTEM_PACKAGES,
 )
 from serving_image.build_check import BUILD_ERROR
 
 log = logging.getLogger(__name__)
+
+# Holds an environment's build for this client, by its key (``runtimes.lease``).
+Hold = Callable[[str], AbstractContextManager[None]]
 
 CACHE_DIR = Path(os.environ.get("MLFLOW_DOCKERHOST_CACHE",
                                 Path.home() / ".cache" / "mlflow-docker-target"))
@@ -117,8 +123,13 @@ def check_python(platform: Platform, base: str, model_python: str) -> None:
             INVALID_PARAMETER_VALUE)
 
 
-def ensure_environment(engine: Engine, model: FetchedModel, settings: Settings) -> str:
-    """The tag of this model's environment image on this engine, built only when missing."""
+def ensure_environment(engine: Engine, model: FetchedModel, settings: Settings,
+                       hold: Hold) -> str:
+    """The tag of this model's environment image on this engine, built only when missing.
+
+    ``hold(key)`` holds the environment's build for this client (``runtimes.lease``): a client
+    that needs an environment another is building waits for it, then uses it.
+    """
     base = settings.resolved_base_image(model.python_version)
     base_id = ensure_image(engine, base, settings.pull_base)
     model_python = ".".join(model.python_version.split(".")[:2])
@@ -141,8 +152,19 @@ def ensure_environment(engine: Engine, model: FetchedModel, settings: Settings) 
     if image_exists(engine, tag):
         log.info("Environment image %s is already on the engine", tag)
         return tag
+    with hold(key):
+        if image_exists(engine, tag):
+            log.info("Environment image %s was built meanwhile by another client; using it", tag)
+            return tag
+        _build_environment(engine, tag, model, requirements, platform, base, strip, keep_cuda)
+    return tag
 
+
+def _build_environment(engine: Engine, tag: str, model: FetchedModel,
+                       requirements: Requirements, platform: Platform, base: str, strip: str,
+                       keep_cuda: bool) -> None:
     labels = {KIND: "environment", BASE_IMAGE: base}
+    build_id = secrets.token_hex(8)
     with tempfile.TemporaryDirectory(prefix="mlflow-dockerhost-wheels-") as wheelhouse:
         requirements = _download(requirements, platform, Path(wheelhouse))
         labels[REQUIREMENTS] = requirements.text()
@@ -153,12 +175,24 @@ def ensure_environment(engine: Engine, model: FetchedModel, settings: Settings) 
             with build_context(files, trees) as context:
                 build(engine, context, tag, labels=labels,
                       buildargs={"BASE_IMAGE": base, "STRIP_IMAGE": strip,
-                                 "KEEP_CUDA": "1" if keep_cuda else ""})
+                                 "KEEP_CUDA": "1" if keep_cuda else "", "BUILD_ID": build_id})
         finally:
-            # The build stage (wheels and all) stays behind as untagged images, after a failed
-            # build too; it is never reused.
-            engine.client.images.prune(filters={"dangling": True, "label": f"{STAGE}=build"})
-    return tag
+            _remove_stages(engine, build_id)
+
+
+def _remove_stages(engine: Engine, build_id: str) -> None:
+    """The build's own stage images (wheels and all), left untagged after it, failed or not;
+    never reused. Only this build's: an engine-wide prune would meet another client's (the
+    engine runs one prune at a time, and refuses a second with 409)."""
+    found = engine.client.images.list(all=True, filters={"label": f"{BUILD}={build_id}"})
+    for image in sorted(found, key=lambda i: i.attrs.get("Created", ""), reverse=True):
+        try:  # newest first: a layer before the one it was built on
+            engine.client.images.remove(image.id)
+        except docker.errors.ImageNotFound:
+            pass
+        except docker.errors.APIError as exc:
+            log.info("Keeping build stage image %s: %s", image.short_id,
+                     exc.explanation or exc)
 
 
 def ensure_system_image(engine: Engine, base: str, base_id: str,

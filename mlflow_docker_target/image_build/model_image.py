@@ -26,7 +26,7 @@ from mlflow_docker_target.image_build.docker_build import (
     template,
     tree_digest,
 )
-from mlflow_docker_target.image_build.environment import ensure_environment
+from mlflow_docker_target.image_build.environment import Hold, ensure_environment
 from mlflow_docker_target.image_build.model_fetch import FetchedModel
 from mlflow_docker_target.record import (
     ENVIRONMENT,
@@ -65,11 +65,12 @@ def build_model_image(engine: Engine, environment: str, model: FetchedModel,
     return tag
 
 
-def model_image(engine: Engine, deployment: str, ref: ModelRef,
-                  settings: Settings) -> tuple[str, ModelRef]:
-    """Fetch the model and build (or reuse) its serving image; returns the tag and the model."""
+def model_image(engine: Engine, deployment: str, ref: ModelRef, settings: Settings,
+                hold: Hold) -> tuple[str, ModelRef]:
+    """Fetch the model and build (or reuse) its serving image; returns the tag and the model.
+    ``hold`` holds the build of its environment (``environment.ensure_environment``)."""
     with tempfile.TemporaryDirectory(prefix="mlflow-dockerhost-") as tmp:
         model = model_fetch.fetch(ref, Path(tmp))
-        environment = ensure_environment(engine, model, settings)
+        environment = ensure_environment(engine, model, settings, hold)
         labels = model_labels(model.ref)
         return build_model_image(engine, environment, model, deployment, labels), model.ref

@@ -20,12 +20,14 @@ import getpass
 import io
 import json
 import logging
+import math
 import os
 import socket
 import tarfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 
@@ -76,6 +78,21 @@ def lease(engine: Engine, kind: str, name: str, doing: str, wait: float = 0,
         renewer.join()
         with contextlib.suppress(docker.errors.NotFound):
             held.remove(force=True)
+
+
+def builds(engine: Engine) -> Callable[[str], AbstractContextManager[None]]:
+    """Hold the build of an environment (by its key) for as long as the builder renews it: a
+    client that needs an environment another is building waits, told every few seconds whom it
+    waits for, and takes the build over once that one stops renewing (it was killed). Builds
+    have no time limit, so neither has the wait."""
+    def hold(key: str) -> AbstractContextManager[None]:
+        def waiting(holder: str, since: float, waited: float) -> None:
+            log.info("Waiting for %s, building environment %s since %s (%.0f s so far)",
+                     holder, key, _when(since), waited)
+
+        return lease(engine, "environment", key, "build", wait=math.inf, on_wait=waiting)
+
+    return hold
 
 
 def _acquire(engine: Engine, clock: _EngineClock, kind: str, name: str, doing: str,

@@ -75,7 +75,7 @@ class ContainerRuntime:
 
     def build(self, deployment: str, model: ModelRef,
               settings: Settings) -> tuple[str, ModelRef]:
-        return model_image(self.engine, deployment, model, settings)
+        return model_image(self.engine, deployment, model, settings, lease.builds(self.engine))
 
     # -----------------------------------------------------------------------------------------
     # Reading what the engine holds

@@ -105,7 +105,7 @@ class SwarmRuntime:
     def build(self, deployment: str, model: ModelRef,
               settings: Settings) -> tuple[str, ModelRef]:
         """Built on the manager; ``roll_out`` pushes it for the other nodes."""
-        return model_image(self.engine, deployment, model, settings)
+        return model_image(self.engine, deployment, model, settings, lease.builds(self.engine))
 
     # -----------------------------------------------------------------------------------------
     # Reading what the swarm holds

@@ -1,11 +1,13 @@
 """What can go wrong between the plugin and an engine, mapped to errors that say what to do.
 
-One table, as httpx maps its transports' errors to its own: :data:`CONNECTION_FAILURES` says,
-row by row, what a failure to reach or to log in to an engine looks like (an exception type
-somewhere in its chain, or words in its text) and what to tell the user; the first row that
-matches gives the reason. :func:`talking_to` wraps every command, so that an engine lost midway
-becomes such an error too. These errors do not chain their cause: the message carries what the
-user needs, and the CLI would print docker-py's whole chain (requests, urllib3, ssl) above it.
+Tables, as httpx maps its transports' errors to its own. :data:`CONNECTION_FAILURES` says, row
+by row, what a failure to reach or to log in to an engine looks like (an exception type somewhere
+in its chain, or words in its text) and what to tell the user; the first row that matches gives
+the reason. :data:`ENGINE_ANSWERS` does the same for an engine that answers with an error.
+:func:`talking_to` wraps every command, so that no ``docker.errors`` or ``requests`` exception
+crosses the client's boundary: each becomes an ``MlflowException``. An engine's error answer is
+chained as the cause; a connection failure is not: its message carries what the user needs,
+and the CLI would print docker-py's whole chain (requests, urllib3, ssl) above it.
 """
 
 from __future__ import annotations
@@ -155,6 +157,42 @@ def connection_error(address: Address, exc: BaseException, timeout: float) -> Ml
                            f"{address.origin}): {reason}.")
 
 
+def _explained(exc: docker.errors.APIError) -> str:
+    return str(exc.explanation or exc).strip()
+
+
+APIRow = tuple[Callable[[docker.errors.APIError], bool], Callable[[str, docker.errors.APIError],
+                                                                   str]]
+
+# What an engine's error answer means, and what to do; the first row that matches wins.
+ENGINE_ANSWERS: tuple[APIRow, ...] = (
+    (lambda e: e.status_code == 404,
+     lambda url, e: f"the Docker engine at {url} no longer has what this command works on "
+                    f"({_explained(e)}): another client changed it meanwhile. Run the command "
+                    "again; `mlflow deployments list -t dockerhost` shows what is there"),
+    (lambda e: e.status_code == 409 and "already" in _explained(e),
+     lambda url, e: f"the Docker engine at {url} is busy with another operation "
+                    f"({_explained(e)}); run the command again in a moment"),
+    (lambda e: e.status_code == 409,
+     lambda url, e: f"the Docker engine at {url} refused it: {_explained(e)}. Another client "
+                    "may be changing the same objects; run the command again once it is done"),
+    (lambda e: e.is_client_error(),
+     lambda url, e: f"the Docker engine at {url} refused it ({e.status_code}): "
+                    f"{_explained(e)}. An engine older than Docker 20.10, or one that limits "
+                    "its API (an authorization plugin), may refuse what the plugin asks"),
+    (lambda e: True,
+     lambda url, e: f"the Docker engine at {url} failed ({e.status_code or 'no status'}): "
+                    f"{_explained(e)}. Its own log (journalctl -u docker, or dockerd's "
+                    "output) says why; run the command again once it is healthy"),
+)
+
+
+def engine_error(url: str, exc: docker.errors.APIError) -> MlflowException:
+    """An actionable message for an error the engine answered."""
+    reason = next(say(url, exc) for matches, say in ENGINE_ANSWERS if matches(exc))
+    return MlflowException(f"A call to the engine failed: {reason}.")
+
+
 @contextmanager
 def talking_to(engine: _Engine) -> Iterator[None]:
     """Turn the engine lost mid-operation into an error that names it, not a stack trace."""
@@ -165,13 +203,15 @@ def talking_to(engine: _Engine) -> Iterator[None]:
     except (requests.ConnectionError, requests.Timeout) as exc:
         request = getattr(exc, "request", None)
         if request is None or not str(request.url).startswith(engine.client.api.base_url):
-            raise  # some other server (the tracking server, say): its own error says which
+            # some other server (the tracking server, say)
+            where = request.url if request is not None else "a server"
+            raise MlflowException(f"Could not reach {where}: {exc}") from exc
         raise MlflowException(f"Lost the Docker engine at {engine.url} mid-operation: {exc}. "
                               "`mlflow deployments list` shows what it holds now.") from None
     except paramiko.SSHException as exc:
         raise MlflowException(f"Lost the ssh connection to the Docker engine at {engine.url} "
                               f"mid-operation: {exc}.") from None
+    except docker.errors.APIError as exc:
+        raise engine_error(engine.url, exc) from exc
     except docker.errors.DockerException as exc:
-        if isinstance(exc, docker.errors.APIError):
-            raise
         raise connection_error(engine.address, exc, engine.client.api.timeout) from None

@@ -191,8 +191,10 @@ KEYS: tuple[Key, ...] = (
     Key("tlsverify", values.boolean, "true or false", None,
         "Verify the engine's certificate against tlscacert (or the system's CAs).",
         CONNECTION, "true when any tls* key is given"),
-    Key("remove_image", values.boolean, "true or false", False,
-        "Also remove the deployment's model image.", DELETE),
+    Key("remove_image", values.boolean, "true or false", True,
+        "Remove the deployment's model image, unless another deployment uses it; false keeps "
+        "it. Unused environment images stay as a cache, bounded by "
+        "$MLFLOW_DOCKERHOST_KEEP_ENVIRONMENTS (default 5).", DELETE),
 )
 
 _BY_NAME = {key.name: key for key in KEYS}

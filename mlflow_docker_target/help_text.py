@@ -66,7 +66,7 @@ Examples
   mlflow deployments get -t dockerhost --name iris
   mlflow deployments list -t dockerhost
   mlflow deployments predict -t dockerhost --name iris --input-path input.json
-  mlflow deployments delete -t dockerhost --name iris -C remove_image=true
+  mlflow deployments delete -t dockerhost --name iris           # its image goes too
   mlflow deployments run-local -t dockerhost --name try -m runs:/<run id>/model -C port=5001
 
 Endpoints that stay put

@@ -25,6 +25,7 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow_docker_target.config import Settings
 from mlflow_docker_target.engine.connection import Engine
 from mlflow_docker_target.engine.images import ensure_image, image_exists
+from mlflow_docker_target.image_build import environment_cache
 from mlflow_docker_target.image_build import requirements as dependencies
 from mlflow_docker_target.image_build.docker_build import (
     IMAGE_REPO,
@@ -151,6 +152,7 @@ def ensure_environment(engine: Engine, model: FetchedModel, settings: Settings,
     tag = f"{IMAGE_REPO}/env:{key}"
     if image_exists(engine, tag):
         log.info("Environment image %s is already on the engine", tag)
+        environment_cache.touch(engine, tag)
         return tag
     with hold(key):
         if image_exists(engine, tag):

@@ -27,6 +27,7 @@ from mlflow_docker_target import record
 from mlflow_docker_target.config import Settings
 from mlflow_docker_target.engine.connection import Engine
 from mlflow_docker_target.engine.images import ensure_image, remove_images
+from mlflow_docker_target.image_build import environment_cache
 from mlflow_docker_target.image_build.model_image import model_image
 from mlflow_docker_target.record import ModelRef
 from mlflow_docker_target.runtimes import fronts as shared
@@ -284,6 +285,7 @@ class ContainerRuntime:
 
     def remove_images(self, images: set[str]) -> None:
         remove_images(self.engine, images)
+        environment_cache.trim(self.engine)
 
     def _found(self, name: str) -> Deployment:
         found = self.find(name)

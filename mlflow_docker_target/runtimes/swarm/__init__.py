@@ -35,6 +35,7 @@ from mlflow_docker_target import record
 from mlflow_docker_target.config import Settings
 from mlflow_docker_target.engine.connection import Engine
 from mlflow_docker_target.engine.images import remove_images
+from mlflow_docker_target.image_build import environment_cache
 from mlflow_docker_target.image_build.model_image import model_image
 from mlflow_docker_target.record import ModelRef
 from mlflow_docker_target.runtimes import fronts as shared
@@ -186,6 +187,7 @@ class SwarmRuntime:
 
     def remove_images(self, images: set[str]) -> None:
         remove_images(self.engine, registry.names_on_manager(self.client, images))
+        environment_cache.trim(self.engine)
 
     # -----------------------------------------------------------------------------------------
     # Fronts

@@ -4,15 +4,14 @@ An environment is in use while a model image built on it exists (a deployment's,
 with ``-C remove_image=false``). Image labels cannot change, so each use re-tags the environment
 image, and the engine records when (``Metadata.LastTagTime``). Once more than
 ``MLFLOW_DOCKERHOST_KEEP_ENVIRONMENTS`` (default 5) environments are unused, the ones used
-longest ago go; one used in the last ``GRACE_SECONDS`` stays, since a create may be about to
-build on it.
+longest ago go; the caller (``trim``'s ``busy``) says whether a client is at work, which may be
+about to build on one, and then none goes.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import time
 from datetime import datetime, timezone
 
 import docker.errors
@@ -25,7 +24,6 @@ log = logging.getLogger(__name__)
 
 KEEP_ENV = "MLFLOW_DOCKERHOST_KEEP_ENVIRONMENTS"
 DEFAULT_KEEP = 5
-GRACE_SECONDS = 600
 
 
 def touch(engine: Engine, tag: str) -> None:
@@ -57,12 +55,13 @@ def keep() -> int:
     return int(raw) if raw.isdigit() else DEFAULT_KEEP
 
 
-def trim(engine: Engine) -> None:
-    """Remove the unused environments beyond :func:`keep`, oldest use first."""
+def trim(engine: Engine, busy: bool) -> None:
+    """Remove the unused environments beyond :func:`keep`, oldest use first, unless ``busy``:
+    a client at work (holding a lease) may be about to build on any of them."""
+    if busy:
+        return
     idle = unused(engine)
     for image in idle[:max(0, len(idle) - keep())]:
-        if time.time() - last_use(image) < GRACE_SECONDS:
-            continue
         try:
             engine.client.images.remove(image.id)
             log.info("Removed the unused environment image %s (%.1f GB; more than %d unused; "

@@ -80,6 +80,26 @@ def lease(engine: Engine, kind: str, name: str, doing: str, wait: float = 0,
             held.remove(force=True)
 
 
+def held(engine: Engine) -> set[str]:
+    """The names of the leases held now (expired ones too, until taken over)."""
+    found = engine.client.containers.list(
+        all=True, filters={"label": f"{record.ROLE}={record.LOCK_ROLE}"})
+    return {c.name for c in found}
+
+
+def leased(names: set[str], kind: str) -> list[str]:
+    """What the leases ``names`` (from :func:`held`) of ``kind`` are on."""
+    prefix = lease_name(kind, "")
+    return [name[len(prefix):] for name in names if name.startswith(prefix)]
+
+
+def at_work(engine: Engine) -> bool:
+    """Whether a client holds a lease on a deployment or on an environment's build: it may be
+    about to use any environment image."""
+    names = held(engine)
+    return bool(leased(names, "deployment") or leased(names, "environment"))
+
+
 def builds(engine: Engine) -> Callable[[str], AbstractContextManager[None]]:
     """Hold the build of an environment (by its key) for as long as the builder renews it: a
     client that needs an environment another is building waits, told every few seconds whom it

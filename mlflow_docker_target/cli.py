@@ -1,0 +1,64 @@
+"""``mlflow-dockerhost``: the plugin's own command, for what MLflow's CLI has no verb for.
+
+    mlflow-dockerhost prune [--dry-run] [--engine URL_OR_CONTEXT]
+
+``prune`` lists what the plugin built on the engine and nothing uses (``prune``), with sizes,
+and removes it unless ``--dry-run``. On a swarm, run it against the manager: the other nodes
+keep the images they pulled (``docker image prune -a`` there, or the registry's garbage
+collection for what was pushed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import docker.errors
+
+from mlflow_docker_target import prune
+from mlflow_docker_target.engine.connection import Engine, connect
+from mlflow_docker_target.engine.errors import talking_to
+from mlflow_docker_target.runtimes import lease
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mlflow-dockerhost", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    reclaim = commands.add_parser("prune", help="show and remove the images the plugin built "
+                                  "that nothing uses")
+    reclaim.add_argument("--dry-run", action="store_true", help="only show them")
+    reclaim.add_argument("--engine", help="engine URL or Docker context (default: DOCKER_HOST, "
+                         "else the current context)")
+    args = parser.parse_args(argv)
+    engine = connect(args.engine)
+    with talking_to(engine):
+        return _prune(engine, args.dry_run)
+
+
+def _prune(engine: Engine, dry_run: bool) -> int:
+    verb = "would remove" if dry_run else "removed"
+    reclaimed = 0
+    found = list(prune.unused(engine))
+    for item in found:
+        if not dry_run:
+            try:
+                for name in item.image.tags or [item.image.id]:  # untag each, the last removes
+                    engine.client.images.remove(name)
+            except docker.errors.ImageNotFound:
+                pass
+            except docker.errors.APIError as exc:
+                print(f"kept          {item.name}: {exc.explanation or exc}")
+                continue
+        reclaimed += item.size
+        print(f"{verb}  {item.size / 1e6:8.1f} MB  {item.name}  ({item.why})")
+    if lease.at_work(engine):
+        print("A client is at work (a lease is held): the environments, system and build-stage "
+              "images it may use are left for now.")
+    print(f"{verb} {len(found)} image(s), {reclaimed / 1e9:.2f} GB (shared layers count in "
+          "each image's size)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""What the plugin built on an engine and nothing uses any more, and reclaiming it.
+
+Only images the plugin built are candidates (labelled ``kind``: model, environment, system, or
+a build's ``stage``); base, proxy and strip images, and the lease image, never are. An image
+that a container (running or not) or a Swarm service uses stays. While a client holds a lease
+(a create, an update or a build at work), the images such a client may be about to use stay
+too: that deployment's model images, and every environment, system and build-stage image.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from docker.models.images import Image
+
+from mlflow_docker_target import record
+from mlflow_docker_target.engine.connection import Engine
+from mlflow_docker_target.image_build.model_image import image_repository
+from mlflow_docker_target.runtimes import lease
+
+
+@dataclass(frozen=True)
+class Unused:
+    image: Image
+    why: str  # what it is, for the listing
+
+    @property
+    def name(self) -> str:
+        return ", ".join(self.image.tags) or self.image.short_id
+
+    @property
+    def size(self) -> int:
+        return int(self.image.attrs.get("Size") or 0)
+
+
+def _in_use(engine: Engine) -> tuple[set[str], set[str]]:
+    """Image IDs and names that containers and (on a manager) services use."""
+    client = engine.client
+    ids = {c.attrs.get("Image", "") for c in client.containers.list(all=True)}
+    names: set[str] = set()
+    swarm = client.info().get("Swarm") or {}
+    if swarm.get("LocalNodeState") == "active" and swarm.get("ControlAvailable"):
+        for service in client.api.services():
+            labels = service["Spec"].get("Labels") or {}
+            names.add(labels.get(record.IMAGE, ""))
+            names.add(service["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"].split("@")[0])
+    return ids, names - {""}
+
+
+def unused(engine: Engine) -> Iterator[Unused]:
+    """What can go, in the order it can: model images, then the environments no model image
+    is left on, then the system images no environment is left on, then build stages."""
+    client = engine.client
+    ids, names = _in_use(engine)
+    leases = lease.held(engine)
+
+    def used(image: Image) -> bool:
+        return image.id in ids or bool(set(image.tags) & names)
+
+    models = client.images.list(filters={"label": f"{record.KIND}=model"})
+    busy = {image_repository(name) for name in lease.leased(leases, "deployment")}
+    going = []
+    for image in models:
+        held = any(tag.rpartition(":")[0] in busy for tag in image.tags)
+        if not used(image) and not held:
+            going.append(image)
+            yield Unused(image, "model image no deployment uses")
+    if lease.leased(leases, "deployment") or lease.leased(leases, "environment"):
+        return  # a client at work may be about to use any of what follows
+    kept = {image.labels.get(record.ENVIRONMENT) for image in models if image not in going}
+    environments = client.images.list(filters={"label": f"{record.KIND}=environment"})
+    left = []
+    for image in environments:
+        if set(image.tags) & kept or used(image):
+            left.append(image)
+        else:
+            yield Unused(image, "environment no model image is built on")
+    bases = {image.labels.get(record.BASE_IMAGE) for image in left}
+    for image in client.images.list(filters={"label": f"{record.KIND}=system"}):
+        if not set(image.tags) & bases and not used(image):
+            yield Unused(image, "base with system packages no environment is built on")
+    for image in client.images.list(filters={"label": f"{record.STAGE}=build"}):
+        yield Unused(image, "stage of a build that ended")

@@ -3,19 +3,28 @@ mlflow_docker_target/runtimes/lease.py), and a build leaves none of its stage im
 
 from __future__ import annotations
 
+import contextlib
 import secrets
+import signal
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import docker
+import docker.errors
 import mlflow
 import pytest
+from mlflow.deployments import get_deploy_client
 
 from mlflow_docker_target.record import ENVIRONMENT, STAGE
-from tests.helpers.cli import mlflow_cli
+from mlflow_docker_target.runtimes.lease import lease_name
+from tests.helpers.cli import mlflow_cli, mlflow_cli_background, wait_for_output
 from tests.helpers.engine import remove_leftovers
+from tests.helpers.models import IRIS_INPUT
 
 PLAIN_MODEL = """
 import mlflow
@@ -91,5 +100,78 @@ def test_four_creates_at_once_build_their_environment_once(
         for name in names:
             mlflow_cli("deployments", "delete", "-t", "dockerhost", "--name", name, "-C",
                        "remove_image=true", check=False)
+        if environment is not None:
+            docker_client.images.remove(environment)
+
+
+def test_create_delete_and_prune_at_once_leave_what_is_in_use(
+        iris_versions, names, docker_client: docker.DockerClient) -> None:
+    old, new = names[:2]
+    mlflow_cli("deployments", "create", "-t", "dockerhost", "--name", old, "-m",
+               iris_versions["v1"])
+    before = {image.id for image in docker_client.images.list()
+              if image.labels.get("io.mlflow.dockerhost.kind") == "base"}
+    pruned: list[str] = []
+    done = threading.Event()
+
+    def prune_meanwhile() -> None:
+        while not done.is_set():
+            answer = subprocess.run([sys.executable, "-m", "mlflow_docker_target.cli",
+                                     "prune"], capture_output=True, text=True, timeout=120)
+            assert answer.returncode == 0, answer.stderr
+            pruned.append(answer.stdout)
+            time.sleep(0.5)
+
+    pruner = threading.Thread(target=prune_meanwhile)
+    pruner.start()
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            created = pool.submit(mlflow_cli, "deployments", "create", "-t", "dockerhost",
+                                  "--name", new, "-m", iris_versions["v2"], check=False)
+            deleted = pool.submit(mlflow_cli, "deployments", "delete", "-t", "dockerhost",
+                                  "--name", old, check=False)
+            results = created.result(), deleted.result()
+    finally:
+        done.set()
+        pruner.join()
+    for result in results:
+        assert result.returncode == 0, result.stdout + result.stderr
+    print(f"prunes during the create: {len(pruned)}")
+    assert pruned and any("A client is at work" in p for p in pruned)
+    client = get_deploy_client("dockerhost")
+    assert client.predict(new, {"dataframe_split": IRIS_INPUT})["predictions"]
+    assert before <= {image.id for image in docker_client.images.list()}  # bases untouched
+    assert client.list_deployments() and old not in [d["name"]
+                                                     for d in client.list_deployments()]
+
+
+def test_a_killed_builder_is_taken_over_once_its_lease_expires(
+        iris_versions, names, docker_client: docker.DockerClient, tmp_path: Path) -> None:
+    first, second = _register(iris_versions["v1"], tmp_path, 2)
+    killed, taker = names[:2]
+    builder, lines = mlflow_cli_background("deployments", "create", "-t", "dockerhost",
+                                           "--name", killed, "-m", first)
+    environment = None
+    try:
+        wait_for_output(builder, lines, "Building mlflow-dockerhost/env:")
+        builder.send_signal(signal.SIGKILL)
+        builder.wait(30)
+        stopped = time.monotonic()
+        result = mlflow_cli("deployments", "create", "-t", "dockerhost", "--name", taker,
+                            "-m", second, check=False)
+        took = time.monotonic() - stopped
+        output = result.stdout + result.stderr
+        assert result.returncode == 0, output
+        print(f"the second client waited, took the build over and deployed in {took:.0f} s")
+        assert "Waiting for " in output and "building environment" in output, output
+        assert "Taking over the lease on environment" in output, output
+        found = docker_client.containers.list(
+            filters={"label": f"io.mlflow.dockerhost.deployment={taker}"})
+        environment = docker_client.images.get(found[0].image.id).labels[ENVIRONMENT]
+    finally:
+        builder.kill()
+        with contextlib.suppress(docker.errors.NotFound):  # the killed client's own lease
+            docker_client.containers.get(lease_name("deployment", killed)).remove(force=True)
+        mlflow_cli("deployments", "delete", "-t", "dockerhost", "--name", taker, check=False)
         if environment is not None:
             docker_client.images.remove(environment)

@@ -81,10 +81,13 @@ def lease(engine: Engine, kind: str, name: str, doing: str, wait: float = 0,
 
 
 def held(engine: Engine) -> set[str]:
-    """The names of the leases held now (expired ones too, until taken over)."""
+    """The names of the leases held now; one a killed client left, no longer renewed, is not."""
     found = engine.client.containers.list(
         all=True, filters={"label": f"{record.ROLE}={record.LOCK_ROLE}"})
-    return {c.name for c in found}
+    if not found:
+        return set()
+    clock = _EngineClock(engine)
+    return {c.name for c in found if clock.now() - _read_renewal(c) <= TTL_SECONDS}
 
 
 def leased(names: set[str], kind: str) -> list[str]:

@@ -47,11 +47,12 @@ def names(docker_client: docker.DockerClient) -> Iterator[list[str]]:
         remove_leftovers(docker_client, f"io.mlflow.dockerhost.deployment={name}")
 
 
-def _register(iris: str, tmp: Path, count: int) -> list[str]:
+def _register(iris: str, tmp: Path, count: int, prefix: str = "doubles") -> list[str]:
     """``count`` registered models with one set of requirements: iris's and one more, which
     excludes a version no package has, so that their environment is one no run has built."""
     requirements = Path(mlflow.artifacts.download_artifacts(
         f"{iris}/requirements.txt")).read_text().split()
+    tmp.mkdir(parents=True, exist_ok=True)
     code = tmp / "doubles.py"
     code.write_text(PLAIN_MODEL)
     unique = f"six!=0.0.{secrets.randbelow(10**9)}"
@@ -60,8 +61,8 @@ def _register(iris: str, tmp: Path, count: int) -> list[str]:
         with mlflow.start_run():
             info = mlflow.pyfunc.log_model(name="model", python_model=str(code),
                                            pip_requirements=[*requirements, unique],
-                                           registered_model_name=f"doubles-{n}")
-        uris.append(f"models:/doubles-{n}/{info.registered_model_version}")
+                                           registered_model_name=f"{prefix}-{n}")
+        uris.append(f"models:/{prefix}-{n}/{info.registered_model_version}")
     return uris
 
 
@@ -175,3 +176,52 @@ def test_a_killed_builder_is_taken_over_once_its_lease_expires(
         mlflow_cli("deployments", "delete", "-t", "dockerhost", "--name", taker, check=False)
         if environment is not None:
             docker_client.images.remove(environment)
+
+
+@pytest.mark.slow
+def test_four_creates_at_once_with_different_environments(
+        iris_versions, names, docker_client: docker.DockerClient, tmp_path: Path) -> None:
+    uris = [_register(iris_versions["v1"], tmp_path / str(n), 1, f"apart-{n}")[0]
+            for n in range(len(names))]
+    with ThreadPoolExecutor(len(names)) as pool:
+        results = list(pool.map(lambda pair: mlflow_cli(
+            "deployments", "create", "-t", "dockerhost", "--name", pair[0], "-m", pair[1],
+            check=False), zip(names, uris, strict=True)))
+    environments = set()
+    for name, result in zip(names, results, strict=True):
+        assert result.returncode == 0, result.stdout + result.stderr
+        found = docker_client.containers.list(
+            filters={"label": f"io.mlflow.dockerhost.deployment={name}"})
+        environments.add(docker_client.images.get(found[0].image.id).labels[ENVIRONMENT])
+    assert len(environments) == len(names)
+    for name in names:
+        mlflow_cli("deployments", "delete", "-t", "dockerhost", "--name", name)
+    for environment in environments:
+        docker_client.images.remove(environment)
+
+
+@pytest.mark.slow
+def test_ten_deployments_leave_a_bounded_cache(iris_versions, docker_client: docker.DockerClient,
+                                               tmp_path: Path) -> None:
+    """Ten deployments on three new environments, each deleted after its create: no model
+    image of theirs stays, and no more unused environments than the cache keeps (1 here)."""
+    environments = [_register(iris_versions["v1"], tmp_path / str(n), 4, f"cache-{n}")
+                    for n in range(3)]
+    uris = [environments[n % 3][n // 3] for n in range(10)]
+    names = [f"cache-{n}-{secrets.token_hex(3)}" for n in range(10)]
+    keep = {"MLFLOW_DOCKERHOST_KEEP_ENVIRONMENTS": "1"}
+    before = docker_client.df()["LayersSize"]
+    for name, uri in zip(names, uris, strict=True):
+        mlflow_cli("deployments", "create", "-t", "dockerhost", "--name", name, "-m", uri,
+                   env=keep)
+        mlflow_cli("deployments", "delete", "-t", "dockerhost", "--name", name, env=keep)
+    after = docker_client.df()["LayersSize"]
+    print(f"images on the engine: {before / 1e9:.2f} GB before, {after / 1e9:.2f} GB after "
+          "ten deployments on three new environments")
+    for name in names:
+        assert docker_client.images.list(f"mlflow-dockerhost/{name}") == []
+    idle = [image for image in docker_client.images.list(
+        filters={"label": "io.mlflow.dockerhost.kind=environment"})
+        if not any(image.tags[0] == i.labels.get(ENVIRONMENT) for i in docker_client.images.list(
+            filters={"label": "io.mlflow.dockerhost.kind=model"}))]
+    assert len(idle) <= 1, [i.tags for i in idle]

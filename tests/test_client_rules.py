@@ -201,6 +201,6 @@ def test_delete_is_idempotent_and_takes_the_image_only_when_asked(fake) -> None:
     client.delete_deployment("d", config={"remove_image": "false"})
     assert runtime.find("d") is None and image in runtime.images
     client.create_deployment("d", MODEL)
-    client.delete_deployment("d", config={"remove_image": "true"})
+    client.delete_deployment("d")  # the image goes by default
     assert runtime.called("remove_images")[-1] == {f"mlflow-dockerhost/d:{runtime.builds}"}
     assert client.list_deployments() == []

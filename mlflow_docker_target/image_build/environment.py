@@ -81,7 +81,9 @@ def probe_platform(engine: Engine, base_id: str) -> Platform:
                 f"({exc}). Use a base with Python 3 and venv, such as python:3.11-slim.",
                 INVALID_PARAMETER_VALUE) from None
         cache.parent.mkdir(parents=True, exist_ok=True)
-        cache.write_text(json.dumps(found))
+        written = cache.with_name(f"{cache.name}.{os.getpid()}")  # another client may write it
+        written.write_text(json.dumps(found))
+        written.replace(cache)
     libc, version = found["libc"]
     if libc != "glibc":
         raise MlflowException(
@@ -135,7 +137,7 @@ def ensure_environment(engine: Engine, model: FetchedModel, settings: Settings,
     base_id = ensure_image(engine, base, settings.pull_base)
     model_python = ".".join(model.python_version.split(".")[:2])
     if settings.system_packages:
-        base = ensure_system_image(engine, base, base_id, settings.system_packages)
+        base = ensure_system_image(engine, base, base_id, settings.system_packages, hold)
         base_id = engine.client.images.get(base).id
     platform = probe_platform(engine, base_id)
     check_python(platform, base, model_python)
@@ -197,9 +199,10 @@ def _remove_stages(engine: Engine, build_id: str) -> None:
                      exc.explanation or exc)
 
 
-def ensure_system_image(engine: Engine, base: str, base_id: str,
-                        packages: tuple[str, ...]) -> str:
-    """``base`` plus ``-C system_packages``, built once per base and package set.
+def ensure_system_image(engine: Engine, base: str, base_id: str, packages: tuple[str, ...],
+                        hold: Hold) -> str:
+    """``base`` plus ``-C system_packages``, built once per base and package set (clients that
+    need it at once share the build, as for environments).
 
     The only build with the network: the base's package manager fetches from its archive, so
     an engine that cannot reach it fails here, saying so.
@@ -210,13 +213,17 @@ def ensure_system_image(engine: Engine, base: str, base_id: str,
     if image_exists(engine, tag):
         log.info("Base image with system packages %s is already on the engine", tag)
         return tag
-    log.info("Installing system packages %s on %s (this step uses the network)",
-             ", ".join(packages), base)
-    with build_context({"Dockerfile": template("system.Dockerfile")}) as context:
-        build(engine, context, tag, network=True,
-              buildargs={"BASE_IMAGE": base, "PACKAGES": " ".join(packages),
-                         "ENGINE": engine.url, "BUILD_ERROR": BUILD_ERROR},
-              labels={KIND: "system", BASE_IMAGE: base, SYSTEM_PACKAGES: ",".join(packages)})
+    with hold(f"system-{digest.hexdigest()[:16]}"):
+        if image_exists(engine, tag):
+            return tag
+        log.info("Installing system packages %s on %s (this step uses the network)",
+                 ", ".join(packages), base)
+        with build_context({"Dockerfile": template("system.Dockerfile")}) as context:
+            build(engine, context, tag, network=True,
+                  buildargs={"BASE_IMAGE": base, "PACKAGES": " ".join(packages),
+                             "ENGINE": engine.url, "BUILD_ERROR": BUILD_ERROR},
+                  labels={KIND: "system", BASE_IMAGE: base,
+                          SYSTEM_PACKAGES: ",".join(packages)})
     return tag
 
 

@@ -9,6 +9,7 @@ and the old ones finish what they hold).
 from __future__ import annotations
 
 import calendar
+import logging
 import contextlib
 import dataclasses
 import io
@@ -33,8 +34,11 @@ from mlflow_docker_target.runtimes import fronts, haproxy, reach
 from mlflow_docker_target.runtimes.container import containers
 from mlflow_docker_target.runtimes.fronts import Traffic
 
+log = logging.getLogger(__name__)
+
 FRONT_PORT = f"{haproxy.FRONT_PORT}/tcp"
 RELOAD_TIMEOUT = 15  # HAProxy's master re-reads its configuration in milliseconds
+PORT_ATTEMPTS = 3
 
 
 def find(client: docker.DockerClient, deployment: str | None = None,
@@ -54,15 +58,24 @@ def start(engine: Engine, settings: Settings, image: str, endpoint: str | None =
     bind = settings.bind_address or ("127.0.0.1" if engine.is_local else "0.0.0.0")
     network = engine.client.networks.create(stem, labels=labels, check_duplicate=True)
     try:
-        port = settings.port or _pick_port(engine, image, bind, stem, labels, network)
-        container = _create(engine, image, stem, {**labels, record.PORT: str(port)}, network,
-                            bind, port, settings.restart_policy)
-        try:
-            configure(container, endpoint or str(deployment), backends, None)
-            container.start()
-        except BaseException:
-            container.remove(force=True)
-            raise
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            port = settings.port or _pick_port(engine, image, bind, stem, labels, network)
+            container = _create(engine, image, stem, {**labels, record.PORT: str(port)},
+                                network, bind, port, settings.restart_policy)
+            try:
+                configure(container, endpoint or str(deployment), backends, None)
+                container.start()
+                break
+            except docker.errors.APIError as exc:
+                container.remove(force=True)
+                # a port picked here, taken by another client between the trial and the start
+                if (settings.port or attempt == PORT_ATTEMPTS
+                        or "already allocated" not in str(exc.explanation or exc)):
+                    raise
+                log.info("Port %d was taken meanwhile; picking another", port)
+            except BaseException:
+                container.remove(force=True)
+                raise
     except docker.errors.APIError as exc:
         network.remove()
         raise fronts.start_failed(str(endpoint or deployment), settings.port or "any",

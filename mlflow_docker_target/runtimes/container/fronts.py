@@ -9,11 +9,11 @@ and the old ones finish what they hold).
 from __future__ import annotations
 
 import calendar
-import logging
 import contextlib
 import dataclasses
 import io
 import json
+import logging
 import secrets
 import tarfile
 import time

@@ -120,7 +120,8 @@ clean:
 # models (each input shape on each path; /health while predictions run), and the protocols
 # (a stream's first chunk against its whole; V2 against /invocations), and the model matrix
 # (each MLflow version and flavor: create times, image size, start-to-ready, predictions), and
-# a three-node test swarm against one engine (create time with push; req/s through the front).
+# a three-node test swarm against one engine (create time with push; req/s through the front),
+# and four creates on one new environment at once against one after another.
 bench: base-image test-tools
 	@command -v wrk >/dev/null || { apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
@@ -132,3 +133,4 @@ bench: base-image test-tools
 	$(BIN)/python -W ignore tests/benchmarks/protocols.py
 	$(BIN)/python -W ignore tests/benchmarks/matrix.py
 	$(BIN)/python -W ignore tests/benchmarks/swarm.py
+	$(BIN)/python -W ignore tests/benchmarks/builds.py

@@ -39,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
 def _prune(engine: Engine, dry_run: bool) -> int:
     verb = "would remove" if dry_run else "removed"
     reclaimed = 0
-    found = list(prune.unused(engine))
+    leases = lease.held(engine)  # read once: what is skipped and what is said agree
+    found = list(prune.unused(engine, leases))
     for item in found:
         if not dry_run:
             try:
@@ -52,7 +53,7 @@ def _prune(engine: Engine, dry_run: bool) -> int:
                 continue
         reclaimed += item.size
         print(f"{verb}  {item.size / 1e6:8.1f} MB  {item.name}  ({item.why})")
-    if lease.at_work(engine):
+    if lease.at_work(leases):
         print("A client is at work (a lease is held): the environments, system and build-stage "
               "images it may use are left for now.")
     print(f"{verb} {len(found)} image(s), {reclaimed / 1e9:.2f} GB (shared layers count in "

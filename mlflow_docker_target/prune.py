@@ -48,12 +48,12 @@ def _in_use(engine: Engine) -> tuple[set[str], set[str]]:
     return ids, names - {""}
 
 
-def unused(engine: Engine) -> Iterator[Unused]:
+def unused(engine: Engine, leases: set[str]) -> Iterator[Unused]:
     """What can go, in the order it can: model images, then the environments no model image
-    is left on, then the system images no environment is left on, then build stages."""
+    is left on, then the system images no environment is left on, then build stages.
+    ``leases``: those held now (``lease.held``)."""
     client = engine.client
     ids, names = _in_use(engine)
-    leases = lease.held(engine)
 
     def used(image: Image) -> bool:
         return image.id in ids or bool(set(image.tags) & names)
@@ -66,7 +66,7 @@ def unused(engine: Engine) -> Iterator[Unused]:
         if not used(image) and not held:
             going.append(image)
             yield Unused(image, "model image no deployment uses")
-    if lease.leased(leases, "deployment") or lease.leased(leases, "environment"):
+    if lease.at_work(leases):
         return  # a client at work may be about to use any of what follows
     kept = {image.labels.get(record.ENVIRONMENT) for image in models if image not in going}
     environments = client.images.list(filters={"label": f"{record.KIND}=environment"})

@@ -96,10 +96,9 @@ def leased(names: set[str], kind: str) -> list[str]:
     return [name[len(prefix):] for name in names if name.startswith(prefix)]
 
 
-def at_work(engine: Engine) -> bool:
-    """Whether a client holds a lease on a deployment or on an environment's build: it may be
-    about to use any environment image."""
-    names = held(engine)
+def at_work(names: set[str]) -> bool:
+    """Whether the leases ``names`` (from :func:`held`) have a client at work on a deployment
+    or an environment's build: it may be about to use any environment image."""
     return bool(leased(names, "deployment") or leased(names, "environment"))
 
 

@@ -285,7 +285,7 @@ class ContainerRuntime:
 
     def remove_images(self, images: set[str]) -> None:
         remove_images(self.engine, images)
-        environment_cache.trim(self.engine, lease.at_work(self.engine))
+        environment_cache.trim(self.engine, lease.at_work(lease.held(self.engine)))
 
     def _found(self, name: str) -> Deployment:
         found = self.find(name)

@@ -187,7 +187,7 @@ class SwarmRuntime:
 
     def remove_images(self, images: set[str]) -> None:
         remove_images(self.engine, registry.names_on_manager(self.client, images))
-        environment_cache.trim(self.engine, lease.at_work(self.engine))
+        environment_cache.trim(self.engine, lease.at_work(lease.held(self.engine)))
 
     # -----------------------------------------------------------------------------------------
     # Fronts

@@ -87,7 +87,9 @@ def held(engine: Engine) -> set[str]:
     if not found:
         return set()
     clock = _EngineClock(engine)
-    return {c.name for c in found if clock.now() - _read_renewal(c) <= TTL_SECONDS}
+    renewals = {c.name: _read_renewal(c) for c in found}
+    return {name for name, renewed in renewals.items()
+            if renewed is not None and clock.now() - renewed <= TTL_SECONDS}
 
 
 def leased(names: set[str], kind: str) -> list[str]:
@@ -140,6 +142,8 @@ def _acquire(engine: Engine, clock: _EngineClock, kind: str, name: str, doing: s
         if holder is None:
             continue  # released in between
         renewed = _read_renewal(holder)
+        if renewed is None:
+            continue  # released as it was read
         if clock.now() - renewed > TTL_SECONDS:
             log.warning("Taking over the lease on %s %s: its holder %s stopped renewing it "
                         "at %s", kind, name, _holder_of(holder), _when(renewed))
@@ -202,15 +206,30 @@ def _write_renewal(container: Container, now: float) -> None:
     container.put_archive("/", buffer.getvalue())
 
 
-def _read_renewal(container: Container) -> float:
-    """The engine time of the lease's last renewal (its start, if none was written yet)."""
+def _read_renewal(container: Container) -> float | None:
+    """The engine time of the lease's last renewal (its start, if none was written yet), or
+    None if its holder let go of it as it was read."""
     try:
         stream, _ = container.get_archive(f"/{RENEWAL_FILE}")
         with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
             member = tar.extractfile(tar.getmembers()[0])
             return float(json.loads(member.read() if member else b"{}")["renewed"])
     except (docker.errors.NotFound, KeyError, ValueError, IndexError):
-        return _since(container)
+        return _since(container)  # not written yet (or gone: the next look tells)
+    except docker.errors.APIError:
+        # Removed as it was read, the engine answers 500 ("RWLayer of container ... is
+        # unexpectedly nil"); any other failure is the engine's, and is raised.
+        if _removed(container):
+            return None
+        raise
+
+
+def _removed(container: Container) -> bool:
+    try:
+        container.reload()
+    except docker.errors.NotFound:
+        return True
+    return container.status in ("removing", "dead")
 
 
 def _existing(engine: Engine, name: str) -> Container | None:

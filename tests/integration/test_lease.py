@@ -106,3 +106,27 @@ def test_a_killed_holder_is_taken_over_once_its_lease_expires(
         assert "stopped renewing it" in caplog.text
     finally:
         holder.kill()
+
+
+def test_clients_taking_turns_see_each_release_as_a_release(engine: Engine, name: str) -> None:
+    """Four clients take one lease in turn, over and over: a waiter that reads the holder's
+    renewal just as the holder removes it (the engine then answers 500 "RWLayer ... is
+    unexpectedly nil" or 404) sees a release, not an error."""
+    turns, errors = [0], []
+
+    def client() -> None:
+        try:
+            for _ in range(15):
+                with lease.lease(engine, "test", name, "build", wait=float("inf")):
+                    turns[0] += 1
+        except Exception as exc:  # reported below, with the others'
+            errors.append(exc)
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not errors, errors
+    assert turns[0] == 60
+    assert not lease.held(engine)

@@ -119,7 +119,7 @@ def test_clients_taking_turns_see_each_release_as_a_release(engine: Engine, name
             for _ in range(15):
                 with lease.lease(engine, "test", name, "build", wait=float("inf")):
                     turns[0] += 1
-        except Exception as exc:  # reported below, with the others'
+        except Exception as exc:  # reported below, with the others
             errors.append(exc)
 
     threads = [threading.Thread(target=client) for _ in range(4)]

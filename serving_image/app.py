@@ -1,7 +1,8 @@
 """The FastAPI application: the route table (``routes``) mounted, with auth and metrics around it.
 
 Its entries come from ``scoring`` (``POST /invocations``, MLflow's scoring protocol), ``probes``
-(readiness, liveness, version, metrics) and ``v2_routes`` (the Open Inference Protocol); the
+(readiness, liveness, version, metrics), ``v2_routes`` (the Open Inference Protocol) and
+``openai_routes`` (OpenAI's Responses and Chat Completions, for GenAI models); the
 model loads on a thread of its own (``model_state``). Auth's open paths, the metrics' route
 labels and the OpenAPI document all derive from the table.
 """
@@ -18,7 +19,16 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi_offline import FastAPIOffline
 
-from serving_image import metrics, probes, routes, scoring, streaming, thread_limits, v2_routes
+from serving_image import (
+    metrics,
+    openai_routes,
+    probes,
+    routes,
+    scoring,
+    streaming,
+    thread_limits,
+    v2_routes,
+)
 from serving_image.auth import BearerAuth
 from serving_image.contract import VERSION
 from serving_image.model_state import ModelState, load_model
@@ -33,7 +43,7 @@ def create_app(settings: ServerSettings, preloaded: Any = None) -> FastAPI:
                        Predictor(settings.predict_threads, settings.queue_size),
                        streaming.Streams(settings.max_streams))
     table = [scoring.route(state, settings), *probes.routes(state, settings),
-             *v2_routes.routes(state, settings)]
+             *v2_routes.routes(state, settings), *openai_routes.routes(state, settings)]
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -49,7 +59,8 @@ def create_app(settings: ServerSettings, preloaded: Any = None) -> FastAPI:
     app.router.routes[0:0] = routes.mounted(table)  # before FastAPI's own (the docs)
     if settings.auth_token:
         app.add_middleware(BearerAuth, token=settings.auth_token,
-                           open_paths=routes.open_paths(table))
+                           open_paths=routes.open_paths(table),
+                           openai_paths=routes.openai_paths(table))
     # outermost: refused requests count too
     app.add_middleware(metrics.MetricsMiddleware, label=routes.metric_label(table))
 

@@ -1,6 +1,7 @@
 """The OpenAPI operations of the plain routes: ``/invocations`` (its request body from the
 model's signature and input example, its answers the scoring protocol's, a stream of
-Server-Sent Events with ``"stream": true``) and the Open Inference Protocol's ``/v2`` routes."""
+Server-Sent Events with ``"stream": true``), the Open Inference Protocol's ``/v2`` routes and
+OpenAI's routes for GenAI models."""
 
 from __future__ import annotations
 
@@ -153,3 +154,66 @@ def v2_paths() -> dict[str, Any]:
             paths[base + suffix] = {method: {**spec, "parameters": parameters}
                                     for method, spec in operation.items()}
     return paths
+
+
+_OPENAI_ERROR = {"application/json": {"schema": {
+    "type": "object", "required": ["error"], "properties": {"error": {
+        "type": "object", "required": ["message", "type"], "properties": {
+            "message": {"type": "string"}, "type": {"type": "string"},
+            "param": {"type": ["string", "null"]}, "code": {"type": ["string", "null"]}}}}}}}
+_OPENAI_ANSWERS = {
+    "400": "The body does not fit the model's interface",
+    "401": "A bearer token is configured and was not sent (the openai client's api_key)",
+    "404": "The model is of another kind: the message names the route that fits it",
+    "503": "The model is still loading, or every predict or stream thread is busy",
+    "504": "The model took longer than the request timeout",
+}
+_MESSAGES = {"type": "array", "items": {"type": "object", "required": ["role"], "properties": {
+    "role": {"type": "string"}, "content": {}}}}
+_OPENAI_BODIES: dict[str, dict[str, Any]] = {
+    "responses": {"type": "object", "required": ["input"], "properties": {
+        "model": {"type": "string", "description": "Accepted, not used for routing"},
+        "input": {"oneOf": [{"type": "string"}, {"type": "array"}]},
+        "instructions": {"type": "string", "description": "A system message before the input"},
+        "stream": {"type": "boolean"}, "temperature": {"type": "number"},
+        "max_output_tokens": {"type": "integer"}, "tools": {"type": "array"},
+        "metadata": {"type": "object"}, "custom_inputs": {"type": "object"},
+        "context": {"type": "object"}}},
+    "chat": {"type": "object", "required": ["messages"], "properties": {
+        "model": {"type": "string", "description": "Accepted, not used for routing"},
+        "messages": _MESSAGES, "stream": {"type": "boolean"},
+        "temperature": {"type": "number"}, "max_tokens": {"type": "integer"},
+        "max_completion_tokens": {"type": "integer"}, "top_p": {"type": "number"},
+        "stop": {}, "n": {"type": "integer"}, "tools": {"type": "array"},
+        "custom_inputs": {"type": "object"}, "context": {"type": "object"}}},
+}
+_OPENAI_SUMMARIES = {
+    "responses": ("OpenAI Responses, from a ResponsesAgent",
+                  "As mlflow.genai.agent_server.AgentServer answers it; with stream: true, "
+                  "'data: <event>' lines, then 'data: [DONE]'; a stream that fails ends with "
+                  "'data: {\"error\": \"<message>\"}' and 'data: [DONE]'."),
+    "chat": ("OpenAI Chat Completions, from a ChatModel or a ChatAgent",
+             "A chat.completion; with stream: true, chat.completion.chunk lines, then "
+             "'data: [DONE]'; a stream that fails after its first chunk ends with an OpenAI "
+             "error object and 'data: [DONE]'."),
+}
+
+
+def openai_operation(kind: str) -> dict[str, Any]:
+    """The operation of an OpenAI route: ``responses``, ``chat`` or ``models``."""
+    tags = ["OpenAI (GenAI models)"]
+    if kind == "models":
+        return {"summary": "The deployment that answers, as OpenAI's model list", "tags": tags,
+                "responses": {"200": {"description": "{object: list, data: [{id: <name>}]}",
+                                      "content": {"application/json": {
+                                          "schema": {"type": "object"}}}}}}
+    summary, description = _OPENAI_SUMMARIES[kind]
+    responses: dict[str, Any] = {"200": {"description": "The answer, or its stream", "content": {
+        "application/json": {"schema": {"type": "object"}},
+        "text/event-stream": {"schema": {"type": "string"}}}}}
+    responses.update({status: {"description": text, "content": _OPENAI_ERROR}
+                      for status, text in _OPENAI_ANSWERS.items()})
+    return {"summary": summary, "description": description, "tags": tags,
+            "requestBody": {"required": True, "content": {"application/json": {
+                "schema": _OPENAI_BODIES[kind]}}},
+            "responses": responses}

@@ -2,8 +2,9 @@
 
 Everything else about a route derives from its entry: the application mounts the entries
 (``mounted``), auth leaves the ``open`` ones (the health probes) without a token
-(``open_paths``), metrics label every request with its route's ``metric`` (``metric_label``),
-and the OpenAPI document takes each entry's ``operation`` (``openapi_paths``). A route added to
+(``open_paths``) and refuses the ``openai`` ones in OpenAI's error shape (``openai_paths``),
+metrics label every request with its route's ``metric`` (``metric_label``), and the OpenAPI
+document takes each entry's ``operation`` (``openapi_paths``). A route added to
 the table is guarded, counted and documented without anyone remembering to.
 """
 
@@ -29,6 +30,7 @@ class ServerRoute:
     operation: Operation | None = None  # its OpenAPI operation (a function: built when asked)
     open: bool = False  # answered without the bearer token: the health probes
     metric: str | None = None  # its label in the metrics, if not its path (several share one)
+    openai: bool = False  # its errors take OpenAI's shape (auth's 401 too)
 
 
 def mounted(routes: Iterable[ServerRoute]) -> list[Route]:
@@ -40,6 +42,10 @@ def mounted(routes: Iterable[ServerRoute]) -> list[Route]:
 
 def open_paths(routes: Iterable[ServerRoute]) -> frozenset[str]:
     return frozenset(r.path for r in routes if r.open)
+
+
+def openai_paths(routes: Iterable[ServerRoute]) -> frozenset[str]:
+    return frozenset(r.path for r in routes if r.openai)
 
 
 def metric_label(routes: Iterable[ServerRoute]) -> Callable[[str], str]:

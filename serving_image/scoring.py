@@ -31,6 +31,12 @@ log = logging.getLogger("serving_image")
 
 PARQUET = "application/vnd.apache.parquet"
 
+# A stream that goes wrong ends with one MLflow-shaped error line and no [DONE] (MLflow's
+# Databricks client raises on it).
+ENDING = streaming.Ending(
+    failed=lambda exc: streaming.error_line(*describe(exc)),
+    late=lambda message: streaming.error_line("DEADLINE_EXCEEDED", message))
+
 
 def served_by(settings: ServerSettings) -> dict[str, str]:
     """The headers every prediction carries: which deployment and model version answered."""
@@ -173,7 +179,7 @@ async def _stream_answer(state: ModelState, body: bytes, timeout: float,
     if isinstance(first, streaming.Failed):
         metrics.STREAMS.labels("error").inc()
         return failure(first.error)
-    return StreamingResponse(stream.lines(first, timeout, describe),
+    return StreamingResponse(stream.lines(first, timeout, ENDING),
                              media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache"})
 

@@ -9,9 +9,11 @@ stream with one last ``data:`` line holding an MLflow-shaped error, never a sile
 Each stream runs its generator on a thread of its own, from a pool of ``max_streams`` per worker
 (beyond it, 503 at once), apart from the predict threads so that streams never starve ordinary
 requests. Chunks cross to the event loop as the model yields them. ``request_timeout`` bounds the
-wait for each chunk: a late first chunk answers 504; a later gap ends the stream with a
-``DEADLINE_EXCEEDED`` error line. A stream that ends early (a timeout, the client gone) asks its
-generator to stop: it is closed once its current chunk is done.
+wait for each chunk: a late first chunk answers 504; a later gap ends the stream with an error
+line. How a stream ends badly is the protocol's (an :class:`Ending`): ``/invocations`` writes an
+MLflow-shaped error and no ``[DONE]``; the OpenAI routes an error event, then ``[DONE]``. A
+stream that ends early (a timeout, the client gone) asks its generator to stop: it is closed
+once its current chunk is done.
 """
 
 from __future__ import annotations
@@ -74,11 +76,12 @@ def parse(body: bytes, model: Any) -> tuple[Any, dict[str, Any] | None]:
 def encode(chunk: Any) -> bytes:
     """One SSE line for a chunk: dicts, lists, strings, numbers, numpy values, and objects with
     ``model_dump`` (pydantic) or ``to_dict``."""
-    return b"data: " + orjson.dumps(chunk, default=_plain,
+    return b"data: " + orjson.dumps(chunk, default=plain,
                                     option=orjson.OPT_SERIALIZE_NUMPY) + b"\n\n"
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
+    """orjson's ``default``: pydantic models, objects with ``to_dict``, numpy values."""
     for method in ("model_dump", "to_dict", "tolist"):
         if callable(getattr(value, method, None)):
             return getattr(value, method)()
@@ -87,6 +90,16 @@ def _plain(value: Any) -> Any:
 
 def error_line(error_code: str, message: str) -> bytes:
     return b"data: " + orjson.dumps({"error_code": error_code, "message": message}) + b"\n\n"
+
+
+@dataclass(frozen=True)
+class Ending:
+    """How a protocol ends a stream that goes wrong once its status line is sent: the bytes
+    written after the model raised (``failed``), and after no chunk came in time (``late``,
+    given the message that says so)."""
+
+    failed: Callable[[BaseException], bytes]
+    late: Callable[[str], bytes]
 
 
 class Streams:
@@ -146,10 +159,8 @@ class Stream:
         ``timeout`` seconds with none."""
         return await asyncio.wait_for(self.queue.get(), timeout)
 
-    async def lines(self, first: Any, timeout: float,
-                    describe: Callable[[BaseException], tuple[str, str]]) -> AsyncIterator[bytes]:
-        """The SSE body from the first item on; ``describe`` turns an exception into an
-        MLflow error code and message."""
+    async def lines(self, first: Any, timeout: float, ending: Ending) -> AsyncIterator[bytes]:
+        """The SSE body from the first item on, ended as ``ending`` says if it goes wrong."""
         outcome = "cancelled"  # the client went away, unless set below
         chunks, item = 0, first
         try:
@@ -160,7 +171,7 @@ class Stream:
                     return
                 if isinstance(item, Failed):
                     outcome = "error"
-                    yield error_line(*describe(item.error))
+                    yield ending.failed(item.error)
                     return
                 chunks += 1
                 yield item
@@ -168,8 +179,7 @@ class Stream:
                     item = await self.next(timeout)
                 except TimeoutError:
                     outcome = "timeout"
-                    yield error_line("DEADLINE_EXCEEDED",
-                                     f"No chunk came within {timeout:g} s of the last one.")
+                    yield ending.late(f"No chunk came within {timeout:g} s of the last one.")
                     return
         finally:
             self.stop.set()

@@ -9,7 +9,6 @@ import json
 import logging
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import openai
@@ -238,8 +237,3 @@ def _sse(url: str, headers: dict[str, str], body: dict) -> list[str]:
     assert answer.status_code == 200, answer.text
     return [line for line in answer.iter_lines(decode_unicode=True) if line]
 
-
-def test_save_agent_writes_code_beside_the_model(tmp_path: Path) -> None:
-    """The toy models are models-from-code: the image loads them without this test package."""
-    saved = save_agent("chat_agent", tmp_path / "m")
-    assert (saved / "MLmodel").is_file() and (tmp_path / "chat_agent.py").is_file()

@@ -121,7 +121,8 @@ clean:
 # (a stream's first chunk against its whole; V2 against /invocations), and the model matrix
 # (each MLflow version and flavor: create times, image size, start-to-ready, predictions), and
 # a three-node test swarm against one engine (create time with push; req/s through the front),
-# and four creates on one new environment at once against one after another.
+# and four creates on one new environment at once against one after another, and the time to
+# first token through the front on the OpenAI routes.
 bench: base-image test-tools
 	@command -v wrk >/dev/null || { apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
@@ -134,3 +135,4 @@ bench: base-image test-tools
 	$(BIN)/python -W ignore tests/benchmarks/matrix.py
 	$(BIN)/python -W ignore tests/benchmarks/swarm.py
 	$(BIN)/python -W ignore tests/benchmarks/builds.py
+	$(BIN)/python -W ignore tests/benchmarks/first_token.py

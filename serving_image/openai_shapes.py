@@ -5,7 +5,8 @@ Which interface a model has (``kind``) decides which OpenAI route fits it:
   ``ResponsesAgentRequest`` as ``mlflow.genai.agent_server.AgentServer`` takes it, and the
   agent's response and stream events are already OpenAI's Responses shapes.
 - ``ChatModel`` (MLflow 2.11 on; streams from 2.14): ``/v1/chat/completions``. It answers in
-  ``chat.completion`` shape already; the ids OpenAI's types require are filled in when missing.
+  ``chat.completion`` shape already; the ids OpenAI's types require are filled in when missing,
+  and the whole-message chunks of MLflow before 2.19 become deltas.
 - ``ChatAgent`` (MLflow 2.21 on): ``/v1/chat/completions``. Its messages become one
   ``chat.completion`` and its chunks ``chat.completion.chunk``s.
 
@@ -129,7 +130,9 @@ def completion_chunks(chunks: Iterator[dict[str, Any]], model_kind: str,
     try:
         if model_kind == CHAT_MODEL:
             for chunk in chunks:
-                yield {**chunk, **{k: chunk.get(k) or v for k, v in head.items()}}
+                yield {**chunk, **{k: chunk.get(k) or v for k, v in head.items()},
+                       "object": "chat.completion.chunk",
+                       "choices": [_delta(choice) for choice in chunk.get("choices", [])]}
             return
         finish = "stop"
         for chunk in chunks:
@@ -150,6 +153,15 @@ def models_list(model_name: str, created: int) -> dict[str, Any]:
     """``GET /v1/models``: the deployment that answers, by name."""
     return {"object": "list", "data": [
         {"id": model_name, "object": "model", "created": created, "owned_by": "mlflow"}]}
+
+
+def _delta(choice: dict[str, Any]) -> dict[str, Any]:
+    """A chunk's choice with a ``delta``: before MLflow 2.19, a ChatModel streamed whole
+    ``chat.completion`` objects, each choice with a ``message``."""
+    if "delta" in choice or "message" not in choice:
+        return choice
+    found = {k: v for k, v in choice.items() if k != "message"}
+    return {**found, "delta": choice["message"]}
 
 
 def _agent_message(message: Any) -> dict[str, Any]:

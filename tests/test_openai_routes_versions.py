@@ -1,7 +1,7 @@
 """The OpenAI chat route for a ChatModel that MLflow 2.16 saved, served in the model matrix's
-2.16 virtualenv as an image of such a model would serve it: that MLflow's own types (``ChatResponse``,
-whole-message stream chunks) reach the ``openai`` client as ``chat.completion`` and
-``chat.completion.chunk``."""
+2.16 virtualenv as an image of such a model would serve it: that MLflow's own types
+(``ChatResponse``, whole-message stream chunks) reach the ``openai`` client as
+``chat.completion`` and ``chat.completion.chunk``."""
 
 from __future__ import annotations
 

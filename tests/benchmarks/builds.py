@@ -22,6 +22,7 @@ from pathlib import Path
 import docker
 import mlflow
 
+sys.path.insert(0, str(Path(__file__).parents[2]))
 from mlflow_docker_target.demo import register_demo_model
 from tests.benchmarks.scratch import scratch_registry
 

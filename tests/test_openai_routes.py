@@ -237,3 +237,28 @@ def _sse(url: str, headers: dict[str, str], body: dict) -> list[str]:
     assert answer.status_code == 200, answer.text
     return [line for line in answer.iter_lines(decode_unicode=True) if line]
 
+
+
+@pytest.fixture(scope="module")
+def impatient(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """Servers whose request_timeout (1 s) is shorter than the toy models' stall (1.5 s)."""
+    root = tmp_path_factory.mktemp("impatient")
+    started = {kind: serve_model(save_agent(kind, root / kind),
+                                 env={"SCORING_WORKERS": "1", "SCORING_REQUEST_TIMEOUT": "1"})
+               for kind in ("responses", "chat_agent")}
+    yield {kind: url for kind, (_, url) in started.items()}
+    for process, _ in started.values():
+        stop(process)
+
+
+def test_request_timeout_bounds_each_gap_in_a_stream(impatient: dict[str, str]) -> None:
+    late = "No chunk came within 1 s of the last one."
+    lines = _sse(f"{impatient['responses']}/v1/responses", {},
+                 {"input": "stall here now", "stream": True})
+    assert len(lines) == 4  # two chunks, then the error and [DONE]
+    assert lines[-2:] == [f'data: {{"error":"{late}"}}', "data: [DONE]"]
+    lines = _sse(f"{impatient['chat_agent']}/v1/chat/completions", {},
+                 {"messages": [{"role": "user", "content": "stall here now"}], "stream": True})
+    assert lines[-1] == "data: [DONE]"
+    error = json.loads(lines[-2][6:])["error"]
+    assert (error["message"], error["code"]) == (late, "deadline_exceeded")

@@ -5,7 +5,8 @@ Each answers "<kind>: <last user text>" and streams it word by word. What the te
 it, so one model serves every test:
 - ``fail`` in the text: raise after the first chunk of a stream (and at once when not streamed);
 - ``slow`` in the text: 200 ms before each chunk, and each chunk's text starts with the time it
-  was yielded (``time.time()``), for time-to-first-token.
+  was yielded (``time.time()``), for time-to-first-token;
+- ``stall`` in the text: 1.5 s before the third chunk, for the timeout on gaps in a stream.
 Parameters that the interface carries (temperature, max tokens, custom inputs) are echoed.
 """
 
@@ -52,6 +53,8 @@ class Echo(ResponsesAgent):
             if "slow" in text:
                 time.sleep(0.2)
                 word = f"{time.time():.6f} {word}"
+            if i == 2 and "stall" in text:
+                time.sleep(1.5)
             if i == 1 and "fail" in text:
                 raise ValueError("the agent failed mid-stream")
             yield ResponsesAgentStreamEvent(**self.create_text_delta(word + " ", "msg-1"))
@@ -90,6 +93,8 @@ class Echo(ChatAgent):
             if "slow" in text:
                 time.sleep(0.2)
                 word = f"{time.time():.6f} {word}"
+            if i == 2 and "stall" in text:
+                time.sleep(1.5)
             if i == 1 and "fail" in text:
                 raise ValueError("the agent failed mid-stream")
             yield ChatAgentChunk(delta=ChatAgentMessage(role="assistant", content=word + " ",
@@ -126,6 +131,8 @@ class Echo(ChatModel):
             if "slow" in text:
                 time.sleep(0.2)
                 word = f"{time.time():.6f} {word}"
+            if i == 2 and "stall" in text:
+                time.sleep(1.5)
             if i == 1 and "fail" in text:
                 raise ValueError("the model failed mid-stream")
             yield ChatCompletionChunk(choices=[ChatChunkChoice(

@@ -109,6 +109,9 @@ def render(endpoint: str, backends: Sequence[Backend]) -> str:
         # on a reload, an idle keep-alive connection is closed after its next answer (which
         # says so), not at once: a client would lose a request sent as it closed
         "    option idle-close-on-response",
+        # a streamed answer's chunks go out as the server sends them: without this, HAProxy
+        # holds a small first chunk (with the headers) until more data comes, one chunk late
+        "    option http-no-delay",
         # a replica that vanished mid-connect (killed) gets no answer: try another soon
         "    timeout connect 1s",
         "    timeout client 75s",

@@ -27,17 +27,19 @@ from tests.benchmarks.scratch import scratch_registry
 from tests.helpers.agents import CHAT_AGENT, RESPONSES_AGENT
 from tests.helpers.models import register_code_model
 
-PROMPT = "slow a b c"  # "<kind>: slow a b c": five words, five chunks
+# Five words, five chunks: "responses: slow a b c", "chat agent: slow a b".
+PROMPTS = {"responses": "slow a b c", "chat": "slow a b"}
 
 
 def chunk_texts(client: openai.OpenAI, route: str) -> Iterator[str]:
     if route == "responses":
-        for event in client.responses.create(model="m", input=PROMPT, stream=True):
+        for event in client.responses.create(model="m", input=PROMPTS[route], stream=True):
             if event.type == "response.output_text.delta":
                 yield event.delta
     else:
         for chunk in client.chat.completions.create(
-                model="m", messages=[{"role": "user", "content": PROMPT}], stream=True):
+                model="m", messages=[{"role": "user", "content": PROMPTS[route]}],
+                stream=True):
             if chunk.choices and chunk.choices[0].delta.content:
                 yield chunk.choices[0].delta.content
 
@@ -70,7 +72,7 @@ def main() -> None:
     every: dict[str, list[float]] = {route: [] for route in clients}
     try:
         for route, (_, client) in clients.items():
-            delays(client, route)  # warm-up
+            delays(client, route)  # warm-up: the client builds its types on first use
         for _ in range(args.requests):
             for route, (_, client) in clients.items():  # side by side
                 measured = delays(client, route)

@@ -129,6 +129,17 @@ CORPUS = [
     Case("chat", "message without a role", _j({"messages": [{"content": "x"}]})),
     Case("chat", "prompt to a chat model", _j({"prompt": "x"})),
     Case("chat", "messages not a list", _j({"messages": "hello"})),
+    # agents (tests/helpers/agents.py): non-streamed GenAI requests answer as MLflow's do
+    Case("responses_agent", "input items", _j({"input": [{"role": "user", "content": "hi"}]})),
+    Case("responses_agent", "input with params", _j({
+        "input": [{"role": "user", "content": "hi"}], "temperature": 0.5,
+        "max_output_tokens": 9, "custom_inputs": {"k": 1}})),
+    Case("responses_agent", "input as a string", _j({"input": "hi"})),
+    Case("responses_agent", "agent raises", _j({"input": [{"role": "user",
+                                                           "content": "fail"}]})),
+    Case("chat_agent", "messages", _j({"messages": [{"role": "user", "content": "hi"}],
+                                       "custom_inputs": {"k": 1}})),
+    Case("chat_agent", "agent raises", _j({"messages": [{"role": "user", "content": "fail"}]})),
 ]
 
 

@@ -211,8 +211,19 @@ def save_long_double(path: Path) -> None:
                              pip_requirements=HOST_ONLY)
 
 
+def _save_agent(kind: str) -> Any:
+    def save(path: Path) -> None:
+        from tests.helpers.agents import save_agent  # which imports HOST_ONLY from here
+
+        save_agent(kind, path)
+
+    return save
+
+
 REFERENCE_MODELS = {"iris": save_iris, "mixed": save_mixed, "tensor": save_tensor,
-                    "long_double": save_long_double, "chat": save_chat}
+                    "long_double": save_long_double, "chat": save_chat,
+                    "responses_agent": _save_agent("responses"),
+                    "chat_agent": _save_agent("chat_agent")}
 
 
 IRIS_COLS = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]

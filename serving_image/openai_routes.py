@@ -79,13 +79,16 @@ def routes(state: ModelState, settings: ServerSettings) -> list[ServerRoute]:
 
     async def responses(request: Request) -> Response:
         """An OpenAI Responses request to a ResponsesAgent."""
-        return await _answer(request, state, settings, name, (openai_shapes.RESPONSES,),
-                             headers)
+        response = await _answer(request, state, settings, name, (openai_shapes.RESPONSES,))
+        response.headers.update(headers)  # every answer names the deployment that gave it
+        return response
 
     async def chat_completions(request: Request) -> Response:
         """An OpenAI chat completion from a ChatModel or a ChatAgent."""
-        return await _answer(request, state, settings, name,
-                             (openai_shapes.CHAT_MODEL, openai_shapes.CHAT_AGENT), headers)
+        response = await _answer(request, state, settings, name,
+                                 (openai_shapes.CHAT_MODEL, openai_shapes.CHAT_AGENT))
+        response.headers.update(headers)
+        return response
 
     async def models(request: Request) -> Response:
         """The deployment that answers, as OpenAI's model list."""
@@ -100,7 +103,7 @@ def routes(state: ModelState, settings: ServerSettings) -> list[ServerRoute]:
 
 
 async def _answer(request: Request, state: ModelState, settings: ServerSettings, name: str,
-                  fits: tuple[str, ...], headers: dict[str, str]) -> Response:
+                  fits: tuple[str, ...]) -> Response:
     timeout = settings.request_timeout
     deadline = asyncio.get_running_loop().time() + timeout
     try:
@@ -122,12 +125,8 @@ async def _answer(request: Request, state: ModelState, settings: ServerSettings,
     except (orjson.JSONDecodeError, openai_shapes.BadRequest) as exc:
         return openai_error(400, str(exc), "BAD_REQUEST")
     if body.get("stream") is True:
-        response = await _stream(state, model, model_kind, model_input, name, timeout, deadline)
-    else:
-        response = await _predict(state, model, model_kind, model_input, name, settings,
-                                  deadline)
-    response.headers.update(headers)
-    return response
+        return await _stream(state, model, model_kind, model_input, name, timeout, deadline)
+    return await _predict(state, model, model_kind, model_input, name, settings, deadline)
 
 
 async def _predict(state: ModelState, model: Any, model_kind: str, model_input: dict[str, Any],

@@ -152,6 +152,7 @@ def test_a_model_of_another_kind_gets_404_naming_the_route_that_fits(
         else:
             client(servers[kind]).chat.completions.create(model="echo", messages=USER)
     assert set(raised.value.body) >= {"message", "type", "code"}  # type: ignore[arg-type]
+    assert raised.value.response.headers["x-mlflow-deployment"] == "echo"
 
 
 def test_the_token_is_the_api_key_and_refusals_are_openai_shaped(

@@ -179,6 +179,10 @@ async def _stream(state: ModelState, model: Any, model_kind: str, model_input: d
         # OpenAI's own API answers an error status while nothing is sent yet; AgentServer
         # (the Responses routes) always answers 200 and frames the error in the stream.
         metrics.STREAMS.labels("error").inc()
+        if isinstance(first.error, NotImplementedError):  # MLflow's default predict_stream
+            return openai_error(400, "This model cannot stream: its predict_stream is not "
+                                "implemented. Send the request without stream=True.",
+                                "BAD_REQUEST")
         code, message = describe(first.error)
         return openai_error(status_of(first.error), message, code)
     return StreamingResponse(stream.lines(first, timeout, ending),

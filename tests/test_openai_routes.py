@@ -9,8 +9,10 @@ import json
 import logging
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
+import mlflow
 import openai
 import pytest
 import requests
@@ -263,3 +265,37 @@ def test_request_timeout_bounds_each_gap_in_a_stream(impatient: dict[str, str]) 
     assert lines[-1] == "data: [DONE]"
     error = json.loads(lines[-2][6:])["error"]
     assert (error["message"], error["code"]) == (late, "deadline_exceeded")
+
+
+NO_STREAM_CHAT_MODEL = """
+import mlflow
+from mlflow.pyfunc import ChatModel
+from mlflow.types.llm import ChatChoice, ChatCompletionResponse, ChatMessage
+
+
+class NoStream(ChatModel):
+    def predict(self, context, messages, params):
+        return ChatCompletionResponse(choices=[ChatChoice(
+            index=0, message=ChatMessage(role="assistant", content="whole"))])
+
+
+mlflow.models.set_model(NoStream())
+"""
+
+
+def test_a_chat_model_without_predict_stream_refuses_streams_with_400(tmp_path: Path) -> None:
+    """MLflow's ChatModel.predict_stream raises NotImplementedError unless overridden: a 400
+    that says so, which the client does not retry (it retries a 500)."""
+    code = tmp_path / "no_stream.py"
+    code.write_text(NO_STREAM_CHAT_MODEL)
+    mlflow.pyfunc.save_model(tmp_path / "model", python_model=str(code),
+                             pip_requirements=["mlflow"])
+    process, url = serve_model(tmp_path / "model", env={"SCORING_WORKERS": "1"})
+    try:
+        chat = openai.OpenAI(base_url=f"{url}/v1", api_key="-", max_retries=0)
+        assert chat.chat.completions.create(
+            model="m", messages=USER).choices[0].message.content == "whole"
+        with pytest.raises(openai.BadRequestError, match="cannot stream"):
+            list(chat.chat.completions.create(model="m", messages=USER, stream=True))
+    finally:
+        stop(process)

@@ -7,14 +7,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 
 import pytest
 import requests
 
 from tests.helpers.agents import save_agent
-from tests.helpers.servers import free_port, serve_model, stop
+from tests.helpers.servers import answers, free_port, serve_model, stop
 
 # AgentServer registers functions, not models: these call the agent the model file holds.
 AGENT_SERVER = """
@@ -64,7 +63,7 @@ def both(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
                               cwd=root)  # its traces go to ./mlruns there
     their_url = f"http://127.0.0.1:{port}"
     try:
-        _wait(f"{their_url}/health")
+        assert answers(f"{their_url}/health", theirs), "AgentServer did not start"
         yield our_url, their_url
     finally:
         stop(ours)
@@ -102,16 +101,4 @@ def _events(url: str, body: dict) -> list[object]:
             data = line[len("data: "):]
             found.append(data if data == "[DONE]" else json.loads(data))
     return found
-
-
-def _wait(url: str) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(url, timeout=1).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"{url} did not answer")
 

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import subprocess
-import time
 from collections.abc import Iterator
 
 import openai
@@ -14,7 +13,7 @@ import pytest
 import requests
 
 from tests.helpers.model_matrix import ROOT, serving_venv
-from tests.helpers.servers import free_port, stop
+from tests.helpers.servers import answers, free_port, stop
 
 pytestmark = pytest.mark.venv
 
@@ -65,7 +64,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait(url, process)
+        assert answers(f"{url}/ping", process), f"the 2.16 server did not start ({process.poll()})"
         yield url
     finally:
         stop(process)
@@ -82,16 +81,4 @@ def test_a_2_16_chat_model_answers_the_openai_client(server: str) -> None:
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == "old chat: hi there "
     version = requests.get(f"{server}/version", timeout=30).json()
     assert version["mlflow"] == "2.16.2"
-
-
-def _wait(url: str, process: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            if requests.get(f"{url}/ping", timeout=1).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"the 2.16 server did not start (exit {process.poll()})")
 

@@ -1,5 +1,5 @@
-"""The scoring server as a process on this machine, on a free loopback port; and counting the
-batches its batcher makes."""
+"""The scoring server as a process on this machine, on a free loopback port, and waiting for a
+server to answer; and counting the batches its batcher makes."""
 
 from __future__ import annotations
 
@@ -34,16 +34,24 @@ def serve_model(model: Path, *options: str,
          "--port", str(port), *options], env={**os.environ, **(env or {})},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
+    if answers(f"{url}/ping", process):
+        return process, url
+    stop(process)
+    raise AssertionError("the server did not become ready")
+
+
+def answers(url: str, process: subprocess.Popen | None = None, seconds: float = 120) -> bool:
+    """Whether ``url`` answers 200 within ``seconds`` (asked every 0.2 s), giving up early
+    if ``process``, the server, exits."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and (process is None or process.poll() is None):
         try:
-            if requests.get(f"{url}/ping", timeout=1).status_code == 200:
-                return process, url
+            if requests.get(url, timeout=1).status_code == 200:
+                return True
         except requests.RequestException:
             pass
         time.sleep(0.2)
-    stop(process)
-    raise AssertionError("the server did not become ready")
+    return False
 
 
 def stop(process: subprocess.Popen) -> None:

@@ -21,7 +21,7 @@ from mlflow_docker_target.runtimes.container.fronts import reload as _reload
 from tests.helpers.cli import mlflow_cli
 from tests.helpers.engine import ENDPOINT, LABEL, servers
 from tests.helpers.models import IRIS_INPUT
-from tests.helpers.servers import free_port
+from tests.helpers.servers import answers, free_port
 from tests.helpers.steady_load import SteadyLoad
 
 BODY = {"dataframe_split": IRIS_INPUT}
@@ -258,14 +258,7 @@ def test_run_local_container_goes_with_the_engine_even_if_the_client_is_killed(
                                 iris_versions["v1"], "-C", f"port={port}"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(f"http://127.0.0.1:{port}/ping", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            time.sleep(0.5)
+        answers(f"http://127.0.0.1:{port}/ping", process, seconds=300)
         found = docker_client.containers.list(all=True, filters={"label": f"{LABEL}="
                                                                           f"{deployment_name}"})
         assert found and found[0].attrs["HostConfig"]["AutoRemove"] is True

@@ -50,25 +50,22 @@ _FITS = {openai_shapes.RESPONSES: "/v1/responses (client.responses.create)",
          openai_shapes.CHAT_AGENT: "/v1/chat/completions (client.chat.completions.create)"}
 
 
-def _data(payload: Any) -> bytes:
-    return b"data: " + orjson.dumps(payload) + b"\n\n"
-
-
 # AgentServer's: {"error": "<message>"}, then [DONE]. The openai client raises on both.
 RESPONSES_ENDING = streaming.Ending(
-    failed=lambda exc: _data({"error": str(exc)}) + streaming.DONE,
-    late=lambda message: _data({"error": message}) + streaming.DONE)
+    failed=lambda exc: streaming.encode({"error": str(exc)}) + streaming.DONE,
+    late=lambda message: streaming.encode({"error": message}) + streaming.DONE)
 
 
 def _chat_failed(exc: BaseException) -> bytes:
     code, message = describe(exc)
-    return _data(openai_body(status_of(exc), message, code)) + streaming.DONE
+    return streaming.encode(openai_body(status_of(exc), message, code)) + streaming.DONE
 
 
 # OpenAI's error object, then [DONE].
 CHAT_ENDING = streaming.Ending(
     failed=_chat_failed,
-    late=lambda message: _data(openai_body(504, message, "DEADLINE_EXCEEDED")) + streaming.DONE)
+    late=lambda message: streaming.encode(openai_body(504, message, "DEADLINE_EXCEEDED"))
+    + streaming.DONE)
 
 
 def routes(state: ModelState, settings: ServerSettings) -> list[ServerRoute]:

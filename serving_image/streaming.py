@@ -89,7 +89,7 @@ def plain(value: Any) -> Any:
 
 
 def error_line(error_code: str, message: str) -> bytes:
-    return b"data: " + orjson.dumps({"error_code": error_code, "message": message}) + b"\n\n"
+    return encode({"error_code": error_code, "message": message})
 
 
 @dataclass(frozen=True)

@@ -60,13 +60,13 @@ def trim(engine: Engine, busy: bool) -> None:
     a client at work (holding a lease) may be about to build on any of them."""
     if busy:
         return
-    idle = unused(engine)
-    for image in idle[:max(0, len(idle) - keep())]:
+    idle, limit = unused(engine), keep()
+    for image in idle[:max(0, len(idle) - limit)]:
         try:
             engine.client.images.remove(image.id)
             log.info("Removed the unused environment image %s (%.1f GB; more than %d unused; "
                      "%s keeps more)", ", ".join(image.tags) or image.short_id,
-                     image.attrs.get("Size", 0) / 1e9, keep(), KEEP_ENV)
+                     image.attrs.get("Size", 0) / 1e9, limit, KEEP_ENV)
         except docker.errors.APIError as exc:  # in use after all, or gone already
             log.info("Keeping environment image %s: %s", image.short_id,
                      exc.explanation or exc)

@@ -23,6 +23,8 @@ POLL = 0.5
 REMOVE_TIMEOUT = 60
 LOGS_SECONDS = 5
 NS = 1_000_000_000
+# how long a rolling update's failed task waits for Swarm to say it rolls the update back
+ROLLBACK_NOTICE = 15
 FAILED = ("failed", "rejected", "orphaned")
 
 
@@ -53,11 +55,13 @@ def wait_rollout(client: docker.DockerClient, service: Mapping[str, Any], deadli
                  what: str, since: str | None = None) -> None:
     """Until every task the service wants runs its current spec (Swarm counts a task as
     running once its health check passes); raise when Swarm rolled the update back, or
-    a new task failed, with that task's last log lines. ``since``: when the update before
-    this one started (its outcome is no news)."""
+    a new task failed, with that task's last log lines (in a rolling update, once Swarm has
+    had time to say it rolls back, so the error tells what became of the update). ``since``:
+    when the update before this one started (its outcome is no news)."""
     spec = service["Spec"]
     wanted = spec["Mode"].get("Replicated", {}).get("Replicas")
     template = spec["TaskTemplate"]["ContainerSpec"]
+    failed_at: float | None = None
     while True:
         service = client.api.inspect_service(service["ID"])
         status = service.get("UpdateStatus") or {}
@@ -78,16 +82,29 @@ def wait_rollout(client: docker.DockerClient, service: Mapping[str, Any], deadli
                 len(running) == wanted
         if done and state != "updating":
             return
+        if state == "updating":  # a failed task makes Swarm roll back: report that outcome
+            if failed_at is None and _failed(client, service, template):
+                failed_at = time.monotonic()
+            waited = min(deadline, (failed_at or 0) + ROLLBACK_NOTICE)
+            if failed_at is not None and time.monotonic() < waited:
+                time.sleep(POLL)
+                continue
         _raise_if_failed(client, service, what, deadline, template)
         time.sleep(POLL)
 
 
+def _failed(client: docker.DockerClient, service: Mapping[str, Any],
+            template: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """Tasks of the service's current spec that failed since its last change."""
+    started = service.get("UpdatedAt", "")
+    return [t for t in tasks_of(client, service, running=False)
+            if t["Status"]["State"] in FAILED and t.get("UpdatedAt", "") >= started
+            and (template is None or same(t["Spec"]["ContainerSpec"], template))]
+
+
 def _raise_if_failed(client: docker.DockerClient, service: Mapping[str, Any], what: str,
                      deadline: float, template: Mapping[str, Any] | None = None) -> None:
-    started = service.get("UpdatedAt", "")
-    failed = [t for t in tasks_of(client, service, running=False)
-              if t["Status"]["State"] in FAILED and t.get("UpdatedAt", "") >= started
-              and (template is None or same(t["Spec"]["ContainerSpec"], template))]
+    failed = _failed(client, service, template)
     if failed:
         task = failed[0]
         raise MlflowException(

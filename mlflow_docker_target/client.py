@@ -22,13 +22,15 @@ from mlflow.protos.databricks_pb2 import (
 )
 
 from mlflow_docker_target import record, runtimes
-from mlflow_docker_target.config import Settings, normalize, parse_config
+from mlflow_docker_target.config import FRONT_KEYS, Settings, normalize, parse_config
 from mlflow_docker_target.engine.address import Address, engine_from_target, resolve
 from mlflow_docker_target.engine.connection import Engine, connect_to
 from mlflow_docker_target.engine.errors import talking_to
 from mlflow_docker_target.image_build import model_fetch
 from mlflow_docker_target.image_build.model_fetch import check_flavor
 from mlflow_docker_target.names import check_name
+from mlflow_docker_target.runtimes.fronts import limits_of
+from mlflow_docker_target.runtimes.haproxy import Limits
 from mlflow_docker_target.runtimes.interface import Deployment, Endpoint, Runtime, Version
 from mlflow_docker_target.scoring_client import invoke, invoke_stream
 from serving_image.contract import DEPLOYMENT_HEADER
@@ -70,6 +72,7 @@ class DockerHostDeploymentClient(BaseDeploymentClient):
         settings = parse_config(config, "create")
         flavor = check_flavor(flavor)
         _check_ports(settings, endpoint)
+        _check_front_keys(normalize(config), endpoint)
         engine = self._connect(settings)
         with talking_to(engine):
             shared = _holding_endpoint(engine, endpoint) if endpoint is not None else None
@@ -113,15 +116,16 @@ class DockerHostDeploymentClient(BaseDeploymentClient):
             runtime, current = _find(engine, name, endpoint)
             with runtime.lease("deployment", name, "update"):
                 runtime, current = _find(engine, name, endpoint)
+                _check_front_keys(given, current.endpoint)
                 raw = _merged(runtime, current, given)
                 settings = parse_config(raw, "update")
                 runtime.prepare(settings, makes_front=False)
-                if _only_scales(model_uri, current, given):
+                if _keeps_version(model_uri, current, given):
                     version = Version(name, current.labels[record.IMAGE], current.model, raw,
                                       settings, current.endpoint)
                     described = runtime.scale(version, current).describe()
-                    log.info("Deployment %s now has %s replicas ready", name,
-                             described["replicas"])
+                    log.info("Deployment %s now has %s replicas ready, its front's limits %s",
+                             name, described["replicas"], limits_of(settings))
                     return {**described, "flavor": flavor}
                 ref = model_fetch.resolve(model_uri) if model_uri else current.model
                 image, ref = runtime.build(name, ref, settings)
@@ -239,23 +243,30 @@ class DockerHostDeploymentClient(BaseDeploymentClient):
             return made
 
     def update_endpoint(self, endpoint: str, config: dict[str, Any] | None = None) -> None:
-        settings = parse_config(config, "update_endpoint")
-        if settings.traffic is None:
+        given = normalize(config)
+        settings = parse_config(given, "update_endpoint")
+        if settings.traffic is None and not set(FRONT_KEYS) & set(given):
             raise MlflowException(
-                "update-endpoint changes the traffic split: give -C traffic=<deployment>:"
-                "<weight>,... with weights that sum to 100.", INVALID_PARAMETER_VALUE)
+                "update-endpoint changes the traffic split or the front's limits: give -C "
+                "traffic=<deployment>:<weight>,... with weights that sum to 100, or -C "
+                f"{'=..., -C '.join(FRONT_KEYS)}=... (empty: no limit).",
+                INVALID_PARAMETER_VALUE)
         engine = self._connect(settings)
         with talking_to(engine):
             runtime, found = _endpoint(engine, endpoint)
-            unknown = sorted(set(settings.traffic) - set(found.deployments))
+            unknown = sorted(set(settings.traffic or ()) - set(found.deployments))
             if unknown:
                 raise MlflowException(
                     f"Not on endpoint {endpoint!r}: {', '.join(unknown)}. Its deployments: "
                     f"{', '.join(found.deployments) or 'none'}.", INVALID_PARAMETER_VALUE)
             with runtime.lease("endpoint", endpoint, "update", wait=60):
-                updated = runtime.set_traffic(found, settings.traffic)
-            log.info("Endpoint %s now splits traffic %s", endpoint,
-                     updated.describe()["traffic"])
+                found = _endpoint(engine, endpoint)[1]
+                traffic = found.traffic if settings.traffic is None else settings.traffic
+                updated = runtime.reconfigure(found, traffic, _limits(found.limits, given,
+                                                                      settings))
+            described = updated.describe()
+            log.info("Endpoint %s now splits traffic %s, limits %s", endpoint,
+                     described["traffic"], described["limits"] or "none")
 
     def delete_endpoint(self, endpoint: str) -> None:
         engine = self._connect()
@@ -330,6 +341,16 @@ def _check_on(found: Deployment, endpoint: str | None) -> None:
             "deployment stays on the endpoint it was created on.", INVALID_PARAMETER_VALUE)
 
 
+def _check_front_keys(given: dict[str, str], endpoint: str | None) -> None:
+    """The limits of a shared endpoint's front are the endpoint's, not one deployment's."""
+    keys = [key for key in FRONT_KEYS if key in given]
+    if endpoint is not None and keys:
+        raise MlflowException(
+            f"-C {keys[0]} is a limit of endpoint {endpoint!r}'s front, which its deployments "
+            f"share: set it with `mlflow deployments update-endpoint -t dockerhost --endpoint "
+            f"{endpoint} -C {keys[0]}=...` (or at create-endpoint).", INVALID_PARAMETER_VALUE)
+
+
 def _check_ports(settings: Settings, endpoint: str | None) -> None:
     """A deployment on a shared endpoint has no port of its own; ``endpoint_port`` is the port
     of the endpoint that create makes."""
@@ -358,12 +379,21 @@ def _merged(runtime: Runtime, current: Deployment, given: dict[str, str]) -> dic
     return {k: v for k, v in {**recorded, **given}.items() if v.strip()}
 
 
-def _only_scales(model_uri: str | None, current: Deployment, given: dict[str, str]) -> bool:
-    """Whether an update changes the number of replicas and nothing else, so the replicas
-    that serve keep serving instead of being rolled over."""
+def _keeps_version(model_uri: str | None, current: Deployment, given: dict[str, str]) -> bool:
+    """Whether an update changes only the number of replicas or its front's limits, so the
+    replicas that serve keep serving instead of being rolled over."""
     changed = {k for k, v in given.items()
                if k not in record.NOT_RECORDED and current.config.get(k, "") != v.strip()}
-    return model_uri is None and changed == {"replicas"} and record.IMAGE in current.labels
+    return (model_uri is None and bool(changed) and changed <= {"replicas", *FRONT_KEYS}
+            and record.IMAGE in current.labels)
+
+
+def _limits(recorded: Limits, given: dict[str, str], settings: Settings) -> Limits:
+    """An endpoint's limits after update-endpoint: the recorded ones, with the keys given
+    (``-C key=``: no limit) replaced."""
+    wanted = limits_of(settings)
+    return Limits(**{key: getattr(wanted if key in given else recorded, key)
+                     for key in FRONT_KEYS})
 
 
 def _check_stays(runtime: Runtime, given: dict[str, str]) -> None:

@@ -70,6 +70,9 @@ PROXY_IMAGE_ENV = "MLFLOW_DOCKERHOST_PROXY_IMAGE"
 DEFAULT_PROXY_IMAGE = "haproxy:2.8"
 ENDPOINT = frozenset({"create_endpoint"})
 CONNECTION = DEPLOY | DELETE | ENDPOINT | frozenset({"update_endpoint"})
+# the front's own settings: a deployment's front (create, update), a shared endpoint's
+FRONT_KEYS = ("rate_limit", "trusted_proxies", "max_connections")
+FRONT_KEYS_AT = DEPLOY - {"run_local"} | ENDPOINT | frozenset({"update_endpoint"})
 
 KEYS: tuple[Key, ...] = (
     Key("base_image", values.text, "an image reference", None,
@@ -121,6 +124,17 @@ KEYS: tuple[Key, ...] = (
     Key("host_address", values.text, "a host name or IP", None,
         "Host name put in the endpoint URL, when clients reach the engine by another name.",
         DEPLOY | ENDPOINT, "the engine's host"),
+    Key("rate_limit", values.positive_int, "requests per second >= 1", None,
+        "Requests each client address may send per second (a sliding window at the front); "
+        "beyond, 429 with Retry-After. Health probes are never limited.", FRONT_KEYS_AT,
+        "no limit"),
+    Key("trusted_proxies", values.networks, "CIDRs separated by commas", None,
+        "Load balancers in front of the endpoint: for requests from them, the client address "
+        "that rate_limit counts is the last one in X-Forwarded-For.", FRONT_KEYS_AT, "none"),
+    Key("max_connections", values.positive_int, "an integer >= 1", None,
+        "Requests each replica gets from the front at once (HAProxy's maxconn); more wait in "
+        "the front's queue, up to 10 s, then get 503. The server never sees them.",
+        FRONT_KEYS_AT, "no limit"),
     Key("restart_policy", values.restart_policy, "no, always, unless-stopped or on-failure[:N]",
         "unless-stopped", "Docker restart policy of the containers.", DEPLOY - {"run_local"}),
     Key("cpus", values.seconds, "a positive number of CPUs", None, "CPU limit of each replica "
@@ -133,6 +147,14 @@ KEYS: tuple[Key, ...] = (
         "image whose libraries match the model's CUDA wheels.", DEPLOY, "none"),
     Key("init", values.boolean, "true or false", True,
         "Run an init process as PID 1 so signals reach the server at once.", DEPLOY),
+    Key("hardened", values.boolean, "true or false", True,
+        "Lock the replicas down: a read-only root filesystem (a tmpfs at /tmp, where HOME and "
+        "the matplotlib, numba and joblib caches point), every capability dropped and "
+        "no-new-privileges; false for a model that writes into its image (Docker's defaults). "
+        "Fronts are always locked down.", DEPLOY),
+    Key("pids_limit", values.positive_int, "an integer >= 1", 1024,
+        "Processes and threads each replica may run (docker --pids-limit); a fork bomb in a "
+        "model library stops there.", DEPLOY),
     Key("ready_timeout", values.seconds, "seconds > 0", 300.0,
         "How long create/update wait for the server to answer /ping.", DEPLOY),
     Key("workers", values.positive_int, "an integer >= 1", None,
@@ -215,6 +237,9 @@ EXAMPLES = {
     "restart_policy": "on-failure:3",
     "registry": "registry.example.com:5000/ml",
     "constraints": "node.labels.gpu==true,node.role!=manager",
+    "rate_limit": "50",
+    "trusted_proxies": "10.0.0.0/8",
+    "max_connections": "8",
 }
 
 
@@ -241,11 +266,16 @@ class Settings:
     traffic: dict[str, int] | None = _default("traffic")  # noqa: RUF009 (it is None)
     bind_address: str | None = _default("bind_address")
     host_address: str | None = _default("host_address")
+    rate_limit: int | None = _default("rate_limit")
+    trusted_proxies: tuple[str, ...] | None = _default("trusted_proxies")
+    max_connections: int | None = _default("max_connections")
     restart_policy: str = _default("restart_policy")
     cpus: float | None = _default("cpus")
     memory: int | None = _default("memory")
     gpus: str | None = _default("gpus")
     init: bool = _default("init")
+    hardened: bool = _default("hardened")
+    pids_limit: int = _default("pids_limit")
     ready_timeout: float = _default("ready_timeout")
     workers: int | None = _default("workers")
     request_timeout: int = _default("request_timeout")

@@ -59,6 +59,15 @@ def ip(value: str) -> str:
     return str(ipaddress.ip_address(value.strip()))
 
 
+def networks(value: str) -> tuple[str, ...]:
+    """CIDRs (or single addresses) separated by commas, normalized: ``10.0.0.0/8,192.0.2.7``."""
+    found = tuple(str(ipaddress.ip_network(part.strip(), strict=False))
+                  for part in value.split(",") if part.strip())
+    if not found:
+        raise ValueError(value)
+    return found
+
+
 _RESTART = re.compile(r"^(no|always|unless-stopped|on-failure(?::\d+)?)$")
 
 

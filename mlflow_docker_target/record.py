@@ -31,6 +31,7 @@ LOCAL_RUN = f"{LABEL}.run-local"
 PLUGIN_VERSION = f"{LABEL}.plugin-version"
 RUNTIME = f"{LABEL}.runtime"  # "swarm" on services; containers carry none
 TRAFFIC = f"{LABEL}.traffic"  # a swarm front's traffic shares (JSON; null: an even split)
+LIMITS = f"{LABEL}.limits"  # a swarm front's rate and connection limits (JSON)
 
 # The model and how it is served.
 MODEL_URI = f"{LABEL}.model-uri"

@@ -12,6 +12,9 @@ SERVER_PORT = 8080  # the server's port inside every serving container
 MODEL_PATH = "/opt/ml/model"  # where the model image holds the model
 SERVER_PATH = "/opt/mlflow-server"  # where it holds this package
 ENV_PREFIX = "SCORING_"  # the server's settings, as environment variables
+# The user the server runs as; it owns the model's files, which a model may write into once
+# the replica is not locked down (-C hardened=false).
+SERVER_USER = "10001:10001"
 
 # Headers. The front routes on DEPLOYMENT_HEADER; every answer names its deployment and model
 # version in DEPLOYMENT_HEADER and MODEL_VERSION_HEADER.
@@ -23,6 +26,11 @@ MODEL_VERSION_HEADER = "x-mlflow-model-version"
 # (HEALTHCHECK_BEHIND_FRONT) sends PROBE_HEADER: BEHIND_FRONT and gets 200 only once a front has
 # seen the server ready, that is, once the front sends it traffic.
 PING_PATH = "/ping"
+HEALTH_PATH = "/health"  # liveness
+V2_LIVE_PATH = "/v2/health/live"
+V2_READY_PATH = "/v2/health/ready"
+# The health probes: open without a token, and never rate-limited by the front.
+PROBE_PATHS = (PING_PATH, HEALTH_PATH, V2_LIVE_PATH, V2_READY_PATH)
 FRONT_HEADER = "x-mlflow-front"
 PROBE_HEADER = "x-mlflow-probe"
 BEHIND_FRONT = "behind-front"
@@ -42,6 +50,21 @@ HEALTHCHECK_TIMEOUT_SECONDS = 3
 HEALTHCHECK_RETRIES = 3
 HEALTHCHECK_START_SECONDS = 300  # the image's own; the plugin waits -C ready_timeout
 
+# Writable paths. A locked-down replica's root filesystem is read-only; SCRATCH_DIR is a tmpfs
+# of SCRATCH_SIZE_MB, and the image points the home directory and the caches that common
+# libraries write (matplotlib, numba, joblib) into it. /dev/shm stays writable too.
+SCRATCH_DIR = "/tmp"
+SCRATCH_SIZE_MB = 256
+SCRATCH_ENV = {
+    "HOME": SCRATCH_DIR,
+    "MPLCONFIGDIR": f"{SCRATCH_DIR}/matplotlib",
+    "NUMBA_CACHE_DIR": f"{SCRATCH_DIR}/numba",
+    "JOBLIB_TEMP_FOLDER": SCRATCH_DIR,
+}
+READ_ONLY_HINT = (f"The replica's root filesystem is read-only (only {SCRATCH_DIR} and /dev/shm "
+                  "are writable); deploy with -C hardened=false for a model that writes into "
+                  "its image.")
+
 
 def dockerfile_facts() -> dict[str, str]:
     """The facts above that the Dockerfiles hold, by the ``@NAME@`` that stands for each."""
@@ -50,6 +73,8 @@ def dockerfile_facts() -> dict[str, str]:
         "@SERVER_PORT@": str(SERVER_PORT),
         "@MODEL_PATH@": MODEL_PATH,
         "@SERVER_PATH@": SERVER_PATH,
+        "@SERVER_USER@": SERVER_USER,
+        "@SCRATCH_ENV@": " ".join(f"{name}={value}" for name, value in SCRATCH_ENV.items()),
         "@HEALTHCHECK@": (f"HEALTHCHECK --interval={HEALTHCHECK_INTERVAL_SECONDS}s "
                           f"--timeout={HEALTHCHECK_TIMEOUT_SECONDS}s "
                           f"--start-period={HEALTHCHECK_START_SECONDS}s "

@@ -44,11 +44,11 @@ ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/
     VIRTUAL_ENV=/opt/venv \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    HOME=/tmp \
+    @SCRATCH_ENV@ \
     PYTHONPATH=@SERVER_PATH@ \
     SCORING_MODEL_PATH=@MODEL_PATH@ \
     SCORING_PORT=@SERVER_PORT@
-USER 10001:10001
+USER @SERVER_USER@
 EXPOSE @SERVER_PORT@
 @HEALTHCHECK@
 CMD ["python3", "-m", "serving_image"]

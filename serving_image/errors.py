@@ -5,7 +5,11 @@ OpenAI routes, so that the ``openai`` client raises the matching exception (V2 h
 
 from __future__ import annotations
 
+import errno
+
 from fastapi.responses import JSONResponse, Response
+
+from serving_image.contract import READ_ONLY_HINT
 
 
 def error(status: int, error_code: str, message: str,
@@ -43,12 +47,26 @@ class Refused(Exception):
 
 
 def describe(exc: BaseException) -> tuple[str, str]:
-    """An MLflow error code and message for an exception raised by the model."""
+    """An MLflow error code and message for an exception raised by the model; a write that a
+    read-only root filesystem refused says what to do about it."""
     from mlflow.exceptions import MlflowException
 
     if isinstance(exc, MlflowException):
-        return str(exc.error_code), exc.message
-    return "INTERNAL_ERROR", f"{type(exc).__name__}: {exc}"
+        return str(exc.error_code), exc.message + read_only_hint(exc)
+    return "INTERNAL_ERROR", f"{type(exc).__name__}: {exc}" + read_only_hint(exc)
+
+
+def read_only_hint(exc: BaseException) -> str:
+    """:data:`READ_ONLY_HINT` (after a space) when ``exc``, or an exception that caused it,
+    is a write the read-only root filesystem refused; else nothing."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, OSError) and current.errno == errno.EROFS:
+            return " " + READ_ONLY_HINT
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return ""
 
 
 def status_of(exc: BaseException) -> int:

@@ -5,4 +5,4 @@
 ARG ENV_IMAGE
 FROM ${ENV_IMAGE}
 COPY server/ @SERVER_PATH@/
-COPY model/ @MODEL_PATH@/
+COPY --chown=@SERVER_USER@ model/ @MODEL_PATH@/

@@ -12,6 +12,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import sys
 import threading
 import time
 import traceback
@@ -20,7 +21,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, NoReturn
 
-from serving_image import metrics, streaming, thread_limits, v2
+from serving_image import errors, metrics, streaming, thread_limits, v2
 from serving_image.batching import Batcher, Input
 from serving_image.fast_path import FastPath
 from serving_image.mlflow_scoring import mlflow_body
@@ -82,8 +83,10 @@ def preload(settings: ServerSettings) -> Any:
 
 
 def _fail(settings: ServerSettings) -> NoReturn:
-    log.error("Loading the model from %s failed:\n%s", settings.model_path,
-              traceback.format_exc())
+    exc = sys.exc_info()[1]
+    hint = errors.read_only_hint(exc).strip() if exc else ""
+    log.error("Loading the model from %s failed:\n%s%s", settings.model_path,
+              traceback.format_exc(), hint)
     Readiness(os.environ.get(READY_DIR_ENV), settings.workers).mark_failed()
     logging.shutdown()
     os._exit(STARTUP_FAILURE)

@@ -13,7 +13,14 @@ from fastapi.responses import JSONResponse, Response
 from starlette.requests import Request
 
 from serving_image import metrics
-from serving_image.contract import BEHIND_FRONT, FRONT_HEADER, PING_PATH, PROBE_HEADER, VERSION
+from serving_image.contract import (
+    BEHIND_FRONT,
+    FRONT_HEADER,
+    HEALTH_PATH,
+    PING_PATH,
+    PROBE_HEADER,
+    VERSION,
+)
 from serving_image.errors import error
 from serving_image.model_state import ModelState
 from serving_image.routes import ServerRoute
@@ -64,7 +71,7 @@ def routes(state: ModelState, settings: ServerSettings) -> list[ServerRoute]:
         ServerRoute(PING_PATH, ping, open=True, operation=_operation(
             "Readiness: 200 once every worker has its model loaded and warmed (no token needed)",
             ("200", "Ready"), ("503", "Loading, or shutting down"))),
-        ServerRoute("/health", health, open=True, operation=_operation(
+        ServerRoute(HEALTH_PATH, health, open=True, operation=_operation(
             "Liveness: the process answers, loaded or not (no token needed)", ("200", "Alive"))),
         ServerRoute("/version", version, operation=_operation(
             "The server's, MLflow's and the model's versions", ("200", "Versions"))),

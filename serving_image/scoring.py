@@ -19,7 +19,7 @@ from starlette.requests import Request
 from serving_image import metrics, mlflow_scoring, streaming
 from serving_image.bodies import busy, receive
 from serving_image.contract import DEPLOYMENT_HEADER, MODEL_VERSION_HEADER
-from serving_image.errors import Refused, describe, error, failure
+from serving_image.errors import Refused, describe, error, failure, read_only_hint
 from serving_image.fast_path import INLINE_BODY, INLINE_ROWS
 from serving_image.model_state import ModelState, predict
 from serving_image.openapi import invocations_operation, request_body
@@ -145,11 +145,12 @@ async def _mlflow_answer(state: ModelState, content_type: str, body: bytes,
     except (DeadlineExceeded, Busy):
         raise
     except MlflowException as exc:
+        exc.message += read_only_hint(exc)  # MLflow's words, and what to do about this one
         return Response(content=exc.serialize_as_json(), status_code=exc.get_http_status_code(),
                         media_type="application/json")
     except Exception as exc:  # MLflow's own server answers a bare 500 here
         log.exception("Scoring failed")
-        return error(500, "INTERNAL_ERROR", f"{type(exc).__name__}: {exc}")
+        return error(500, *describe(exc))
     if result.mimetype != "application/json":
         return _as_json_error(result.status, result.response)
     metrics.ROWS.inc(count)

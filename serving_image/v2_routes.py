@@ -15,7 +15,8 @@ from starlette.requests import Request
 
 from serving_image import metrics, v2
 from serving_image.bodies import busy, receive
-from serving_image.errors import Refused
+from serving_image.contract import V2_LIVE_PATH, V2_READY_PATH
+from serving_image.errors import Refused, read_only_hint
 from serving_image.model_state import ModelState, predict
 from serving_image.openapi import v2_paths
 from serving_image.predictor import Busy, DeadlineExceeded
@@ -113,7 +114,7 @@ def routes(state: ModelState, settings: ServerSettings) -> list[ServerRoute]:
             if isinstance(exc, MlflowException):
                 return v2_error(400, exc.message)
             log.exception("V2 inference failed")
-            return v2_error(500, f"{type(exc).__name__}: {exc}")
+            return v2_error(500, f"{type(exc).__name__}: {exc}{read_only_hint(exc)}")
 
     model = "/v2/models/{name}"
     versioned = "/v2/models/{name}/versions/{version}"
@@ -126,8 +127,8 @@ def routes(state: ModelState, settings: ServerSettings) -> list[ServerRoute]:
     return [  # inference first: routes are matched in order
         *(entry(f"{path}/infer", infer, "POST", metric=f"{model}/infer")
           for path in (model, versioned)),
-        entry("/v2/health/live", live, open=True),
-        entry("/v2/health/ready", server_ready, open=True),
+        entry(V2_LIVE_PATH, live, open=True),
+        entry(V2_READY_PATH, server_ready, open=True),
         *(entry(path, model_metadata, metric=model) for path in (model, versioned)),
         *(entry(f"{path}/ready", model_ready, metric=model) for path in (model, versioned)),
     ]

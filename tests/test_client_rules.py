@@ -55,6 +55,30 @@ def test_an_update_of_replicas_alone_scales_without_a_build(fake) -> None:
     assert len(runtime.called("roll_out")) == 3
 
 
+def test_a_change_of_the_front_limits_alone_keeps_the_replicas(fake) -> None:
+    client, runtime = fake
+    client.create_deployment("d", MODEL, config={"rate_limit": "50"})
+    answer = client.update_deployment("d", config={"rate_limit": "", "max_connections": "4"})
+    version, _ = runtime.called("scale")[-1]
+    assert (version.settings.rate_limit, version.settings.max_connections) == (None, 4)
+    assert answer["config"] == {"max_connections": "4"}
+    assert len(runtime.called("roll_out")) == 1  # create's
+
+
+def test_update_endpoint_changes_the_limits_given_and_keeps_the_rest(fake) -> None:
+    client, runtime = fake
+    client.create_endpoint("ep", config={"rate_limit": "50", "trusted_proxies": "10.1.2.3"})
+    client.create_deployment("e1", MODEL, endpoint="ep")
+    client.update_endpoint("ep", config={"traffic": "e1:100"})
+    client.update_endpoint("ep", config={"max_connections": "8", "rate_limit": ""})
+    name, traffic, limits = runtime.called("reconfigure")[-1]
+    assert (name, traffic) == ("ep", {"e1": 100})  # the split stays
+    assert (limits.rate_limit, limits.trusted_proxies, limits.max_connections) == (
+        None, ("10.1.2.3/32",), 8)
+    assert client.get_endpoint("ep")["limits"] == {"trusted_proxies": ["10.1.2.3/32"],
+                                                   "max_connections": 8}
+
+
 def test_a_new_model_rolls_out_and_the_old_image_goes(fake) -> None:
     client, runtime = fake
     client.create_deployment("d", MODEL)
@@ -175,6 +199,12 @@ def test_one_writer_per_name(fake) -> None:
     (lambda c: c.create_deployment("bad name", MODEL), "Invalid deployment name"),
     (lambda c: c.update_endpoint("ep", config={"traffic": "d:100"}), "Not on endpoint 'ep'"),
     (lambda c: c.update_endpoint("ep", config={}), "give -C traffic="),
+    (lambda c: c.create_deployment("x", MODEL, endpoint="ep", config={"rate_limit": "5"}),
+     "update-endpoint -t dockerhost --endpoint ep -C rate_limit"),
+    (lambda c: c.update_deployment("e1", config={"max_connections": "5"}),
+     "limit of endpoint 'ep'"),
+    (lambda c: c.update_endpoint("ep", config={"trusted_proxies": "10.0.0.0/99"}),
+     "Invalid value '10.0.0.0/99' for config key 'trusted_proxies'"),
     (lambda c: c.delete_endpoint("ep"), "still has deployments: e1"),
     (lambda c: c.create_endpoint("ep"), "already exists"),
     (lambda c: c.create_endpoint("new", config={"runtime": "other"}), "other is not here"),

@@ -109,3 +109,17 @@ def test_replicas_publish_nothing_and_drain_behind_a_front() -> None:
     assert "ports" not in recorder.kwargs
     assert float(recorder.kwargs["environment"]["SCORING_DRAIN_SECONDS"]) > 0
     assert recorder.kwargs["environment"]["SCORING_DEPLOYMENT"] == "d"
+
+
+@pytest.mark.parametrize(("config", "locked"), [({}, True), ({"hardened": "false"}, False)])
+def test_replicas_are_locked_down_unless_hardened_is_false(config: dict[str, str],
+                                                           locked: bool) -> None:
+    recorder = Recorder()
+    spec = Spec("d", "img", ModelRef("models:/m/1", "models:/m/1", "m", "1", "r"), {},
+                parse_config({**config, "pids_limit": "77"}, "create"), "0")
+    containers.start(engine(LOCAL, recorder), spec, publish=False)
+    assert recorder.kwargs["pids_limit"] == 77  # hardened or not
+    assert recorder.kwargs.get("read_only", False) is locked
+    assert (recorder.kwargs.get("cap_drop") == ["ALL"]) is locked
+    assert ("no-new-privileges" in recorder.kwargs.get("security_opt", [])) is locked
+    assert ("/tmp" in recorder.kwargs.get("tmpfs", {})) is locked

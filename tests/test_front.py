@@ -11,6 +11,7 @@ import pytest
 from mlflow_docker_target.runtimes.haproxy import (
     SWARM_SERVERS,
     Backend,
+    Limits,
     Server,
     alias,
     render,
@@ -67,15 +68,16 @@ def test_aliases_are_dns_labels() -> None:
 
 
 @pytest.mark.engine
+@pytest.mark.parametrize("limits", [Limits(), Limits(50, ("10.0.0.0/8", "fd00::/8"), 4)])
 @pytest.mark.parametrize("backends", [
     [], [Backend("only", 1, 60)], [Backend("v3", 90, 60), Backend("v4", 10, 300),
                                    Backend('we"ird.name', 0, 1,
                                            (Server(1, "172.18.0.3"), Server(2)))],
     [Backend("a", 50, 60, tasks="tasks.mlflow-a"), Backend("b", 50, 60, tasks="tasks.mlflow-b")]])
-def test_haproxy_accepts_the_configuration(backends: list[Backend], docker_client,
-                                           tmp_path) -> None:
+def test_haproxy_accepts_the_configuration(backends: list[Backend], limits: Limits,
+                                           docker_client, tmp_path) -> None:
     path = tmp_path / "haproxy.cfg"
-    path.write_text(render("e", backends))
+    path.write_text(render("e", backends, limits))
     result = subprocess.run(
         ["docker", "run", "--rm", "-v", f"{path}:/h.cfg:ro",
          os.environ["MLFLOW_DOCKERHOST_PROXY_IMAGE"], "haproxy", "-c",

@@ -23,6 +23,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 from mlflow_docker_target.config import Settings
+from mlflow_docker_target.engine import lockdown
 from mlflow_docker_target.engine.connection import Engine
 from mlflow_docker_target.engine.images import ensure_image, image_exists
 from mlflow_docker_target.image_build import environment_cache
@@ -73,7 +74,7 @@ def probe_platform(engine: Engine, base_id: str) -> Platform:
         try:
             output = engine.client.containers.run(
                 base_id, ["python3", "-c", _PROBE], entrypoint=[], remove=True,
-                network_disabled=True, stderr=True)
+                network_disabled=True, stderr=True, **lockdown.container_options())
             found = json.loads(output.decode().strip().splitlines()[-1])
         except (docker.errors.ContainerError, ValueError, IndexError) as exc:
             raise MlflowException(

@@ -15,8 +15,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 from mlflow_docker_target import record
-from mlflow_docker_target.config import Settings
-from mlflow_docker_target.runtimes.haproxy import Backend, Server, weights
+from mlflow_docker_target.config import FRONT_KEYS, Settings
+from mlflow_docker_target.runtimes.haproxy import Backend, Limits, Server, weights
 
 Traffic = Mapping[str, int] | None  # a shared endpoint's shares; None: an even split
 
@@ -30,6 +30,21 @@ def labels(settings: Settings, endpoint: str | None, deployment: str | None) -> 
         found[record.FRONT_OF] = found[record.DEPLOYMENT] = str(deployment)
     if settings.host_address:
         found[record.HOST_ADDRESS] = settings.host_address
+    return found
+
+
+def limits_of(settings: Settings) -> Limits:
+    """The front's limits that ``settings`` ask for."""
+    return Limits(settings.rate_limit, settings.trusted_proxies or (), settings.max_connections)
+
+
+def with_limits(config: Mapping[str, str], limits: Limits) -> dict[str, str]:
+    """A deployment's recorded config with its own front's limits as the front records them:
+    a change of limits alone reloads the front without relabelling the replicas."""
+    found = {k: v for k, v in config.items() if k not in FRONT_KEYS}
+    for key, value in limits.as_record().items():
+        if value:
+            found[key] = ",".join(value) if isinstance(value, list) else str(value)
     return found
 
 

@@ -21,6 +21,7 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from serving_image.contract import (
     CHECK_FALL,
@@ -28,6 +29,7 @@ from serving_image.contract import (
     DEPLOYMENT_HEADER,
     FRONT_HEADER,
     PING_PATH,
+    PROBE_PATHS,
     SERVER_PORT,
 )
 
@@ -73,6 +75,29 @@ class Backend:
     tasks: str | None = None
 
 
+@dataclass(frozen=True)
+class Limits:
+    """What the front enforces before a request reaches a replica (``-C rate_limit``,
+    ``trusted_proxies``, ``max_connections``); health probes pass whatever the limits."""
+
+    rate_limit: int | None = None  # requests per second per client address
+    trusted_proxies: tuple[str, ...] = ()  # whose X-Forwarded-For names the client
+    max_connections: int | None = None  # requests at once per replica; more wait in a queue
+
+    def as_record(self) -> dict[str, Any]:
+        return {"rate_limit": self.rate_limit, "trusted_proxies": list(self.trusted_proxies),
+                "max_connections": self.max_connections}
+
+    @classmethod
+    def from_record(cls, data: Mapping[str, Any] | None) -> Limits:
+        data = data or {}
+        return cls(data.get("rate_limit"), tuple(data.get("trusted_proxies") or ()),
+                   data.get("max_connections"))
+
+
+QUEUE_SECONDS = 10  # how long a request waits for a replica below max_connections
+
+
 def weights(deployments: Sequence[str], traffic: Mapping[str, int] | None) -> dict[str, int]:
     """Each deployment's share: the recorded traffic (0 for one attached later), else even."""
     if traffic is None:
@@ -92,9 +117,34 @@ def _unavailable(message: str, status: int = 503) -> str:
             f"string {_json_string(body)}")
 
 
-def render(endpoint: str, backends: Sequence[Backend]) -> str:
-    """The whole configuration for ``endpoint`` serving ``backends``."""
+def _rate_limited(endpoint: str, limits: Limits) -> list[str]:
+    """The frontend lines that answer 429 beyond ``rate_limit`` requests per second per
+    client: a stick table counts each address's requests over a sliding second. A request
+    from a trusted proxy counts against the last address of its X-Forwarded-For."""
+    if limits.rate_limit is None:
+        return []
+    body = {"error_code": "REQUEST_LIMIT_EXCEEDED",
+            "message": f"Too many requests: endpoint {endpoint} takes {limits.rate_limit} per "
+                       "second from each client (-C rate_limit). Retry after a second."}
+    lines = ["    stick-table type ipv6 size 100k expire 10s store http_req_rate(1s)"]
+    if limits.trusted_proxies:
+        lines += [f"    acl from_proxy src {' '.join(limits.trusted_proxies)}",
+                  "    http-request track-sc0 req.hdr_ip(x-forwarded-for,-1) if !probe "
+                  "from_proxy { req.hdr(x-forwarded-for) -m found }"]
+    lines += ["    http-request track-sc0 src if !probe !{ sc_tracked(0) }",
+              "    http-request return status 429 content-type application/json string "
+              f"{_json_string(body)} hdr Retry-After 1 "
+              f"if !probe {{ sc_http_req_rate(0) gt {limits.rate_limit} }}"]
+    return lines
+
+
+def render(endpoint: str, backends: Sequence[Backend], limits: Limits = Limits()) -> str:
+    """The whole configuration for ``endpoint`` serving ``backends`` within ``limits``."""
     longest = max([b.request_timeout for b in backends] or [60])
+    queue_full = {"error_code": "TEMPORARILY_UNAVAILABLE",
+                  "message": f"No replica of endpoint {endpoint} could take the request within "
+                             f"{QUEUE_SECONDS} s (each is at -C max_connections, or none is "
+                             "ready). Retry later."}
     lines = [
         "global",
         "    log stdout format raw local0 info",
@@ -117,7 +167,10 @@ def render(endpoint: str, backends: Sequence[Backend]) -> str:
         "    timeout client 75s",
         "    timeout http-request 30s",
         "    timeout http-keep-alive 60s",
-        "    timeout queue 10s",
+        f"    timeout queue {QUEUE_SECONDS}s",
+        # HAProxy's own 503 (the queue timed out, no server left): MLflow's JSON shape
+        f"    http-error status 503 content-type application/json string "
+        f"{_json_string(queue_full)}",
         # a replica that goes away before answering: try another (a buffered request only)
         "    retries 3",
         "    option redispatch 1",
@@ -135,6 +188,8 @@ def render(endpoint: str, backends: Sequence[Backend]) -> str:
         "",
         "frontend endpoint",
         f"    bind :{FRONT_PORT}",
+        f"    acl probe path {' '.join(PROBE_PATHS)}",
+        *_rate_limited(endpoint, limits),
     ]
     # http-request rules run before any use_backend: the answers the front gives itself
     # carry conditions that exclude every case a backend takes.
@@ -182,7 +237,8 @@ def render(endpoint: str, backends: Sequence[Backend]) -> str:
             f"    http-check send meth GET uri {PING_PATH} hdr {FRONT_HEADER} 1",
             "    http-check expect status 200",
             f"    default-server check inter {CHECK_INTERVAL_MS}ms fall {CHECK_FALL} rise 1 "
-            "resolvers docker init-addr none resolve-prefer ipv4",
+            "resolvers docker init-addr none resolve-prefer ipv4"
+            + (f" maxconn {limits.max_connections}" if limits.max_connections else ""),
         ]
         if backend.tasks:
             lines.append(f"    server-template s 1-{SWARM_SERVERS} "

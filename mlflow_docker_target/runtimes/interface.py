@@ -19,7 +19,7 @@ from mlflow_docker_target import record
 from mlflow_docker_target.config import Settings
 from mlflow_docker_target.engine.connection import Engine
 from mlflow_docker_target.record import ModelRef
-from mlflow_docker_target.runtimes.haproxy import weights
+from mlflow_docker_target.runtimes.haproxy import Limits, weights
 
 
 @dataclass(frozen=True)
@@ -96,6 +96,7 @@ class Endpoint:
     traffic: Mapping[str, int] | None  # None: an even split
     runtime: str
     nodes: tuple[str, ...] = ()
+    limits: Limits = field(default_factory=Limits)
 
     def describe(self) -> dict[str, Any]:
         shares = weights(self.deployments, self.traffic)
@@ -108,6 +109,7 @@ class Endpoint:
             "deployments": list(self.deployments),
             "traffic": {name: round(100 * share / total, 2) for name, share in shares.items()},
             "traffic_set": self.traffic is not None,
+            "limits": {k: v for k, v in self.limits.as_record().items() if v},
             "runtime": self.runtime,
             **({"nodes": list(self.nodes)} if self.nodes else {}),
         }
@@ -156,8 +158,9 @@ class Runtime(Protocol):
 
     def scale(self, version: Version, current: Deployment) -> Deployment:
         """Bring ``current`` to ``version.settings.replicas`` replicas of the version it serves:
-        new ones take traffic once ready, surplus ones (the oldest) drain. Nothing else
-        restarts; on failure the new ones are removed."""
+        new ones take traffic once ready, surplus ones (the oldest) drain; a deployment's own
+        front takes ``version``'s limits. Nothing else restarts; on failure the new ones are
+        removed."""
 
     def remove(self, deployment: Deployment, stop_timeout: int) -> set[str]:
         """Drain and remove the deployment (and its own front); returns its images."""
@@ -170,7 +173,11 @@ class Runtime(Protocol):
 
     def create_endpoint(self, name: str, settings: Settings) -> Endpoint: ...
 
-    def set_traffic(self, endpoint: Endpoint, traffic: Mapping[str, int]) -> Endpoint: ...
+    def reconfigure(self, endpoint: Endpoint, traffic: Mapping[str, int] | None,
+                    limits: Limits) -> Endpoint:
+        """The endpoint's front with this traffic split and these limits; on one engine a
+        hitless reload, on a swarm the fronts restart one node at a time."""
+        ...
 
     def remove_endpoint(self, endpoint: Endpoint) -> None: ...
 

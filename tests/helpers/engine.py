@@ -36,11 +36,14 @@ def installed_in(client: docker.DockerClient, image: str) -> set[str]:
 
 
 def remove_leftovers(client: docker.DockerClient, label: str) -> None:
-    """Containers, networks and images a test left behind under ``label`` (key=value)."""
+    """Containers, networks, volumes and images a test left behind under ``label``
+    (key=value)."""
     for container in client.containers.list(all=True, filters={"label": label}):
         container.remove(force=True)
     for network in client.networks.list(filters={"label": label}):
         network.remove()
+    for volume in client.volumes.list(filters={"label": label}):
+        volume.remove(force=True)
     name = label.split("=", 1)[1]
     for image in client.images.list(f"mlflow-dockerhost/{name}"):
         client.images.remove(image.id, force=True)

@@ -24,6 +24,8 @@ from mlflow_docker_target import record, runtimes
 from mlflow_docker_target.client import DockerHostDeploymentClient
 from mlflow_docker_target.config import Settings
 from mlflow_docker_target.record import ModelRef
+from mlflow_docker_target.runtimes.fronts import limits_of
+from mlflow_docker_target.runtimes.haproxy import Limits
 from mlflow_docker_target.runtimes.interface import (
     Deployment,
     Endpoint,
@@ -141,13 +143,14 @@ class FakeRuntime:
         self._call("create_endpoint", (name, settings))
         port = settings.port or 31000 + len(self.endpoints_)
         self.endpoints_[name] = Endpoint(name, f"http://fake:{port}", port, "running", (), None,
-                                         self.name)
+                                         self.name, limits=limits_of(settings))
         return self.endpoints_[name]
 
-    def set_traffic(self, endpoint: Endpoint, traffic: Mapping[str, int]) -> Endpoint:
-        self._call("set_traffic", (endpoint.name, dict(traffic)))
-        self.endpoints_[endpoint.name] = replace(self.endpoints_[endpoint.name],
-                                                 traffic=dict(traffic))
+    def reconfigure(self, endpoint: Endpoint, traffic: Mapping[str, int] | None,
+                    limits: Limits) -> Endpoint:
+        self._call("reconfigure", (endpoint.name, traffic and dict(traffic), limits))
+        self.endpoints_[endpoint.name] = replace(
+            self.endpoints_[endpoint.name], traffic=traffic and dict(traffic), limits=limits)
         found = self.endpoint(endpoint.name)
         assert found is not None
         return found

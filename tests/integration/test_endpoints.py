@@ -185,13 +185,15 @@ def test_endpoint_with_weighted_traffic(iris_versions, endpoint_name, docker_cli
     assert docker_client.containers.list(all=True,
                                          filters={"label": f"{ENDPOINT}={endpoint_name}"}) == []
     assert docker_client.networks.list(filters={"label": f"{ENDPOINT}={endpoint_name}"}) == []
+    assert docker_client.volumes.list(filters={"label": f"{ENDPOINT}={endpoint_name}"}) == []
 
 
 def test_front_that_refuses_a_configuration_keeps_the_last_one(endpoint_name,
                                                               docker_client) -> None:
     made = get_deploy_client("dockerhost").create_endpoint(endpoint_name)
     front_container = docker_client.containers.get(f"mlflow-endpoint-{endpoint_name}")
-    front_container.put_archive("/", as_tar({front.CONFIG_PATH: b"frontend broken\n  nonsense\n"}))
+    front_container.put_archive(front.CONFIG_DIR,
+                                as_tar({"haproxy.cfg": b"frontend broken\n  nonsense\n"}))
     with pytest.raises(MlflowException, match="did not take its new configuration") as caught:
         _reload(front_container)
     assert "nonsense" in caught.value.message  # HAProxy's own words about the bad line

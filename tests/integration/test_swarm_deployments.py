@@ -88,6 +88,19 @@ def test_cli_session_on_a_swarm(swarm: Swarm, iris_versions, tmp_path: Path) -> 
     assert "timeout server 95s" in base64.b64decode(config.attrs["Spec"]["Data"]).decode()
     labels = manager.services.get(service).attrs["Spec"]["Labels"]
     assert labels["io.mlflow.dockerhost.deployment"] == name
+    # replicas and fronts locked down, as far as Swarm's API allows (no no-new-privileges)
+    server_task = manager.services.get(service).attrs["Spec"]["TaskTemplate"]
+    for task in (server_task, front["TaskTemplate"]):
+        container_spec = task["ContainerSpec"]
+        assert container_spec["ReadOnly"] and container_spec["CapabilityDrop"] == ["ALL"]
+        assert task["Resources"]["Limits"]["Pids"] in (1024, 256)
+    running = [t for t in manager.api.tasks(filters={"service": service})
+               if t["Status"]["State"] == "running"]
+    container = swarm.nodes[0].client().containers.get(
+        next(t for t in running if t["NodeID"] == manager.info()["Swarm"]["NodeID"]
+             )["Status"]["ContainerStatus"]["ContainerID"])
+    assert container.attrs["HostConfig"]["ReadonlyRootfs"]
+    assert container.attrs["HostConfig"]["PidsLimit"] == 1024
     assert labels["io.mlflow.dockerhost.runtime"] == "swarm"
 
     # every node answers; the CLI's predict goes through the manager's

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from typing import Any
@@ -104,6 +104,8 @@ class ContainerRuntime:
             # scaling adds or stops replicas without relabelling the others: the count of
             # containers is the replica count
             config["replicas"] = str(len(servers))
+        if endpoint is None and front is not None:
+            config = shared.with_limits(config, fronts.recorded(front)[1])
         return Deployment(name, labels, config, replicas,
                           fronts.url(self.engine, front) if front else None, endpoint, CONTAINER)
 
@@ -121,8 +123,9 @@ class ContainerRuntime:
         attached = tuple(sorted({c.labels[record.DEPLOYMENT]
                                  for c in containers.servers(self.client, endpoint=name)}))
         port = container.labels.get(record.PORT)
+        traffic, limits = fronts.recorded(container)
         return Endpoint(name, fronts.url(self.engine, container), int(port) if port else None,
-                        container.status, attached, fronts.traffic_of(container), CONTAINER)
+                        container.status, attached, traffic, CONTAINER, limits=limits)
 
     # -----------------------------------------------------------------------------------------
     # Fronts
@@ -152,10 +155,12 @@ class ContainerRuntime:
         return shared.backends(timeouts, traffic, servers)
 
     def _refresh(self, front: Container, traffic: shared.Traffic = None,
-                 keep_traffic: bool = True, held: bool = False) -> None:
+                 keep_traffic: bool = True, held: bool = False,
+                 limits: haproxy.Limits | None = None) -> None:
         """Render the front's configuration from what the engine holds now and reload it.
 
-        ``keep_traffic``: the recorded traffic, else ``traffic``. A shared endpoint's front is
+        ``keep_traffic``: the recorded traffic, else ``traffic``; ``limits``: these, else the
+        recorded ones. A shared endpoint's front is
         refreshed under the endpoint's lease (unless ``held`` by the caller), so two
         deployments changing at once do not write over each other's replicas.
         """
@@ -165,15 +170,19 @@ class ContainerRuntime:
         holding = (self.lease("endpoint", name, "update", wait=60) if endpoint and not held
                    else contextlib.nullcontext())
         with holding:
+            recorded_traffic, recorded_limits = fronts.recorded(front)
             if keep_traffic:
-                traffic = fronts.traffic_of(front)
+                traffic = recorded_traffic
             fronts.configure(front, name, self._backends(
-                endpoint, deployment, traffic, network=fronts.network_of(front)), traffic)
+                endpoint, deployment, traffic, network=fronts.network_of(front)), traffic,
+                limits or recorded_limits)
 
-    def set_traffic(self, endpoint: Endpoint, traffic: Mapping[str, int]) -> Endpoint:
+    def reconfigure(self, endpoint: Endpoint, traffic: shared.Traffic,
+                    limits: haproxy.Limits) -> Endpoint:
         front = fronts.find(self.client, endpoint=endpoint.name)
         assert front is not None
-        self._refresh(front, traffic, keep_traffic=False, held=True)  # update-endpoint's lease
+        self._refresh(front, traffic, keep_traffic=False, held=True,  # update-endpoint's lease
+                      limits=limits)
         found = self.endpoint(endpoint.name)
         assert found is not None
         return found
@@ -199,6 +208,8 @@ class ContainerRuntime:
                 front = made_front = fronts.start(
                     self.engine, version.settings, version.settings.resolved_proxy_image(),
                     deployment=name, backends=self._backends(None, name, None, add=version))
+            else:  # its own front takes the version's limits
+                self._refresh(front, limits=shared.limits_of(version.settings))
         try:
             started = self._add_replicas(version, version.settings.replicas, front)
         except BaseException as exc:
@@ -230,6 +241,9 @@ class ContainerRuntime:
         elif wanted < len(servers):  # the oldest go first; each drains
             _in_parallel(lambda c: containers.remove(c, version.settings.stop_timeout),
                          servers[wanted:])
+        if current.endpoint is None:  # its own front takes the version's limits
+            self._refresh(front, limits=shared.limits_of(version.settings))
+        elif wanted < len(servers):
             self._refresh(front)
         return self._found(name)
 
@@ -270,7 +284,7 @@ class ContainerRuntime:
         images = {c.labels.get(record.IMAGE) or "" for c in servers} - {""}
         endpoint = (fronts.find(self.client, endpoint=deployment.endpoint)
                     if deployment.endpoint else None)
-        traffic = fronts.traffic_of(endpoint) if endpoint is not None else None
+        traffic = fronts.recorded(endpoint)[0] if endpoint is not None else None
         if endpoint is not None and traffic is not None:
             # its share goes to the others before its replicas drain
             self._refresh(endpoint, {**traffic, deployment.name: 0}, keep_traffic=False)

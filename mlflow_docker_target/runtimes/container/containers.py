@@ -20,6 +20,7 @@ from docker.models.containers import Container
 from mlflow.exceptions import MlflowException
 
 from mlflow_docker_target import record
+from mlflow_docker_target.engine import lockdown
 from mlflow_docker_target.engine.connection import Engine
 from mlflow_docker_target.runtimes import reach
 from mlflow_docker_target.runtimes.container import gpus
@@ -75,6 +76,7 @@ def start(engine: Engine, spec: Spec, host_port: int | None = None,
     if spec.local_run:  # the engine removes it when it ends, however the client ends
         kwargs["auto_remove"] = True
     policy = "no" if spec.local_run else settings.restart_policy
+    kwargs.update(lockdown.container_options(settings.hardened, settings.pids_limit))
     try:
         return engine.client.containers.run(
             spec.image, detach=True, name=name, labels=spec.labels(),

@@ -1,9 +1,11 @@
 """An endpoint's front as a container: HAProxy on a network of its own, owning the host port.
 
 The port is chosen once (``-C port``, or a free one the engine picks for a trial front) and bound
-explicitly, so it survives updates and engine restarts. The configuration and the traffic record
-are files written into the container; a reload is hitless (HAProxy's master starts new workers
-and the old ones finish what they hold).
+explicitly, so it survives updates and engine restarts. The front is locked down (``lockdown``):
+its root filesystem is read-only, and the engine copies files only into a volume of such a
+container, so the configuration and the traffic record are files in a small volume of the
+front's own. A reload is hitless (HAProxy's master starts new workers and the old ones finish
+what they hold).
 """
 
 from __future__ import annotations
@@ -29,10 +31,12 @@ from mlflow.protos.databricks_pb2 import INVALID_STATE
 
 from mlflow_docker_target import record
 from mlflow_docker_target.config import Settings
+from mlflow_docker_target.engine import lockdown
 from mlflow_docker_target.engine.connection import Engine
 from mlflow_docker_target.runtimes import fronts, haproxy, reach
 from mlflow_docker_target.runtimes.container import containers
 from mlflow_docker_target.runtimes.fronts import Traffic
+from mlflow_docker_target.runtimes.haproxy import Limits
 
 log = logging.getLogger(__name__)
 
@@ -52,18 +56,21 @@ def find(client: docker.DockerClient, deployment: str | None = None,
 def start(engine: Engine, settings: Settings, image: str, endpoint: str | None = None,
           deployment: str | None = None,
           backends: tuple[haproxy.Backend, ...] = ()) -> Container:
-    """A front on a new network of its own, on ``settings.port`` or a port picked once."""
+    """A front on a new network of its own, on ``settings.port`` or a port picked once, with
+    the limits ``settings`` ask for."""
     stem = f"mlflow-endpoint-{endpoint}" if endpoint else f"mlflow-{deployment}-front"
     labels = fronts.labels(settings, endpoint, deployment)
     bind = settings.bind_address or ("127.0.0.1" if engine.is_local else "0.0.0.0")
     network = engine.client.networks.create(stem, labels=labels, check_duplicate=True)
+    volume = engine.client.volumes.create(_volume_name(stem), labels=labels)
     try:
         for attempt in range(1, PORT_ATTEMPTS + 1):
             port = settings.port or _pick_port(engine, image, bind, stem, labels, network)
             container = _create(engine, image, stem, {**labels, record.PORT: str(port)},
                                 network, bind, port, settings.restart_policy)
             try:
-                configure(container, endpoint or str(deployment), backends, None)
+                configure(container, endpoint or str(deployment), backends, None,
+                          fronts.limits_of(settings))
                 container.start()
                 break
             except docker.errors.APIError as exc:
@@ -78,20 +85,29 @@ def start(engine: Engine, settings: Settings, image: str, endpoint: str | None =
                 raise
     except docker.errors.APIError as exc:
         network.remove()
+        volume.remove(force=True)
         raise fronts.start_failed(str(endpoint or deployment), settings.port or "any",
                                   exc) from None
     except BaseException:
         network.remove()
+        volume.remove(force=True)
         raise
     return container
 
 
 def _create(engine: Engine, image: str, name: str, labels: dict[str, str], network: Network,
             bind: str, port: int | None, restart_policy: str) -> Container:
+    """A front, its configuration volume (the network's name, ``-config``) mounted."""
     return engine.client.containers.create(
         image, entrypoint=[], command=haproxy.COMMAND, name=name, labels=labels,
         network=network.name, ports={FRONT_PORT: (bind, port)}, init=True,
-        restart_policy=containers.restart_policy(restart_policy), stop_signal="SIGUSR1")
+        restart_policy=containers.restart_policy(restart_policy), stop_signal="SIGUSR1",
+        volumes={_volume_name(network.name): {"bind": haproxy.CONFIG_DIR, "mode": "rw"}},
+        **lockdown.container_options())
+
+
+def _volume_name(network: str) -> str:
+    return f"{network}-config"
 
 
 def _pick_port(engine: Engine, image: str, bind: str, stem: str, labels: dict[str, str],
@@ -101,7 +117,7 @@ def _pick_port(engine: Engine, image: str, bind: str, stem: str, labels: dict[st
     trial = _create(engine, image, f"{stem}-{secrets.token_hex(3)}", labels, network, bind,
                     None, "no")
     try:
-        configure(trial, "trial", (), None)
+        configure(trial, "trial", (), None, Limits())
         trial.start()
         trial.reload()
         return int(trial.attrs["NetworkSettings"]["Ports"][FRONT_PORT][0]["HostPort"])
@@ -110,8 +126,9 @@ def _pick_port(engine: Engine, image: str, bind: str, stem: str, labels: dict[st
 
 
 def configure(container: Container, name: str, backends: tuple[haproxy.Backend, ...],
-              traffic: Traffic) -> None:
-    """Write the front's configuration and traffic record into it; reload it if running.
+              traffic: Traffic, limits: Limits) -> None:
+    """Write the front's configuration, and its record of traffic and limits, into it;
+    reload it if running.
 
     HAProxy's master process re-reads the file on SIGUSR2 and starts new workers, while the old
     ones finish the requests they hold: nothing in flight is lost. The configuration read at the
@@ -120,9 +137,10 @@ def configure(container: Container, name: str, backends: tuple[haproxy.Backend, 
     instead of trusting stale ones.
     """
     def write(config: tuple[haproxy.Backend, ...]) -> None:
-        container.put_archive("/", as_tar({
-            haproxy.CONFIG_PATH: haproxy.render(name, config).encode(),
-            haproxy.STATE_PATH: json.dumps({"traffic": traffic}).encode()}))
+        container.put_archive(haproxy.CONFIG_DIR, as_tar({
+            _in_config_dir(haproxy.CONFIG_PATH): haproxy.render(name, config, limits).encode(),
+            _in_config_dir(haproxy.STATE_PATH): json.dumps(
+                {"traffic": traffic, "limits": limits.as_record()}).encode()}))
 
     container.reload()
     if container.status == "running":
@@ -173,16 +191,16 @@ def stamp(line: bytes) -> tuple[str, str]:
     return seconds, fraction.ljust(9, "0")
 
 
-def traffic_of(container: Container) -> Traffic:
-    """The front's traffic record, read out of the container (running or not)."""
+def recorded(container: Container) -> tuple[Traffic, Limits]:
+    """The front's record of its traffic and limits, read out of it (running or not)."""
     try:
         stream, _ = container.get_archive(haproxy.STATE_PATH)
     except docker.errors.NotFound:
-        return None
+        return None, Limits()
     with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
         member = tar.extractfile(tar.getmembers()[0])
         data: dict[str, Any] = json.loads(member.read()) if member else {}
-    return data.get("traffic")
+    return data.get("traffic"), Limits.from_record(data.get("limits"))
 
 
 def url(engine: Engine, container: Container) -> str | None:
@@ -200,18 +218,26 @@ def network_of(container: Container) -> str:
 
 
 def remove(engine: Engine, container: Container) -> None:
-    """Stop and remove the front, then its network."""
+    """Stop and remove the front, then its network and its configuration volume."""
     networks = list(container.attrs.get("NetworkSettings", {}).get("Networks") or {})
     containers.remove(container, stop_timeout=5)
     for name in networks:
         with contextlib.suppress(docker.errors.NotFound):
             engine.client.networks.get(name).remove()
+        with contextlib.suppress(docker.errors.NotFound):
+            engine.client.volumes.get(_volume_name(name)).remove(force=True)
+
+
+def _in_config_dir(path: str) -> str:
+    return path.removeprefix(haproxy.CONFIG_DIR + "/")
 
 
 def as_tar(files: Mapping[str, bytes]) -> bytes:
+    """A tar of ``files``, by path relative to where it is put, with their directories."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
-        directories = sorted({path.lstrip("/").rsplit("/", 1)[0] for path in files})
+        directories = sorted({path.lstrip("/").rsplit("/", 1)[0] for path in files
+                              if "/" in path.lstrip("/")})
         for directory in directories:
             info = tarfile.TarInfo(directory)
             info.type, info.mode = tarfile.DIRTYPE, 0o755

@@ -19,6 +19,7 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 from mlflow_docker_target import record
 from mlflow_docker_target.config_values import GPU_DEVICES
+from mlflow_docker_target.engine import lockdown
 from mlflow_docker_target.engine.connection import Engine
 
 HINT = ("Install the NVIDIA driver and the NVIDIA Container Toolkit on the engine's host and "
@@ -43,7 +44,8 @@ def check(engine: Engine, image: str, value: str) -> None:
     with these GPUs (``image``, one the engine has, runs ``haproxy -v`` and exits)."""
     container = engine.client.containers.create(image, entrypoint=["haproxy", "-v"],
                                                 device_requests=device_requests(value),
-                                                labels={record.ROLE: record.PROBE_ROLE})
+                                                labels={record.ROLE: record.PROBE_ROLE},
+                                                **lockdown.container_options())
     try:
         container.start()
         container.wait(timeout=60)

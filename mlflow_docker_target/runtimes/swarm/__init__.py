@@ -33,6 +33,7 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 from mlflow_docker_target import record
 from mlflow_docker_target.config import Settings
+from mlflow_docker_target.engine import lockdown
 from mlflow_docker_target.engine.connection import Engine
 from mlflow_docker_target.engine.images import remove_images
 from mlflow_docker_target.image_build import environment_cache
@@ -151,6 +152,8 @@ class SwarmRuntime:
                     t["Status"].get("Err")) for t in tasks_of(self.client, service))
         front = self._front(name, endpoint)
         url, nodes = self._reach(front) if front else (None, ())
+        if endpoint is None and front is not None:
+            config = shared.with_limits(config, fronts.limits_of(front))
         return Deployment(name, labels, config, replicas, url, endpoint, runtime=SWARM,
                           nodes=nodes)
 
@@ -183,7 +186,8 @@ class SwarmRuntime:
         states = {t["Status"]["State"] for t in tasks_of(self.client, service)}
         status = "running" if "running" in states else (min(states) if states else "missing")
         return Endpoint(name, url, int(labels_of(service)[record.PORT]), status, attached,
-                        fronts.traffic_of(service), runtime=SWARM, nodes=nodes)
+                        fronts.traffic_of(service), runtime=SWARM, nodes=nodes,
+                        limits=fronts.limits_of(service))
 
     def remove_images(self, images: set[str]) -> None:
         remove_images(self.engine, registry.names_on_manager(self.client, images))
@@ -217,10 +221,12 @@ class SwarmRuntime:
         return shared.backends(timeouts, traffic,
                                tasks=lambda name: f"tasks.{service_name(name)}")
 
-    def set_traffic(self, endpoint: Endpoint, traffic: Mapping[str, int]) -> Endpoint:
+    def reconfigure(self, endpoint: Endpoint, traffic: shared.Traffic,
+                    limits: haproxy.Limits) -> Endpoint:
         service = self._front(endpoint=endpoint.name)
         assert service is not None
-        fronts.reconfigure(self.client, service, self._backends(endpoint.name, traffic), traffic)
+        fronts.reconfigure(self.client, service, self._backends(endpoint.name, traffic), traffic,
+                           limits)
         found = self.endpoint(endpoint.name)
         assert found is not None
         return found
@@ -266,7 +272,8 @@ class SwarmRuntime:
             # timeout may have changed); an unchanged configuration restarts nothing
             traffic = fronts.traffic_of(front)
             fronts.reconfigure(self.client, front,
-                               self._backends(version.endpoint, traffic, add=version), traffic)
+                               self._backends(version.endpoint, traffic, add=version), traffic,
+                               None if version.endpoint else shared.limits_of(settings))
             url, _ = self._reach(self.client.api.inspect_service(front["ID"]))
             if url:
                 reach.check_reachable(url, f"service {service_name(name)}")
@@ -289,6 +296,10 @@ class SwarmRuntime:
             services.wait_rollout(self.client, self.client.api.inspect_service(service["ID"]),
                                   time.monotonic() + version.settings.ready_timeout, "server",
                                   since)
+            front = self._front(deployment=version.deployment)
+            if current.endpoint is None and front is not None:  # its own front's limits
+                fronts.reconfigure(self.client, front, self._backends(None, None, add=version),
+                                   None, shared.limits_of(version.settings))
         except MlflowException as exc:
             raise shared.still_serving(exc, "replicas keep serving") from exc
         return self._found(version.deployment)
@@ -326,12 +337,14 @@ def server_spec(version: Version, image: str, network: str) -> dict[str, Any]:
                          timeout=HEALTHCHECK_TIMEOUT_SECONDS * NS,
                          retries=HEALTHCHECK_RETRIES,
                          start_period=int(settings.ready_timeout * NS))
+    resources = Resources(cpu_limit=int(settings.cpus * 1e9) if settings.cpus else None,
+                          mem_limit=settings.memory)
     template = TaskTemplate(
         ContainerSpec(image, env=spec.environment(), init=settings.init,
                       stop_signal="SIGTERM", healthcheck=health,
-                      stop_grace_period=settings.stop_timeout * NS),
-        resources=Resources(cpu_limit=int(settings.cpus * 1e9) if settings.cpus else None,
-                            mem_limit=settings.memory),
+                      stop_grace_period=settings.stop_timeout * NS,
+                      **lockdown.service_options(settings.hardened)),
+        resources=lockdown.with_pids_limit(resources, settings.pids_limit),
         restart_policy=RestartPolicy(_RESTART[policy], delay=NS,
                                      max_attempts=int(attempts or 0)),
         placement=Placement(constraints=list(settings.constraints or ())),

@@ -31,8 +31,10 @@ from docker.types import (
 
 from mlflow_docker_target import record
 from mlflow_docker_target.config import Settings
+from mlflow_docker_target.engine import lockdown
 from mlflow_docker_target.runtimes import fronts, haproxy
 from mlflow_docker_target.runtimes.fronts import Traffic
+from mlflow_docker_target.runtimes.haproxy import Limits
 from mlflow_docker_target.runtimes.swarm.names import service_name
 from mlflow_docker_target.runtimes.swarm.services import (
     NS,
@@ -55,12 +57,14 @@ def start(client: docker.DockerClient, settings: Settings, image: str,
     """The overlay network of an endpoint and its front, a global service publishing
     ``settings.port`` on every node, from ``image`` (one every node can pull)."""
     name = service_name(str(endpoint or deployment), "endpoint" if endpoint else "front")
+    limits = fronts.limits_of(settings)
     labels = {**fronts.labels(settings, endpoint, deployment), record.RUNTIME: SWARM,
-              record.PORT: str(settings.port), record.TRAFFIC: json.dumps(None)}
+              record.PORT: str(settings.port), record.TRAFFIC: json.dumps(None),
+              record.LIMITS: json.dumps(limits.as_record())}
     network = client.networks.create(name, driver="overlay", labels=labels)
     service_id = None
     try:
-        config = _config(client, name, str(endpoint or deployment), backends)
+        config = _config(client, name, str(endpoint or deployment), backends, limits)
         service_id = client.api.create_service(
             _template(image, network.id, config), name=name, labels=labels,
             mode=ServiceMode("global"),
@@ -87,14 +91,16 @@ def _template(image: str, network: str, config: tuple[str, str]) -> TaskTemplate
     return TaskTemplate(
         ContainerSpec(image, command=haproxy.COMMAND, init=True, stop_signal="SIGUSR1",
                       configs=[ConfigReference(config[0], config[1],
-                                               filename=haproxy.CONFIG_PATH)]),
+                                               filename=haproxy.CONFIG_PATH)],
+                      **lockdown.service_options()),
+        resources=lockdown.with_pids_limit({}, lockdown.HELPER_PIDS),
         restart_policy=RestartPolicy("any", delay=NS), networks=[network])
 
 
 def _config(client: docker.DockerClient, service: str, name: str,
-            backends: tuple[haproxy.Backend, ...]) -> tuple[str, str]:
+            backends: tuple[haproxy.Backend, ...], limits: Limits) -> tuple[str, str]:
     """A Swarm config holding the front's HAProxy configuration: (id, name)."""
-    text = haproxy.render(name, backends).encode()
+    text = haproxy.render(name, backends, limits).encode()
     config_name = f"{service}-{hashlib.sha256(text).hexdigest()[:12]}"
     try:
         found = client.configs.get(config_name)
@@ -111,14 +117,22 @@ def traffic_of(service: Mapping[str, Any]) -> Traffic:
     return traffic
 
 
+def limits_of(service: Mapping[str, Any]) -> Limits:
+    """The limits a front's service records in its labels."""
+    return Limits.from_record(json.loads(labels_of(service).get(record.LIMITS) or "null"))
+
+
 def reconfigure(client: docker.DockerClient, service: Mapping[str, Any],
-                backends: tuple[haproxy.Backend, ...], traffic: Traffic) -> None:
+                backends: tuple[haproxy.Backend, ...], traffic: Traffic,
+                limits: Limits | None = None) -> None:
     """Roll a new configuration out to the fronts, one node at a time; a front whose
-    configuration is unchanged is left alone."""
+    configuration is unchanged is left alone. ``limits``: these, else the recorded ones."""
     labels = dict(labels_of(service))
     name = labels.get(record.ENDPOINT) or labels[record.FRONT_OF]
     service_name_ = service["Spec"]["Name"]
-    config = _config(client, service_name_, name, backends)
+    limits = limits or limits_of(service)
+    labels[record.LIMITS] = json.dumps(limits.as_record())
+    config = _config(client, service_name_, name, backends, limits)
     template = service["Spec"]["TaskTemplate"]
     current = [c.get("ConfigID") for c in template["ContainerSpec"].get("Configs") or []]
     rewritten = current != [config[0]]

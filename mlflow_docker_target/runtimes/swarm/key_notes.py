@@ -24,12 +24,20 @@ KEY_NOTES: dict[str, str] = {
     "constraints": "placement constraints of the replicas' tasks",
     "traffic": "as on one engine; the fronts take the new split one node at a time (each restarts)",
     "bind_address": "refused: host-mode ports listen on every interface of every node",
+    "rate_limit": ("as on one engine, counted by each node's front; a change restarts the "
+                   "fronts one node at a time"),
+    "trusted_proxies": "as on one engine; a change restarts the fronts one node at a time",
+    "max_connections": ("as on one engine, per front: each node's front lets each task have "
+                        "this many; a change restarts the fronts one node at a time"),
     "host_address": "as on one engine; default: the manager's node address",
     "restart_policy": ("the tasks' restart condition: no -> none, always and unless-stopped "
                        "-> any, on-failure[:N] -> on-failure with N attempts"),
     "cpus": "the CPU limit of each task",
     "memory": "the memory limit of each task",
     "gpus": "refused: services have no device requests; label GPU nodes and use -C constraints",
+    "hardened": ("read-only root, the /tmp tmpfs (a tmpfs mount) and every capability dropped; "
+                 "not no-new-privileges, which Swarm's service API lacks before 1.46 (Docker 27)"),
+    "pids_limit": "the tasks' pids limit (Resources.Limits.Pids, API 1.41)",
     "ready_timeout": ("the health check's start period: a task not ready by then fails, and Swarm "
         "rolls an update back"),
     "stop_timeout": "the service's stop grace period",

@@ -220,10 +220,12 @@ def labels_of(service: Mapping[str, Any]) -> dict[str, str]:
 
 
 def same(task_spec: Mapping[str, Any], template: Mapping[str, Any]) -> bool:
-    """Whether a task runs ``template`` (its image, environment and configuration files)."""
+    """Whether a task runs ``template`` (its image, environment, configuration files and
+    lock-down)."""
     def key(spec: Mapping[str, Any]) -> tuple[Any, ...]:
         return (spec.get("Image", "").split("@")[0], sorted(spec.get("Env") or []),
-                [c.get("ConfigID") for c in spec.get("Configs") or []])
+                [c.get("ConfigID") for c in spec.get("Configs") or []],
+                bool(spec.get("ReadOnly")), spec.get("CapabilityDrop") or [])
     return key(task_spec) == key(template)
 
 

@@ -1,0 +1,155 @@
+"""Limits at the front on a real engine: a rate limit per client address (clients in network
+namespaces of their own), X-Forwarded-For from a trusted proxy, connections per replica, and
+changes of limits by a hitless reload."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import requests
+from mlflow.deployments import get_deploy_client
+from mlflow.models import ModelSignature
+from mlflow.types import ColSpec, Schema
+
+from tests.helpers.client_namespaces import client_namespaces, result
+from tests.helpers.engine import servers
+from tests.helpers.models import IRIS_INPUT, SLEEPY_MODEL, register_code_model
+from tests.helpers.remote_engine import cannot_make_namespaces
+from tests.helpers.servers import free_port
+from tests.helpers.steady_load import SteadyLoad
+
+BODY = {"dataframe_split": IRIS_INPUT}
+
+
+@pytest.fixture(scope="module")
+def sleepy_model(iris_versions, tmp_path_factory) -> str:
+    signature = ModelSignature(inputs=Schema([ColSpec("double", "x")]))
+    return register_code_model(SLEEPY_MODEL, "sleepy-limits", iris_versions["v1"],
+                               tmp_path_factory.mktemp("sleepy"), signature)
+
+
+def test_rate_limit_per_client_address(iris_versions, deployment_name, docker_client) -> None:
+    """The issue's case: rate_limit=50; a client sending 200 requests in a second gets at least
+    100 answers of 429 (JSON, Retry-After), while one at 10 per second from another address
+    gets none. Probes are never limited."""
+    why = cannot_make_namespaces()
+    if why:
+        pytest.fail(f"the rate limit test needs network namespaces: {why}")
+    port = free_port()
+    client = get_deploy_client("dockerhost")
+    client.create_deployment(deployment_name, iris_versions["v1"], config={
+        "rate_limit": "50", "bind_address": "0.0.0.0", "port": str(port), "workers": "2"})
+    with client_namespaces(2) as (noisy, calm):
+        url = f"http://{noisy.host}:{port}/invocations"
+        started = [noisy.post(url, BODY, 200, 200), calm.post(url, BODY, 20, 10)]
+        loud, quiet = (result(c) for c in started)
+    print(f"measured: noisy client {loud}, calm client {quiet}")
+    assert loud["statuses"].get("429", 0) >= 100 and loud["well_formed"], loud
+    assert set(quiet["statuses"]) == {"200"}, quiet
+
+    # health probes pass whatever the rate; predictions over it get 429
+    url = f"http://127.0.0.1:{port}"
+    probes = [requests.get(f"{url}/ping", timeout=10).status_code for _ in range(120)]
+    assert set(probes) == {200}
+    assert client.get_deployment(deployment_name)["config"]["rate_limit"] == "50"
+
+
+def test_trusted_proxies_name_the_client(iris_versions, deployment_name,
+                                         docker_client) -> None:
+    """From a trusted proxy (here: Docker's userland proxy of a loopback port, which connects
+    from the front network's gateway), the last X-Forwarded-For address is the client: two
+    clients behind it are limited apart. Once the proxy is not trusted, a forged header gains
+    nothing."""
+    client = get_deploy_client("dockerhost")
+    created = client.create_deployment(deployment_name, iris_versions["v1"],
+                                       config={"rate_limit": "5"})
+    network = docker_client.networks.get(f"mlflow-{deployment_name}-front")
+    gateway = network.attrs["IPAM"]["Config"][0]["Gateway"]
+    client.update_deployment(deployment_name, config={"trusted_proxies": gateway})
+    url = f"{created['endpoint']}/invocations"
+
+    def burst(forwarded_for: str) -> list[int]:
+        return [requests.post(url, json=BODY, timeout=10,
+                              headers={"X-Forwarded-For": forwarded_for}).status_code
+                for _ in range(10)]
+
+    first, second = burst("192.0.2.1"), burst("192.0.2.2")
+    assert first.count(429) >= 4 and second.count(200) >= 5, (first, second)
+    client.update_deployment(deployment_name, config={"trusted_proxies": "192.0.2.0/24"})
+    time.sleep(1.1)
+    # the userland proxy is no longer trusted: every request counts against its address
+    third, fourth = burst("192.0.2.3"), burst("192.0.2.4")
+    assert fourth.count(429) == 10, (third, fourth)
+
+
+def test_max_connections_queues_at_the_front(sleepy_model, deployment_name) -> None:
+    """max_connections=1: four 1 s predictions at once are served one after another (the
+    others wait in the front's queue); one that waits past the queue's 10 s gets 503 JSON."""
+    client = get_deploy_client("dockerhost")
+    created = client.create_deployment(deployment_name, sleepy_model, config={
+        "max_connections": "1", "workers": "1", "predict_threads": "4"})
+    url = f"{created['endpoint']}/invocations"
+
+    def predict(seconds: float, answers: list[requests.Response]) -> None:
+        answers.append(requests.post(url, json={"inputs": [{"x": seconds}]}, timeout=60))
+
+    def at_once(seconds: list[float]) -> tuple[list[requests.Response], float]:
+        answers: list[requests.Response] = []
+        threads = [threading.Thread(target=predict, args=(s, answers)) for s in seconds]
+        started = time.monotonic()
+        for thread in threads:
+            thread.start()
+            time.sleep(0.05)
+        for thread in threads:
+            thread.join()
+        return answers, time.monotonic() - started
+
+    answers, took = at_once([1.0] * 4)
+    print(f"measured: four 1 s predictions with max_connections=1 took {took:.1f} s")
+    assert [a.status_code for a in answers] == [200] * 4 and took >= 3.9
+
+    answers, took = at_once([12.0, 0.1])
+    statuses = sorted(a.status_code for a in answers)
+    assert statuses == [200, 503], [a.text for a in answers]
+    refused = next(a for a in answers if a.status_code == 503)
+    assert refused.headers["content-type"] == "application/json"
+    assert "max_connections" in refused.json()["message"]
+    assert refused.json()["error_code"] == "TEMPORARILY_UNAVAILABLE"
+
+
+def test_a_change_of_limits_reloads_the_front_and_loses_nothing(iris_versions,
+                                                                 deployment_name,
+                                                                 endpoint_name,
+                                                                 docker_client) -> None:
+    client = get_deploy_client("dockerhost")
+    created = client.create_deployment(deployment_name, iris_versions["v1"],
+                                       config={"replicas": "2"})
+    before = {c.id for c in servers(docker_client, deployment_name)}
+    with SteadyLoad(created["endpoint"], BODY) as load:
+        load.wait_for(50)
+        client.update_deployment(deployment_name, config={"max_connections": "32",
+                                                          "rate_limit": "100000"})
+        load.wait_for(load.sent + 50)
+    print(f"measured: limits changed under load: {load.summary()}")
+    assert load.lost == 0, load.summary()
+    assert {c.id for c in servers(docker_client, deployment_name)} == before  # no rollout
+    config = client.get_deployment(deployment_name)["config"]
+    assert (config["max_connections"], config["rate_limit"]) == ("32", "100000")
+
+    # a shared endpoint's limits belong to it: update-endpoint sets them, traffic kept
+    client.create_endpoint(endpoint_name, config={"rate_limit": "3"})
+    made = client.create_deployment(f"{deployment_name}-e", iris_versions["v1"],
+                                    endpoint=endpoint_name)
+    statuses = [requests.post(f"{made['endpoint']}/invocations", json=BODY,
+                              timeout=10).status_code for _ in range(8)]
+    assert statuses.count(429) >= 4, statuses
+    client.update_endpoint(endpoint_name, config={"rate_limit": ""})
+    time.sleep(1.1)
+    statuses = [requests.post(f"{made['endpoint']}/invocations", json=BODY,
+                              timeout=10).status_code for _ in range(8)]
+    assert statuses == [200] * 8
+    assert client.get_endpoint(endpoint_name)["limits"] == {}
+    client.delete_deployment(f"{deployment_name}-e")
+    client.delete_endpoint(endpoint_name)

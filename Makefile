@@ -87,20 +87,23 @@ serve: base-image
 	exec $(BIN)/mlflow deployments run-local -t dockerhost --name demo -m "$$uri" -C port=$(PORT)
 
 # The remote-engine tests also need a network namespace, openssl, an sshd and curl; the strip
-# test needs binutils; the swarm tests Debian's docker-registry.
+# test needs binutils; the swarm tests Debian's docker-registry; the front's metrics test
+# promtool (Debian's prometheus package; nothing of it runs).
 test-tools:
-	@missing=""; for tool in ip:iproute2 openssl:openssl curl:curl /usr/sbin/sshd:openssh-server strip:binutils docker-registry:docker-registry; do \
+	@missing=""; for tool in ip:iproute2 openssl:openssl curl:curl /usr/sbin/sshd:openssh-server strip:binutils docker-registry:docker-registry promtool:prometheus; do \
 	  command -v $${tool%%:*} >/dev/null || missing="$$missing $${tool##*:}"; done; \
 	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends $$missing >/dev/null; fi
 
 # The inner loop: no engine, no MLServer or old-MLflow virtualenv, no Docker needed at all; in
 # parallel, each module on one worker (several share a server process per module).
 unit: venv
 	$(BIN)/python -m pytest -q -n 3 --dist loadscope -m "not engine and not venv and not slow"
 
+# The slowest tests are listed at the end, to keep an eye on CI's 40 minutes.
 test: base-image mlserver test-tools
-	$(BIN)/python -m pytest -q -rs -m "not slow"
+	$(BIN)/python -m pytest -q -rs -m "not slow" --durations=15
 
 # The model matrix's virtualenvs and models are cached in .state/ between runs.
 test-all: base-image mlserver test-tools

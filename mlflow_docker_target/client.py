@@ -22,7 +22,13 @@ from mlflow.protos.databricks_pb2 import (
 )
 
 from mlflow_docker_target import record, runtimes
-from mlflow_docker_target.config import FRONT_KEYS, Settings, normalize, parse_config
+from mlflow_docker_target.config import (
+    FIXED_PORTS,
+    FRONT_KEYS,
+    Settings,
+    normalize,
+    parse_config,
+)
 from mlflow_docker_target.engine.address import Address, engine_from_target, resolve
 from mlflow_docker_target.engine.connection import Engine, connect_to
 from mlflow_docker_target.engine.errors import talking_to
@@ -372,10 +378,12 @@ def _merged(runtime: Runtime, current: Deployment, given: dict[str, str]) -> dic
     stay as they are for the deployment's life."""
     _check_stays(runtime, given)
     recorded = dict(current.config)
-    if "port" in given and recorded.get("port") != given["port"]:
-        raise MlflowException(
-            f"The endpoint of {current.name!r} keeps its port for its life ({current.url}); "
-            "delete and create the deployment to change it.", INVALID_PARAMETER_VALUE)
+    for key in FIXED_PORTS:
+        if key in given and recorded.get(key) != given[key]:
+            raise MlflowException(
+                f"The endpoint of {current.name!r} keeps its ports for its life ({key}: "
+                f"{recorded.get(key) or 'none'}); delete and create the deployment to change "
+                "it.", INVALID_PARAMETER_VALUE)
     return {k: v for k, v in {**recorded, **given}.items() if v.strip()}
 
 

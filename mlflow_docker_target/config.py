@@ -70,6 +70,8 @@ PROXY_IMAGE_ENV = "MLFLOW_DOCKERHOST_PROXY_IMAGE"
 DEFAULT_PROXY_IMAGE = "haproxy:2.8"
 ENDPOINT = frozenset({"create_endpoint"})
 CONNECTION = DEPLOY | DELETE | ENDPOINT | frozenset({"update_endpoint"})
+# an endpoint's ports, chosen when it is made: update may only repeat them
+FIXED_PORTS = ("port", "front_metrics_port")
 # the front's own settings: a deployment's front (create, update), a shared endpoint's
 FRONT_KEYS = ("rate_limit", "trusted_proxies", "max_connections")
 FRONT_KEYS_AT = DEPLOY - {"run_local"} | ENDPOINT | frozenset({"update_endpoint"})
@@ -135,6 +137,11 @@ KEYS: tuple[Key, ...] = (
         "Requests each replica gets from the front at once (HAProxy's maxconn); more wait in "
         "the front's queue, up to 10 s, then get 503. The server never sees them.",
         FRONT_KEYS_AT, "no limit"),
+    Key("front_metrics_port", values.port, "a TCP port 1-65535", None,
+        "Host port of the front's own Prometheus metrics (HAProxy's exporter, /metrics): "
+        "requests, 5xx, queue and retries per deployment, 429s per endpoint. Published on the "
+        "endpoint's bind address, chosen at create and kept for the endpoint's life.",
+        frozenset({"create", "update", "create_endpoint"}), "none (off)"),
     Key("restart_policy", values.restart_policy, "no, always, unless-stopped or on-failure[:N]",
         "unless-stopped", "Docker restart policy of the containers.", DEPLOY - {"run_local"}),
     Key("cpus", values.seconds, "a positive number of CPUs", None, "CPU limit of each replica "
@@ -269,6 +276,7 @@ class Settings:
     rate_limit: int | None = _default("rate_limit")
     trusted_proxies: tuple[str, ...] | None = _default("trusted_proxies")
     max_connections: int | None = _default("max_connections")
+    front_metrics_port: int | None = _default("front_metrics_port")
     restart_policy: str = _default("restart_policy")
     cpus: float | None = _default("cpus")
     memory: int | None = _default("memory")
@@ -364,10 +372,11 @@ def parse_config(config: Mapping[str, Any] | None, command: str) -> Settings:
                 INVALID_PARAMETER_VALUE,
             )
         if not raw.strip():  # `-C key=`: the default (update: what was recorded is dropped)
-            if name == "port" and command == "update":
+            if name in FIXED_PORTS and command == "update":
                 raise MlflowException(
-                    "-C port= cannot reset the port: an endpoint keeps its port for its life. "
-                    "Delete and create the deployment to move it.", INVALID_PARAMETER_VALUE)
+                    f"-C {name}= cannot reset the port: an endpoint keeps its ports for its "
+                    "life. Delete and create the deployment to move it.",
+                    INVALID_PARAMETER_VALUE)
             continue
         try:
             values[name] = key.parse(raw)

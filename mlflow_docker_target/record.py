@@ -23,6 +23,7 @@ ENDPOINT = f"{LABEL}.endpoint"  # a shared endpoint: on its front and on its dep
 FRONT_OF = f"{LABEL}.front-of"  # the deployment a private front belongs to
 SLOT = f"{LABEL}.slot"  # a replica's number behind its front: its server line and network alias
 PORT = f"{LABEL}.port"  # the host port a front publishes, chosen once
+METRICS_PORT = f"{LABEL}.metrics-port"  # the host port of a front's own metrics, if any
 HOST_ADDRESS = f"{LABEL}.host-address"
 LOCK = f"{LABEL}.lock"
 LOCK_SINCE = f"{LABEL}.lock-since"  # a lease's start, in the engine's time

@@ -185,7 +185,7 @@ def test_one_writer_per_name(fake) -> None:
 
 
 @pytest.mark.parametrize(("call", "says"), [
-    (lambda c: c.update_deployment("d", config={"port": "9999"}), "keeps its port"),
+    (lambda c: c.update_deployment("d", config={"port": "9999"}), "keeps its ports"),
     (lambda c: c.update_deployment("d", config={"runtime": "other"}),
      "runs on runtime 'fake' and stays there"),
     (lambda c: c.update_deployment("d", config={"runtime": "k8s"}), "Invalid value 'k8s'"),

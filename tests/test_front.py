@@ -30,18 +30,16 @@ def test_weighted_draw_covers_each_share_once() -> None:
     assert "rand(100)" in config
     ranges = re.findall(r"use_backend (\S+) if \{ var\(txn.pick\) -m int ge (\d+) \} "
                         r"\{ var\(txn.pick\) -m int lt (\d+) \}", config)
-    names = {alias(n)[2:]: n for n in ("v3", "v4", "v5")}
-    assert [(names[b[2:]], int(lo), int(hi)) for b, lo, hi in ranges] == [
-        ("v3", 0, 90), ("v4", 90, 100)]
+    assert [(b, int(lo), int(hi)) for b, lo, hi in ranges] == [("v3", 0, 90), ("v4", 90, 100)]
     # a deployment with weight 0 is still reachable by name, and as the last fallback
-    assert f"use_backend d_{alias('v5')[2:]} if asked_d_{alias('v5')[2:]}" in config
+    assert "use_backend v5 if asked_v5" in config
     assert "    server s" not in config  # no replica yet
     assert "timeout server 65s" in config and "timeout server 10s" in config
 
 
 def test_own_answers_exclude_every_backend_case() -> None:
     config = render("e", [Backend("a", 1, 60)])
-    b = f"d_{alias('a')[2:]}"
+    b = "a"  # the backend is named as the deployment: the exporter's proxy label
     assert f"if {{ req.hdr(x-mlflow-deployment) -m found }} !asked_{b}" in config
     assert f"No replica of endpoint e is ready.\\\"}}\" if !up_{b}" in config
     empty = render("e", [])
@@ -73,11 +71,12 @@ def test_aliases_are_dns_labels() -> None:
     [], [Backend("only", 1, 60)], [Backend("v3", 90, 60), Backend("v4", 10, 300),
                                    Backend('we"ird.name', 0, 1,
                                            (Server(1, "172.18.0.3"), Server(2)))],
-    [Backend("a", 50, 60, tasks="tasks.mlflow-a"), Backend("b", 50, 60, tasks="tasks.mlflow-b")]])
+    [Backend("a", 50, 60, tasks="tasks.mlflow-a"), Backend("b", 50, 60, tasks="tasks.mlflow-b")],
+    [Backend("endpoint", 1, 60), Backend("metrics", 1, 60)]])  # named as the frontends
 def test_haproxy_accepts_the_configuration(backends: list[Backend], limits: Limits,
                                            docker_client, tmp_path) -> None:
     path = tmp_path / "haproxy.cfg"
-    path.write_text(render("e", backends, limits))
+    path.write_text(render("e", backends, limits, metrics=bool(limits.rate_limit)))
     result = subprocess.run(
         ["docker", "run", "--rm", "-v", f"{path}:/h.cfg:ro",
          os.environ["MLFLOW_DOCKERHOST_PROXY_IMAGE"], "haproxy", "-c",

@@ -30,6 +30,8 @@ def labels(settings: Settings, endpoint: str | None, deployment: str | None) -> 
         found[record.FRONT_OF] = found[record.DEPLOYMENT] = str(deployment)
     if settings.host_address:
         found[record.HOST_ADDRESS] = settings.host_address
+    if settings.front_metrics_port:
+        found[record.METRICS_PORT] = str(settings.front_metrics_port)
     return found
 
 

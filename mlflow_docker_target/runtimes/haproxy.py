@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +38,7 @@ CONFIG_DIR = "/etc/mlflow-dockerhost"
 CONFIG_PATH = f"{CONFIG_DIR}/haproxy.cfg"
 STATE_PATH = f"{CONFIG_DIR}/front.json"  # the endpoint's traffic, read back by get-endpoint
 FRONT_PORT = 8080  # inside the front container; non-root images can bind it
+METRICS_PORT = 8405  # the front's Prometheus exporter, inside; only with -C front_metrics_port
 SWARM_SERVERS = 64  # server slots per deployment on a swarm: replicas, twice during a rollout
 COMMAND = ["haproxy", "-W", "-db", "-f", CONFIG_PATH]
 
@@ -131,15 +133,35 @@ def _rate_limited(endpoint: str, limits: Limits) -> list[str]:
         lines += [f"    acl from_proxy src {' '.join(limits.trusted_proxies)}",
                   "    http-request track-sc0 req.hdr_ip(x-forwarded-for,-1) if !probe "
                   "from_proxy { req.hdr(x-forwarded-for) -m found }"]
+    # deny, not return: the exporter counts denied requests, which are these 429s
     lines += ["    http-request track-sc0 src if !probe !{ sc_tracked(0) }",
-              "    http-request return status 429 content-type application/json string "
+              "    http-request deny status 429 content-type application/json string "
               f"{_json_string(body)} hdr Retry-After 1 "
               f"if !probe {{ sc_http_req_rate(0) gt {limits.rate_limit} }}"]
     return lines
 
 
-def render(endpoint: str, backends: Sequence[Backend], limits: Limits = Limits()) -> str:
-    """The whole configuration for ``endpoint`` serving ``backends`` within ``limits``."""
+def _metrics() -> list[str]:
+    """HAProxy's Prometheus exporter on :data:`METRICS_PORT`; its proxies are ``endpoint``
+    (the front) and one backend per deployment, named as the deployment. Only the frontend and
+    backend scopes: HAProxy 2.6's process scope names a counter without ``_total``, which
+    ``promtool check metrics`` refuses, and the server scope repeats every swarm slot."""
+    return ["", "frontend metrics", f"    bind :{METRICS_PORT}",
+            "    http-request set-query scope=frontend&scope=backend if { path /metrics }",
+            "    http-request use-service prometheus-exporter if { path /metrics }",
+            "    http-request return status 404"]
+
+
+def backend_name(deployment: str) -> str:
+    """A deployment's backend: its own name (the exporter's ``proxy`` label), in the
+    characters HAProxy allows."""
+    return re.sub(r"[^A-Za-z0-9_.:-]", "_", deployment)
+
+
+def render(endpoint: str, backends: Sequence[Backend], limits: Limits = Limits(),
+           metrics: bool = False) -> str:
+    """The whole configuration for ``endpoint`` serving ``backends`` within ``limits``; with
+    ``metrics``, the front's own exporter too."""
     longest = max([b.request_timeout for b in backends] or [60])
     queue_full = {"error_code": "TEMPORARILY_UNAVAILABLE",
                   "message": f"No replica of endpoint {endpoint} could take the request within "
@@ -193,7 +215,7 @@ def render(endpoint: str, backends: Sequence[Backend], limits: Limits = Limits()
     ]
     # http-request rules run before any use_backend: the answers the front gives itself
     # carry conditions that exclude every case a backend takes.
-    named = {b.deployment: f"d_{alias(b.deployment)[2:]}" for b in backends}
+    named = {b.deployment: backend_name(b.deployment) for b in backends}
     for backend in backends:
         name = named[backend.deployment]
         value = backend.deployment.replace('"', "")
@@ -247,4 +269,6 @@ def render(endpoint: str, backends: Sequence[Backend], limits: Limits = Limits()
             seed = f" init-addr {server.address}" if server.address else ""
             lines.append(f"    server s{server.slot} "
                          f"{server_name(backend.deployment, server.slot)}:{SERVER_PORT}{seed}")
+    if metrics:
+        lines += _metrics()
     return "\n".join(lines) + "\n"

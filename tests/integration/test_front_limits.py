@@ -4,12 +4,15 @@ changes of limits by a hitless reload."""
 
 from __future__ import annotations
 
+import re
+import subprocess
 import threading
 import time
 
 import pytest
 import requests
 from mlflow.deployments import get_deploy_client
+from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
 
@@ -153,3 +156,39 @@ def test_a_change_of_limits_reloads_the_front_and_loses_nothing(iris_versions,
     assert client.get_endpoint(endpoint_name)["limits"] == {}
     client.delete_deployment(f"{deployment_name}-e")
     client.delete_endpoint(endpoint_name)
+
+
+def test_the_fronts_own_metrics(iris_versions, deployment_name, tmp_path) -> None:
+    """front_metrics_port publishes HAProxy's exporter: requests per deployment (the backend
+    is named as it), and the endpoint's 429s as denied requests; promtool accepts the text."""
+    metrics_port = free_port()
+    client = get_deploy_client("dockerhost")
+    created = client.create_deployment(deployment_name, iris_versions["v1"], config={
+        "rate_limit": "5", "front_metrics_port": str(metrics_port)})
+    url = f"http://127.0.0.1:{metrics_port}/metrics"
+
+    def value(text: str, name: str, proxy: str, extra: str = "") -> float:
+        found = re.search(rf'^{name}{{proxy="{re.escape(proxy)}"{extra}}} (\S+)$', text, re.M)
+        assert found, f"{name} for {proxy} not in the front's metrics"
+        return float(found.group(1))
+
+    before = requests.get(url, timeout=10).text
+    statuses = [requests.post(f"{created['endpoint']}/invocations", json=BODY,
+                              timeout=10).status_code for _ in range(12)]
+    refused = statuses.count(429)
+    assert refused >= 6 and statuses.count(200) == 12 - refused, statuses
+    text = requests.get(url, timeout=10).text
+    denied, served = "haproxy_frontend_requests_denied_total", "haproxy_backend_http_requests_total"
+    assert value(text, denied, "endpoint") - value(before, denied, "endpoint") == refused
+    assert value(text, served, deployment_name) - value(before, served, deployment_name) == (
+        12 - refused)
+    assert value(text, "haproxy_backend_http_responses_total", deployment_name,
+                 ',code="5xx"') == 0
+    value(text, "haproxy_backend_current_queue", deployment_name)
+    value(text, "haproxy_backend_retry_warnings_total", deployment_name)
+    checked = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True,
+                             text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    # the port is the endpoint's for its life
+    with pytest.raises(MlflowException, match="keeps its ports"):
+        client.update_deployment(deployment_name, config={"front_metrics_port": "1"})

@@ -70,7 +70,8 @@ def test_cli_session_on_a_swarm(swarm: Swarm, iris_versions, tmp_path: Path) -> 
 
     started = time.monotonic()
     mlflow_cli(*create, "-C", f"registry={swarm.registry}/ml", "-C", f"port={PORT}",
-               "-C", "replicas=3", "-C", "request_timeout=90")
+               "-C", "replicas=3", "-C", "request_timeout=90", "-C", "rate_limit=100000",
+               "-C", f"front_metrics_port={PORT + 5}")
     _measured("create on the swarm, push included (s)", round(time.monotonic() - started, 1))
     info = _get(swarm, name)
     assert info["runtime"] == "swarm" and info["replicas"] == "3/3", info
@@ -111,6 +112,11 @@ def test_cli_session_on_a_swarm(swarm: Swarm, iris_versions, tmp_path: Path) -> 
     first = json.loads(predicted)["predictions"]
     assert first == [0, 2, 1]
     assert all(_predict(f"http://{node}") == first for node in nodes)
+    # each node's front has its own metrics, on the port asked for, with the rate limit's table
+    metrics = requests.get(f"http://{swarm.nodes[1].address}:{PORT + 5}/metrics", timeout=10)
+    assert f'haproxy_backend_http_requests_total{{proxy="{name}"}}' in metrics.text
+    assert 'haproxy_frontend_requests_denied_total{proxy="endpoint"} 0' in metrics.text
+    assert "'rate_limit': '100000'" in _get(swarm, name)["config"]
 
     # an update is Swarm's rolling update; nothing is lost through a node that is not the manager
     worker = f"http://{swarm.nodes[1].address}:{PORT}"

@@ -97,10 +97,14 @@ def start(engine: Engine, settings: Settings, image: str, endpoint: str | None =
 
 def _create(engine: Engine, image: str, name: str, labels: dict[str, str], network: Network,
             bind: str, port: int | None, restart_policy: str) -> Container:
-    """A front, its configuration volume (the network's name, ``-config``) mounted."""
+    """A front, its configuration volume (the network's name, ``-config``) mounted, and its
+    metrics port published if its labels name one."""
+    ports: dict[str, tuple[str, int | None]] = {FRONT_PORT: (bind, port)}
+    if labels.get(record.METRICS_PORT):
+        ports[f"{haproxy.METRICS_PORT}/tcp"] = (bind, int(labels[record.METRICS_PORT]))
     return engine.client.containers.create(
         image, entrypoint=[], command=haproxy.COMMAND, name=name, labels=labels,
-        network=network.name, ports={FRONT_PORT: (bind, port)}, init=True,
+        network=network.name, ports=ports, init=True,
         restart_policy=containers.restart_policy(restart_policy), stop_signal="SIGUSR1",
         volumes={_volume_name(network.name): {"bind": haproxy.CONFIG_DIR, "mode": "rw"}},
         **lockdown.container_options())
@@ -114,8 +118,9 @@ def _pick_port(engine: Engine, image: str, bind: str, stem: str, labels: dict[st
                network: Network) -> int:
     """A free host port, as the engine picks one: a trial front gets a random port, which the
     real front then binds explicitly (a random binding would change on every start)."""
-    trial = _create(engine, image, f"{stem}-{secrets.token_hex(3)}", labels, network, bind,
-                    None, "no")
+    trial = _create(engine, image, f"{stem}-{secrets.token_hex(3)}",
+                    {k: v for k, v in labels.items() if k != record.METRICS_PORT}, network,
+                    bind, None, "no")
     try:
         configure(trial, "trial", (), None, Limits())
         trial.start()
@@ -138,7 +143,8 @@ def configure(container: Container, name: str, backends: tuple[haproxy.Backend, 
     """
     def write(config: tuple[haproxy.Backend, ...]) -> None:
         container.put_archive(haproxy.CONFIG_DIR, as_tar({
-            _in_config_dir(haproxy.CONFIG_PATH): haproxy.render(name, config, limits).encode(),
+            _in_config_dir(haproxy.CONFIG_PATH): haproxy.render(
+                name, config, limits, record.METRICS_PORT in container.labels).encode(),
             _in_config_dir(haproxy.STATE_PATH): json.dumps(
                 {"traffic": traffic, "limits": limits.as_record()}).encode()}))
 

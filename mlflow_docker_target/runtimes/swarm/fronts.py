@@ -64,12 +64,15 @@ def start(client: docker.DockerClient, settings: Settings, image: str,
     network = client.networks.create(name, driver="overlay", labels=labels)
     service_id = None
     try:
-        config = _config(client, name, str(endpoint or deployment), backends, limits)
+        config = _config(client, name, str(endpoint or deployment), backends, limits,
+                         record.METRICS_PORT in labels)
+        ports = {int(str(settings.port)): (haproxy.FRONT_PORT, "tcp", "host")}
+        if settings.front_metrics_port:
+            ports[settings.front_metrics_port] = (haproxy.METRICS_PORT, "tcp", "host")
         service_id = client.api.create_service(
             _template(image, network.id, config), name=name, labels=labels,
             mode=ServiceMode("global"),
-            endpoint_spec=EndpointSpec(mode="dnsrr", ports={
-                int(str(settings.port)): (haproxy.FRONT_PORT, "tcp", "host")}),
+            endpoint_spec=EndpointSpec(mode="dnsrr", ports=ports),
             update_config=UpdateConfig(parallelism=1, delay=NS, order="stop-first",
                                        failure_action="rollback", monitor=2 * NS),
         )["ID"]
@@ -98,9 +101,10 @@ def _template(image: str, network: str, config: tuple[str, str]) -> TaskTemplate
 
 
 def _config(client: docker.DockerClient, service: str, name: str,
-            backends: tuple[haproxy.Backend, ...], limits: Limits) -> tuple[str, str]:
+            backends: tuple[haproxy.Backend, ...], limits: Limits,
+            metrics: bool) -> tuple[str, str]:
     """A Swarm config holding the front's HAProxy configuration: (id, name)."""
-    text = haproxy.render(name, backends, limits).encode()
+    text = haproxy.render(name, backends, limits, metrics).encode()
     config_name = f"{service}-{hashlib.sha256(text).hexdigest()[:12]}"
     try:
         found = client.configs.get(config_name)
@@ -132,7 +136,8 @@ def reconfigure(client: docker.DockerClient, service: Mapping[str, Any],
     service_name_ = service["Spec"]["Name"]
     limits = limits or limits_of(service)
     labels[record.LIMITS] = json.dumps(limits.as_record())
-    config = _config(client, service_name_, name, backends, limits)
+    config = _config(client, service_name_, name, backends, limits,
+                     record.METRICS_PORT in labels)
     template = service["Spec"]["TaskTemplate"]
     current = [c.get("ConfigID") for c in template["ContainerSpec"].get("Configs") or []]
     rewritten = current != [config[0]]

@@ -27,6 +27,8 @@ KEY_NOTES: dict[str, str] = {
     "rate_limit": ("as on one engine, counted by each node's front; a change restarts the "
                    "fronts one node at a time"),
     "trusted_proxies": "as on one engine; a change restarts the fronts one node at a time",
+    "front_metrics_port": ("published in host mode on every node, as the endpoint's port: each "
+                           "node's front answers for itself"),
     "max_connections": ("as on one engine, per front: each node's front lets each task have "
                         "this many; a change restarts the fronts one node at a time"),
     "host_address": "as on one engine; default: the manager's node address",

@@ -67,7 +67,7 @@ def test_trusted_proxies_name_the_client(iris_versions, deployment_name,
     nothing."""
     client = get_deploy_client("dockerhost")
     created = client.create_deployment(deployment_name, iris_versions["v1"],
-                                       config={"rate_limit": "5"})
+                                       config={"rate_limit": "2"})
     network = docker_client.networks.get(f"mlflow-{deployment_name}-front")
     gateway = network.attrs["IPAM"]["Config"][0]["Gateway"]
     client.update_deployment(deployment_name, config={"trusted_proxies": gateway})
@@ -78,8 +78,9 @@ def test_trusted_proxies_name_the_client(iris_versions, deployment_name,
                               headers={"X-Forwarded-For": forwarded_for}).status_code
                 for _ in range(10)]
 
+    # limits low enough that a loaded machine's slow requests still exceed them
     first, second = burst("192.0.2.1"), burst("192.0.2.2")
-    assert first.count(429) >= 4 and second.count(200) >= 5, (first, second)
+    assert first.count(429) >= 5 and second[:2] == [200, 200], (first, second)
     client.update_deployment(deployment_name, config={"trusted_proxies": "192.0.2.0/24"})
     time.sleep(1.1)
     # the userland proxy is no longer trusted: every request counts against its address
@@ -142,7 +143,7 @@ def test_a_change_of_limits_reloads_the_front_and_loses_nothing(iris_versions,
     assert (config["max_connections"], config["rate_limit"]) == ("32", "100000")
 
     # a shared endpoint's limits belong to it: update-endpoint sets them, traffic kept
-    client.create_endpoint(endpoint_name, config={"rate_limit": "3"})
+    client.create_endpoint(endpoint_name, config={"rate_limit": "2"})
     made = client.create_deployment(f"{deployment_name}-e", iris_versions["v1"],
                                     endpoint=endpoint_name)
     statuses = [requests.post(f"{made['endpoint']}/invocations", json=BODY,
@@ -164,7 +165,7 @@ def test_the_fronts_own_metrics(iris_versions, deployment_name, tmp_path) -> Non
     metrics_port = free_port()
     client = get_deploy_client("dockerhost")
     created = client.create_deployment(deployment_name, iris_versions["v1"], config={
-        "rate_limit": "5", "front_metrics_port": str(metrics_port)})
+        "rate_limit": "2", "front_metrics_port": str(metrics_port)})
     url = f"http://127.0.0.1:{metrics_port}/metrics"
 
     def value(text: str, name: str, proxy: str, extra: str = "") -> float:

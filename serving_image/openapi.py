@@ -9,6 +9,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from serving_image.contract import V2_LIVE_PATH, V2_READY_PATH
+
 _JSON_TYPES = {"double": "number", "float": "number", "long": "integer", "integer": "integer",
                "boolean": "boolean", "string": "string", "binary": "string",
                "datetime": "string"}
@@ -141,13 +143,13 @@ def v2_paths() -> dict[str, Any]:
                      "responses": {"200": answer("Ready"), "503": answer("Loading"),
                                    "404": errors["404"]}}}
     paths: dict[str, Any] = {
-        "/v2/health/live": {"get": {"summary": "V2 liveness (no token needed)",
-                                    "tags": ["Open Inference Protocol (V2)"],
-                                    "responses": {"200": answer("Alive")}}},
-        "/v2/health/ready": {"get": {"summary": "V2 readiness (no token needed)",
-                                     "tags": ["Open Inference Protocol (V2)"],
-                                     "responses": {"200": answer("Ready"),
-                                                   "503": answer("Loading")}}}}
+        V2_LIVE_PATH: {"get": {"summary": "V2 liveness (no token needed)",
+                               "tags": ["Open Inference Protocol (V2)"],
+                               "responses": {"200": answer("Alive")}}},
+        V2_READY_PATH: {"get": {"summary": "V2 readiness (no token needed)",
+                                "tags": ["Open Inference Protocol (V2)"],
+                                "responses": {"200": answer("Ready"),
+                                              "503": answer("Loading")}}}}
     for base, parameters in (("/v2/models/{name}", [_NAME]),
                              ("/v2/models/{name}/versions/{version}", [_NAME, _VERSION])):
         for suffix, operation in (("", metadata), ("/ready", ready), ("/infer", infer)):

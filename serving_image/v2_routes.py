@@ -16,7 +16,7 @@ from starlette.requests import Request
 from serving_image import metrics, v2
 from serving_image.bodies import busy, receive
 from serving_image.contract import V2_LIVE_PATH, V2_READY_PATH
-from serving_image.errors import Refused, read_only_hint
+from serving_image.errors import Refused, describe
 from serving_image.model_state import ModelState, predict
 from serving_image.openapi import v2_paths
 from serving_image.predictor import Busy, DeadlineExceeded
@@ -114,7 +114,7 @@ def routes(state: ModelState, settings: ServerSettings) -> list[ServerRoute]:
             if isinstance(exc, MlflowException):
                 return v2_error(400, exc.message)
             log.exception("V2 inference failed")
-            return v2_error(500, f"{type(exc).__name__}: {exc}{read_only_hint(exc)}")
+            return v2_error(500, describe(exc)[1])
 
     model = "/v2/models/{name}"
     versioned = "/v2/models/{name}/versions/{version}"

@@ -208,8 +208,6 @@ class ContainerRuntime:
                 front = made_front = fronts.start(
                     self.engine, version.settings, version.settings.resolved_proxy_image(),
                     deployment=name, backends=self._backends(None, name, None, add=version))
-            else:  # its own front takes the version's limits
-                self._refresh(front, limits=shared.limits_of(version.settings))
         try:
             started = self._add_replicas(version, version.settings.replicas, front)
         except BaseException as exc:
@@ -233,24 +231,25 @@ class ContainerRuntime:
         if front is None:
             raise MlflowException(f"Deployment {name!r} has no front on {self.url}; delete it "
                                   "and create it again.", INVALID_STATE)
-        if wanted > len(servers):
+        if wanted > len(servers):  # the front reloads once they join
             try:
                 self._add_replicas(version, wanted - len(servers), front)
             except MlflowException as exc:
                 raise shared.still_serving(exc, "replicas keep serving") from exc
-        elif wanted < len(servers):  # the oldest go first; each drains
+            return self._found(name)
+        if wanted < len(servers):  # the oldest go first; each drains
             _in_parallel(lambda c: containers.remove(c, version.settings.stop_timeout),
                          servers[wanted:])
-        if current.endpoint is None:  # its own front takes the version's limits
-            self._refresh(front, limits=shared.limits_of(version.settings))
-        elif wanted < len(servers):
-            self._refresh(front)
+        limits = _own_limits(version)
+        if wanted < len(servers) or limits is not None:
+            self._refresh(front, limits=limits)
         return self._found(name)
 
     def _add_replicas(self, version: Version, count: int, front: Container) -> list[Container]:
         """Start ``count`` replicas of ``version`` in free slots, prove each ready, join them to
-        the front's network under their own names, reload the front with them and wait until it
-        has checked them; on failure, remove them all and raise."""
+        the front's network under their own names, reload the front with them (a deployment's
+        own front with the version's limits too) and wait until it has checked them; on
+        failure, remove them all and raise."""
         name = version.deployment
         used = {int(c.labels[record.SLOT]) for c in containers.servers(self.client, name)}
         slots = [n for n in range(1, len(used) + count + 1) if n not in used][:count]
@@ -266,7 +265,7 @@ class ContainerRuntime:
             network = self.client.networks.get(fronts.network_of(front))
             for slot, container in zip(slots, started, strict=True):
                 network.connect(container, aliases=[haproxy.server_name(name, slot)])
-            self._refresh(front)
+            self._refresh(front, limits=_own_limits(version))
             for container in started:
                 containers.wait_probe(container, deadline, behind_front=True)
             url = fronts.url(self.engine, front)
@@ -305,6 +304,12 @@ class ContainerRuntime:
         found = self.find(name)
         assert found is not None
         return found
+
+
+def _own_limits(version: Version) -> haproxy.Limits | None:
+    """The limits a version asks of its deployment's own front; ``None`` on a shared
+    endpoint, whose limits are the endpoint's."""
+    return shared.limits_of(version.settings) if version.endpoint is None else None
 
 
 def _health(container: Container) -> str | None:

@@ -296,8 +296,8 @@ class SwarmRuntime:
             services.wait_rollout(self.client, self.client.api.inspect_service(service["ID"]),
                                   time.monotonic() + version.settings.ready_timeout, "server",
                                   since)
-            front = self._front(deployment=version.deployment)
-            if current.endpoint is None and front is not None:  # its own front's limits
+            front = None if current.endpoint else self._front(deployment=version.deployment)
+            if front is not None:  # its own front takes the version's limits
                 fronts.reconfigure(self.client, front, self._backends(None, None, add=version),
                                    None, shared.limits_of(version.settings))
         except MlflowException as exc:

@@ -85,8 +85,8 @@ def wait_rollout(client: docker.DockerClient, service: Mapping[str, Any], deadli
         if state == "updating":  # a failed task makes Swarm roll back: report that outcome
             if failed_at is None and _failed(client, service, template):
                 failed_at = time.monotonic()
-            waited = min(deadline, (failed_at or 0) + ROLLBACK_NOTICE)
-            if failed_at is not None and time.monotonic() < waited:
+            if failed_at is not None and time.monotonic() < min(
+                    deadline, failed_at + ROLLBACK_NOTICE):
                 time.sleep(POLL)
                 continue
         _raise_if_failed(client, service, what, deadline, template)

@@ -9,9 +9,10 @@ manages), and never to Docker itself.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
+from urllib.parse import urlsplit
 
 from mlflow.deployments import BaseDeploymentClient, PredictionsResponse
 from mlflow.exceptions import MlflowException
@@ -25,6 +26,7 @@ from mlflow_docker_target import record, runtimes
 from mlflow_docker_target.config import (
     FIXED_PORTS,
     FRONT_KEYS,
+    HTTPS_KEYS,
     Settings,
     normalize,
     parse_config,
@@ -35,6 +37,8 @@ from mlflow_docker_target.engine.errors import talking_to
 from mlflow_docker_target.image_build import model_fetch
 from mlflow_docker_target.image_build.model_fetch import check_flavor
 from mlflow_docker_target.names import check_name
+from mlflow_docker_target.runtimes import certificates
+from mlflow_docker_target.runtimes.certificates import Certificate
 from mlflow_docker_target.runtimes.fronts import limits_of
 from mlflow_docker_target.runtimes.haproxy import Limits
 from mlflow_docker_target.runtimes.interface import Deployment, Endpoint, Runtime, Version
@@ -84,6 +88,7 @@ class DockerHostDeploymentClient(BaseDeploymentClient):
             shared = _holding_endpoint(engine, endpoint) if endpoint is not None else None
             # a deployment goes where its endpoint is
             runtime = shared[0] if shared else runtimes.chosen(engine, settings)
+            tls = _certificate(settings, normalize(config), lambda: runtime.host(settings), None)
             runtime.prepare(replace(settings, port=settings.endpoint_port) if endpoint
                             else settings, makes_front=shared is None)
             with runtime.lease("deployment", name, "create"):
@@ -98,7 +103,8 @@ class DockerHostDeploymentClient(BaseDeploymentClient):
                                                exists_ok=True)
                 try:
                     image, ref = runtime.build(name, model_fetch.resolve(model_uri), settings)
-                    version = Version(name, image, ref, normalize(config), settings, endpoint)
+                    version = Version(name, image, ref, normalize(config), settings, endpoint,
+                                      tls)
                     try:
                         deployed = runtime.roll_out(version, None)
                     except BaseException:
@@ -125,17 +131,21 @@ class DockerHostDeploymentClient(BaseDeploymentClient):
                 _check_front_keys(given, current.endpoint)
                 raw = _merged(runtime, current, given)
                 settings = parse_config(raw, "update")
+                tls = _certificate(parse_config(given, "update"), given,
+                                   lambda: _host(runtime, current.url, settings),
+                                   _serves_https(current.url))
                 runtime.prepare(settings, makes_front=False)
                 if _keeps_version(model_uri, current, given):
                     version = Version(name, current.labels[record.IMAGE], current.model, raw,
-                                      settings, current.endpoint)
+                                      settings, current.endpoint, tls)
                     described = runtime.scale(version, current).describe()
-                    log.info("Deployment %s now has %s replicas ready, its front's limits %s",
-                             name, described["replicas"], limits_of(settings))
+                    log.info("Deployment %s now has %s replicas ready, its front's limits %s%s",
+                             name, described["replicas"], limits_of(settings),
+                             ", a new certificate" if tls else "")
                     return {**described, "flavor": flavor}
                 ref = model_fetch.resolve(model_uri) if model_uri else current.model
                 image, ref = runtime.build(name, ref, settings)
-                version = Version(name, image, ref, raw, settings, current.endpoint)
+                version = Version(name, image, ref, raw, settings, current.endpoint, tls)
                 old_images = {r.image for r in current.replicas if r.image} - {image}
                 try:
                     updated = runtime.roll_out(version, current)
@@ -227,15 +237,16 @@ class DockerHostDeploymentClient(BaseDeploymentClient):
         engine = self._connect(settings)
         with talking_to(engine):
             runtime = runtimes.chosen(engine, settings)
+            tls = _certificate(settings, normalize(config), lambda: runtime.host(settings), None)
             runtime.prepare(settings, makes_front=True)
             if _holding_endpoint(engine, name) is not None:
                 raise MlflowException(f"An endpoint named {name!r} already exists on "
                                       f"{runtime.url}.", RESOURCE_ALREADY_EXISTS)
-            return self._make_endpoint(runtime, name, settings).describe()
+            return self._make_endpoint(runtime, name, settings, tls=tls).describe()
 
     @staticmethod
     def _make_endpoint(runtime: Runtime, name: str, settings: Settings,
-                       exists_ok: bool = False) -> Endpoint:
+                       exists_ok: bool = False, tls: Certificate | None = None) -> Endpoint:
         with runtime.lease("endpoint", name, "create"):
             found = runtime.endpoint(name)
             if found is not None:
@@ -243,7 +254,7 @@ class DockerHostDeploymentClient(BaseDeploymentClient):
                     return found
                 raise MlflowException(f"An endpoint named {name!r} already exists on "
                                       f"{runtime.url}.", RESOURCE_ALREADY_EXISTS)
-            made = runtime.create_endpoint(name, settings)
+            made = runtime.create_endpoint(name, settings, tls)
             log.info("Endpoint %s answers at %s%s", name, made.url,
                      f" (every node: {', '.join(made.nodes)})" if made.nodes else "")
             return made
@@ -251,15 +262,17 @@ class DockerHostDeploymentClient(BaseDeploymentClient):
     def update_endpoint(self, endpoint: str, config: dict[str, Any] | None = None) -> None:
         given = normalize(config)
         settings = parse_config(given, "update_endpoint")
-        if settings.traffic is None and not set(FRONT_KEYS) & set(given):
+        if settings.traffic is None and not {*FRONT_KEYS, *HTTPS_KEYS} & set(given):
             raise MlflowException(
-                "update-endpoint changes the traffic split or the front's limits: give -C "
-                "traffic=<deployment>:<weight>,... with weights that sum to 100, or -C "
-                f"{'=..., -C '.join(FRONT_KEYS)}=... (empty: no limit).",
-                INVALID_PARAMETER_VALUE)
+                "update-endpoint changes the traffic split, the front's limits or its "
+                "certificate: give -C traffic=<deployment>:<weight>,... with weights that sum "
+                f"to 100, -C {'=..., -C '.join(FRONT_KEYS)}=... (empty: no limit), or -C "
+                "https_cert=... -C https_key=...", INVALID_PARAMETER_VALUE)
         engine = self._connect(settings)
         with talking_to(engine):
             runtime, found = _endpoint(engine, endpoint)
+            tls = _certificate(settings, given, lambda: _host(runtime, found.url, settings),
+                               _serves_https(found.url))
             unknown = sorted(set(settings.traffic or ()) - set(found.deployments))
             if unknown:
                 raise MlflowException(
@@ -269,7 +282,7 @@ class DockerHostDeploymentClient(BaseDeploymentClient):
                 found = _endpoint(engine, endpoint)[1]
                 traffic = found.traffic if settings.traffic is None else settings.traffic
                 updated = runtime.reconfigure(found, traffic, _limits(found.limits, given,
-                                                                      settings))
+                                                                      settings), tls)
             described = updated.describe()
             log.info("Endpoint %s now splits traffic %s, limits %s", endpoint,
                      described["traffic"], described["limits"] or "none")
@@ -348,13 +361,51 @@ def _check_on(found: Deployment, endpoint: str | None) -> None:
 
 
 def _check_front_keys(given: dict[str, str], endpoint: str | None) -> None:
-    """The limits of a shared endpoint's front are the endpoint's, not one deployment's."""
-    keys = [key for key in FRONT_KEYS if key in given]
+    """The limits and the certificate of a shared endpoint's front are the endpoint's, not
+    one deployment's."""
+    keys = [key for key in (*FRONT_KEYS, *HTTPS_KEYS) if key in given]
     if endpoint is not None and keys:
         raise MlflowException(
-            f"-C {keys[0]} is a limit of endpoint {endpoint!r}'s front, which its deployments "
+            f"-C {keys[0]} belongs to endpoint {endpoint!r}'s front, which its deployments "
             f"share: set it with `mlflow deployments update-endpoint -t dockerhost --endpoint "
             f"{endpoint} -C {keys[0]}=...` (or at create-endpoint).", INVALID_PARAMETER_VALUE)
+
+
+def _certificate(settings: Settings, given: dict[str, str], host: Callable[[], str],
+                 https: bool | None) -> Certificate | None:
+    """The certificate ``-C https_cert`` and ``-C https_key`` give, checked against ``host``
+    (the host in the endpoint's URL) before anything is built; ``None`` when neither is given.
+    ``https``: whether the endpoint serves HTTPS now (``None``: it is being made), as a change
+    may replace the certificate but never turn HTTPS on or off, which would change the URL."""
+    keys = [key for key in HTTPS_KEYS if key in given]
+    if not keys:
+        return None
+    if https is False:
+        raise MlflowException(
+            "This endpoint serves plain HTTP, and HTTPS is chosen when an endpoint is made (it "
+            "changes the URL clients use): delete it and create it again with -C https_cert "
+            "and -C https_key.", INVALID_PARAMETER_VALUE)
+    if settings.https_cert is None or settings.https_key is None:
+        if https and any(not given[key].strip() for key in keys):
+            raise MlflowException(
+                "This endpoint serves HTTPS, and cannot turn it off (it would change the URL "
+                "clients use): give a new -C https_cert and -C https_key to replace the "
+                "certificate, or delete the endpoint and create it without them.",
+                INVALID_PARAMETER_VALUE)
+        raise MlflowException("-C https_cert and -C https_key go together: give the "
+                              "certificate and its key.", INVALID_PARAMETER_VALUE)
+    found = certificates.load(settings.https_cert, settings.https_key)
+    certificates.check_covers(found, host(), settings.https_cert)
+    return found
+
+
+def _serves_https(url: str | None) -> bool:
+    return bool(url and url.startswith("https://"))
+
+
+def _host(runtime: Runtime, url: str | None, settings: Settings) -> str:
+    """The host in an endpoint's URL (if it publishes none, the one it would have)."""
+    return urlsplit(url).hostname or runtime.host(settings) if url else runtime.host(settings)
 
 
 def _check_ports(settings: Settings, endpoint: str | None) -> None:
@@ -388,11 +439,13 @@ def _merged(runtime: Runtime, current: Deployment, given: dict[str, str]) -> dic
 
 
 def _keeps_version(model_uri: str | None, current: Deployment, given: dict[str, str]) -> bool:
-    """Whether an update changes only the number of replicas or its front's limits, so the
-    replicas that serve keep serving instead of being rolled over."""
+    """Whether an update changes only the number of replicas, its front's limits or its
+    certificate, so the replicas that serve keep serving instead of being rolled over."""
     changed = {k for k, v in given.items()
                if k not in record.NOT_RECORDED and current.config.get(k, "") != v.strip()}
-    return (model_uri is None and bool(changed) and changed <= {"replicas", *FRONT_KEYS}
+    changed |= set(HTTPS_KEYS) & set(given)  # never recorded: given is a change
+    return (model_uri is None and bool(changed)
+            and changed <= {"replicas", *FRONT_KEYS, *HTTPS_KEYS}
             and record.IMAGE in current.labels)
 
 

@@ -75,6 +75,8 @@ FIXED_PORTS = ("port", "front_metrics_port")
 # the front's own settings: a deployment's front (create, update), a shared endpoint's
 FRONT_KEYS = ("rate_limit", "trusted_proxies", "max_connections")
 FRONT_KEYS_AT = DEPLOY - {"run_local"} | ENDPOINT | frozenset({"update_endpoint"})
+# an endpoint's certificate: HTTPS is chosen when the endpoint is made, then only replaced
+HTTPS_KEYS = ("https_cert", "https_key")
 
 KEYS: tuple[Key, ...] = (
     Key("base_image", values.text, "an image reference", None,
@@ -142,6 +144,16 @@ KEYS: tuple[Key, ...] = (
         "requests, 5xx, queue and retries per deployment, 429s per endpoint. Published on the "
         "endpoint's bind address, chosen at create and kept for the endpoint's life.",
         frozenset({"create", "update", "create_endpoint"}), "none (off)"),
+    Key("https_cert", values.path, "a PEM file: the certificate, then its chain", None,
+        "Serve the endpoint over HTTPS only (TLS 1.2 and up, Mozilla's intermediate profile) "
+        "with this certificate, which must name the endpoint's host (host_address, else the "
+        "engine's host). Chosen when the endpoint is made; update (update-endpoint) replaces it "
+        "with a hitless reload, and cannot turn HTTPS on or off. Read on the client.",
+        FRONT_KEYS_AT, "none (plain HTTP)"),
+    Key("https_key", values.path, "a PEM file, not encrypted", None,
+        "The certificate's private key, read on the client and given only to the front, as a "
+        "file its user alone may read (a Swarm secret on a swarm); never shown or recorded.",
+        FRONT_KEYS_AT, "none"),
     Key("restart_policy", values.restart_policy, "no, always, unless-stopped or on-failure[:N]",
         "unless-stopped", "Docker restart policy of the containers.", DEPLOY - {"run_local"}),
     Key("cpus", values.seconds, "a positive number of CPUs", None, "CPU limit of each replica "
@@ -247,6 +259,8 @@ EXAMPLES = {
     "rate_limit": "50",
     "trusted_proxies": "10.0.0.0/8",
     "max_connections": "8",
+    "https_cert": "endpoint.pem",
+    "https_key": "endpoint.key",
 }
 
 
@@ -277,6 +291,8 @@ class Settings:
     trusted_proxies: tuple[str, ...] | None = _default("trusted_proxies")
     max_connections: int | None = _default("max_connections")
     front_metrics_port: int | None = _default("front_metrics_port")
+    https_cert: str | None = _default("https_cert")
+    https_key: str | None = _default("https_key")
     restart_policy: str = _default("restart_policy")
     cpus: float | None = _default("cpus")
     memory: int | None = _default("memory")

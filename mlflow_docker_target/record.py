@@ -33,6 +33,8 @@ PLUGIN_VERSION = f"{LABEL}.plugin-version"
 RUNTIME = f"{LABEL}.runtime"  # "swarm" on services; containers carry none
 TRAFFIC = f"{LABEL}.traffic"  # a swarm front's traffic shares (JSON; null: an even split)
 LIMITS = f"{LABEL}.limits"  # a swarm front's rate and connection limits (JSON)
+HTTPS = f"{LABEL}.https"  # "true" on a front whose port serves TLS only, chosen when it is made
+CERTIFICATE = f"{LABEL}.certificate"  # a swarm HTTPS front's certificate chain (PEM, public)
 
 # The model and how it is served.
 MODEL_URI = f"{LABEL}.model-uri"
@@ -58,10 +60,11 @@ BASE_SUITE = f"{LABEL}.base-suite"
 SERVER, FRONT, LOCK_ROLE = "server", "front", "lock"
 PROBE_ROLE = "probe"  # a throwaway container that asks the engine a question (gpus.check)
 
-# How a client reaches the engine, and the port of the endpoint a create made, are no part of
-# a deployment: never recorded on it.
+# How a client reaches the engine, the port of the endpoint a create made, and the client's
+# files of the endpoint's certificate (the front holds what they held) are no part of a
+# deployment: never recorded on it.
 NOT_RECORDED = frozenset({"docker_host", "timeout", "tlscacert", "tlscert", "tlskey",
-                          "tlsverify", "endpoint_port"})
+                          "tlsverify", "endpoint_port", "https_cert", "https_key"})
 PYFUNC = "python_function"
 
 

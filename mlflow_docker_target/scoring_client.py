@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -88,7 +89,13 @@ def _post(url: str, body: dict[str, Any], timeout: float, token: str | None,
     session.trust_env = False  # the endpoint is the engine's host, never a proxy's
     try:
         response = session.post(f"{url}/invocations", data=json.dumps(body, default=_jsonable),
-                                timeout=timeout, headers=headers, stream=stream)
+                                timeout=timeout, headers=headers, stream=stream,
+                                verify=trust())
+    except requests.exceptions.SSLError as exc:
+        raise MlflowException(
+            f"Could not verify the certificate of the deployment at {url}: {exc}. If a CA of "
+            f"your own signed it, set {CA_BUNDLE_ENV} to that CA's PEM file (or add the CA to "
+            "this machine's trust store).") from exc
     except requests.RequestException as exc:
         raise MlflowException(f"Could not reach the deployment at {url}: {exc}") from exc
     if response.status_code != 200:
@@ -99,6 +106,16 @@ def _post(url: str, body: dict[str, Any], timeout: float, token: str | None,
                 answer = None
             raise _server_error(url, response.status_code, answer, response.text)
     return response
+
+
+CA_BUNDLE_ENV = "REQUESTS_CA_BUNDLE"
+
+
+def trust() -> str | bool:
+    """What an HTTPS endpoint's certificate is verified with, as requests itself chooses (the
+    session ignores the environment, so that no proxy is used): the CA file that
+    ``REQUESTS_CA_BUNDLE`` (or ``CURL_CA_BUNDLE``) names, else the system's trust. Never off."""
+    return os.environ.get(CA_BUNDLE_ENV) or os.environ.get("CURL_CA_BUNDLE") or True
 
 
 def invoke(url: str, inputs: Any, timeout: float = 120.0, token: str | None = None,

@@ -202,7 +202,7 @@ def test_one_writer_per_name(fake) -> None:
     (lambda c: c.create_deployment("x", MODEL, endpoint="ep", config={"rate_limit": "5"}),
      "update-endpoint -t dockerhost --endpoint ep -C rate_limit"),
     (lambda c: c.update_deployment("e1", config={"max_connections": "5"}),
-     "limit of endpoint 'ep'"),
+     "belongs to endpoint 'ep'"),
     (lambda c: c.update_endpoint("ep", config={"trusted_proxies": "10.0.0.0/99"}),
      "Invalid value '10.0.0.0/99' for config key 'trusted_proxies'"),
     (lambda c: c.delete_endpoint("ep"), "still has deployments: e1"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 import docker.errors
 from mlflow.exceptions import MlflowException
@@ -21,9 +22,24 @@ from mlflow_docker_target.runtimes.haproxy import Backend, Limits, Server, weigh
 Traffic = Mapping[str, int] | None  # a shared endpoint's shares; None: an even split
 
 
-def labels(settings: Settings, endpoint: str | None, deployment: str | None) -> dict[str, str]:
-    """A front's labels: a shared endpoint's, or the front of one deployment."""
+@dataclass(frozen=True)
+class State:
+    """What a front records of itself, beside its configuration: the traffic split, the
+    limits, and (HTTPS) its certificate chain, public, which ``get`` describes and the plugin's
+    own checks trust."""
+
+    traffic: Traffic = None
+    limits: Limits = field(default_factory=Limits)
+    certificate: str | None = None
+
+
+def labels(settings: Settings, endpoint: str | None, deployment: str | None,
+           https: bool = False) -> dict[str, str]:
+    """A front's labels: a shared endpoint's, or the front of one deployment; ``https``: its
+    port serves TLS, for its life (the URL's scheme)."""
     found = {record.ROLE: record.FRONT}
+    if https:
+        found[record.HTTPS] = "true"
     if endpoint:
         found[record.ENDPOINT] = endpoint
     else:

@@ -37,6 +37,8 @@ from serving_image.contract import (
 CONFIG_DIR = "/etc/mlflow-dockerhost"
 CONFIG_PATH = f"{CONFIG_DIR}/haproxy.cfg"
 STATE_PATH = f"{CONFIG_DIR}/front.json"  # the endpoint's traffic, read back by get-endpoint
+TLS_PATH = f"{CONFIG_DIR}/tls.pem"  # an HTTPS front's certificate chain and key
+FRONT_USER = "99:99"  # the fronts' user (the haproxy image's): the only one that reads the key
 FRONT_PORT = 8080  # inside the front container; non-root images can bind it
 METRICS_PORT = 8405  # the front's Prometheus exporter, inside; only with -C front_metrics_port
 SWARM_SERVERS = 64  # server slots per deployment on a swarm: replicas, twice during a rollout
@@ -152,6 +154,21 @@ def _metrics() -> list[str]:
             "    http-request return status 404"]
 
 
+# Mozilla's "intermediate" TLS profile (ssl-config.mozilla.org, guidelines 5.7, for HAProxy):
+# TLS 1.2 and 1.3, forward-secret AEAD ciphers, no session tickets.
+_TLS_GLOBAL = [
+    "    ssl-default-bind-ciphers ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:"
+    "ECDHE-RSA-CHACHA20-POLY1305:DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384:"
+    "DHE-RSA-CHACHA20-POLY1305",
+    "    ssl-default-bind-ciphersuites TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:"
+    "TLS_CHACHA20_POLY1305_SHA256",
+    "    ssl-default-bind-options prefer-client-ciphers no-sslv3 no-tlsv10 no-tlsv11 "
+    "no-tls-tickets",
+    "    tune.ssl.default-dh-param 2048",  # RFC 7919's ffdhe2048 for the DHE ciphers
+]
+
+
 def backend_name(deployment: str) -> str:
     """A deployment's backend: its own name (the exporter's ``proxy`` label), in the
     characters HAProxy allows."""
@@ -159,9 +176,10 @@ def backend_name(deployment: str) -> str:
 
 
 def render(endpoint: str, backends: Sequence[Backend], limits: Limits = Limits(),
-           metrics: bool = False) -> str:
+           metrics: bool = False, tls: str | None = None) -> str:
     """The whole configuration for ``endpoint`` serving ``backends`` within ``limits``; with
-    ``metrics``, the front's own exporter too."""
+    ``metrics``, the front's own exporter too; with ``tls`` (the path of the certificate and
+    key), the endpoint's port serves HTTPS only."""
     longest = max([b.request_timeout for b in backends] or [60])
     queue_full = {"error_code": "TEMPORARILY_UNAVAILABLE",
                   "message": f"No replica of endpoint {endpoint} could take the request within "
@@ -172,6 +190,7 @@ def render(endpoint: str, backends: Sequence[Backend], limits: Limits = Limits()
         "    log stdout format raw local0 info",
         # old processes after a reload finish their requests, then go
         f"    hard-stop-after {longest + 30}s",
+        *(_TLS_GLOBAL if tls else []),
         "",
         "defaults",
         "    mode http",
@@ -209,7 +228,7 @@ def render(endpoint: str, backends: Sequence[Backend], limits: Limits = Limits()
         "    hold nx 500ms",
         "",
         "frontend endpoint",
-        f"    bind :{FRONT_PORT}",
+        f"    bind :{FRONT_PORT}" + (f" ssl crt {tls} alpn http/1.1" if tls else ""),
         f"    acl probe path {' '.join(PROBE_PATHS)}",
         *_rate_limited(endpoint, limits),
     ]

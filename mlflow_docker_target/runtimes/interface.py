@@ -19,6 +19,8 @@ from mlflow_docker_target import record
 from mlflow_docker_target.config import Settings
 from mlflow_docker_target.engine.connection import Engine
 from mlflow_docker_target.record import ModelRef
+from mlflow_docker_target.runtimes import certificates
+from mlflow_docker_target.runtimes.certificates import Certificate
 from mlflow_docker_target.runtimes.haproxy import Limits, weights
 
 
@@ -45,6 +47,7 @@ class Deployment:
     endpoint: str | None  # the shared endpoint it is attached to; None for its own front
     runtime: str  # the name of the runtime that holds it (``runtimes.RUNTIMES``)
     nodes: tuple[str, ...] = ()  # swarm: address:port of every node whose front answers
+    certificate: str | None = None  # its own front's certificate chain (HTTPS), public
 
     @property
     def model(self) -> ModelRef:
@@ -81,7 +84,13 @@ class Deployment:
             "plugin_version": labels.get(record.PLUGIN_VERSION),
             "runtime": self.runtime,
             **({"nodes": list(self.nodes)} if self.nodes else {}),
+            **_certificate(self.certificate),
         }
+
+
+def _certificate(chain: str | None) -> dict[str, Any]:
+    """The certificate an HTTPS front serves, as ``get`` shows it (never its key)."""
+    return {"certificate": certificates.describe(chain)} if chain else {}
 
 
 @dataclass(frozen=True)
@@ -97,6 +106,7 @@ class Endpoint:
     runtime: str
     nodes: tuple[str, ...] = ()
     limits: Limits = field(default_factory=Limits)
+    certificate: str | None = None  # its front's certificate chain (HTTPS), public
 
     def describe(self) -> dict[str, Any]:
         shares = weights(self.deployments, self.traffic)
@@ -112,6 +122,7 @@ class Endpoint:
             "limits": {k: v for k, v in self.limits.as_record().items() if v},
             "runtime": self.runtime,
             **({"nodes": list(self.nodes)} if self.nodes else {}),
+            **_certificate(self.certificate),
         }
 
 
@@ -125,6 +136,9 @@ class Version:
     config: Mapping[str, str]
     settings: Settings
     endpoint: str | None = None  # a shared endpoint; None: the deployment's own front
+    # a certificate its own front takes (``-C https_cert``/``https_key``, checked); None: the
+    # front keeps what it serves
+    tls: Certificate | None = None
 
 
 class Runtime(Protocol):
@@ -141,6 +155,10 @@ class Runtime(Protocol):
     def prepare(self, settings: Settings, makes_front: bool) -> None:
         """Fail, before anything is built, on config this runtime cannot honour, and make sure
         of what it needs (images, GPUs); ``makes_front``: the command makes an endpoint."""
+
+    def host(self, settings: Settings) -> str:
+        """The host in the URL of an endpoint made with ``settings``: what an HTTPS
+        certificate must name."""
 
     def build(self, deployment: str, model: ModelRef,
               settings: Settings) -> tuple[str, ModelRef]:
@@ -159,8 +177,8 @@ class Runtime(Protocol):
     def scale(self, version: Version, current: Deployment) -> Deployment:
         """Bring ``current`` to ``version.settings.replicas`` replicas of the version it serves:
         new ones take traffic once ready, surplus ones (the oldest) drain; a deployment's own
-        front takes ``version``'s limits. Nothing else restarts; on failure the new ones are
-        removed."""
+        front takes ``version``'s limits and certificate. Nothing else restarts; on failure the
+        new ones are removed."""
 
     def remove(self, deployment: Deployment, stop_timeout: int) -> set[str]:
         """Drain and remove the deployment (and its own front); returns its images."""
@@ -171,12 +189,15 @@ class Runtime(Protocol):
 
     def endpoints(self) -> list[Endpoint]: ...
 
-    def create_endpoint(self, name: str, settings: Settings) -> Endpoint: ...
+    def create_endpoint(self, name: str, settings: Settings,
+                        tls: Certificate | None = None) -> Endpoint:
+        """A shared endpoint's front; with ``tls``, serving HTTPS only."""
 
     def reconfigure(self, endpoint: Endpoint, traffic: Mapping[str, int] | None,
-                    limits: Limits) -> Endpoint:
-        """The endpoint's front with this traffic split and these limits; on one engine a
-        hitless reload, on a swarm the fronts restart one node at a time."""
+                    limits: Limits, tls: Certificate | None = None) -> Endpoint:
+        """The endpoint's front with this traffic split, these limits and (``tls``) a new
+        certificate; on one engine a hitless reload, on a swarm the fronts restart one node at
+        a time."""
         ...
 
     def remove_endpoint(self, endpoint: Endpoint) -> None: ...

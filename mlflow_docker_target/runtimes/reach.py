@@ -8,36 +8,63 @@ between this machine and the engine before ``create`` reports success.
 from __future__ import annotations
 
 import ipaddress
+import ssl
 import time
+from typing import Any
 
 import requests
 from mlflow.exceptions import MlflowException
+from requests.adapters import HTTPAdapter
 
 from mlflow_docker_target.engine.connection import Engine
 
 UNREACHABLE_GRACE = 15.0
 
 
-def url_for(engine: Engine, bound: str, port: int, host_address: str | None) -> str:
-    """The URL clients reach a published port by: ``host_address`` if configured, else the
+def host_for(engine: Engine, bound: str, host_address: str | None) -> str:
+    """The host clients reach a published port by: ``host_address`` if configured, else the
     address the port is bound to, else (all interfaces, or loopback) the engine's host."""
-    host = host_address
-    if not host:
-        address = ipaddress.ip_address(bound) if bound else None
-        specific = address is not None and not (address.is_unspecified or address.is_loopback)
-        host = bound if specific else engine.host
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    if host_address:
+        return host_address
+    address = ipaddress.ip_address(bound) if bound else None
+    specific = address is not None and not (address.is_unspecified or address.is_loopback)
+    return bound if specific else engine.host
 
 
-def new_session() -> requests.Session:
+def url_for(engine: Engine, bound: str, port: int, host_address: str | None,
+            https: bool = False) -> str:
+    """The URL of a published port (:func:`host_for`); ``https`` for a front that serves TLS."""
+    host = host_for(engine, bound, host_address)
+    scheme = "https" if https else "http"
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+
+
+def new_session(pinned: ssl.SSLContext | None = None) -> requests.Session:
+    """A session straight to an endpoint; ``pinned``: the TLS context to verify it with (the
+    plugin's checks trust the certificate they gave the front), else the system's trust."""
     session = requests.Session()
     session.trust_env = False  # the endpoint is the engine's host, never a proxy's
+    if pinned is not None:
+        session.mount("https://", _Pinned(pinned))
     return session
 
 
-def check_reachable(url: str, server: str, grace: float = UNREACHABLE_GRACE) -> None:
+class _Pinned(HTTPAdapter):
+    """requests' adapter with a TLS context of our own (requests takes only CA files)."""
+
+    def __init__(self, context: ssl.SSLContext) -> None:
+        self._context = context
+        super().__init__()
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["ssl_context"] = self._context
+        super().init_poolmanager(*args, **kwargs)
+
+
+def check_reachable(url: str, server: str, grace: float = UNREACHABLE_GRACE,
+                    pinned: ssl.SSLContext | None = None) -> None:
     """``url`` answers ``/ping`` with 200 from this machine within ``grace`` seconds."""
-    session = new_session()
+    session = new_session(pinned)
     deadline = time.monotonic() + grace
     failure = ""
     while time.monotonic() < deadline:

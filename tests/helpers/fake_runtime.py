@@ -24,6 +24,7 @@ from mlflow_docker_target import record, runtimes
 from mlflow_docker_target.client import DockerHostDeploymentClient
 from mlflow_docker_target.config import Settings
 from mlflow_docker_target.record import ModelRef
+from mlflow_docker_target.runtimes.certificates import Certificate
 from mlflow_docker_target.runtimes.fronts import limits_of
 from mlflow_docker_target.runtimes.haproxy import Limits
 from mlflow_docker_target.runtimes.interface import (
@@ -71,6 +72,9 @@ class FakeRuntime:
         finally:
             self.held.discard(key)
 
+    def host(self, settings: Settings) -> str:
+        return settings.host_address or "fake"
+
     def prepare(self, settings: Settings, makes_front: bool) -> None:
         self._call("prepare", (settings, makes_front))
 
@@ -96,12 +100,18 @@ class FakeRuntime:
         config = record.recorded_config(labels, [f"SCORING_AUTH_TOKEN={token}"])
         if replicas != 1 or "replicas" in config:
             config["replicas"] = str(replicas)
+        current = self.deployments_.get(version.deployment)
+        # its own front keeps its scheme and certificate unless the version brings one
+        certificate = (version.tls.chain.decode() if version.tls
+                       else current.certificate if current else None)
+        scheme = "https" if certificate else "http"
         url = (self.endpoints_[version.endpoint].url if version.endpoint
-               else f"http://fake:{version.config.get('port') or 30000}")
+               else f"{scheme}://fake:{version.config.get('port') or 30000}")
         found = Deployment(version.deployment, labels, config,
                            tuple(Replica(f"{version.deployment}-{n}", "running", "healthy",
                                          version.image) for n in range(replicas)),
-                           url, version.endpoint, self.name)
+                           url, version.endpoint, self.name,
+                           certificate=None if version.endpoint else certificate)
         self.deployments_[version.deployment] = found
         return found
 
@@ -139,18 +149,23 @@ class FakeRuntime:
     def endpoints(self) -> list[Endpoint]:
         return [e for e in (self.endpoint(n) for n in sorted(self.endpoints_)) if e]
 
-    def create_endpoint(self, name: str, settings: Settings) -> Endpoint:
-        self._call("create_endpoint", (name, settings))
+    def create_endpoint(self, name: str, settings: Settings,
+                        tls: Certificate | None = None) -> Endpoint:
+        self._call("create_endpoint", (name, settings, tls))
         port = settings.port or 31000 + len(self.endpoints_)
-        self.endpoints_[name] = Endpoint(name, f"http://fake:{port}", port, "running", (), None,
-                                         self.name, limits=limits_of(settings))
+        self.endpoints_[name] = Endpoint(
+            name, f"{'https' if tls else 'http'}://fake:{port}", port, "running", (), None,
+            self.name, limits=limits_of(settings),
+            certificate=tls.chain.decode() if tls else None)
         return self.endpoints_[name]
 
     def reconfigure(self, endpoint: Endpoint, traffic: Mapping[str, int] | None,
-                    limits: Limits) -> Endpoint:
+                    limits: Limits, tls: Certificate | None = None) -> Endpoint:
         self._call("reconfigure", (endpoint.name, traffic and dict(traffic), limits))
+        found = self.endpoints_[endpoint.name]
         self.endpoints_[endpoint.name] = replace(
-            self.endpoints_[endpoint.name], traffic=traffic and dict(traffic), limits=limits)
+            found, traffic=traffic and dict(traffic), limits=limits,
+            certificate=tls.chain.decode() if tls else found.certificate)
         found = self.endpoint(endpoint.name)
         assert found is not None
         return found

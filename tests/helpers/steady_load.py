@@ -14,8 +14,10 @@ import requests
 
 class SteadyLoad:
     def __init__(self, url: str, body: dict[str, Any], clients: int = 4,
-                 headers: dict[str, str] | None = None, max_seconds: float = 600) -> None:
+                 headers: dict[str, str] | None = None, max_seconds: float = 600,
+                 verify: str | bool = True) -> None:
         self.url = f"{url}/invocations"
+        self.verify = verify  # an HTTPS endpoint's CA file
         self.body = body
         self.headers = headers or {}
         self.clients = clients
@@ -39,6 +41,7 @@ class SteadyLoad:
     def _client(self) -> None:
         session = requests.Session()
         session.trust_env = False
+        session.verify = self.verify
         deadline = time.monotonic() + self.max_seconds
         while not self._stop.is_set() and time.monotonic() < deadline:
             try:

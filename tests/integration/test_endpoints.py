@@ -192,8 +192,8 @@ def test_front_that_refuses_a_configuration_keeps_the_last_one(endpoint_name,
                                                               docker_client) -> None:
     made = get_deploy_client("dockerhost").create_endpoint(endpoint_name)
     front_container = docker_client.containers.get(f"mlflow-endpoint-{endpoint_name}")
-    front_container.put_archive(front.CONFIG_DIR,
-                                as_tar({"haproxy.cfg": b"frontend broken\n  nonsense\n"}))
+    broken = b"frontend broken\n  nonsense\n"
+    front_container.put_archive(front.CONFIG_DIR, as_tar({"haproxy.cfg": (broken, 0o644, None)}))
     with pytest.raises(MlflowException, match="did not take its new configuration") as caught:
         _reload(front_container)
     assert "nonsense" in caught.value.message  # HAProxy's own words about the bad line

@@ -9,17 +9,23 @@ from __future__ import annotations
 
 import base64
 import json
+import ssl
+import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
+from mlflow.deployments import get_deploy_client
 
+from mlflow_docker_target import record
 from mlflow_docker_target.runtimes.swarm.names import service_name
 from tests.helpers.cli import mlflow_cli
 from tests.helpers.models import IRIS_COLUMNS, IRIS_INPUT
 from tests.helpers.steady_load import SteadyLoad
 from tests.helpers.swarm_cluster import Swarm
+from tests.helpers.tls_files import make_ca, make_cert
 
 PORT = 18080
 BODY = {"dataframe_split": IRIS_INPUT}
@@ -162,6 +168,51 @@ def test_cli_session_on_a_swarm(swarm: Swarm, iris_versions, tmp_path: Path) -> 
 
 
 @pytest.mark.slow
+def test_an_https_endpoint_on_a_swarm(swarm: Swarm, tmp_path: Path) -> None:
+    """An HTTPS endpoint's fronts on every node serve the certificate, whose key is a Swarm
+    secret only the front's user reads; a new certificate rolls out to every node and the old
+    secret goes; nothing is left after delete."""
+    ca = make_ca(tmp_path)
+    first, second = (make_cert(tmp_path, ca, stem, swarm.manager.address)
+                     for stem in ("first", "second"))
+    client = get_deploy_client(_target(swarm))
+    port, name = PORT + 10, "tls-ep"
+    made = client.create_endpoint(name, config={
+        "port": str(port), "registry": f"{swarm.registry}/ml",
+        "https_cert": str(first.cert), "https_key": str(first.key)})
+    assert made["url"] == f"https://{swarm.manager.address}:{port}"
+    manager = swarm.manager.client()
+    service = manager.services.get(service_name(name, "endpoint"))
+
+    def served(pair: Any) -> None:
+        """Every node's front answers over TLS with ``pair``'s certificate, which curl
+        verifies with the CA (the front has no deployment yet: its answer is a 503)."""
+        for node in swarm.nodes:
+            answer = subprocess.run(
+                ["curl", "-sS", "--cacert", str(ca.cert), "-o", "/dev/null", "-w",
+                 "%{http_code}", "--connect-to", f"::{node.address}:{port}", f"{made['url']}/ping"],
+                capture_output=True, text=True, timeout=30)
+            assert answer.stdout == "503", (node.name, answer.stdout, answer.stderr)
+            pem = ssl.get_server_certificate((node.address, port))
+            assert ssl.PEM_cert_to_DER_cert(pem) == ssl.PEM_cert_to_DER_cert(
+                pair.cert.read_text()), node.name
+
+    served(first)
+    spec = service.attrs["Spec"]["TaskTemplate"]["ContainerSpec"]
+    assert [(s["File"]["UID"], s["File"]["Mode"]) for s in spec["Secrets"]] == [("99", 0o400)]
+    key = first.key.read_text().strip().splitlines()[1]
+    assert key not in json.dumps(service.attrs) and key not in json.dumps(client.get_endpoint(name))
+
+    client.update_endpoint(name, config={"https_cert": str(second.cert),
+                                         "https_key": str(second.key)})
+    served(second)
+    secrets = manager.secrets.list(filters={"label": f"{record.FRONT}={service.name}"})
+    assert len(secrets) == 1, [s.name for s in secrets]
+    client.delete_endpoint(name)
+    assert manager.secrets.list(filters={"label": f"{record.FRONT}={service.name}"}) \
+        == []
+
+
 def test_weighted_traffic_on_a_swarm_endpoint(swarm: Swarm, iris_versions) -> None:
     """A shared endpoint's fronts take each new split one node at a time: the other nodes
     answer meanwhile, and the split holds on every node."""

@@ -13,6 +13,7 @@ whose servers drain (``serving_image.contract``).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -30,8 +31,9 @@ from mlflow_docker_target.engine.images import ensure_image, remove_images
 from mlflow_docker_target.image_build import environment_cache
 from mlflow_docker_target.image_build.model_image import model_image
 from mlflow_docker_target.record import ModelRef
+from mlflow_docker_target.runtimes import certificates, haproxy, lease, reach
 from mlflow_docker_target.runtimes import fronts as shared
-from mlflow_docker_target.runtimes import haproxy, lease, reach
+from mlflow_docker_target.runtimes.certificates import Certificate
 from mlflow_docker_target.runtimes.container import containers, fronts, gpus
 from mlflow_docker_target.runtimes.interface import (
     Deployment,
@@ -104,10 +106,12 @@ class ContainerRuntime:
             # scaling adds or stops replicas without relabelling the others: the count of
             # containers is the replica count
             config["replicas"] = str(len(servers))
-        if endpoint is None and front is not None:
-            config = shared.with_limits(config, fronts.recorded(front)[1])
+        state = fronts.recorded(front) if front is not None else shared.State()
+        if endpoint is None:
+            config = shared.with_limits(config, state.limits)
         return Deployment(name, labels, config, replicas,
-                          fronts.url(self.engine, front) if front else None, endpoint, CONTAINER)
+                          fronts.url(self.engine, front) if front else None, endpoint, CONTAINER,
+                          certificate=state.certificate)
 
     def endpoint(self, name: str) -> Endpoint | None:
         container = fronts.find(self.client, endpoint=name)
@@ -123,15 +127,22 @@ class ContainerRuntime:
         attached = tuple(sorted({c.labels[record.DEPLOYMENT]
                                  for c in containers.servers(self.client, endpoint=name)}))
         port = container.labels.get(record.PORT)
-        traffic, limits = fronts.recorded(container)
+        state = fronts.recorded(container)
         return Endpoint(name, fronts.url(self.engine, container), int(port) if port else None,
-                        container.status, attached, traffic, CONTAINER, limits=limits)
+                        container.status, attached, state.traffic, CONTAINER,
+                        limits=state.limits, certificate=state.certificate)
 
     # -----------------------------------------------------------------------------------------
     # Fronts
 
-    def create_endpoint(self, name: str, settings: Settings) -> Endpoint:
-        fronts.start(self.engine, settings, settings.resolved_proxy_image(), endpoint=name)
+    def host(self, settings: Settings) -> str:
+        return reach.host_for(self.engine, fronts.bind_address(self.engine, settings),
+                              settings.host_address)
+
+    def create_endpoint(self, name: str, settings: Settings,
+                        tls: Certificate | None = None) -> Endpoint:
+        fronts.start(self.engine, settings, settings.resolved_proxy_image(), endpoint=name,
+                     tls=tls)
         found = self.endpoint(name)
         assert found is not None
         return found
@@ -156,11 +167,11 @@ class ContainerRuntime:
 
     def _refresh(self, front: Container, traffic: shared.Traffic = None,
                  keep_traffic: bool = True, held: bool = False,
-                 limits: haproxy.Limits | None = None) -> None:
+                 limits: haproxy.Limits | None = None, tls: Certificate | None = None) -> None:
         """Render the front's configuration from what the engine holds now and reload it.
 
         ``keep_traffic``: the recorded traffic, else ``traffic``; ``limits``: these, else the
-        recorded ones. A shared endpoint's front is
+        recorded ones; ``tls``: a new certificate, else the one it has. A shared endpoint's front is
         refreshed under the endpoint's lease (unless ``held`` by the caller), so two
         deployments changing at once do not write over each other's replicas.
         """
@@ -170,19 +181,19 @@ class ContainerRuntime:
         holding = (self.lease("endpoint", name, "update", wait=60) if endpoint and not held
                    else contextlib.nullcontext())
         with holding:
-            recorded_traffic, recorded_limits = fronts.recorded(front)
-            if keep_traffic:
-                traffic = recorded_traffic
+            state = fronts.recorded(front)
             fronts.configure(front, name, self._backends(
-                endpoint, deployment, traffic, network=fronts.network_of(front)), traffic,
-                limits or recorded_limits)
+                endpoint, deployment, state.traffic if keep_traffic else traffic,
+                network=fronts.network_of(front)),
+                dataclasses.replace(state, traffic=state.traffic if keep_traffic else traffic,
+                                    limits=limits or state.limits), tls)
 
     def reconfigure(self, endpoint: Endpoint, traffic: shared.Traffic,
-                    limits: haproxy.Limits) -> Endpoint:
+                    limits: haproxy.Limits, tls: Certificate | None = None) -> Endpoint:
         front = fronts.find(self.client, endpoint=endpoint.name)
         assert front is not None
         self._refresh(front, traffic, keep_traffic=False, held=True,  # update-endpoint's lease
-                      limits=limits)
+                      limits=limits, tls=tls)
         found = self.endpoint(endpoint.name)
         assert found is not None
         return found
@@ -207,7 +218,8 @@ class ContainerRuntime:
             if front is None:
                 front = made_front = fronts.start(
                     self.engine, version.settings, version.settings.resolved_proxy_image(),
-                    deployment=name, backends=self._backends(None, name, None, add=version))
+                    deployment=name, backends=self._backends(None, name, None, add=version),
+                    tls=version.tls)
         try:
             started = self._add_replicas(version, version.settings.replicas, front)
         except BaseException as exc:
@@ -241,8 +253,8 @@ class ContainerRuntime:
             _in_parallel(lambda c: containers.remove(c, version.settings.stop_timeout),
                          servers[wanted:])
         limits = _own_limits(version)
-        if wanted < len(servers) or limits is not None:
-            self._refresh(front, limits=limits)
+        if wanted < len(servers) or limits is not None or version.tls is not None:
+            self._refresh(front, limits=limits, tls=version.tls)
         return self._found(name)
 
     def _add_replicas(self, version: Version, count: int, front: Container) -> list[Container]:
@@ -265,12 +277,14 @@ class ContainerRuntime:
             network = self.client.networks.get(fronts.network_of(front))
             for slot, container in zip(slots, started, strict=True):
                 network.connect(container, aliases=[haproxy.server_name(name, slot)])
-            self._refresh(front, limits=_own_limits(version))
+            self._refresh(front, limits=_own_limits(version), tls=version.tls)
             for container in started:
                 containers.wait_probe(container, deadline, behind_front=True)
             url = fronts.url(self.engine, front)
             if url:
-                reach.check_reachable(url, started[0].name)
+                certificate = fronts.recorded(front).certificate
+                reach.check_reachable(url, started[0].name, pinned=certificates.pinned(
+                    certificate) if certificate else None)
         except BaseException:
             _in_parallel(lambda c: containers.remove(c, stop_timeout=1), started)
             with contextlib.suppress(Exception):  # their server lines go too
@@ -283,7 +297,7 @@ class ContainerRuntime:
         images = {c.labels.get(record.IMAGE) or "" for c in servers} - {""}
         endpoint = (fronts.find(self.client, endpoint=deployment.endpoint)
                     if deployment.endpoint else None)
-        traffic = fronts.recorded(endpoint)[0] if endpoint is not None else None
+        traffic = fronts.recorded(endpoint).traffic if endpoint is not None else None
         if endpoint is not None and traffic is not None:
             # its share goes to the others before its replicas drain
             self._refresh(endpoint, {**traffic, deployment.name: 0}, keep_traffic=False)

@@ -34,8 +34,8 @@ from mlflow_docker_target.config import Settings
 from mlflow_docker_target.engine import lockdown
 from mlflow_docker_target.engine.connection import Engine
 from mlflow_docker_target.runtimes import fronts, haproxy, reach
+from mlflow_docker_target.runtimes.certificates import Certificate
 from mlflow_docker_target.runtimes.container import containers
-from mlflow_docker_target.runtimes.fronts import Traffic
 from mlflow_docker_target.runtimes.haproxy import Limits
 
 log = logging.getLogger(__name__)
@@ -54,13 +54,13 @@ def find(client: docker.DockerClient, deployment: str | None = None,
 
 
 def start(engine: Engine, settings: Settings, image: str, endpoint: str | None = None,
-          deployment: str | None = None,
-          backends: tuple[haproxy.Backend, ...] = ()) -> Container:
+          deployment: str | None = None, backends: tuple[haproxy.Backend, ...] = (),
+          tls: Certificate | None = None) -> Container:
     """A front on a new network of its own, on ``settings.port`` or a port picked once, with
-    the limits ``settings`` ask for."""
+    the limits ``settings`` ask for; with ``tls``, serving HTTPS only."""
     stem = f"mlflow-endpoint-{endpoint}" if endpoint else f"mlflow-{deployment}-front"
-    labels = fronts.labels(settings, endpoint, deployment)
-    bind = settings.bind_address or ("127.0.0.1" if engine.is_local else "0.0.0.0")
+    labels = fronts.labels(settings, endpoint, deployment, https=tls is not None)
+    bind = bind_address(engine, settings)
     network = engine.client.networks.create(stem, labels=labels, check_duplicate=True)
     volume = engine.client.volumes.create(_volume_name(stem), labels=labels)
     try:
@@ -69,8 +69,8 @@ def start(engine: Engine, settings: Settings, image: str, endpoint: str | None =
             container = _create(engine, image, stem, {**labels, record.PORT: str(port)},
                                 network, bind, port, settings.restart_policy)
             try:
-                configure(container, endpoint or str(deployment), backends, None,
-                          fronts.limits_of(settings))
+                configure(container, endpoint or str(deployment), backends,
+                          fronts.State(None, fronts.limits_of(settings)), tls)
                 container.start()
                 break
             except docker.errors.APIError as exc:
@@ -95,16 +95,22 @@ def start(engine: Engine, settings: Settings, image: str, endpoint: str | None =
     return container
 
 
+def bind_address(engine: Engine, settings: Settings) -> str:
+    """The host address a front publishes on: a remote engine's loopback is out of reach."""
+    return settings.bind_address or ("127.0.0.1" if engine.is_local else "0.0.0.0")
+
+
 def _create(engine: Engine, image: str, name: str, labels: dict[str, str], network: Network,
             bind: str, port: int | None, restart_policy: str) -> Container:
     """A front, its configuration volume (the network's name, ``-config``) mounted, and its
-    metrics port published if its labels name one."""
+    metrics port published if its labels name one. It runs as :data:`haproxy.FRONT_USER`, the
+    one user that may read an HTTPS key."""
     ports: dict[str, tuple[str, int | None]] = {FRONT_PORT: (bind, port)}
     if labels.get(record.METRICS_PORT):
         ports[f"{haproxy.METRICS_PORT}/tcp"] = (bind, int(labels[record.METRICS_PORT]))
     return engine.client.containers.create(
         image, entrypoint=[], command=haproxy.COMMAND, name=name, labels=labels,
-        network=network.name, ports=ports, init=True,
+        network=network.name, ports=ports, init=True, user=haproxy.FRONT_USER,
         restart_policy=containers.restart_policy(restart_policy), stop_signal="SIGUSR1",
         volumes={_volume_name(network.name): {"bind": haproxy.CONFIG_DIR, "mode": "rw"}},
         **lockdown.container_options())
@@ -119,10 +125,10 @@ def _pick_port(engine: Engine, image: str, bind: str, stem: str, labels: dict[st
     """A free host port, as the engine picks one: a trial front gets a random port, which the
     real front then binds explicitly (a random binding would change on every start)."""
     trial = _create(engine, image, f"{stem}-{secrets.token_hex(3)}",
-                    {k: v for k, v in labels.items() if k != record.METRICS_PORT}, network,
-                    bind, None, "no")
+                    {k: v for k, v in labels.items()
+                     if k not in (record.METRICS_PORT, record.HTTPS)}, network, bind, None, "no")
     try:
-        configure(trial, "trial", (), None, Limits())
+        configure(trial, "trial", (), fronts.State())
         trial.start()
         trial.reload()
         return int(trial.attrs["NetworkSettings"]["Ports"][FRONT_PORT][0]["HostPort"])
@@ -131,29 +137,41 @@ def _pick_port(engine: Engine, image: str, bind: str, stem: str, labels: dict[st
 
 
 def configure(container: Container, name: str, backends: tuple[haproxy.Backend, ...],
-              traffic: Traffic, limits: Limits) -> None:
-    """Write the front's configuration, and its record of traffic and limits, into it;
-    reload it if running.
+              state: fronts.State, tls: Certificate | None = None) -> None:
+    """Write the front's configuration, and its record of itself (``state``), into it; with
+    ``tls``, its new certificate and key too; reload it if running.
 
-    HAProxy's master process re-reads the file on SIGUSR2 and starts new workers, while the old
-    ones finish the requests they hold: nothing in flight is lost. The configuration read at the
-    reload names the replicas' current addresses; once the new worker runs, it is rewritten
-    without them, so a cold start after an engine restart (new addresses) asks Docker's DNS
-    instead of trusting stale ones.
+    HAProxy's master process re-reads the file (and the certificate) on SIGUSR2 and starts new
+    workers, while the old ones finish the requests they hold: nothing in flight is lost. The
+    configuration read at the reload names the replicas' current addresses; once the new worker
+    runs, it is rewritten without them, so a cold start after an engine restart (new addresses)
+    asks Docker's DNS instead of trusting stale ones. The key file belongs to the front's user,
+    who alone may read it.
     """
-    def write(config: tuple[haproxy.Backend, ...]) -> None:
-        container.put_archive(haproxy.CONFIG_DIR, as_tar({
-            _in_config_dir(haproxy.CONFIG_PATH): haproxy.render(
-                name, config, limits, record.METRICS_PORT in container.labels).encode(),
-            _in_config_dir(haproxy.STATE_PATH): json.dumps(
-                {"traffic": traffic, "limits": limits.as_record()}).encode()}))
+    https = record.HTTPS in container.labels
+    if tls is not None:
+        state = dataclasses.replace(state, certificate=tls.chain.decode())
 
+    def write(config: tuple[haproxy.Backend, ...], key: bytes | None = None) -> None:
+        files: dict[str, tuple[bytes, int, str | None]] = {
+            _in_config_dir(haproxy.CONFIG_PATH): (haproxy.render(
+                name, config, state.limits, record.METRICS_PORT in container.labels,
+                haproxy.TLS_PATH if https else None).encode(), 0o644, None),
+            _in_config_dir(haproxy.STATE_PATH): (json.dumps(
+                {"traffic": state.traffic, "limits": state.limits.as_record(),
+                 "certificate": state.certificate}).encode(), 0o644, None)}
+        if key is not None:
+            files[_in_config_dir(haproxy.TLS_PATH)] = (key, 0o600, haproxy.FRONT_USER)
+        container.put_archive(haproxy.CONFIG_DIR, as_tar(files))
+
+    key = tls.pem() if tls is not None and https else None
     container.reload()
     if container.status == "running":
-        write(backends)
+        write(backends, key)
         reload(container)
+        key = None
     write(tuple(dataclasses.replace(b, servers=tuple(haproxy.Server(s.slot) for s in b.servers))
-                for b in backends))
+                for b in backends), key)
 
 
 def reload(container: Container) -> None:
@@ -197,16 +215,17 @@ def stamp(line: bytes) -> tuple[str, str]:
     return seconds, fraction.ljust(9, "0")
 
 
-def recorded(container: Container) -> tuple[Traffic, Limits]:
-    """The front's record of its traffic and limits, read out of it (running or not)."""
+def recorded(container: Container) -> fronts.State:
+    """The front's record of itself, read out of it (running or not)."""
     try:
         stream, _ = container.get_archive(haproxy.STATE_PATH)
     except docker.errors.NotFound:
-        return None, Limits()
+        return fronts.State()
     with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
         member = tar.extractfile(tar.getmembers()[0])
         data: dict[str, Any] = json.loads(member.read()) if member else {}
-    return data.get("traffic"), Limits.from_record(data.get("limits"))
+    return fronts.State(data.get("traffic"), Limits.from_record(data.get("limits")),
+                        data.get("certificate"))
 
 
 def url(engine: Engine, container: Container) -> str | None:
@@ -216,7 +235,8 @@ def url(engine: Engine, container: Container) -> str | None:
     if not binding or not binding.get("HostPort"):
         return None
     return reach.url_for(engine, binding.get("HostIp", ""), int(binding["HostPort"]),
-                         container.labels.get(record.HOST_ADDRESS) or None)
+                         container.labels.get(record.HOST_ADDRESS) or None,
+                         https=record.HTTPS in container.labels)
 
 
 def network_of(container: Container) -> str:
@@ -238,8 +258,9 @@ def _in_config_dir(path: str) -> str:
     return path.removeprefix(haproxy.CONFIG_DIR + "/")
 
 
-def as_tar(files: Mapping[str, bytes]) -> bytes:
-    """A tar of ``files``, by path relative to where it is put, with their directories."""
+def as_tar(files: Mapping[str, tuple[bytes, int, str | None]]) -> bytes:
+    """A tar of ``files`` (path relative to where it is put: data, mode, and ``uid:gid`` or
+    ``None`` for root), with their directories."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
         directories = sorted({path.lstrip("/").rsplit("/", 1)[0] for path in files
@@ -248,8 +269,10 @@ def as_tar(files: Mapping[str, bytes]) -> bytes:
             info = tarfile.TarInfo(directory)
             info.type, info.mode = tarfile.DIRTYPE, 0o755
             tar.addfile(info)
-        for path, data in files.items():
+        for path, (data, mode, owner) in files.items():
             info = tarfile.TarInfo(path.lstrip("/"))
-            info.size, info.mode = len(data), 0o644
+            info.size, info.mode = len(data), mode
+            if owner:
+                info.uid, info.gid = (int(n) for n in owner.split(":"))
             tar.addfile(info, io.BytesIO(data))
     return buffer.getvalue()

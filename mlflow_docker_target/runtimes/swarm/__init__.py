@@ -39,8 +39,9 @@ from mlflow_docker_target.engine.images import remove_images
 from mlflow_docker_target.image_build import environment_cache
 from mlflow_docker_target.image_build.model_image import model_image
 from mlflow_docker_target.record import ModelRef
+from mlflow_docker_target.runtimes import certificates, haproxy, lease, reach
 from mlflow_docker_target.runtimes import fronts as shared
-from mlflow_docker_target.runtimes import haproxy, lease, reach
+from mlflow_docker_target.runtimes.certificates import Certificate
 from mlflow_docker_target.runtimes.interface import (
     Deployment,
     Endpoint,
@@ -155,7 +156,8 @@ class SwarmRuntime:
         if endpoint is None and front is not None:
             config = shared.with_limits(config, fronts.limits_of(front))
         return Deployment(name, labels, config, replicas, url, endpoint, runtime=SWARM,
-                          nodes=nodes)
+                          nodes=nodes, certificate=fronts.certificate_of(front)
+                          if endpoint is None and front is not None else None)
 
     def _reach(self, front: Mapping[str, Any]) -> tuple[str | None, tuple[str, ...]]:
         """The front's URL on the manager's address (or ``host_address``), and the addresses
@@ -163,7 +165,8 @@ class SwarmRuntime:
         labels = labels_of(front)
         port = int(labels[record.PORT])
         url = reach.url_for(self.engine, self.node_address, port,
-                            labels.get(record.HOST_ADDRESS) or None)
+                            labels.get(record.HOST_ADDRESS) or None,
+                            https=record.HTTPS in labels)
         addresses = {n["ID"]: n["Status"].get("Addr", "") for n in self.client.api.nodes()}
         nodes = sorted({addresses.get(t.get("NodeID", ""), "")
                         for t in tasks_of(self.client, front)
@@ -187,7 +190,8 @@ class SwarmRuntime:
         status = "running" if "running" in states else (min(states) if states else "missing")
         return Endpoint(name, url, int(labels_of(service)[record.PORT]), status, attached,
                         fronts.traffic_of(service), runtime=SWARM, nodes=nodes,
-                        limits=fronts.limits_of(service))
+                        limits=fronts.limits_of(service),
+                        certificate=fronts.certificate_of(service))
 
     def remove_images(self, images: set[str]) -> None:
         remove_images(self.engine, registry.names_on_manager(self.client, images))
@@ -196,8 +200,13 @@ class SwarmRuntime:
     # -----------------------------------------------------------------------------------------
     # Fronts
 
-    def create_endpoint(self, name: str, settings: Settings) -> Endpoint:
-        fronts.start(self.client, settings, self._proxy_image(settings), endpoint=name)
+    def host(self, settings: Settings) -> str:
+        return reach.host_for(self.engine, self.node_address, settings.host_address)
+
+    def create_endpoint(self, name: str, settings: Settings,
+                        tls: Certificate | None = None) -> Endpoint:
+        fronts.start(self.client, settings, self._proxy_image(settings), endpoint=name,
+                     tls=tls)
         found = self.endpoint(name)
         assert found is not None
         return found
@@ -222,11 +231,11 @@ class SwarmRuntime:
                                tasks=lambda name: f"tasks.{service_name(name)}")
 
     def reconfigure(self, endpoint: Endpoint, traffic: shared.Traffic,
-                    limits: haproxy.Limits) -> Endpoint:
+                    limits: haproxy.Limits, tls: Certificate | None = None) -> Endpoint:
         service = self._front(endpoint=endpoint.name)
         assert service is not None
         fronts.reconfigure(self.client, service, self._backends(endpoint.name, traffic), traffic,
-                           limits)
+                           limits, tls)
         found = self.endpoint(endpoint.name)
         assert found is not None
         return found
@@ -252,7 +261,7 @@ class SwarmRuntime:
             if front is None:
                 front = made_front = fronts.start(
                     self.client, settings, self._proxy_image(settings), deployment=name,
-                    backends=self._backends(None, None, add=version))
+                    backends=self._backends(None, None, add=version), tls=version.tls)
         image = registry.publish(self.client, version.image, settings.registry)
         service = self._server(name)
         made = None
@@ -273,10 +282,14 @@ class SwarmRuntime:
             traffic = fronts.traffic_of(front)
             fronts.reconfigure(self.client, front,
                                self._backends(version.endpoint, traffic, add=version), traffic,
-                               None if version.endpoint else shared.limits_of(settings))
-            url, _ = self._reach(self.client.api.inspect_service(front["ID"]))
+                               None if version.endpoint else shared.limits_of(settings),
+                               None if version.endpoint else version.tls)
+            front = self.client.api.inspect_service(front["ID"])
+            url, _ = self._reach(front)
             if url:
-                reach.check_reachable(url, f"service {service_name(name)}")
+                chain = fronts.certificate_of(front)
+                reach.check_reachable(url, f"service {service_name(name)}",
+                                      pinned=certificates.pinned(chain) if chain else None)
         except BaseException as exc:
             if made is not None:
                 services.remove_service(self.client, made)
@@ -297,9 +310,9 @@ class SwarmRuntime:
                                   time.monotonic() + version.settings.ready_timeout, "server",
                                   since)
             front = None if current.endpoint else self._front(deployment=version.deployment)
-            if front is not None:  # its own front takes the version's limits
+            if front is not None:  # its own front takes the version's limits and certificate
                 fronts.reconfigure(self.client, front, self._backends(None, None, add=version),
-                                   None, shared.limits_of(version.settings))
+                                   None, shared.limits_of(version.settings), version.tls)
         except MlflowException as exc:
             raise shared.still_serving(exc, "replicas keep serving") from exc
         return self._found(version.deployment)

@@ -32,6 +32,9 @@ KEY_NOTES: dict[str, str] = {
     "max_connections": ("as on one engine, per front: each node's front lets each task have "
                         "this many; a change restarts the fronts one node at a time"),
     "host_address": "as on one engine; default: the manager's node address",
+    "https_cert": ("as on one engine, with the key in a Swarm secret that only the front's user "
+                   "reads; a change restarts the fronts one node at a time"),
+    "https_key": "a Swarm secret, mounted in the fronts' tasks only",
     "restart_policy": ("the tasks' restart condition: no -> none, always and unless-stopped "
                        "-> any, on-failure[:N] -> on-failure with N attempts"),
     "cpus": "the CPU limit of each task",

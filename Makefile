@@ -119,7 +119,8 @@ clean:
 # Figures for the closing notes: deployments (cold/warm create, start-to-ready, image size), the
 # server against MLflow's own and a bare FastAPI endpoint under wrk, and local against remote
 # engines (create time, predict latency), and what the front costs (through it against a
-# replica's own port; its memory; an update's wall time), and time limits and probes under slow
+# replica's own port; its memory; an update's wall time), HTTPS at the front against plain
+# (keep-alive req/s; a new TLS connection's cost), and time limits and probes under slow
 # models (each input shape on each path; /health while predictions run), and the protocols
 # (a stream's first chunk against its whole; V2 against /invocations), and the model matrix
 # (each MLflow version and flavor: create times, image size, start-to-ready, predictions), and
@@ -133,6 +134,7 @@ bench: base-image test-tools
 	$(BIN)/python tests/benchmarks/deploy.py
 	$(BIN)/python -W ignore tests/benchmarks/remote.py
 	$(BIN)/python -W ignore tests/benchmarks/endpoints.py
+	$(BIN)/python -W ignore tests/benchmarks/https.py
 	$(BIN)/python -W ignore tests/benchmarks/hardening.py
 	$(BIN)/python -W ignore tests/benchmarks/protocols.py
 	$(BIN)/python -W ignore tests/benchmarks/matrix.py

@@ -1,4 +1,5 @@
-"""Our scoring server against MLflow's own and a bare FastAPI ceiling, side by side, with wrk.
+"""Our scoring server against MLflow's own, a bare FastAPI app and two hand-written apps that
+call the model, side by side, with wrk.
 
     python tests/benchmarks/server.py [--seconds 8] [--workers N] [--rounds 1]
         [--baseline DIR] [--servers ours,before] [--connections 1,8,32] [--rows 1,100]
@@ -8,6 +9,13 @@ baseline). Each server runs on the host on loopback, started fresh; wrk (one thr
 concurrency 1, 8 and 32 with a 1-row and a 100-row ``dataframe_split`` body. ``mlflow models
 serve --env-manager local`` runs with its default single worker (its multi-worker mode stalls at
 c=1 without uvloop); ours and the bare endpoint run with ``--workers`` (default: the CPUs).
+
+The bare app does not call the model, so it is no ceiling for a server that does. Two
+hand-written FastAPI apps for the same model are, with one worker each, against ``ours1`` (ours
+with one worker): *naive* reads the body with orjson, builds a pandas DataFrame and calls
+``model.predict``; *tuned* makes a float64 NumPy array instead, with the model's fitted feature
+names removed so that scikit-learn skips its name check. Neither checks a schema or an input,
+so tuned is as fast as this model can be served from Python.
 With several rounds, every figure is the median over rounds, and each round starts with the
 next server. ``--baseline DIR`` adds "before": our server from another checkout (a
 ``git worktree`` of an earlier commit), run the same way, for before/after ratios measured side
@@ -47,6 +55,39 @@ async def ping():
 async def invocations(request: Request):
     await request.body()
     return Response('{"predictions": [0]}', media_type="application/json")
+'''
+
+# The model's own app, as one would write it by hand (BENCH_MODEL: the model's directory).
+HAND_WRITTEN_APP = '''
+import os
+
+import mlflow.sklearn
+import numpy as np
+import orjson
+import pandas as pd
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+
+model = mlflow.sklearn.load_model(os.environ["BENCH_MODEL"])
+TUNED = os.environ["BENCH_APP"] == "tuned"
+if TUNED:
+    del model.feature_names_in_  # a NumPy array has no names to check
+
+app = FastAPI()
+
+@app.get("/ping")
+async def ping():
+    return Response("\\n", media_type="application/json")
+
+@app.post("/invocations")
+async def invocations(request: Request):
+    split = orjson.loads(await request.body())["dataframe_split"]
+    if TUNED:
+        rows = np.asarray(split["data"], dtype=np.float64)
+    else:
+        rows = pd.DataFrame(split["data"], columns=split["columns"])
+    return Response(orjson.dumps({"predictions": model.predict(rows).tolist()}),
+                    media_type="application/json")
 '''
 
 WRK_SCRIPT = '''
@@ -164,6 +205,21 @@ def summary(med: Any, payloads: dict[str, Path], connection_counts: list[int],
                   f"| {p99_ours:.2f} | {p99_theirs:.2f} | {p99_theirs / p99_ours:.1f}x |")
 
 
+def ceilings(med: Any, payloads: dict[str, Path], connection_counts: list[int]) -> None:
+    """Ours against the hand-written apps, all with one worker."""
+    print("\nceilings: ours, naive and tuned with 1 worker each (goals: ours1/tuned >= 95% at 1 "
+          "row, >= 90% at 100 rows)\n")
+    print("| payload | c | ours1 req/s | naive req/s | tuned req/s | ours1/tuned | ours1/naive "
+          "| ours1 p99 ms | tuned p99 ms |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for payload in payloads:
+        for c in connection_counts:
+            ours, naive, tuned = (med(n, payload, c, "rps") for n in ("ours1", "naive", "tuned"))
+            p99 = [med(n, payload, c, "p99") for n in ("ours1", "tuned")]
+            print(f"| {payload} | {c} | {ours:.0f} | {naive:.0f} | {tuned:.0f} | "
+                  f"{ours / tuned:.0%} | {ours / naive:.1f}x | {p99[0]:.2f} | {p99[1]:.2f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=8)
@@ -172,7 +228,7 @@ def main() -> None:
     parser.add_argument("--baseline", type=Path, help="a checkout whose serving_image is "
                         "benchmarked as 'before'")
     parser.add_argument("--servers", help="comma-separated subset of ours,batched,mlflow,bare,"
-                        "before")
+                        "ours1,naive,tuned,before")
     parser.add_argument("--connections", default="1,8,32")
     parser.add_argument("--rows", default="1,100")
     args = parser.parse_args()
@@ -185,11 +241,17 @@ def main() -> None:
     payloads = {name: script for name, script in write_payloads(work, make_model(model)).items()
                 if name.split()[0] in args.rows.split(",")}
     (work / "bare_app.py").write_text(BARE_APP)
+    (work / "hand_written_app.py").write_text(HAND_WRITTEN_APP)
     python = sys.executable
     ours = lambda port: [python, "-m", "serving_image", "--model", str(model),  # noqa: E731
                          "--host", "127.0.0.1", "--port", str(port), "--workers",
                          str(args.workers)]
-    environments: dict[str, dict[str, str]] = {"batched": {"SCORING_BATCH_MAX_SIZE": "64"}}
+    environments: dict[str, dict[str, str]] = {
+        "batched": {"SCORING_BATCH_MAX_SIZE": "64"},
+        "naive": {"BENCH_MODEL": str(model), "BENCH_APP": "naive"},
+        "tuned": {"BENCH_MODEL": str(model), "BENCH_APP": "tuned"}}
+    hand_written = [python, "-m", "uvicorn", "hand_written_app:app", "--host", "127.0.0.1",
+                    "--workers", "1", "--port"]
     servers = {
         "ours": ours,
         "batched": ours,
@@ -198,6 +260,9 @@ def main() -> None:
                                 "-w", "1"],
         "bare": lambda port: [python, "-m", "uvicorn", "bare_app:app", "--host", "127.0.0.1",
                               "--port", str(port), "--workers", str(args.workers)],
+        "ours1": lambda port: [*ours(port)[:-1], "1"],
+        "naive": lambda port: [*hand_written, str(port)],
+        "tuned": lambda port: [*hand_written, str(port)],
     }
     if args.baseline:
         servers["before"] = ours
@@ -251,6 +316,8 @@ def main() -> None:
                       f"| {med('ours', payload, c, 'p99'):.2f} |")
     if {"ours", "batched", "mlflow", "bare"} <= set(servers):
         summary(med, payloads, connection_counts, args)
+    if {"ours1", "naive", "tuned"} <= set(servers):
+        ceilings(med, payloads, connection_counts)
     errors = sum(p["errors"] for points in results.values() for p in points)
     print(f"\nnon-2xx responses: {errors:.0f}")
 

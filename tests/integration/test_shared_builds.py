@@ -146,6 +146,7 @@ def test_create_delete_and_prune_at_once_leave_what_is_in_use(
                                                      for d in client.list_deployments()]
 
 
+@pytest.mark.slow  # 110 s, most of it the lease's 30 s expiry and a build: make test-all
 def test_a_killed_builder_is_taken_over_once_its_lease_expires(
         iris_versions, names, docker_client: docker.DockerClient, tmp_path: Path) -> None:
     first, second = _register(iris_versions["v1"], tmp_path, 2)

@@ -156,8 +156,8 @@ class SwarmRuntime:
         if endpoint is None and front is not None:
             config = shared.with_limits(config, fronts.limits_of(front))
         return Deployment(name, labels, config, replicas, url, endpoint, runtime=SWARM,
-                          nodes=nodes, certificate=fronts.certificate_of(front)
-                          if endpoint is None and front is not None else None)
+                          nodes=nodes,
+                          certificate=fronts.certificate_of(front) if front else None)
 
     def _reach(self, front: Mapping[str, Any]) -> tuple[str | None, tuple[str, ...]]:
         """The front's URL on the manager's address (or ``host_address``), and the addresses

@@ -167,7 +167,6 @@ def test_cli_session_on_a_swarm(swarm: Swarm, iris_versions, tmp_path: Path) -> 
     assert missing.returncode != 0 and "No deployment named" in missing.stderr
 
 
-@pytest.mark.slow
 def test_an_https_endpoint_on_a_swarm(swarm: Swarm, tmp_path: Path) -> None:
     """An HTTPS endpoint's fronts on every node serve the certificate, whose key is a Swarm
     secret only the front's user reads; a new certificate rolls out to every node and the old
@@ -213,6 +212,7 @@ def test_an_https_endpoint_on_a_swarm(swarm: Swarm, tmp_path: Path) -> None:
         == []
 
 
+@pytest.mark.slow
 def test_weighted_traffic_on_a_swarm_endpoint(swarm: Swarm, iris_versions) -> None:
     """A shared endpoint's fronts take each new split one node at a time: the other nodes
     answer meanwhile, and the split holds on every node."""

@@ -123,7 +123,8 @@ class DockerHostDeploymentClient(BaseDeploymentClient):
         check_name(name)
         flavor = check_flavor(flavor)
         given = normalize(config)
-        engine = self._connect(parse_config(given, "update"))
+        asked = parse_config(given, "update")
+        engine = self._connect(asked)
         with talking_to(engine):
             runtime, current = _find(engine, name, endpoint)
             with runtime.lease("deployment", name, "update"):
@@ -131,7 +132,7 @@ class DockerHostDeploymentClient(BaseDeploymentClient):
                 _check_front_keys(given, current.endpoint)
                 raw = _merged(runtime, current, given)
                 settings = parse_config(raw, "update")
-                tls = _certificate(parse_config(given, "update"), given,
+                tls = _certificate(asked, given,
                                    lambda: _host(runtime, current.url, settings),
                                    _serves_https(current.url))
                 runtime.prepare(settings, makes_front=False)
@@ -405,7 +406,7 @@ def _serves_https(url: str | None) -> bool:
 
 def _host(runtime: Runtime, url: str | None, settings: Settings) -> str:
     """The host in an endpoint's URL (if it publishes none, the one it would have)."""
-    return urlsplit(url).hostname or runtime.host(settings) if url else runtime.host(settings)
+    return (urlsplit(url).hostname if url else None) or runtime.host(settings)
 
 
 def _check_ports(settings: Settings, endpoint: str | None) -> None:

@@ -16,9 +16,16 @@ import requests
 from mlflow.exceptions import MlflowException
 from requests.adapters import HTTPAdapter
 
+from mlflow_docker_target.config import Settings
 from mlflow_docker_target.engine.connection import Engine
+from mlflow_docker_target.runtimes import certificates
 
 UNREACHABLE_GRACE = 15.0
+
+
+def bind_address(engine: Engine, settings: Settings) -> str:
+    """The host address a port is published on: a remote engine's loopback is out of reach."""
+    return settings.bind_address or ("127.0.0.1" if engine.is_local else "0.0.0.0")
 
 
 def host_for(engine: Engine, bound: str, host_address: str | None) -> str:
@@ -39,13 +46,13 @@ def url_for(engine: Engine, bound: str, port: int, host_address: str | None,
     return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
-def new_session(pinned: ssl.SSLContext | None = None) -> requests.Session:
-    """A session straight to an endpoint; ``pinned``: the TLS context to verify it with (the
-    plugin's checks trust the certificate they gave the front), else the system's trust."""
+def new_session(certificate: str | None = None) -> requests.Session:
+    """A session straight to an endpoint; ``certificate``: the chain an HTTPS front serves,
+    which the plugin's own checks trust alone (:func:`certificates.pinned`)."""
     session = requests.Session()
     session.trust_env = False  # the endpoint is the engine's host, never a proxy's
-    if pinned is not None:
-        session.mount("https://", _Pinned(pinned))
+    if certificate is not None:
+        session.mount("https://", _Pinned(certificates.pinned(certificate)))
     return session
 
 
@@ -61,10 +68,11 @@ class _Pinned(HTTPAdapter):
         super().init_poolmanager(*args, **kwargs)
 
 
-def check_reachable(url: str, server: str, grace: float = UNREACHABLE_GRACE,
-                    pinned: ssl.SSLContext | None = None) -> None:
-    """``url`` answers ``/ping`` with 200 from this machine within ``grace`` seconds."""
-    session = new_session(pinned)
+def check_reachable(url: str, server: str, certificate: str | None = None,
+                    grace: float = UNREACHABLE_GRACE) -> None:
+    """``url`` answers ``/ping`` with 200 from this machine within ``grace`` seconds (an HTTPS
+    front with ``certificate``)."""
+    session = new_session(certificate)
     deadline = time.monotonic() + grace
     failure = ""
     while time.monotonic() < deadline:

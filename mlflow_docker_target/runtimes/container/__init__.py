@@ -31,8 +31,8 @@ from mlflow_docker_target.engine.images import ensure_image, remove_images
 from mlflow_docker_target.image_build import environment_cache
 from mlflow_docker_target.image_build.model_image import model_image
 from mlflow_docker_target.record import ModelRef
-from mlflow_docker_target.runtimes import certificates, haproxy, lease, reach
 from mlflow_docker_target.runtimes import fronts as shared
+from mlflow_docker_target.runtimes import haproxy, lease, reach
 from mlflow_docker_target.runtimes.certificates import Certificate
 from mlflow_docker_target.runtimes.container import containers, fronts, gpus
 from mlflow_docker_target.runtimes.interface import (
@@ -136,7 +136,7 @@ class ContainerRuntime:
     # Fronts
 
     def host(self, settings: Settings) -> str:
-        return reach.host_for(self.engine, fronts.bind_address(self.engine, settings),
+        return reach.host_for(self.engine, reach.bind_address(self.engine, settings),
                               settings.host_address)
 
     def create_endpoint(self, name: str, settings: Settings,
@@ -167,8 +167,10 @@ class ContainerRuntime:
 
     def _refresh(self, front: Container, traffic: shared.Traffic = None,
                  keep_traffic: bool = True, held: bool = False,
-                 limits: haproxy.Limits | None = None, tls: Certificate | None = None) -> None:
-        """Render the front's configuration from what the engine holds now and reload it.
+                 limits: haproxy.Limits | None = None,
+                 tls: Certificate | None = None) -> shared.State:
+        """Render the front's configuration from what the engine holds now and reload it;
+        return its record of itself.
 
         ``keep_traffic``: the recorded traffic, else ``traffic``; ``limits``: these, else the
         recorded ones; ``tls``: a new certificate, else the one it has. A shared endpoint's front is
@@ -182,7 +184,7 @@ class ContainerRuntime:
                    else contextlib.nullcontext())
         with holding:
             state = fronts.recorded(front)
-            fronts.configure(front, name, self._backends(
+            return fronts.configure(front, name, self._backends(
                 endpoint, deployment, state.traffic if keep_traffic else traffic,
                 network=fronts.network_of(front)),
                 dataclasses.replace(state, traffic=state.traffic if keep_traffic else traffic,
@@ -277,14 +279,12 @@ class ContainerRuntime:
             network = self.client.networks.get(fronts.network_of(front))
             for slot, container in zip(slots, started, strict=True):
                 network.connect(container, aliases=[haproxy.server_name(name, slot)])
-            self._refresh(front, limits=_own_limits(version), tls=version.tls)
+            state = self._refresh(front, limits=_own_limits(version), tls=version.tls)
             for container in started:
                 containers.wait_probe(container, deadline, behind_front=True)
             url = fronts.url(self.engine, front)
             if url:
-                certificate = fronts.recorded(front).certificate
-                reach.check_reachable(url, started[0].name, pinned=certificates.pinned(
-                    certificate) if certificate else None)
+                reach.check_reachable(url, started[0].name, state.certificate)
         except BaseException:
             _in_parallel(lambda c: containers.remove(c, stop_timeout=1), started)
             with contextlib.suppress(Exception):  # their server lines go too

@@ -71,8 +71,7 @@ def start(engine: Engine, spec: Spec, host_port: int | None = None,
         kwargs["device_requests"] = gpus.device_requests(settings.gpus)
     if publish:
         # A remote engine's loopback is out of this machine's reach.
-        bind = settings.bind_address or ("127.0.0.1" if engine.is_local else "0.0.0.0")
-        kwargs["ports"] = {CONTAINER_PORT: (bind, host_port)}
+        kwargs["ports"] = {CONTAINER_PORT: (reach.bind_address(engine, settings), host_port)}
     if spec.local_run:  # the engine removes it when it ends, however the client ends
         kwargs["auto_remove"] = True
     policy = "no" if spec.local_run else settings.restart_policy

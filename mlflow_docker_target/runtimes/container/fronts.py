@@ -60,7 +60,7 @@ def start(engine: Engine, settings: Settings, image: str, endpoint: str | None =
     the limits ``settings`` ask for; with ``tls``, serving HTTPS only."""
     stem = f"mlflow-endpoint-{endpoint}" if endpoint else f"mlflow-{deployment}-front"
     labels = fronts.labels(settings, endpoint, deployment, https=tls is not None)
-    bind = bind_address(engine, settings)
+    bind = reach.bind_address(engine, settings)
     network = engine.client.networks.create(stem, labels=labels, check_duplicate=True)
     volume = engine.client.volumes.create(_volume_name(stem), labels=labels)
     try:
@@ -93,11 +93,6 @@ def start(engine: Engine, settings: Settings, image: str, endpoint: str | None =
         volume.remove(force=True)
         raise
     return container
-
-
-def bind_address(engine: Engine, settings: Settings) -> str:
-    """The host address a front publishes on: a remote engine's loopback is out of reach."""
-    return settings.bind_address or ("127.0.0.1" if engine.is_local else "0.0.0.0")
 
 
 def _create(engine: Engine, image: str, name: str, labels: dict[str, str], network: Network,
@@ -137,9 +132,9 @@ def _pick_port(engine: Engine, image: str, bind: str, stem: str, labels: dict[st
 
 
 def configure(container: Container, name: str, backends: tuple[haproxy.Backend, ...],
-              state: fronts.State, tls: Certificate | None = None) -> None:
+              state: fronts.State, tls: Certificate | None = None) -> fronts.State:
     """Write the front's configuration, and its record of itself (``state``), into it; with
-    ``tls``, its new certificate and key too; reload it if running.
+    ``tls``, its new certificate and key too; reload it if running. Returns the record written.
 
     HAProxy's master process re-reads the file (and the certificate) on SIGUSR2 and starts new
     workers, while the old ones finish the requests they hold: nothing in flight is lost. The
@@ -172,6 +167,7 @@ def configure(container: Container, name: str, backends: tuple[haproxy.Backend, 
         key = None
     write(tuple(dataclasses.replace(b, servers=tuple(haproxy.Server(s.slot) for s in b.servers))
                 for b in backends), key)
+    return state
 
 
 def reload(container: Container) -> None:

@@ -39,8 +39,8 @@ from mlflow_docker_target.engine.images import remove_images
 from mlflow_docker_target.image_build import environment_cache
 from mlflow_docker_target.image_build.model_image import model_image
 from mlflow_docker_target.record import ModelRef
-from mlflow_docker_target.runtimes import certificates, haproxy, lease, reach
 from mlflow_docker_target.runtimes import fronts as shared
+from mlflow_docker_target.runtimes import haproxy, lease, reach
 from mlflow_docker_target.runtimes.certificates import Certificate
 from mlflow_docker_target.runtimes.interface import (
     Deployment,
@@ -287,9 +287,8 @@ class SwarmRuntime:
             front = self.client.api.inspect_service(front["ID"])
             url, _ = self._reach(front)
             if url:
-                chain = fronts.certificate_of(front)
                 reach.check_reachable(url, f"service {service_name(name)}",
-                                      pinned=certificates.pinned(chain) if chain else None)
+                                      fronts.certificate_of(front))
         except BaseException as exc:
             if made is not None:
                 services.remove_service(self.client, made)

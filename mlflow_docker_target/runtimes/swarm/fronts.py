@@ -121,13 +121,7 @@ def _config(client: docker.DockerClient, service: str, name: str,
     """A Swarm config holding the front's HAProxy configuration: (id, name)."""
     text = haproxy.render(name, backends, limits, metrics, TLS_PATH if https else None).encode()
     config_name = f"{service}-{hashlib.sha256(text).hexdigest()[:12]}"
-    try:
-        found = client.configs.get(config_name)
-        return found.id, config_name
-    except docker.errors.NotFound:
-        made = client.configs.create(name=config_name, data=text,
-                                     labels={record.FRONT: service})
-        return made.id, config_name
+    return _stored(client.configs, service, config_name, text), config_name
 
 
 def _secret(client: docker.DockerClient, service: str, tls: Certificate) -> SecretReference:
@@ -135,13 +129,19 @@ def _secret(client: docker.DockerClient, service: str, tls: Certificate) -> Secr
     Its name holds a hash of the certificate (never of the key: the certificate names it), as
     secrets are immutable."""
     name = f"{service}-tls-{hashlib.sha256(tls.chain).hexdigest()[:12]}"
-    try:
-        secret_id = client.secrets.get(name).id
-    except docker.errors.NotFound:
-        secret_id = client.secrets.create(name=name, data=tls.pem(),
-                                          labels={record.FRONT: service}).id
     uid, gid = haproxy.FRONT_USER.split(":")
-    return SecretReference(secret_id, name, filename=TLS_FILE, uid=uid, gid=gid, mode=0o400)
+    return SecretReference(_stored(client.secrets, service, name, tls.pem()), name,
+                           filename=TLS_FILE, uid=uid, gid=gid, mode=0o400)
+
+
+def _stored(stored: ConfigCollection | SecretCollection, service: str, name: str,
+            data: bytes) -> str:
+    """The id of the front's config (or secret) ``name``, made with ``data`` unless it exists
+    (its name holds a hash of what it holds: both are immutable)."""
+    try:
+        return str(stored.get(name).id)
+    except docker.errors.NotFound:
+        return str(stored.create(name=name, data=data, labels={record.FRONT: service}).id)
 
 
 def certificate_of(service: Mapping[str, Any]) -> str | None:

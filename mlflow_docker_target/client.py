@@ -37,7 +37,7 @@ from mlflow_docker_target.engine.errors import talking_to
 from mlflow_docker_target.image_build import model_fetch
 from mlflow_docker_target.image_build.model_fetch import check_flavor
 from mlflow_docker_target.names import check_name
-from mlflow_docker_target.runtimes import certificates
+from mlflow_docker_target.runtimes import certificates, payload_log
 from mlflow_docker_target.runtimes.certificates import Certificate
 from mlflow_docker_target.runtimes.fronts import limits_of
 from mlflow_docker_target.runtimes.haproxy import Limits
@@ -171,6 +171,8 @@ class DockerHostDeploymentClient(BaseDeploymentClient):
             _check_on(found, endpoint)
             with runtime.lease("deployment", name, "delete"):
                 images = runtime.remove(found, settings.stop_timeout)
+                if settings.remove_payload_log:
+                    payload_log.remove_volume(engine, name)
             if settings.remove_image:
                 runtime.remove_images(images)
 

@@ -18,6 +18,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 from mlflow_docker_target import config_values as values
+from serving_image.contract import PAYLOAD_LOG_DIR
 from serving_image.settings import ServerSettings
 
 SERVER = ServerSettings()  # the defaults of the keys that are server settings
@@ -27,12 +28,12 @@ STRIP_IMAGE_ENV = "MLFLOW_DOCKERHOST_STRIP_IMAGE"
 ENV_PREFIX = "env."
 
 MASK = "***"
-SECRET_KEYS = frozenset({"auth_token"})
+SECRET_KEYS = frozenset({"auth_token", "payload_log_token"})  # server settings
 _SECRET_ENV = re.compile(r"(token|secret|password|passwd|key|credential)", re.IGNORECASE)
 
 
 def is_secret(key: str) -> bool:
-    """The one rule for what is never shown (labels, get, list, logs): ``auth_token``,
+    """The one rule for what is never shown (labels, get, list, logs): ``SECRET_KEYS``,
     and ``env.<NAME>`` whose name looks like a secret."""
     return key in SECRET_KEYS or (key.startswith(ENV_PREFIX) and bool(_SECRET_ENV.search(key)))
 
@@ -213,8 +214,37 @@ KEYS: tuple[Key, ...] = (
         server=True),
     Key("parquet", values.boolean, "true or false", False,
         "Accept application/vnd.apache.parquet bodies (adds pyarrow to the image).", DEPLOY),
-    Key("stop_timeout", values.positive_int, "seconds >= 1", 10,
-        "Grace period for in-flight requests when a replica is stopped.", DEPLOY | DELETE),
+    Key("stop_timeout", values.positive_int, "seconds >= 1", SERVER.stop_timeout,
+        "Grace period for in-flight requests (and the inference log's queue) when a replica "
+        "is stopped.", DEPLOY | DELETE, server=True),
+    Key("payload_log", values.payload_sink, "volume, or an http:// or https:// URL", None,
+        "Record every prediction's request and answer (the inference log). volume: JSON Lines "
+        f"in the deployment's own Docker volume, at {PAYLOAD_LOG_DIR} in its replicas, kept "
+        "after delete; a URL: KServe's logger CloudEvents (binary mode) posted there. Records "
+        "go through a bounded queue: when the sink is slow or down they are dropped and "
+        "counted, and predictions are never slowed or failed.", DEPLOY, "none (off)",
+        server=True),
+    Key("payload_log_sample", values.fraction, "a number from 0 to 1", SERVER.payload_log_sample,
+        "Share of requests recorded, decided by request id (x-request-id), alike on every "
+        "replica.", DEPLOY, server=True),
+    Key("payload_log_max_body", values.size, "a size such as 64k", SERVER.payload_log_max_body,
+        "Bytes of each request and answer body recorded; longer ones are cut, and the record "
+        "says so.", DEPLOY, "64k", server=True),
+    Key("payload_log_headers", values.header_names, "header names separated by commas", None,
+        "Request headers recorded; none unless named, and never Authorization.", DEPLOY,
+        "none", server=True),
+    Key("payload_log_token", values.text, "a secret string", None,
+        "Bearer token sent to the HTTP sink; kept only in the container's environment.",
+        DEPLOY, "none", server=True),
+    Key("payload_log_max_size", values.size, "a size such as 1g", SERVER.payload_log_max_size,
+        "The volume sink's total; beyond, its oldest files are removed (records may hold "
+        "personal data).", DEPLOY, "1g", server=True),
+    Key("payload_log_retention", values.duration, "a duration such as 30d, 12h or 3600",
+        SERVER.payload_log_retention, "How long the volume sink keeps a file.", DEPLOY, "30d",
+        server=True),
+    Key("remove_payload_log", values.boolean, "true or false", False,
+        "Remove the deployment's inference log volume too; by default it stays, as data "
+        "(mlflow-dockerhost prune --volumes removes it later).", DELETE),
     Key("timeout", values.seconds, "seconds > 0", 60.0,
         "Time limit for reaching the Docker engine and for each call to it (builds are not "
         "limited).", CONNECTION),
@@ -261,6 +291,9 @@ EXAMPLES = {
     "max_connections": "8",
     "https_cert": "endpoint.pem",
     "https_key": "endpoint.key",
+    "payload_log": "volume",
+    "payload_log_sample": "0.1",
+    "payload_log_headers": "user-agent,x-tenant",
 }
 
 
@@ -321,6 +354,14 @@ class Settings:
     tlskey: str | None = _default("tlskey")
     tlsverify: bool | None = _default("tlsverify")
     remove_image: bool = _default("remove_image")
+    payload_log: str | None = _default("payload_log")
+    payload_log_sample: float = _default("payload_log_sample")
+    payload_log_max_body: int = _default("payload_log_max_body")
+    payload_log_headers: str | None = _default("payload_log_headers")
+    payload_log_token: str | None = _default("payload_log_token")
+    payload_log_max_size: int = _default("payload_log_max_size")
+    payload_log_retention: float = _default("payload_log_retention")
+    remove_payload_log: bool = _default("remove_payload_log")
     env: dict[str, str] = field(default_factory=dict)
 
     def resolved_base_image(self, python_version: str) -> str:

@@ -146,6 +146,46 @@ def path(value: str) -> str:
 
 
 
+def payload_sink(value: str) -> str:
+    """Where the inference log goes: ``volume``, or an ``http://`` or ``https://`` URL."""
+    from urllib.parse import urlsplit
+
+    value = value.strip()
+    if value == "volume":
+        return value
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(value)
+    parts.port  # noqa: B018 (raises ValueError on a bad port)
+    return value
+
+
+fraction = number(float, 0, 1)
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd]?)$", re.IGNORECASE)
+_DURATION_FACTOR = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration(value: str) -> float:
+    """Seconds, or a number with s, m, h or d: ``30d``, ``12h``."""
+    match = _DURATION.match(value.strip())
+    if not match or float(match.group(1)) <= 0:
+        raise ValueError(value)
+    return float(match.group(1)) * _DURATION_FACTOR[match.group(2).lower()]
+
+
+_HEADER = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+
+
+def header_names(value: str) -> str:
+    """HTTP header names separated by commas, lower-cased; never ``Authorization``."""
+    names = sorted({name.strip().lower() for name in value.split(",") if name.strip()})
+    if not names or not all(_HEADER.match(name) for name in names) \
+            or "authorization" in names:
+        raise ValueError(value)
+    return ",".join(names)
+
+
 def traffic(value: str) -> dict[str, int]:
     """``name:weight,name:weight`` with whole weights that sum to 100."""
     weights: dict[str, int] = {}

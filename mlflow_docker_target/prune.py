@@ -1,5 +1,8 @@
 """What the plugin built on an engine and nothing uses any more, and reclaiming it.
 
+Inference log volumes of deployments that are gone are listed too (``orphaned_volumes``); they
+are data, so the command removes them only when asked (``--volumes``).
+
 Only images the plugin built are candidates (labelled ``kind``: model, environment, system, or
 a build's ``stage``); base, proxy and strip images, and the lease image, never are. An image
 that a container (running or not) or a Swarm service uses stays. While a client holds a lease
@@ -13,11 +16,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from docker.models.images import Image
+from docker.models.volumes import Volume
 
 from mlflow_docker_target import record
 from mlflow_docker_target.engine.connection import Engine
 from mlflow_docker_target.image_build.model_image import image_repository
-from mlflow_docker_target.runtimes import lease
+from mlflow_docker_target.runtimes import lease, payload_log
 
 
 @dataclass(frozen=True)
@@ -82,3 +86,21 @@ def unused(engine: Engine, leases: set[str]) -> Iterator[Unused]:
             yield Unused(image, "base with system packages no environment is built on")
     for image in client.images.list(filters={"label": f"{record.STAGE}=build"}):
         yield Unused(image, "stage of a build that ended")
+
+
+def _deployments(engine: Engine) -> set[str]:
+    """Names of the deployments on this engine: its containers' and (on a manager) services'."""
+    client = engine.client
+    names = {c.labels.get(record.DEPLOYMENT, "") for c in client.containers.list(
+        all=True, filters={"label": record.DEPLOYMENT})}
+    swarm = client.info().get("Swarm") or {}
+    if swarm.get("LocalNodeState") == "active" and swarm.get("ControlAvailable"):
+        names |= {(s["Spec"].get("Labels") or {}).get(record.DEPLOYMENT, "")
+                  for s in client.api.services(filters={"label": record.DEPLOYMENT})}
+    return names - {""}
+
+
+def orphaned_volumes(engine: Engine, leases: set[str]) -> list[Volume]:
+    """Inference log volumes whose deployment is gone (and is not being made right now)."""
+    alive = _deployments(engine) | set(lease.leased(leases, "deployment"))
+    return [v for v in payload_log.volumes(engine) if payload_log.deployment_of(v) not in alive]

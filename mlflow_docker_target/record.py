@@ -12,13 +12,14 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from mlflow_docker_target.config import ENV_PREFIX, MASK, is_secret
+from mlflow_docker_target.config import ENV_PREFIX, MASK, SECRET_KEYS, is_secret
+from serving_image.contract import ENV_PREFIX as SERVER_ENV_PREFIX
 
 LABEL = "io.mlflow.dockerhost"
 
 # What a container or image is and what it belongs to.
 DEPLOYMENT = f"{LABEL}.deployment"
-ROLE = f"{LABEL}.role"  # server, front, lock or probe
+ROLE = f"{LABEL}.role"  # server, front, lock, probe or payload-log (a volume)
 ENDPOINT = f"{LABEL}.endpoint"  # a shared endpoint: on its front and on its deployments' servers
 FRONT_OF = f"{LABEL}.front-of"  # the deployment a private front belongs to
 SLOT = f"{LABEL}.slot"  # a replica's number behind its front: its server line and network alias
@@ -59,6 +60,7 @@ BASE_SUITE = f"{LABEL}.base-suite"
 
 SERVER, FRONT, LOCK_ROLE = "server", "front", "lock"
 PROBE_ROLE = "probe"  # a throwaway container that asks the engine a question (gpus.check)
+PAYLOAD_LOG = "payload-log"  # the role of a deployment's inference log volume
 
 # How a client reaches the engine, the port of the endpoint a create made, and the client's
 # files of the endpoint's certificate (the front holds what they held) are no part of a
@@ -126,6 +128,7 @@ def recorded_config(labels: Mapping[str, str], environment: list[str] | None) ->
     env = dict(entry.partition("=")[::2] for entry in environment or [])
     for key, value in list(config.items()):
         if value == MASK and is_secret(key):
-            name = "SCORING_AUTH_TOKEN" if key == "auth_token" else key[len(ENV_PREFIX):]
+            name = (SERVER_ENV_PREFIX + key.upper() if key in SECRET_KEYS
+                    else key[len(ENV_PREFIX):])
             config[key] = env.get(name, "")
     return config

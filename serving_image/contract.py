@@ -20,6 +20,9 @@ SERVER_USER = "10001:10001"
 # version in DEPLOYMENT_HEADER and MODEL_VERSION_HEADER.
 DEPLOYMENT_HEADER = "x-mlflow-deployment"
 MODEL_VERSION_HEADER = "x-mlflow-model-version"
+# A prediction's id: the client's when it sends one, else the server's; every answer of a
+# server with an inference log carries it, and so does the request's record.
+REQUEST_ID_HEADER = "x-request-id"
 
 # Readiness behind a front. The front asks PING_PATH every CHECK_INTERVAL_MS, sending
 # FRONT_HEADER; a server notes the first such check it answers with 200. The plugin's probe
@@ -61,6 +64,13 @@ SCRATCH_ENV = {
     "NUMBA_CACHE_DIR": f"{SCRATCH_DIR}/numba",
     "JOBLIB_TEMP_FOLDER": SCRATCH_DIR,
 }
+# The inference log (``-C payload_log``). Its ``volume`` sink writes JSON Lines into a named
+# volume mounted at PAYLOAD_LOG_DIR; the images hold that directory, owned by SERVER_USER, so a
+# new volume (on any node) starts with that owner. Its HTTP sink posts KServe's CloudEvents.
+PAYLOAD_LOG_VOLUME = "volume"
+PAYLOAD_LOG_DIR = "/var/lib/mlflow-dockerhost/payload-log"
+PAYLOAD_SINK_UNREACHABLE = "Inference log sink unreachable"  # starts its warning, which get shows
+
 READ_ONLY_HINT = (f"The replica's root filesystem is read-only (only {SCRATCH_DIR} and /dev/shm "
                   "are writable); deploy with -C hardened=false for a model that writes into "
                   "its image.")
@@ -74,6 +84,7 @@ def dockerfile_facts() -> dict[str, str]:
         "@MODEL_PATH@": MODEL_PATH,
         "@SERVER_PATH@": SERVER_PATH,
         "@SERVER_USER@": SERVER_USER,
+        "@PAYLOAD_LOG_DIR@": PAYLOAD_LOG_DIR,
         "@SCRATCH_ENV@": " ".join(f"{name}={value}" for name, value in SCRATCH_ENV.items()),
         "@HEALTHCHECK@": (f"HEALTHCHECK --interval={HEALTHCHECK_INTERVAL_SECONDS}s "
                           f"--timeout={HEALTHCHECK_TIMEOUT_SECONDS}s "

@@ -42,6 +42,14 @@ STREAMS_ACTIVE = Gauge("mlflow_server_streams_active", "Stream threads running a
                        multiprocess_mode="livesum")
 MODEL_LOAD = Gauge("mlflow_server_model_load_seconds", "Time to load and warm the model",
                    multiprocess_mode="max")
+PAYLOAD_RECORDS = Counter("mlflow_server_payload_log_records_total",
+                          "Inference log records handed to the sink")
+PAYLOAD_DROPPED = Counter("mlflow_server_payload_log_dropped_total",
+                          "Inference log records dropped, by reason (queue_full: the sink is "
+                          "slower than the traffic; sink_error: it refused or failed; shutdown: "
+                          "still queued when the stop timeout ran out)", ["reason"])
+PAYLOAD_QUEUE = Gauge("mlflow_server_payload_log_queue_depth",
+                      "Inference log records waiting for the sink", multiprocess_mode="livesum")
 
 
 def render() -> tuple[bytes, str]:

@@ -6,3 +6,6 @@ ARG ENV_IMAGE
 FROM ${ENV_IMAGE}
 COPY server/ @SERVER_PATH@/
 COPY --chown=@SERVER_USER@ model/ @MODEL_PATH@/
+# The inference log's directory, owned by the server's user: a new volume mounted there takes
+# its owner (and this README) from the image, on whichever node it is made.
+COPY --chown=@SERVER_USER@ payload-log/ @PAYLOAD_LOG_DIR@/

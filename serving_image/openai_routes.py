@@ -95,7 +95,8 @@ def routes(state: ModelState, settings: ServerSettings) -> list[ServerRoute]:
     table = [(RESPONSES_PATHS, responses, ("POST",), "responses"),
              (CHAT_PATHS, chat_completions, ("POST",), "chat"),
              (MODELS_PATHS, models, ("GET",), "models")]
-    return [ServerRoute(path, handler, methods, openai_operation(operation), openai=True)
+    return [ServerRoute(path, handler, methods, openai_operation(operation), openai=True,
+                        protocol="openai" if methods == ("POST",) else None)
             for paths, handler, methods, operation in table for path in paths]
 
 

@@ -3,8 +3,9 @@
 Everything else about a route derives from its entry: the application mounts the entries
 (``mounted``), auth leaves the ``open`` ones (the health probes) without a token
 (``open_paths``) and refuses the ``openai`` ones in OpenAI's error shape (``openai_paths``),
-metrics label every request with its route's ``metric`` (``metric_label``), and the OpenAPI
-document takes each entry's ``operation`` (``openapi_paths``). A route added to
+metrics label every request with its route's ``metric`` (``metric_label``), the inference log
+records the routes with a ``protocol`` (``protocol_of``), and the OpenAPI document takes each
+entry's ``operation`` (``openapi_paths``). A route added to
 the table is guarded, counted and documented without anyone remembering to.
 """
 
@@ -31,6 +32,7 @@ class ServerRoute:
     open: bool = False  # answered without the bearer token: the health probes
     metric: str | None = None  # its label in the metrics, if not its path (several share one)
     openai: bool = False  # its errors take OpenAI's shape (auth's 401 too)
+    protocol: str | None = None  # an inference protocol: its requests go to the inference log
 
 
 def mounted(routes: Iterable[ServerRoute]) -> list[Route]:
@@ -62,6 +64,23 @@ def metric_label(routes: Iterable[ServerRoute]) -> Callable[[str], str]:
         return next((name for regex, name in templated if regex.match(path)), "other")
 
     return label
+
+
+def protocol_of(routes: Iterable[ServerRoute]) -> Callable[[str, str], str | None]:
+    """The inference protocol of a request (method, path), ``None`` for every other route."""
+    table = [r for r in routes if r.protocol]
+    fixed = {(m, r.path): r.protocol for r in table if "{" not in r.path for m in r.methods}
+    templated = [(m, compile_path(r.path)[0], r.protocol) for r in table if "{" in r.path
+                 for m in r.methods]
+
+    def protocol(method: str, path: str) -> str | None:
+        found = fixed.get((method, path))
+        if found is not None:
+            return found
+        return next((name for m, regex, name in templated
+                     if m == method and regex.match(path)), None)
+
+    return protocol
 
 
 def openapi_paths(routes: Iterable[ServerRoute]) -> dict[str, Any]:

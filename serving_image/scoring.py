@@ -93,7 +93,7 @@ def route(state: ModelState, settings: ServerSettings) -> ServerRoute:
         return invocations_operation(request_body(state.model, settings.model_path)
                                      if loaded else None)
 
-    return ServerRoute("/invocations", invocations, ("POST",), operation)
+    return ServerRoute("/invocations", invocations, ("POST",), operation, protocol="mlflow")
 
 
 def _as_json_error(status: int, text: str) -> JSONResponse:

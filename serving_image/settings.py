@@ -15,7 +15,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from serving_image.contract import ENV_PREFIX, MODEL_PATH, SERVER_PORT
+from serving_image.contract import ENV_PREFIX, MODEL_PATH, PAYLOAD_LOG_DIR, SERVER_PORT
 
 
 def available_cpus() -> int:
@@ -77,6 +77,18 @@ class ServerSettings:
     queue_size: int = 64  # per worker: requests waiting for a predict thread; beyond, 503
     max_streams: int = 4  # per worker: streamed answers at once; beyond, 503
     preload: bool = True  # load the model once, before forking the workers (not with GPUs)
+    stop_timeout: int = 10  # seconds from SIGTERM to SIGKILL: the inference log flushes within
+    # The inference log (serving_image/payload_log): off unless a sink is named.
+    payload_log: str | None = None  # PAYLOAD_LOG_VOLUME, or an http(s) URL
+    payload_log_sample: float = 1.0  # share of requests recorded, decided by request id
+    payload_log_max_body: int = 64 * 1024  # bytes of each body kept; beyond, cut (and said)
+    payload_log_headers: str | None = None  # request headers recorded (names, commas)
+    payload_log_token: str | None = None  # bearer token of the HTTP sink
+    payload_log_max_size: int = 1024**3  # the volume's total; the oldest files go first
+    payload_log_retention: float = 30 * 86400.0  # seconds a file is kept in the volume
+    payload_log_dir: str = PAYLOAD_LOG_DIR  # where the volume sink writes (a host run: any)
+    model_uri: str | None = None  # what the deployment serves, in every record
+    replica: str | None = None  # the container or task: in records and their file names
 
     @property
     def preloads(self) -> bool:

@@ -125,7 +125,7 @@ def routes(state: ModelState, settings: ServerSettings) -> list[ServerRoute]:
 
     # one metric label for a model's routes, another for its inference, whatever the version
     return [  # inference first: routes are matched in order
-        *(entry(f"{path}/infer", infer, "POST", metric=f"{model}/infer")
+        *(entry(f"{path}/infer", infer, "POST", metric=f"{model}/infer", protocol="v2")
           for path in (model, versioned)),
         entry(V2_LIVE_PATH, live, open=True),
         entry(V2_READY_PATH, server_ready, open=True),

@@ -37,6 +37,8 @@ from mlflow_docker_target.record import (
 
 log = logging.getLogger(__name__)
 
+# What a new inference log volume starts with (it takes the image's directory).
+VOLUME_README = (server_root() / "payload_log" / "VOLUME_README.txt").read_bytes()
 
 
 
@@ -60,7 +62,8 @@ def build_model_image(engine: Engine, environment: str, model: FetchedModel,
     label_line = "LABEL " + " ".join(f"{k}={json.dumps(v)}" for k, v in sorted(labels.items()))
     dockerfile = template("model.Dockerfile") + label_line.encode() + b"\n"
     trees = {"server/serving_image": server_root(), "model": model.path}
-    with build_context({"Dockerfile": dockerfile}, trees) as context:
+    files = {"Dockerfile": dockerfile, "payload-log/README.txt": VOLUME_README}
+    with build_context(files, trees) as context:
         build(engine, context, tag, buildargs={"ENV_IMAGE": environment})
     return tag
 

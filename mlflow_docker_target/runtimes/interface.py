@@ -19,7 +19,7 @@ from mlflow_docker_target import record
 from mlflow_docker_target.config import Settings
 from mlflow_docker_target.engine.connection import Engine
 from mlflow_docker_target.record import ModelRef
-from mlflow_docker_target.runtimes import certificates
+from mlflow_docker_target.runtimes import certificates, payload_log
 from mlflow_docker_target.runtimes.certificates import Certificate
 from mlflow_docker_target.runtimes.haproxy import Limits, weights
 
@@ -48,6 +48,7 @@ class Deployment:
     runtime: str  # the name of the runtime that holds it (``runtimes.RUNTIMES``)
     nodes: tuple[str, ...] = ()  # swarm: address:port of every node whose front answers
     certificate: str | None = None  # its own front's certificate chain (HTTPS), public
+    payload_log_warning: str | None = None  # its inference log's sink was unreachable at start
 
     @property
     def model(self) -> ModelRef:
@@ -85,6 +86,7 @@ class Deployment:
             "runtime": self.runtime,
             **({"nodes": list(self.nodes)} if self.nodes else {}),
             **_certificate(self.certificate),
+            **payload_log.describe(self.name, self.config, self.payload_log_warning),
         }
 
 

@@ -10,9 +10,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from docker.types import Mount
+
 from mlflow_docker_target import record
 from mlflow_docker_target.config import SERVER_KEYS, Settings
 from mlflow_docker_target.record import ModelRef
+from mlflow_docker_target.runtimes import payload_log
 from serving_image.contract import DRAIN_SECONDS, ENV_PREFIX
 from serving_image.settings import ServerSettings
 
@@ -31,6 +34,10 @@ class Spec:
     endpoint: str | None = None
     slot: int | None = None  # behind a front
 
+    def mounts(self) -> list[Mount]:
+        """Its inference log's volume, when it has one."""
+        return payload_log.mounts(self.deployment, self.settings)
+
     def labels(self) -> dict[str, str]:
         labels = record.server_labels(self.deployment, self.image, self.model, self.config,
                                       self.plugin_version, self.endpoint)
@@ -40,12 +47,14 @@ class Spec:
             labels[record.SLOT] = str(self.slot)
         return labels
 
-    def environment(self) -> dict[str, str]:
+    def environment(self, replica: str | None = None) -> dict[str, str]:
         """The server's settings from the ``-C`` keys that are server settings, what it
-        serves, and how it stops: behind a front, out of its rotation first."""
+        serves, and how it stops: behind a front, out of its rotation first. ``replica``: the
+        name its inference log records give it (a swarm passes a template)."""
         settings = self.settings
         server = ServerSettings(
             **{name: getattr(settings, name) for name in SERVER_KEYS},
+            model_uri=self.model.uri, replica=replica,
             model_name=self.model.name, model_version=self.model.version,
             run_id=self.model.run_id, image=self.image, deployment=self.deployment,
             endpoint=self.endpoint, drain_seconds=0.0 if self.local_run else DRAIN_SECONDS,

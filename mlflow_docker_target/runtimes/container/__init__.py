@@ -111,7 +111,9 @@ class ContainerRuntime:
             config = shared.with_limits(config, state.limits)
         return Deployment(name, labels, config, replicas,
                           fronts.url(self.engine, front) if front else None, endpoint, CONTAINER,
-                          certificate=state.certificate)
+                          certificate=state.certificate,
+                          payload_log_warning=containers.sink_warning((running or servers)[0],
+                                                                      config))
 
     def endpoint(self, name: str) -> Endpoint | None:
         container = fronts.find(self.client, endpoint=name)

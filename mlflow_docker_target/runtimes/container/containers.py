@@ -10,7 +10,8 @@ import contextlib
 import logging
 import secrets
 import time
-from datetime import datetime, timezone
+from collections.abc import Mapping
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import docker
@@ -22,7 +23,7 @@ from mlflow.exceptions import MlflowException
 from mlflow_docker_target import record
 from mlflow_docker_target.engine import lockdown
 from mlflow_docker_target.engine.connection import Engine
-from mlflow_docker_target.runtimes import reach
+from mlflow_docker_target.runtimes import payload_log, reach
 from mlflow_docker_target.runtimes.container import gpus
 from mlflow_docker_target.runtimes.server_spec import Spec
 from serving_image.contract import HEALTHCHECK, HEALTHCHECK_BEHIND_FRONT, SERVER_PORT
@@ -79,7 +80,8 @@ def start(engine: Engine, spec: Spec, host_port: int | None = None,
     try:
         return engine.client.containers.run(
             spec.image, detach=True, name=name, labels=spec.labels(),
-            environment=spec.environment(), init=settings.init,
+            environment=spec.environment(replica=name), mounts=spec.mounts(),
+            init=settings.init,
             restart_policy=restart_policy(policy), stop_signal="SIGTERM", **kwargs,
         )
     except docker.errors.APIError as exc:
@@ -108,6 +110,23 @@ def published_url(engine: Engine, container: Container) -> str | None:
         return None
     config = record.recorded_config(container.labels, None)
     return reach.url_for(engine, binding[0], binding[1], config.get("host_address"))
+
+
+STARTUP_LOGS = timedelta(minutes=2)  # what a server says at start: where sink warnings are
+
+
+def sink_warning(container: Container, config: Mapping[str, str]) -> str | None:
+    """The server's warning that its inference log's HTTP sink was unreachable at start (read
+    from the first minutes of its log; ``None`` when it has no such sink)."""
+    if not (config.get("payload_log") or "").startswith(("http://", "https://")):
+        return None
+    started = (container.attrs.get("State") or {}).get("StartedAt", "")[:19]
+    try:
+        since = datetime.strptime(started, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc)
+        logs = container.logs(since=since, until=since + STARTUP_LOGS)
+    except (ValueError, docker.errors.APIError):
+        return None
+    return payload_log.sink_warning(logs.decode(errors="replace"))
 
 
 def last_logs(container: Container, lines: int = 40) -> str:

@@ -338,6 +338,10 @@ class SwarmRuntime:
         return found
 
 
+# A task's name in its inference log records: service.slot.task-id, on the node that runs it.
+REPLICA_TEMPLATE = "{{.Task.Name}}@{{.Node.Hostname}}"
+
+
 def server_spec(version: Version, image: str, network: str) -> dict[str, Any]:
     """Create (and update) arguments of a deployment's service, its tasks from ``image`` (the
     reference the nodes pull) on the front's ``network``."""
@@ -351,11 +355,12 @@ def server_spec(version: Version, image: str, network: str) -> dict[str, Any]:
                          start_period=int(settings.ready_timeout * NS))
     resources = Resources(cpu_limit=int(settings.cpus * 1e9) if settings.cpus else None,
                           mem_limit=settings.memory)
+    locked = lockdown.service_options(settings.hardened)
+    mounts = [*locked.pop("mounts", []), *spec.mounts()]
     template = TaskTemplate(
-        ContainerSpec(image, env=spec.environment(), init=settings.init,
+        ContainerSpec(image, env=spec.environment(replica=REPLICA_TEMPLATE), init=settings.init,
                       stop_signal="SIGTERM", healthcheck=health,
-                      stop_grace_period=settings.stop_timeout * NS,
-                      **lockdown.service_options(settings.hardened)),
+                      stop_grace_period=settings.stop_timeout * NS, mounts=mounts, **locked),
         resources=lockdown.with_pids_limit(resources, settings.pids_limit),
         restart_policy=RestartPolicy(_RESTART[policy], delay=NS,
                                      max_attempts=int(attempts or 0)),

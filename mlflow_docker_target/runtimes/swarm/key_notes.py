@@ -48,4 +48,9 @@ KEY_NOTES: dict[str, str] = {
     "stop_timeout": "the service's stop grace period",
     "docker_host": "run-local runs one container on the engine it names",
     "remove_image": "removes the images from the manager; the registry keeps what was pushed",
+    "payload_log": ("volume: a volume on each node that runs a replica, holding the records of "
+                    "the replicas it ran (gather them from every node); a URL: as on one engine, "
+                    "and get shows no warning of an unreachable sink (see docker service logs)"),
+    "remove_payload_log": ("removes the manager's volume; the other nodes keep theirs "
+                           "(docker volume rm on each)"),
 }

@@ -1,0 +1,157 @@
+"""What the inference log records of one prediction, and the record's JSON form.
+
+The request path only copies what it saw into an :class:`Exchange` (bytes, a status, two
+times); turning bodies into JSON happens on the writer's thread (``writer``), off the path that
+answers. A body is kept as the JSON it was when it is whole JSON, as the events of a stream when
+it is Server-Sent Events, as text when it is text (CSV, or JSON cut at ``payload_log_max_body``)
+and as base64 otherwise (Parquet).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import socket
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import orjson
+
+from serving_image.settings import ServerSettings
+
+MAX_ID = 200  # longest client request id taken as it is
+
+
+@dataclass(frozen=True)
+class Source:
+    """Who answered: the same on every record of one worker."""
+
+    deployment: str
+    endpoint: str | None
+    model_uri: str | None
+    model_version: str | None
+    replica: str
+
+    @classmethod
+    def of(cls, settings: ServerSettings) -> Source:
+        return cls(settings.deployment or "", settings.endpoint, settings.model_uri,
+                   settings.model_version, settings.replica or socket.gethostname())
+
+
+@dataclass(slots=True)
+class Exchange:
+    """One prediction as it went over the wire, bodies cut at the record's limit."""
+
+    id: str
+    started: float  # wall clock (time.time) when the request came
+    route: str  # the path asked
+    protocol: str  # the route table's name for it: mlflow, v2, openai
+    request_type: str
+    request_headers: dict[str, str]
+    request_body: bytearray = field(default_factory=bytearray)
+    request_size: int = 0  # the whole body's size
+    status: int = 0
+    latency: float = 0.0  # seconds until the answer's last byte
+    response_type: str = ""
+    response_body: bytearray = field(default_factory=bytearray)
+    response_size: int = 0
+
+    @property
+    def stream(self) -> bool:
+        return self.response_type.startswith("text/event-stream")
+
+
+def request_id(sent: str | None) -> str:
+    """The client's id when it sends a usable one, else a new UUID."""
+    if sent and len(sent) <= MAX_ID and sent.isprintable():
+        return sent
+    return str(uuid.uuid4())
+
+
+def sampled(request_id: str, share: float) -> bool:
+    """Whether a request is recorded: a hash of its id against ``share``, so a retried request
+    (same id) is decided alike on every replica and worker."""
+    if share >= 1:
+        return True
+    if share <= 0:
+        return False
+    digest = hashlib.blake2b(request_id.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") < share * 2**64
+
+
+def timestamp(seconds: float) -> str:
+    """RFC 3339, UTC, microseconds: sorts as text."""
+    return datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="microseconds") \
+        .replace("+00:00", "Z")
+
+
+def body(content_type: str, data: bytes | bytearray, size: int) -> dict[str, Any]:
+    """A body as the record holds it: ``encoding`` says how ``body`` is to be read."""
+    truncated = size > len(data)
+    kind = content_type.split(";")[0].strip().lower()
+    part: dict[str, Any] = {"content_type": content_type or None, "size": size,
+                            "truncated": truncated}
+    if not truncated and (kind == "application/json" or kind.endswith("+json")):
+        try:
+            return {**part, "encoding": "json", "body": orjson.loads(data)}
+        except orjson.JSONDecodeError:
+            pass
+    if not truncated and kind == "text/event-stream":
+        return {**part, "encoding": "events", "body": _events(data)}
+    if kind != "application/vnd.apache.parquet" and kind != "application/octet-stream":
+        text = _text(data, truncated)
+        if text is not None:
+            return {**part, "encoding": "text", "body": text}
+    return {**part, "encoding": "base64", "body": base64.b64encode(data).decode()}
+
+
+def _text(data: bytes | bytearray, truncated: bool) -> str | None:
+    """UTF-8 text; a cut body may end inside a character, whose bytes are dropped."""
+    for cut in range(4 if truncated else 1):
+        try:
+            return bytes(data[:len(data) - cut]).decode()
+        except UnicodeDecodeError:
+            continue
+    return None
+
+
+def _events(data: bytes | bytearray) -> list[Any]:
+    """The ``data:`` payloads of a Server-Sent Events answer, JSON where they are JSON."""
+    events: list[Any] = []
+    for line in bytes(data).decode(errors="replace").splitlines():
+        if not line.startswith("data:"):
+            continue
+        payload = line[5:].strip()
+        try:
+            events.append(orjson.loads(payload))
+        except orjson.JSONDecodeError:
+            events.append(payload)
+    return events
+
+
+def record(exchange: Exchange, source: Source) -> dict[str, Any]:
+    """The JSON record of one prediction (the README's "Inference logs" shows it)."""
+    return {
+        "id": exchange.id,
+        "time": timestamp(exchange.started),
+        "deployment": source.deployment,
+        "endpoint": source.endpoint,
+        "model_uri": source.model_uri,
+        "model_version": source.model_version,
+        "replica": source.replica,
+        "route": exchange.route,
+        "protocol": exchange.protocol,
+        "stream": exchange.stream,
+        "status": exchange.status,
+        "latency_ms": round(exchange.latency * 1000, 3),
+        "request": {**body(exchange.request_type, exchange.request_body, exchange.request_size),
+                    "headers": exchange.request_headers},
+        "response": body(exchange.response_type, exchange.response_body,
+                         exchange.response_size),
+    }
+
+
+def json_line(exchange: Exchange, source: Source) -> bytes:
+    return orjson.dumps(record(exchange, source), option=orjson.OPT_APPEND_NEWLINE)

@@ -26,7 +26,6 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import re
 import time
 import warnings
 from collections.abc import Callable
@@ -42,8 +41,11 @@ log = logging.getLogger("serving_image")
 
 JSON_TYPES = ("application/json", "application/json; charset=utf-8")
 _DTYPES = {"double": np.float64, "long": np.int64}
-# JSON literals whose values numpy would silently coerce (true -> 1.0), or MLflow must judge.
-_LITERALS = re.compile(rb"true|false|null|NaN|Infinity")
+# JSON literals whose values numpy would silently coerce (true -> 1.0). Two substring scans
+# cost a third of one regular expression's over a 100-row body; null needs none (a None makes
+# numpy's array an object one, which the fast path refuses), nor do NaN and Infinity (orjson
+# refuses them as JSON): MLflow's path judges all of them.
+_BOOLEANS = (b"true", b"false")
 _PLAIN_ESTIMATORS = tuple(f"sklearn.{family}" for family in (
     "linear_model", "ensemble", "tree", "svm", "neighbors", "naive_bayes",
     "discriminant_analysis", "neural_network", "kernel_ridge", "gaussian_process", "dummy"))
@@ -177,7 +179,7 @@ class FastPath:
     def prepare(self, content_type: str | None,
                 body: bytes) -> np.ndarray | pd.DataFrame | None:
         """What the model will be called with (an array or a DataFrame), or ``None``."""
-        if content_type not in JSON_TYPES or _LITERALS.search(body):
+        if content_type not in JSON_TYPES or _BOOLEANS[0] in body or _BOOLEANS[1] in body:
             return None
         try:
             payload = orjson.loads(body)  # correctly rounded, as json.loads; 5x faster

@@ -177,3 +177,23 @@ def test_an_unreachable_sink_at_start_is_a_warning(tmp_path: Path) -> None:
     reason = HttpSink("http://127.0.0.1:9/x", None, SOURCE).check()
     assert reason and reason.startswith("Inference log sink unreachable")
     assert VolumeSink(str(tmp_path / "missing"), SOURCE, 1, 1).check()
+
+
+def test_a_line_is_one_valid_json_object_whatever_the_bodies() -> None:
+    """Bodies the server parsed go in as they came, unless they hold what JSON lacks (Python's
+    NaN, which MLflow's path takes) or line breaks; a record is always one line of JSON."""
+    cases = [(b'{"inputs": [1.5]}', "json"), (b'{"inputs": [NaN]}', "text"),
+             (b'{\n  "inputs": [1]\n}', "json"), (b'{"inputs": [-Infinity]}', "text")]
+    for data, encoding in cases:
+        line = records.json_line(exchange(request_body=bytearray(data),
+                                          request_size=len(data)), SOURCE)
+        assert line.count(b"\n") == 1 and line.endswith(b"\n")
+        found = json.loads(line, parse_constant=_refuse)  # strict: no NaN
+        assert found["request"]["encoding"] == encoding, data
+        if encoding == "json":
+            assert found["request"]["body"] == json.loads(data)
+        assert found["response"]["body"] == {"predictions": [0]}
+
+
+def _refuse(constant: str) -> None:
+    raise ValueError(f"not JSON: {constant}")

@@ -16,6 +16,9 @@ with one worker): *naive* reads the body with orjson, builds a pandas DataFrame 
 ``model.predict``; *tuned* makes a float64 NumPy array instead, with the model's fitted feature
 names removed so that scikit-learn skips its name check. Neither checks a schema or an input,
 so tuned is as fast as this model can be served from Python.
+The inference log's cost is ours with one worker recording every request (sample 1): *logged*
+to the volume sink's files (in a directory here), *logged_http* to an HTTP sink, a bare uvicorn
+app on loopback that answers 200 (it shares the two CPUs with the server and wrk).
 With several rounds, every figure is the median over rounds, and each round starts with the
 next server. ``--baseline DIR`` adds "before": our server from another checkout (a
 ``git worktree`` of an earlier commit), run the same way, for before/after ratios measured side
@@ -88,6 +91,19 @@ async def invocations(request: Request):
         rows = pd.DataFrame(split["data"], columns=split["columns"])
     return Response(orjson.dumps({"predictions": model.predict(rows).tolist()}),
                     media_type="application/json")
+'''
+
+# The HTTP sink's receiver: takes each CloudEvent and answers 200.
+SINK_APP = '''
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    more = True
+    while more:
+        more = (await receive()).get("more_body", False)
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-length", b"0")]})
+    await send({"type": "http.response.body", "body": b""})
 '''
 
 WRK_SCRIPT = '''
@@ -220,6 +236,40 @@ def ceilings(med: Any, payloads: dict[str, Path], connection_counts: list[int]) 
                   f"{ours / tuned:.0%} | {ours / naive:.1f}x | {p99[0]:.2f} | {p99[1]:.2f} |")
 
 
+def inference_log(med: Any, payloads: dict[str, Path], connection_counts: list[int],
+                  records: dict[str, list[tuple[float, float]]]) -> None:
+    """Ours with one worker, logging off against each sink."""
+    print("\ninference log: ours with 1 worker, off against the volume sink and the HTTP sink, "
+          "every request recorded (goal: volume/off >= 95%)\n")
+    print("| payload | c | off req/s | volume req/s | http req/s | volume/off | http/off "
+          "| off p99 ms | volume p99 ms | http p99 ms |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for payload in payloads:
+        for c in connection_counts:
+            off, volume, http = (med(n, payload, c, "rps")
+                                 for n in ("ours1", "logged", "logged_http"))
+            p99 = [med(n, payload, c, "p99") for n in ("ours1", "logged", "logged_http")]
+            print(f"| {payload} | {c} | {off:.0f} | {volume:.0f} | {http:.0f} | "
+                  f"{volume / off:.1%} | {http / off:.1%} | {p99[0]:.2f} | {p99[1]:.2f} | "
+                  f"{p99[2]:.2f} |")
+    for name, totals in records.items():
+        written, dropped = sum(t[0] for t in totals), sum(t[1] for t in totals)
+        print(f"{name}: {written:.0f} records written, {dropped:.0f} dropped "
+              f"({dropped / max(1.0, written + dropped):.1%}), over all rounds")
+
+
+def _log_totals(port: int) -> tuple[float, float]:
+    """Records the server's inference log wrote and dropped, from its /metrics."""
+    text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    written = dropped = 0.0
+    for line in text.splitlines():
+        if line.startswith("mlflow_server_payload_log_records_total "):
+            written += float(line.split()[-1])
+        elif line.startswith("mlflow_server_payload_log_dropped_total{"):
+            dropped += float(line.split()[-1])
+    return written, dropped
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=8)
@@ -228,7 +278,7 @@ def main() -> None:
     parser.add_argument("--baseline", type=Path, help="a checkout whose serving_image is "
                         "benchmarked as 'before'")
     parser.add_argument("--servers", help="comma-separated subset of ours,batched,mlflow,bare,"
-                        "ours1,naive,tuned,before")
+                        "ours1,naive,tuned,logged,logged_http,before")
     parser.add_argument("--connections", default="1,8,32")
     parser.add_argument("--rows", default="1,100")
     args = parser.parse_args()
@@ -242,6 +292,8 @@ def main() -> None:
                 if name.split()[0] in args.rows.split(",")}
     (work / "bare_app.py").write_text(BARE_APP)
     (work / "hand_written_app.py").write_text(HAND_WRITTEN_APP)
+    (work / "sink_app.py").write_text(SINK_APP)
+    sink_port = _free_port()
     python = sys.executable
     ours = lambda port: [python, "-m", "serving_image", "--model", str(model),  # noqa: E731
                          "--host", "127.0.0.1", "--port", str(port), "--workers",
@@ -249,7 +301,11 @@ def main() -> None:
     environments: dict[str, dict[str, str]] = {
         "batched": {"SCORING_BATCH_MAX_SIZE": "64"},
         "naive": {"BENCH_MODEL": str(model), "BENCH_APP": "naive"},
-        "tuned": {"BENCH_MODEL": str(model), "BENCH_APP": "tuned"}}
+        "tuned": {"BENCH_MODEL": str(model), "BENCH_APP": "tuned"},
+        "logged": {"SCORING_PAYLOAD_LOG": "volume",
+                   "SCORING_PAYLOAD_LOG_DIR": str(work / "payload-log")},
+        "logged_http": {"SCORING_PAYLOAD_LOG": f"http://127.0.0.1:{sink_port}/events"}}
+    (work / "payload-log").mkdir()
     hand_written = [python, "-m", "uvicorn", "hand_written_app:app", "--host", "127.0.0.1",
                     "--workers", "1", "--port"]
     servers = {
@@ -263,6 +319,8 @@ def main() -> None:
         "ours1": lambda port: [*ours(port)[:-1], "1"],
         "naive": lambda port: [*hand_written, str(port)],
         "tuned": lambda port: [*hand_written, str(port)],
+        "logged": lambda port: [*ours(port)[:-1], "1"],
+        "logged_http": lambda port: [*ours(port)[:-1], "1"],
     }
     if args.baseline:
         servers["before"] = ours
@@ -270,6 +328,28 @@ def main() -> None:
     if args.servers:
         servers = {name: servers[name] for name in args.servers.split(",")}
     results: dict[tuple[str, str, int], list[dict[str, float]]] = {}
+    records: dict[str, list[tuple[float, float]]] = {}
+    sink = None
+    if "logged_http" in servers:
+        sink = subprocess.Popen([python, "-m", "uvicorn", "sink_app:app", "--host", "127.0.0.1",
+                                 "--port", str(sink_port), "--no-access-log"], cwd=work,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+    try:
+        run_rounds(servers, environments, payloads, connection_counts, args, work, results,
+                   records)
+    finally:
+        if sink is not None:
+            stop(sink)
+        shutil.rmtree(work / "payload-log", ignore_errors=True)
+    report(servers, payloads, connection_counts, args, results, records)
+
+
+def run_rounds(servers: dict[str, Any], environments: dict[str, dict[str, str]],
+               payloads: dict[str, Path], connection_counts: list[int],
+               args: argparse.Namespace, work: Path,
+               results: dict[tuple[str, str, int], list[dict[str, float]]],
+               records: dict[str, list[tuple[float, float]]]) -> None:
     for round_ in range(args.rounds):
         # Each round starts with the next server, so that none always has the same place: in
         # a test here the third server of a round ran 10-20% slower than the second, whichever
@@ -290,9 +370,17 @@ def main() -> None:
                               f"{point['rps']:8.0f} req/s  p50 {point['p50']:7.2f} ms  "
                               f"p99 {point['p99']:7.2f} ms  errors {point['errors']:.0f}",
                               flush=True)
+                if name.startswith("logged"):
+                    time.sleep(1)  # the writer's queue empties
+                    records.setdefault(name, []).append(_log_totals(port))
             finally:
                 stop(process)
 
+
+def report(servers: dict[str, Any], payloads: dict[str, Path], connection_counts: list[int],
+           args: argparse.Namespace,
+           results: dict[tuple[str, str, int], list[dict[str, float]]],
+           records: dict[str, list[tuple[float, float]]]) -> None:
     def med(name: str, payload: str, c: int, key: str) -> float:
         return statistics.median(p[key] for p in results[(name, payload, c)])
 
@@ -318,6 +406,8 @@ def main() -> None:
         summary(med, payloads, connection_counts, args)
     if {"ours1", "naive", "tuned"} <= set(servers):
         ceilings(med, payloads, connection_counts)
+    if {"ours1", "logged", "logged_http"} <= set(servers):
+        inference_log(med, payloads, connection_counts, records)
     errors = sum(p["errors"] for points in results.values() for p in points)
     print(f"\nnon-2xx responses: {errors:.0f}")
 

@@ -20,7 +20,9 @@ import requests
 from mlflow.deployments import get_deploy_client
 
 from mlflow_docker_target import record
+from mlflow_docker_target.runtimes.payload_log import volume_name
 from mlflow_docker_target.runtimes.swarm.names import service_name
+from serving_image.contract import PAYLOAD_LOG_DIR
 from tests.helpers.cli import mlflow_cli
 from tests.helpers.models import IRIS_COLUMNS, IRIS_INPUT
 from tests.helpers.steady_load import SteadyLoad
@@ -77,7 +79,7 @@ def test_cli_session_on_a_swarm(swarm: Swarm, iris_versions, tmp_path: Path) -> 
     started = time.monotonic()
     mlflow_cli(*create, "-C", f"registry={swarm.registry}/ml", "-C", f"port={PORT}",
                "-C", "replicas=3", "-C", "request_timeout=90", "-C", "rate_limit=100000",
-               "-C", f"front_metrics_port={PORT + 5}")
+               "-C", f"front_metrics_port={PORT + 5}", "-C", "payload_log=volume")
     _measured("create on the swarm, push included (s)", round(time.monotonic() - started, 1))
     info = _get(swarm, name)
     assert info["runtime"] == "swarm" and info["replicas"] == "3/3", info
@@ -123,6 +125,15 @@ def test_cli_session_on_a_swarm(swarm: Swarm, iris_versions, tmp_path: Path) -> 
     assert f'haproxy_backend_http_requests_total{{proxy="{name}"}}' in metrics.text
     assert 'haproxy_frontend_requests_denied_total{proxy="endpoint"} 0' in metrics.text
     assert "'rate_limit': '100000'" in _get(swarm, name)["config"]
+    # the inference log: a volume on each node, holding the records of the replicas it runs
+    for _ in range(12):  # the front takes turns: each replica answers some
+        _predict(info["endpoint"])
+    time.sleep(1)
+    recorded = _payload_records(swarm, service, volume_name(name))
+    assert len(recorded) >= 13 + len(nodes), recorded
+    assert {r["replica"].rpartition("@")[2] for r in recorded} == {
+        node.name for node in swarm.nodes}
+    assert all(r["deployment"] == name and r["status"] == 200 for r in recorded)
 
     # an update is Swarm's rolling update; nothing is lost through a node that is not the manager
     worker = f"http://{swarm.nodes[1].address}:{PORT}"
@@ -160,11 +171,29 @@ def test_cli_session_on_a_swarm(swarm: Swarm, iris_versions, tmp_path: Path) -> 
 
     for _ in range(2):  # delete is idempotent
         mlflow_cli("deployments", "delete", "-t", target, "--name", name)
+    for node in swarm.nodes:  # the records stay, as data
+        volume = node.client().volumes.get(volume_name(name))
+        assert volume.attrs["Labels"]["io.mlflow.dockerhost.role"] == "payload-log"
+        volume.remove()
     assert not manager.services.list(filters={"label": "io.mlflow.dockerhost.deployment"})
     assert not manager.networks.list(filters={"label": "io.mlflow.dockerhost.role"})
     assert not manager.configs.list()
     missing = mlflow_cli("deployments", "get", "-t", target, "--name", name, check=False)
     assert missing.returncode != 0 and "No deployment named" in missing.stderr
+
+
+def _payload_records(swarm: Swarm, service: str, volume: str) -> list[dict]:
+    """The inference log records in every node's volume, read in a replica running there."""
+    manager = swarm.manager.client()
+    found = []
+    for task in manager.api.tasks(filters={"service": service, "desired-state": "running"}):
+        node = next(n for n in swarm.nodes
+                    if n.client().info()["Swarm"]["NodeID"] == task["NodeID"])
+        container = node.client().containers.get(task["Status"]["ContainerStatus"]["ContainerID"])
+        assert any(m.get("Name") == volume for m in container.attrs["Mounts"])
+        out = container.exec_run(["sh", "-c", f"cat {PAYLOAD_LOG_DIR}/*.jsonl"])
+        found += [json.loads(line) for line in out.output.decode().splitlines()]
+    return list({r["id"]: r for r in found}.values())  # a node's volume is read once per task
 
 
 def test_an_https_endpoint_on_a_swarm(swarm: Swarm, tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ from dataclasses import fields
 import pytest
 from mlflow.exceptions import MlflowException
 
-from mlflow_docker_target.config import KEYS, Settings, parse_config
+from mlflow_docker_target.config import KEYS, Settings, is_secret, parse_config
 from mlflow_docker_target.help_text import target_help
 
 
@@ -231,3 +231,23 @@ def test_with_gpus_one_worker_loading_its_own_model() -> None:
     # CUDA does not survive a fork: with GPUs no model is loaded before the workers start
     assert env({})["SCORING_PRELOAD"] == "true"
     assert env({"gpus": "all"})["SCORING_PRELOAD"] == "false"
+
+
+def test_the_inference_log_keys() -> None:
+    settings = parse_config({"payload_log": "https://sink.example.com:8443/e",
+                             "payload_log_headers": "X-Tenant, user-agent",
+                             "payload_log_retention": "12h", "payload_log_max_size": "2g",
+                             "payload_log_sample": "0.25", "payload_log_token": "s3"}, "create")
+    assert settings.payload_log == "https://sink.example.com:8443/e"
+    assert settings.payload_log_headers == "user-agent,x-tenant"
+    assert settings.payload_log_retention == 12 * 3600
+    assert settings.payload_log_max_size == 2 * 1024**3 and settings.payload_log_sample == 0.25
+    assert is_secret("payload_log_token")
+    for key, bad in (("payload_log", "s3://bucket"), ("payload_log", "file"),
+                     ("payload_log_headers", "x-tenant,Authorization"),
+                     ("payload_log_sample", "1.5"), ("payload_log_retention", "soon")):
+        with pytest.raises(MlflowException, match=f"config key '{key}'"):
+            parse_config({key: bad}, "create")
+    with pytest.raises(MlflowException, match="does not apply to create"):
+        parse_config({"remove_payload_log": "true"}, "create")
+    assert parse_config({"remove_payload_log": "true"}, "delete").remove_payload_log

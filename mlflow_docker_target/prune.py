@@ -38,13 +38,18 @@ class Unused:
         return int(self.image.attrs.get("Size") or 0)
 
 
+def _manages_swarm(engine: Engine) -> bool:
+    """Whether the engine is an active swarm's manager, whose services count too."""
+    swarm = engine.client.info().get("Swarm") or {}
+    return swarm.get("LocalNodeState") == "active" and bool(swarm.get("ControlAvailable"))
+
+
 def _in_use(engine: Engine) -> tuple[set[str], set[str]]:
     """Image IDs and names that containers and (on a manager) services use."""
     client = engine.client
     ids = {c.attrs.get("Image", "") for c in client.containers.list(all=True)}
     names: set[str] = set()
-    swarm = client.info().get("Swarm") or {}
-    if swarm.get("LocalNodeState") == "active" and swarm.get("ControlAvailable"):
+    if _manages_swarm(engine):
         for service in client.api.services():
             labels = service["Spec"].get("Labels") or {}
             names.add(labels.get(record.IMAGE, ""))
@@ -93,8 +98,7 @@ def _deployments(engine: Engine) -> set[str]:
     client = engine.client
     names = {c.labels.get(record.DEPLOYMENT, "") for c in client.containers.list(
         all=True, filters={"label": record.DEPLOYMENT})}
-    swarm = client.info().get("Swarm") or {}
-    if swarm.get("LocalNodeState") == "active" and swarm.get("ControlAvailable"):
+    if _manages_swarm(engine):
         names |= {(s["Spec"].get("Labels") or {}).get(record.DEPLOYMENT, "")
                   for s in client.api.services(filters={"label": record.DEPLOYMENT})}
     return names - {""}

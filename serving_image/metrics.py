@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from collections.abc import Callable
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -22,6 +21,7 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 REQUESTS = Counter("mlflow_server_requests_total", "HTTP requests, by route, method and status",
                    ["route", "method", "status"])
@@ -60,9 +60,6 @@ def render() -> tuple[bytes, str]:
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
 
 
-Scope = MutableMapping[str, Any]
-ASGIApp = Callable[[Scope, Callable[..., Awaitable[Any]], Callable[..., Awaitable[None]]],
-                   Awaitable[None]]
 
 
 class MetricsMiddleware:
@@ -72,15 +69,14 @@ class MetricsMiddleware:
         self.app = app
         self.label = label  # a path's route label (``routes.metric_label``)
 
-    async def __call__(self, scope: Scope, receive: Callable[..., Awaitable[Any]],
-                       send: Callable[..., Awaitable[None]]) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         route = self.label(scope["path"])
         status = 500
 
-        async def send_and_record(message: MutableMapping[str, Any]) -> None:
+        async def send_and_record(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]

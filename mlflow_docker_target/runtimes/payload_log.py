@@ -45,16 +45,15 @@ def mounts(deployment: str, settings: Settings) -> list[Mount]:
 IN_USE_WAIT = 10.0  # seconds a volume may stay in use by replicas that are going
 
 
-def remove_volume(engine: Engine, deployment: str) -> bool:
-    """Remove the deployment's volume on this engine (on a swarm: this node's); whether there
-    was one."""
+def remove_volume(engine: Engine, deployment: str) -> None:
+    """Remove the deployment's volume on this engine (on a swarm: this node's), if it has one."""
     deadline = time.monotonic() + IN_USE_WAIT
     while True:
         try:
             engine.client.volumes.get(volume_name(deployment)).remove()
-            return True
+            return
         except docker.errors.NotFound:
-            return False
+            return
         except docker.errors.APIError as exc:
             if exc.status_code != 409 or time.monotonic() > deadline:
                 raise MlflowException(

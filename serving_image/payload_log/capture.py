@@ -10,19 +10,14 @@ mid-stream). Handing over never waits: a full queue drops the record (``writer.W
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from collections.abc import Callable
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving_image.contract import REQUEST_ID_HEADER
 from serving_image.payload_log.records import Exchange, request_id, sampled
 from serving_image.payload_log.writer import Writer
 from serving_image.settings import ServerSettings
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _ID = REQUEST_ID_HEADER.encode()
 

@@ -120,13 +120,22 @@ def sink_warning(container: Container, config: Mapping[str, str]) -> str | None:
     from the first minutes of its log; ``None`` when it has no such sink)."""
     if not (config.get("payload_log") or "").startswith(("http://", "https://")):
         return None
-    started = (container.attrs.get("State") or {}).get("StartedAt", "")[:19]
+    since = _engine_time((container.attrs.get("State") or {}).get("StartedAt", ""))
+    if since is None:
+        return None
     try:
-        since = datetime.strptime(started, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc)
         logs = container.logs(since=since, until=since + STARTUP_LOGS)
-    except (ValueError, docker.errors.APIError):
+    except docker.errors.APIError:
         return None
     return payload_log.sink_warning(logs.decode(errors="replace"))
+
+
+def _engine_time(text: str) -> datetime | None:
+    """A time the engine reports (RFC 3339, UTC, nanoseconds), to the second."""
+    try:
+        return datetime.strptime(text[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc)
+    except ValueError:
+        return None
 
 
 def last_logs(container: Container, lines: int = 40) -> str:
@@ -150,12 +159,10 @@ def out_of_memory(container: Container, since: float | None = None) -> bool:
     if (container.attrs.get("State") or {}).get("OOMKilled"):
         return True
     if since is None:
-        created = container.attrs.get("Created", "")[:19]
-        try:
-            since = datetime.strptime(created, "%Y-%m-%dT%H:%M:%S").replace(
-                tzinfo=timezone.utc).timestamp()
-        except ValueError:
+        created = _engine_time(container.attrs.get("Created", ""))
+        if created is None:
             return False
+        since = created.timestamp()
     try:
         # ``until`` now, to the fraction: the engine holds the answer open until ``until``
         # passes, and this runs for every running replica on every get and readiness poll.

@@ -9,6 +9,7 @@ import subprocess
 import pytest
 
 from mlflow_docker_target.runtimes.haproxy import (
+    HANDOFF,
     SWARM_SERVERS,
     Backend,
     Limits,
@@ -40,10 +41,21 @@ def test_weighted_draw_covers_each_share_once() -> None:
 def test_own_answers_exclude_every_backend_case() -> None:
     config = render("e", [Backend("a", 1, 60)])
     b = "a"  # the backend is named as the deployment: the exporter's proxy label
-    assert f"if {{ req.hdr(x-mlflow-deployment) -m found }} !asked_{b}" in config
-    assert f"No replica of endpoint e is ready.\\\"}}\" if !up_{b}" in config
+    assert f"if !retiring {{ req.hdr(x-mlflow-deployment) -m found }} !asked_{b}" in config
+    assert f"No replica of endpoint e is ready.\\\"}}\" if !retiring !up_{b}" in config
     empty = render("e", [])
-    assert "rand(" not in empty and "use_backend" not in empty
+    assert "rand(" not in empty and f"use_backend {HANDOFF} if retiring" in empty
+
+
+def test_a_retiring_worker_hands_every_request_to_the_current_one() -> None:
+    """Its own servers may be gone: an idle keep-alive connection can wake long after."""
+    config = render("e", [Backend("a", 1, 60, (Server(1),))])
+    rules = [line.strip() for line in config.splitlines() if "use_backend" in line]
+    assert rules[0] == f"use_backend {HANDOFF} if retiring"
+    assert f"backend {HANDOFF}\n    timeout server 65s\n    server current 127.0.0.1:8080\n" \
+        in config
+    tls = render("e", [Backend("a", 1, 60)], tls="/etc/tls.pem")
+    assert "    server current 127.0.0.1:8080 ssl verify none\n" in tls
 
 
 def test_each_replica_has_a_server_line_following_its_own_name() -> None:

@@ -43,6 +43,7 @@ FRONT_PORT = 8080  # inside the front container; non-root images can bind it
 METRICS_PORT = 8405  # the front's Prometheus exporter, inside; only with -C front_metrics_port
 SWARM_SERVERS = 64  # server slots per deployment on a swarm: replicas, twice during a rollout
 COMMAND = ["haproxy", "-W", "-db", "-f", CONFIG_PATH]
+HANDOFF = "handoff:current"  # the backend by which a retiring worker reaches its successor
 
 
 def alias(deployment: str) -> str:
@@ -238,22 +239,25 @@ def render(endpoint: str, backends: Sequence[Backend], limits: Limits = Limits()
     for backend in backends:
         name = named[backend.deployment]
         value = backend.deployment.replace('"', "")
-        # a worker that a reload is retiring counts no server as usable, but still answers
-        # the last request of each kept connection: it routes as its configuration says
         lines += [f"    acl asked_{name} req.hdr({DEPLOYMENT_HEADER}) -m str {value}",
-                  f"    acl up_{name} nbsrv({name}) gt 0",
-                  f"    acl up_{name} stopping"]
+                  f"    acl up_{name} nbsrv({name}) gt 0"]
+    # A worker that a reload retires still answers the next request of each keep-alive
+    # connection it holds (idle-close-on-response), however long that connection slept. Its
+    # configuration may name replicas that are gone by then, so it hands every request to
+    # the current worker, which routes it as the current configuration says.
+    lines.append("    acl retiring stopping")
     known = "".join(f" !asked_{named[b.deployment]}" for b in backends)
     unknown = _unavailable(f"No deployment of that name on endpoint {endpoint}.", 404)
-    lines.append(f"    {unknown} if {{ req.hdr({DEPLOYMENT_HEADER}) -m found }}{known}")
+    lines.append(f"    {unknown} if !retiring {{ req.hdr({DEPLOYMENT_HEADER}) -m found }}{known}")
     none_up = "".join(f" !up_{named[b.deployment]}" for b in backends)
     lines.append(f"    {_unavailable(f'No replica of endpoint {endpoint} is ready.')}"
-                 + (f" if{none_up}" if backends else ""))
+                 f" if !retiring{none_up}")
     drawn = [b for b in backends if b.weight > 0] or list(backends)
     weighted = any(b.weight for b in drawn)
     total = sum(b.weight for b in drawn) if weighted else len(drawn)
     if drawn:
         lines.append(f"    http-request set-var(txn.pick) rand({total})")
+    lines.append(f"    use_backend {HANDOFF} if retiring")
     for name in named.values():
         lines.append(f"    use_backend {name} if asked_{name}")
     if drawn:
@@ -268,6 +272,8 @@ def render(endpoint: str, backends: Sequence[Backend], limits: Limits = Limits()
     for name in [named[b.deployment] for b in [*drawn, *(b for b in backends
                                                           if b not in drawn)]]:
         lines.append(f"    use_backend {name} if up_{name}")
+    lines += ["", f"backend {HANDOFF}", f"    timeout server {longest + 5}s",
+              f"    server current 127.0.0.1:{FRONT_PORT}" + (" ssl verify none" if tls else "")]
     for backend in backends:
         lines += [
             "",

@@ -39,6 +39,8 @@ def test_update_under_steady_load_loses_nothing(iris_versions, deployment_name, 
     assert created["replicas"] == f"{replicas}/{replicas}"
     url = created["endpoint"]
     first = [c.name for c in servers(docker_client, deployment_name)]
+    idle = requests.Session()  # a keep-alive connection that sleeps through the update
+    assert idle.post(f"{url}/invocations", json=BODY, timeout=30).status_code == 200
     with SteadyLoad(url, BODY) as load:
         load.wait_for(20)
         client.update_deployment(deployment_name, iris_versions["v2"])
@@ -46,6 +48,10 @@ def test_update_under_steady_load_loses_nothing(iris_versions, deployment_name, 
     print(f"update, replicas={replicas}, fixed port={fixed_port}: {load.summary()}")
     assert load.lost == 0, load.summary()
     assert load.sent > 100
+    # its next request, sent after the old replicas went, is answered by a new one
+    woken = idle.post(f"{url}/invocations", json=BODY, timeout=30)
+    assert woken.status_code == 200, woken.text
+    assert woken.headers["x-mlflow-model-version"] == "2"
     info = client.get_deployment(deployment_name)
     assert info["endpoint"] == url
     assert info["model_version"] == "2"

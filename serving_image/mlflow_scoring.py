@@ -12,7 +12,10 @@ from typing import Any
 
 
 def _prediction_count(response: str) -> int:
-    predictions = json.loads(response).get("predictions")
+    """The predictions in an answer: under ``predictions``, or the answer itself for a unified
+    LLM input (``{"prompt": ...}``, ``{"messages": ...}``), which MLflow answers unwrapped."""
+    answer = json.loads(response)
+    predictions = answer.get("predictions") if isinstance(answer, dict) else answer
     return len(predictions) if isinstance(predictions, list) else 1
 
 

@@ -129,6 +129,12 @@ CORPUS = [
     Case("chat", "message without a role", _j({"messages": [{"content": "x"}]})),
     Case("chat", "prompt to a chat model", _j({"prompt": "x"})),
     Case("chat", "messages not a list", _j({"messages": "hello"})),
+    # a custom pyfunc with a params schema, whose predict answers a list: in the unified LLM
+    # input, the schema's params are top-level keys, and the answer is the bare list
+    Case("streamer", "prompt with a param", _j({"prompt": "hi", "count": 2})),
+    Case("streamer", "prompt with nested params", _j({"prompt": "hi", "params": {"count": 2}})),
+    Case("streamer", "inputs with params", _j({"inputs": {"prompt": ["hi"]},
+                                               "params": {"count": 2}})),
     # agents (tests/helpers/agents.py): non-streamed GenAI requests answer as MLflow's do
     Case("responses_agent", "input items", _j({"input": [{"role": "user", "content": "hi"}]})),
     Case("responses_agent", "input with params", _j({

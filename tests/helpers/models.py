@@ -221,7 +221,7 @@ def _save_agent(kind: str) -> Any:
 
 
 REFERENCE_MODELS = {"iris": save_iris, "mixed": save_mixed, "tensor": save_tensor,
-                    "long_double": save_long_double, "chat": save_chat,
+                    "long_double": save_long_double, "chat": save_chat, "streamer": save_streamer,
                     "responses_agent": _save_agent("responses"),
                     "chat_agent": _save_agent("chat_agent")}
 

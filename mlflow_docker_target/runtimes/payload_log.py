@@ -72,6 +72,12 @@ def deployment_of(volume: Volume) -> str:
     return (volume.attrs.get("Labels") or {}).get(record.DEPLOYMENT, "")
 
 
+def posts(config: Mapping[str, str]) -> bool:
+    """Whether the deployment's inference log goes to an HTTP sink: the one kind whose
+    server warns at start that it cannot reach it."""
+    return (config.get("payload_log") or "").startswith(("http://", "https://"))
+
+
 def sink_warning(logs: str) -> str | None:
     """The server's warning that its sink could not be reached at start, from its log."""
     for line in logs.splitlines():

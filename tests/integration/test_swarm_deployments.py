@@ -166,6 +166,17 @@ def test_cli_session_on_a_swarm(swarm: Swarm, iris_versions, tmp_path: Path) -> 
     assert _get(swarm, name)["replicas"] == "2/2"
     assert len(_running_nodes(swarm, service)) == 2
 
+    # an HTTP sink that no replica can reach: the update serves, and get says why nothing
+    # is recorded
+    mlflow_cli("deployments", "update", "-t", target, "--name", name,
+               "-C", "payload_log=http://127.0.0.1:9/events")
+    for _ in range(3):  # the manager gathers the nodes' logs as they come
+        info = _get(swarm, name)
+        if "warning" in info["payload_log"]:
+            break
+    assert info["replicas"] == "2/2" and "Inference log sink unreachable" in info["payload_log"]
+    assert _predict(worker) == second
+
     listed = mlflow_cli("deployments", "list", "-t", target).stdout
     assert f"'name': '{name}'" in listed and "'runtime': 'swarm'" in listed
 

@@ -11,7 +11,7 @@ import logging
 import secrets
 import time
 from collections.abc import Mapping
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from typing import Any
 
 import docker
@@ -23,6 +23,7 @@ from mlflow.exceptions import MlflowException
 from mlflow_docker_target import record
 from mlflow_docker_target.engine import lockdown
 from mlflow_docker_target.engine.connection import Engine
+from mlflow_docker_target.engine.times import engine_time
 from mlflow_docker_target.runtimes import payload_log, reach
 from mlflow_docker_target.runtimes.container import gpus
 from mlflow_docker_target.runtimes.server_spec import Spec
@@ -118,9 +119,9 @@ STARTUP_LOGS = timedelta(minutes=2)  # what a server says at start: where sink w
 def sink_warning(container: Container, config: Mapping[str, str]) -> str | None:
     """The server's warning that its inference log's HTTP sink was unreachable at start (read
     from the first minutes of its log; ``None`` when it has no such sink)."""
-    if not (config.get("payload_log") or "").startswith(("http://", "https://")):
+    if not payload_log.posts(config):
         return None
-    since = _engine_time((container.attrs.get("State") or {}).get("StartedAt", ""))
+    since = engine_time((container.attrs.get("State") or {}).get("StartedAt", ""))
     if since is None:
         return None
     try:
@@ -128,14 +129,6 @@ def sink_warning(container: Container, config: Mapping[str, str]) -> str | None:
     except docker.errors.APIError:
         return None
     return payload_log.sink_warning(logs.decode(errors="replace"))
-
-
-def _engine_time(text: str) -> datetime | None:
-    """A time the engine reports (RFC 3339, UTC, nanoseconds), to the second."""
-    try:
-        return datetime.strptime(text[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc)
-    except ValueError:
-        return None
 
 
 def last_logs(container: Container, lines: int = 40) -> str:
@@ -159,7 +152,7 @@ def out_of_memory(container: Container, since: float | None = None) -> bool:
     if (container.attrs.get("State") or {}).get("OOMKilled"):
         return True
     if since is None:
-        created = _engine_time(container.attrs.get("Created", ""))
+        created = engine_time(container.attrs.get("Created", ""))
         if created is None:
             return False
         since = created.timestamp()

@@ -146,18 +146,21 @@ class SwarmRuntime:
         if wanted != 1 or "replicas" in config:
             config["replicas"] = str(wanted)  # scaling changes the mode, not the labels
         pushed_to = f"{config['registry']}/" if config.get("registry") else ""
+        tasks = tasks_of(self.client, service)
         replicas = tuple(
             Replica(f"{service['Spec']['Name']}.{t.get('Slot', t['ID'][:12])}",
                     t["Status"]["State"], None,
                     registry.local_name(t["Spec"]["ContainerSpec"]["Image"], pushed_to),
-                    t["Status"].get("Err")) for t in tasks_of(self.client, service))
+                    t["Status"].get("Err")) for t in tasks)
         front = self._front(name, endpoint)
         url, nodes = self._reach(front) if front else (None, ())
         if endpoint is None and front is not None:
             config = shared.with_limits(config, fronts.limits_of(front))
         return Deployment(name, labels, config, replicas, url, endpoint, runtime=SWARM,
                           nodes=nodes,
-                          certificate=fronts.certificate_of(front) if front else None)
+                          certificate=fronts.certificate_of(front) if front else None,
+                          payload_log_warning=services.sink_warning(self.client, service,
+                                                                    tasks, config))
 
     def _reach(self, front: Mapping[str, Any]) -> tuple[str | None, tuple[str, ...]]:
         """The front's URL on the manager's address (or ``host_address``), and the addresses

@@ -49,8 +49,7 @@ KEY_NOTES: dict[str, str] = {
     "docker_host": "run-local runs one container on the engine it names",
     "remove_image": "removes the images from the manager; the registry keeps what was pushed",
     "payload_log": ("volume: a volume on each node that runs a replica, holding the records of "
-                    "the replicas it ran (gather them from every node); a URL: as on one engine, "
-                    "and get shows no warning of an unreachable sink (see docker service logs)"),
+                    "the replicas it ran (gather them from every node); a URL: as on one engine"),
     "remove_payload_log": ("removes the manager's volume; the other nodes keep theirs "
                            "(docker volume rm on each)"),
 }

@@ -1,5 +1,5 @@
 """Swarm services as the swarm runtime drives them: update one, wait until its tasks run the new
-spec (or Swarm rolls it back), read a failed task's logs, and remove services and networks.
+spec (or Swarm rolls it back), read its tasks' logs, and remove services and networks.
 
 Swarm counts a task as running once the image's health check passes; a rollout is done when
 every task the service wants runs its current spec.
@@ -19,9 +19,13 @@ from docker.types import ServiceMode
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_STATE
 
+from mlflow_docker_target.engine.times import engine_time
+from mlflow_docker_target.runtimes import payload_log
+
 POLL = 0.5
 REMOVE_TIMEOUT = 60
 LOGS_SECONDS = 5
+STARTUP_LINES = 2000  # read for a server's warnings at start (each request logs a line too)
 NS = 1_000_000_000
 # how long a rolling update's failed task waits for Swarm to say it rolls the update back
 ROLLBACK_NOTICE = 15
@@ -139,30 +143,54 @@ def _raise_rolled_back(client: docker.DockerClient, service: Mapping[str, Any], 
         f"{task_logs(client, service, task)}", INVALID_STATE)
 
 
-def task_logs(client: docker.DockerClient, service: Mapping[str, Any],
-              task: Mapping[str, Any] | None, lines: int = 40) -> str:
-    """The last lines a task logged, through the manager (from whichever node ran it).
+def logged(client: docker.DockerClient, service: Mapping[str, Any], limit: int,
+           **options: Any) -> list[str]:
+    """At most ``limit`` lines the service's tasks logged, through the manager (from whichever
+    node ran them), each led by its details (``com.docker.swarm.task.id=...``); ``options``
+    go to the engine (``tail``, ``since``).
 
     Read on a thread for at most LOGS_SECONDS: the engine's service log stream can stay
-    open without end when a task's container is gone, and an error report must not hang
-    on it (the thread ends when the engine closes the stream, or with the process).
+    open without end when a task's container is gone, and a report must not hang on it (the
+    thread ends when the engine closes the stream, at ``limit`` lines, or with the process).
     """
-    if task is None:
-        return "(no task)"
     found: list[str] = []
 
     def read() -> None:
         with contextlib.suppress(docker.errors.APIError, OSError):
             for chunk in client.api.service_logs(service["ID"], details=True,
-                                                      stdout=True, stderr=True, tail=200):
+                                                 stdout=True, stderr=True, **options):
                 found.extend(chunk.decode(errors="replace").splitlines())
+                if len(found) >= limit:
+                    return
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
     reader.join(LOGS_SECONDS)
-    mine = [line.split(" ", 1)[-1] for line in list(found)
+    return found[:limit]
+
+
+def task_logs(client: docker.DockerClient, service: Mapping[str, Any],
+              task: Mapping[str, Any] | None, lines: int = 40) -> str:
+    """The last lines a task logged."""
+    if task is None:
+        return "(no task)"
+    mine = [line.split(" ", 1)[-1] for line in logged(client, service, 200, tail=200)
             if f"com.docker.swarm.task.id={task['ID']}" in line.split(" ", 1)[0]]
     return "\n".join(mine[-lines:]) or "(nothing logged)"
+
+
+def sink_warning(client: docker.DockerClient, service: Mapping[str, Any],
+                 tasks: list[dict[str, Any]], config: Mapping[str, str]) -> str | None:
+    """The servers' warning that the inference log's HTTP sink was unreachable at start, read
+    from the first lines logged since the oldest of ``tasks`` was made (``None`` when the
+    deployment has no such sink)."""
+    if not payload_log.posts(config):
+        return None
+    made = [when for when in (engine_time(t.get("CreatedAt", "")) for t in tasks) if when]
+    if not made:
+        return None
+    lines = logged(client, service, STARTUP_LINES, since=int(min(made).timestamp()))
+    return payload_log.sink_warning("\n".join(lines))
 
 
 def nodes_taking_tasks(client: docker.DockerClient) -> set[str]:

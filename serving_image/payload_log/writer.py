@@ -83,17 +83,17 @@ class Writer:
         try:
             while True:
                 ending = self.ending.wait(pause or GATHER)  # close wakes it at once
-                pause = self._flush(ending)
+                pause = self._flush(ending, pause)
                 metrics.PAYLOAD_QUEUE.set(len(self.queue))
                 if ending:
                     return
         finally:
             self.sink.close()
 
-    def _flush(self, ending: bool) -> float:
+    def _flush(self, ending: bool, pause: float) -> float:
         """Hand what is queued to the sink; returns the pause before the next try (0 after a
-        success). At the end, a failing sink is not waited for: its records are counted."""
-        pause = 0.0
+        success, longer after each failure in a row). At the end, a failing sink is not waited
+        for: its records are counted."""
         while self.queue:
             batch = [self.queue.popleft() for _ in range(min(BATCH, len(self.queue)))]
             pause = self._hand_over(batch, pause)

@@ -213,7 +213,11 @@ def render(endpoint: str, backends: Sequence[Backend], limits: Limits = Limits()
         # HAProxy's own 503 (the queue timed out, no server left): MLflow's JSON shape
         f"    http-error status 503 content-type application/json string "
         f"{_json_string(queue_full)}",
-        # a replica that goes away before answering: try another (a buffered request only)
+        # a replica that goes away before answering: try another. Only a request HAProxy still
+        # holds whole can be sent again, so it waits for the body (up to its 16 kB buffer)
+        # before choosing a replica; without it, a request whose reused connection to a killed
+        # replica closes is answered by closing the client's connection, unlogged.
+        "    option http-buffer-request",
         "    retries 3",
         "    option redispatch 1",
         "    retry-on conn-failure empty-response 503",

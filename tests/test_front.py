@@ -10,6 +10,7 @@ import pytest
 
 from mlflow_docker_target.runtimes.haproxy import (
     HANDOFF,
+    HANDOFF_PORT,
     SWARM_SERVERS,
     Backend,
     Limits,
@@ -52,10 +53,12 @@ def test_a_retiring_worker_hands_every_request_to_the_current_one() -> None:
     config = render("e", [Backend("a", 1, 60, (Server(1),))])
     rules = [line.strip() for line in config.splitlines() if "use_backend" in line]
     assert rules[0] == f"use_backend {HANDOFF} if retiring"
-    assert f"backend {HANDOFF}\n    timeout server 65s\n    server current 127.0.0.1:8080\n" \
-        in config
+    # over loopback, with the client's address in a PROXY header that only loopback may send
+    assert f"backend {HANDOFF}\n    timeout server 65s\n" \
+        f"    server current 127.0.0.1:{HANDOFF_PORT} send-proxy-v2\n" in config
+    assert f"    bind 127.0.0.1:{HANDOFF_PORT} accept-proxy\n" in config
     tls = render("e", [Backend("a", 1, 60)], tls="/etc/tls.pem")
-    assert "    server current 127.0.0.1:8080 ssl verify none\n" in tls
+    assert f"    server current 127.0.0.1:{HANDOFF_PORT} send-proxy-v2\n" in tls
 
 
 def test_each_replica_has_a_server_line_following_its_own_name() -> None:

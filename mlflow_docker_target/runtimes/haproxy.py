@@ -44,6 +44,9 @@ METRICS_PORT = 8405  # the front's Prometheus exporter, inside; only with -C fro
 SWARM_SERVERS = 64  # server slots per deployment on a swarm: replicas, twice during a rollout
 COMMAND = ["haproxy", "-W", "-db", "-f", CONFIG_PATH]
 HANDOFF = "handoff:current"  # the backend by which a retiring worker reaches its successor
+# the successor's loopback entry for them: the PROXY protocol carries each request's client
+# address, so the successor's rate limit and logs see the client, not 127.0.0.1
+HANDOFF_PORT = 8081
 
 
 def alias(deployment: str) -> str:
@@ -234,6 +237,7 @@ def render(endpoint: str, backends: Sequence[Backend], limits: Limits = Limits()
         "",
         "frontend endpoint",
         f"    bind :{FRONT_PORT}" + (f" ssl crt {tls} alpn http/1.1" if tls else ""),
+        f"    bind 127.0.0.1:{HANDOFF_PORT} accept-proxy",
         f"    acl probe path {' '.join(PROBE_PATHS)}",
         *_rate_limited(endpoint, limits),
     ]
@@ -277,7 +281,7 @@ def render(endpoint: str, backends: Sequence[Backend], limits: Limits = Limits()
                                                           if b not in drawn)]]:
         lines.append(f"    use_backend {name} if up_{name}")
     lines += ["", f"backend {HANDOFF}", f"    timeout server {longest + 5}s",
-              f"    server current 127.0.0.1:{FRONT_PORT}" + (" ssl verify none" if tls else "")]
+              f"    server current 127.0.0.1:{HANDOFF_PORT} send-proxy-v2"]
     for backend in backends:
         lines += [
             "",

@@ -59,6 +59,16 @@ def test_rate_limit_per_client_address(iris_versions, deployment_name, docker_cl
     assert client.get_deployment(deployment_name)["config"]["rate_limit"] == "50"
 
 
+def _behind_a_trusted_proxy(client, name: str, model_uri: str, docker_client) -> str:
+    """A deployment limited to 2 requests a second per client, that trusts Docker's userland
+    proxy of a loopback port (it connects from the front network's gateway); its scoring URL."""
+    created = client.create_deployment(name, model_uri, config={"rate_limit": "2"})
+    network = docker_client.networks.get(f"mlflow-{name}-front")
+    gateway = network.attrs["IPAM"]["Config"][0]["Gateway"]
+    client.update_deployment(name, config={"trusted_proxies": gateway})
+    return f"{created['endpoint']}/invocations"
+
+
 def test_trusted_proxies_name_the_client(iris_versions, deployment_name,
                                          docker_client) -> None:
     """From a trusted proxy (here: Docker's userland proxy of a loopback port, which connects
@@ -66,12 +76,7 @@ def test_trusted_proxies_name_the_client(iris_versions, deployment_name,
     clients behind it are limited apart. Once the proxy is not trusted, a forged header gains
     nothing."""
     client = get_deploy_client("dockerhost")
-    created = client.create_deployment(deployment_name, iris_versions["v1"],
-                                       config={"rate_limit": "2"})
-    network = docker_client.networks.get(f"mlflow-{deployment_name}-front")
-    gateway = network.attrs["IPAM"]["Config"][0]["Gateway"]
-    client.update_deployment(deployment_name, config={"trusted_proxies": gateway})
-    url = f"{created['endpoint']}/invocations"
+    url = _behind_a_trusted_proxy(client, deployment_name, iris_versions["v1"], docker_client)
 
     def burst(forwarded_for: str) -> list[int]:
         return [requests.post(url, json=BODY, timeout=10,
@@ -86,6 +91,25 @@ def test_trusted_proxies_name_the_client(iris_versions, deployment_name,
     # the userland proxy is no longer trusted: every request counts against its address
     third, fourth = burst("192.0.2.3"), burst("192.0.2.4")
     assert fourth.count(429) == 10, (third, fourth)
+
+
+def test_after_an_update_kept_connections_count_against_their_own_clients(
+        iris_versions, deployment_name, docker_client) -> None:
+    """A reload's retiring worker hands each kept connection's next request to its successor,
+    which must still see that request's client: six clients behind a trusted proxy, limited
+    to 2 requests a second each, each send one request on a connection kept through an update,
+    all within a second. Counted against the handoff's own address, most would get 429."""
+    client = get_deploy_client("dockerhost")
+    url = _behind_a_trusted_proxy(client, deployment_name, iris_versions["v1"], docker_client)
+    kept = {f"192.0.2.{n}": requests.Session() for n in range(1, 7)}
+    for address, session in kept.items():
+        headers = {"X-Forwarded-For": address}
+        assert session.post(url, json=BODY, headers=headers, timeout=10).status_code == 200
+    client.update_deployment(deployment_name, iris_versions["v2"])
+    answers = [session.post(url, json=BODY, headers={"X-Forwarded-For": address}, timeout=10)
+               for address, session in kept.items()]
+    assert [a.status_code for a in answers] == [200] * 6, [a.text for a in answers]
+    assert {a.headers["x-mlflow-model-version"] for a in answers} == {"2"}
 
 
 def test_max_connections_queues_at_the_front(sleepy_model, deployment_name) -> None:

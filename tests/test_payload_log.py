@@ -18,7 +18,7 @@ from serving_image.payload_log import records
 from serving_image.payload_log.http_sink import HttpSink
 from serving_image.payload_log.records import Exchange, Source
 from serving_image.payload_log.volume_sink import VolumeSink, file_name
-from serving_image.payload_log.writer import Writer
+from serving_image.payload_log.writer import GATHER, Writer
 
 SOURCE = Source("fraud", None, "models:/fraud/3", "3", "mlflow-fraud-abc123")
 
@@ -171,6 +171,27 @@ def test_a_failing_sink_is_counted_and_retried() -> None:
     writer.put(exchange())
     writer.close(5)
     assert len(sink.written) == 1
+
+
+def test_the_pause_grows_while_the_sink_keeps_failing_and_ends_with_a_success() -> None:
+    """The thread's own loop, run in the test with its clock replaced: each wait records the
+    pause asked for, and a record comes in while it waits."""
+    sink = SlowSink(fail=True)
+    sink.gate.set()
+    writer = Writer(sink, size=100)
+    pauses: list[float] = []
+
+    def wait(timeout: float) -> bool:
+        pauses.append(timeout)
+        if len(pauses) == 8:
+            sink.fail = False
+        writer.put(exchange())
+        return len(pauses) == 10
+
+    writer.ending.wait = wait  # type: ignore[method-assign]
+    writer._run()
+    assert pauses == [GATHER, 0.5, 1.0, 2.0, 4.0, 8.0, 10.0, 10.0, GATHER, GATHER]
+    assert len(sink.written) == 3  # the records that came after the sink recovered
 
 
 def test_an_unreachable_sink_at_start_is_a_warning(tmp_path: Path) -> None:

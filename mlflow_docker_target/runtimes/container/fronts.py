@@ -10,7 +10,6 @@ what they hold).
 
 from __future__ import annotations
 
-import calendar
 import contextlib
 import dataclasses
 import io
@@ -33,6 +32,7 @@ from mlflow_docker_target import record
 from mlflow_docker_target.config import Settings
 from mlflow_docker_target.engine import lockdown
 from mlflow_docker_target.engine.connection import Engine
+from mlflow_docker_target.engine.times import engine_time
 from mlflow_docker_target.runtimes import fronts, haproxy, reach
 from mlflow_docker_target.runtimes.certificates import Certificate
 from mlflow_docker_target.runtimes.container import containers
@@ -179,7 +179,8 @@ def reload(container: Container) -> None:
     """
     last = container.logs(tail=1, timestamps=True).splitlines()
     mark = stamp(last[-1]) if last else None
-    since = calendar.timegm(time.strptime(mark[0], "%Y-%m-%dT%H:%M:%S")) if mark else None
+    marked = engine_time(mark[0]) if mark else None
+    since = int(marked.timestamp()) if marked else None
     # Not `docker kill -s USR2`: the engine then counts the front as stopped by hand, and an
     # unless-stopped front would stay down after an engine restart. The init process (PID 1)
     # passes the signal on to HAProxy's master.

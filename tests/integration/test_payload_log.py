@@ -6,6 +6,7 @@ field against KServe's logger, then refusing and hanging while every prediction 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from mlflow.deployments import get_deploy_client
 
 from mlflow_docker_target.runtimes.payload_log import volume_name
 from serving_image.payload_log.http_sink import REQUEST_TYPE, RESPONSE_TYPE
+from serving_image.payload_log.records import sampled
 from tests.helpers.event_receiver import Receiver, receiver
 from tests.helpers.models import (
     IRIS_INPUT,
@@ -115,7 +117,9 @@ def test_the_volume_sink(streamer, deployment_name, docker_client) -> None:
             assert record["response"]["encoding"] == "json"
 
     # sampling: decided by the request id, alike on both replicas
-    client.update_deployment(deployment_name, config={"payload_log_sample": "0.1"})
+    # (with room for every record: at 64k the oldest files would go, and the share with them)
+    client.update_deployment(deployment_name, config={"payload_log_sample": "0.1",
+                                                      "payload_log_max_size": "16m"})
     session = requests.Session()  # new connections: see the closing note of this change
     ids = [str(uuid.uuid4()) for _ in range(2000)]
     for rid in ids:
@@ -125,8 +129,6 @@ def test_the_volume_sink(streamer, deployment_name, docker_client) -> None:
     recorded = {r["id"] for r in _records(docker_client, volume, image)[1]} & set(ids)
     share = len(recorded) / len(ids)
     assert 0.07 <= share <= 0.13, share
-    from serving_image.payload_log.records import sampled
-
     assert recorded == {rid for rid in ids if sampled(rid, 0.1)}  # the same decision
 
     # delete keeps the volume (data); prune lists it, and removes it only with --volumes
@@ -153,8 +155,10 @@ def test_delete_removes_the_volume_when_asked(iris_versions, deployment_name,
 
 
 def _gateway(client: docker.DockerClient) -> str:
-    """This host's address on the engine's default bridge: containers reach it there."""
-    return client.networks.get("bridge").attrs["IPAM"]["Config"][0]["Gateway"]
+    """This host's address on the engine's default bridge: containers reach it there. A new
+    engine may leave the gateway out of the bridge's IPAM; it is then the subnet's first host."""
+    config = client.networks.get("bridge").attrs["IPAM"]["Config"][0]
+    return config.get("Gateway") or str(next(ipaddress.ip_network(config["Subnet"]).hosts()))
 
 
 def _dropped(url: str) -> float:

@@ -21,7 +21,7 @@ from mlflow_docker_target.image_build import model_fetch
 from mlflow_docker_target.image_build.model_image import model_image
 from mlflow_docker_target.names import check_name
 from mlflow_docker_target.runtimes import lease
-from mlflow_docker_target.runtimes.container import containers
+from mlflow_docker_target.runtimes.container import containers, gpus
 from mlflow_docker_target.runtimes.server_spec import Spec
 from serving_image.contract import VERSION
 
@@ -61,6 +61,7 @@ def run_local(name: str, model_uri: str, flavor: str | None = None,
 
 def _serve(engine: Engine, name: str, model_uri: str, config: dict[str, Any] | None,
            settings: Settings) -> None:
+    gpus.check(engine, settings)
     image, ref = model_image(engine, name, model_fetch.resolve(model_uri), settings,
                              lease.builds(engine))
     spec = Spec(name, image, ref, normalize(config), settings, VERSION, local_run=True)

@@ -4,6 +4,7 @@ config keys taken off with ``-C key=``, out-of-memory kills named, nothing left 
 from __future__ import annotations
 
 import json
+import logging
 import re
 import socket
 import threading
@@ -231,9 +232,10 @@ def test_readme_examples_work(iris_versions, deployment_name, tmp_path: Path) ->
 
 
 def test_gpus_on_an_engine_without_nvidia_fail_clearly_and_leave_nothing(
-        iris_versions, deployment_name, docker_client) -> None:
+        iris_versions, deployment_name, docker_client, caplog) -> None:
     """This engine has no NVIDIA runtime: the device request reaches it, its refusal comes
     back with what to do, before anything is built, and run-local says the same."""
+    caplog.set_level(logging.INFO, logger="mlflow_docker_target")
     client = get_deploy_client("dockerhost")
     for config in ({"gpus": "all"}, {"gpus": "device=0"}):
         with pytest.raises(MlflowException,
@@ -248,3 +250,5 @@ def test_gpus_on_an_engine_without_nvidia_fail_clearly_and_leave_nothing(
         run_local(deployment_name, iris_versions["v1"],
                   config={"gpus": "1", "port": str(free_port())})
     assert _image_tags(docker_client, deployment_name) == []
+    built = [r.getMessage() for r in caplog.records if "image" in r.getMessage().lower()]
+    assert built == [], built  # nor built, then removed: not even looked for

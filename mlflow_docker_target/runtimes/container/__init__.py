@@ -71,10 +71,8 @@ class ContainerRuntime:
                     f"-C {key} applies to Swarm services, and {self.url} runs containers (it "
                     "is not a Swarm manager, or -C runtime=container says so). Leave it out, "
                     "or point the target at a swarm's manager.", INVALID_PARAMETER_VALUE)
-        proxy = ensure_image(self.engine, settings.resolved_proxy_image(), settings.pull_base,
-                             "proxy")
-        if settings.gpus:
-            gpus.check(self.engine, proxy, settings.gpus)
+        ensure_image(self.engine, settings.resolved_proxy_image(), settings.pull_base, "proxy")
+        gpus.check(self.engine, settings)
 
     def build(self, deployment: str, model: ModelRef,
               settings: Settings) -> tuple[str, ModelRef]:

@@ -18,9 +18,11 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 from mlflow_docker_target import record
+from mlflow_docker_target.config import Settings
 from mlflow_docker_target.config_values import GPU_DEVICES
 from mlflow_docker_target.engine import lockdown
 from mlflow_docker_target.engine.connection import Engine
+from mlflow_docker_target.engine.images import ensure_image
 
 HINT = ("Install the NVIDIA driver and the NVIDIA Container Toolkit on the engine's host and "
         "configure Docker for it (nvidia-ctk runtime configure --runtime=docker, then restart "
@@ -39,9 +41,17 @@ def device_requests(value: str) -> list[DeviceRequest]:
     return [DeviceRequest(count=int(value), capabilities=capabilities)]
 
 
-def check(engine: Engine, image: str, value: str) -> None:
+def check(engine: Engine, settings: Settings) -> None:
     """Fail with a clear error, leaving nothing behind, unless the engine starts a container
-    with these GPUs (``image``, one the engine has, runs ``haproxy -v`` and exits)."""
+    with ``-C gpus`` (the front's image, which every deployment needs, runs ``haproxy -v``).
+
+    ``create`` and ``run-local`` call it before they build: a build takes minutes, the
+    engine's refusal a fraction of a second.
+    """
+    value = settings.gpus
+    if not value:
+        return
+    image = ensure_image(engine, settings.resolved_proxy_image(), settings.pull_base, "proxy")
     container = engine.client.containers.create(image, entrypoint=["haproxy", "-v"],
                                                 device_requests=device_requests(value),
                                                 labels={record.ROLE: record.PROBE_ROLE},

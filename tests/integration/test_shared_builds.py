@@ -66,6 +66,7 @@ def _register(iris: str, tmp: Path, count: int, prefix: str = "doubles") -> list
     return uris
 
 
+@pytest.mark.slow  # 130 s on a fresh engine, a cold build shared four ways: make test-all
 def test_four_creates_at_once_build_their_environment_once(
         iris_versions, names, docker_client: docker.DockerClient, tmp_path: Path) -> None:
     uris = _register(iris_versions["v1"], tmp_path, len(names))

@@ -96,10 +96,10 @@ test-tools:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 	    --no-install-recommends $$missing >/dev/null; fi
 
-# The inner loop: no engine, no MLServer or old-MLflow virtualenv, no Docker needed at all; in
-# parallel, each module on one worker (several share a server process per module).
+# The inner loop: no engine, no MLServer or old-MLflow virtualenv, no package index, no Docker
+# needed at all; in parallel, each module on one worker (several share a server process per module).
 unit: venv
-	$(BIN)/python -m pytest -q -n 3 --dist loadscope -m "not engine and not venv and not slow"
+	$(BIN)/python -m pytest -q -n 3 --dist loadscope -m "not engine and not venv and not index and not slow"
 
 # The slowest tests are listed at the end, to keep an eye on CI's 40 minutes.
 test: base-image mlserver test-tools

@@ -114,6 +114,7 @@ def test_platform_lists_every_manylinux_tag_newest_first(machine: str, glibc: st
     assert args[args.index("--abi") + 1] == "cp311"
 
 
+@pytest.mark.index
 def test_wheels_for_an_arm64_engine_from_an_x86_client(tmp_path: Path) -> None:
     """The demo model's whole environment resolves to aarch64 (or pure-Python) wheels."""
     model = _model(tmp_path, "mlflow==3.17.2\nscikit-learn\nnumpy\npandas\nscipy\n")

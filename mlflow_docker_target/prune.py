@@ -20,6 +20,8 @@ from docker.models.volumes import Volume
 
 from mlflow_docker_target import record
 from mlflow_docker_target.engine.connection import Engine
+from mlflow_docker_target.engine.containers import list_containers
+from mlflow_docker_target.engine.images import list_images
 from mlflow_docker_target.image_build.model_image import image_repository
 from mlflow_docker_target.runtimes import lease, payload_log
 
@@ -47,7 +49,7 @@ def _manages_swarm(engine: Engine) -> bool:
 def _in_use(engine: Engine) -> tuple[set[str], set[str]]:
     """Image IDs and names that containers and (on a manager) services use."""
     client = engine.client
-    ids = {c.attrs.get("Image", "") for c in client.containers.list(all=True)}
+    ids = {c.attrs.get("Image", "") for c in list_containers(client)}
     names: set[str] = set()
     if _manages_swarm(engine):
         for service in client.api.services():
@@ -67,7 +69,7 @@ def unused(engine: Engine, leases: set[str]) -> Iterator[Unused]:
     def used(image: Image) -> bool:
         return image.id in ids or bool(set(image.tags) & names)
 
-    models = client.images.list(filters={"label": f"{record.KIND}=model"})
+    models = list_images(client, f"{record.KIND}=model")
     busy = {image_repository(name) for name in lease.leased(leases, "deployment")}
     going = []
     for image in models:
@@ -78,7 +80,7 @@ def unused(engine: Engine, leases: set[str]) -> Iterator[Unused]:
     if lease.at_work(leases):
         return  # a client at work may be about to use any of what follows
     kept = {image.labels.get(record.ENVIRONMENT) for image in models if image not in going}
-    environments = client.images.list(filters={"label": f"{record.KIND}=environment"})
+    environments = list_images(client, f"{record.KIND}=environment")
     left = []
     for image in environments:
         if set(image.tags) & kept or used(image):
@@ -86,18 +88,18 @@ def unused(engine: Engine, leases: set[str]) -> Iterator[Unused]:
         else:
             yield Unused(image, "environment no model image is built on")
     bases = {image.labels.get(record.BASE_IMAGE) for image in left}
-    for image in client.images.list(filters={"label": f"{record.KIND}=system"}):
+    for image in list_images(client, f"{record.KIND}=system"):
         if not set(image.tags) & bases and not used(image):
             yield Unused(image, "base with system packages no environment is built on")
-    for image in client.images.list(filters={"label": f"{record.STAGE}=build"}):
+    for image in list_images(client, f"{record.STAGE}=build"):
         yield Unused(image, "stage of a build that ended")
 
 
 def _deployments(engine: Engine) -> set[str]:
     """Names of the deployments on this engine: its containers' and (on a manager) services'."""
     client = engine.client
-    names = {c.labels.get(record.DEPLOYMENT, "") for c in client.containers.list(
-        all=True, filters={"label": record.DEPLOYMENT})}
+    names = {c.labels.get(record.DEPLOYMENT, "") for c in list_containers(
+        client, record.DEPLOYMENT)}
     if _manages_swarm(engine):
         names |= {(s["Spec"].get("Labels") or {}).get(record.DEPLOYMENT, "")
                   for s in client.api.services(filters={"label": record.DEPLOYMENT})}

@@ -1,11 +1,14 @@
 """Images on an engine: one the plugin needs (pulled only when missing and allowed, with a log
-line), whether one exists, and removing those no container uses any more."""
+line), whether one exists, listing them while other clients remove some, and removing those no
+container uses any more."""
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import docker
 import docker.errors
+from docker.models.images import Image
 from docker.utils import parse_repository_tag
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
@@ -59,3 +62,17 @@ def remove_images(engine: Engine, images: set[str]) -> None:
             pass
         except docker.errors.APIError as exc:
             log.info("Keeping image %s: %s", image, exc.explanation or exc)
+
+
+def list_images(client: docker.DockerClient, label: str, all: bool = False) -> list[Image]:
+    """Images with ``label`` (``key`` or ``key=value``); with ``all``, build stages too.
+
+    docker-py lists, then inspects each image; one that another client removed in between is
+    left out rather than failing the caller (``containers.list`` has ``ignore_removed`` for
+    this, ``images.list`` has nothing).
+    """
+    found = []
+    for summary in client.api.images(all=all, filters={"label": label}):
+        with contextlib.suppress(docker.errors.ImageNotFound):
+            found.append(client.images.get(summary["Id"]))
+    return found

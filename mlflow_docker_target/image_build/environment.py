@@ -25,7 +25,7 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow_docker_target.config import Settings
 from mlflow_docker_target.engine import lockdown
 from mlflow_docker_target.engine.connection import Engine
-from mlflow_docker_target.engine.images import ensure_image, image_exists
+from mlflow_docker_target.engine.images import ensure_image, image_exists, list_images
 from mlflow_docker_target.image_build import environment_cache
 from mlflow_docker_target.image_build import requirements as dependencies
 from mlflow_docker_target.image_build.docker_build import (
@@ -189,7 +189,7 @@ def _remove_stages(engine: Engine, build_id: str) -> None:
     """The build's own stage images (wheels and all), left untagged after it, failed or not;
     never reused. Only this build's: an engine-wide prune would meet another client's (the
     engine runs one prune at a time, and refuses a second with 409)."""
-    found = engine.client.images.list(all=True, filters={"label": f"{BUILD}={build_id}"})
+    found = list_images(engine.client, f"{BUILD}={build_id}", all=True)
     for image in sorted(found, key=lambda i: i.attrs.get("Created", ""), reverse=True):
         try:  # newest first: a layer before the one it was built on
             engine.client.images.remove(image.id)

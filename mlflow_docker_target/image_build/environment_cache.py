@@ -18,6 +18,7 @@ import docker.errors
 from docker.models.images import Image
 
 from mlflow_docker_target.engine.connection import Engine
+from mlflow_docker_target.engine.images import list_images
 from mlflow_docker_target.record import ENVIRONMENT, KIND
 
 log = logging.getLogger(__name__)
@@ -43,10 +44,10 @@ def last_use(image: Image) -> float:
 
 def unused(engine: Engine) -> list[Image]:
     """Environment images no model image is built on, the one used longest ago first."""
-    built_on = {image.labels.get(ENVIRONMENT) for image in engine.client.images.list(
-        filters={"label": f"{KIND}=model"})}
-    found = [image for image in engine.client.images.list(
-        filters={"label": f"{KIND}=environment"}) if not set(image.tags) & built_on]
+    built_on = {image.labels.get(ENVIRONMENT) for image in list_images(
+        engine.client, f"{KIND}=model")}
+    found = [image for image in list_images(
+        engine.client, f"{KIND}=environment") if not set(image.tags) & built_on]
     return sorted(found, key=last_use)
 
 

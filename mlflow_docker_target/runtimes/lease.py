@@ -38,6 +38,7 @@ from mlflow.protos.databricks_pb2 import INVALID_STATE, RESOURCE_ALREADY_EXISTS
 
 from mlflow_docker_target import record
 from mlflow_docker_target.engine.connection import Engine
+from mlflow_docker_target.engine.containers import list_containers
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +83,7 @@ def lease(engine: Engine, kind: str, name: str, doing: str, wait: float = 0,
 
 def held(engine: Engine) -> set[str]:
     """The names of the leases held now; one a killed client left, no longer renewed, is not."""
-    found = engine.client.containers.list(
-        all=True, filters={"label": f"{record.ROLE}={record.LOCK_ROLE}"})
+    found = list_containers(engine.client, f"{record.ROLE}={record.LOCK_ROLE}")
     if not found:
         return set()
     clock = _EngineClock(engine)

@@ -1,16 +1,19 @@
 """Clients that need one environment at once share its build (the build lease of
-mlflow_docker_target/runtimes/lease.py), and a build leaves none of its stage images behind."""
+mlflow_docker_target/runtimes/lease.py), a build leaves none of its stage images behind, and
+what one client reads goes on when another removes a container or an image under it."""
 
 from __future__ import annotations
 
 import contextlib
+import io
+import os
 import secrets
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -18,9 +21,22 @@ import docker
 import docker.errors
 import mlflow
 import pytest
+from docker import APIClient
 from mlflow.deployments import get_deploy_client
 
-from mlflow_docker_target.record import ENVIRONMENT, STAGE
+from mlflow_docker_target import prune
+from mlflow_docker_target.engine.connection import Engine, connect
+from mlflow_docker_target.image_build import environment_cache
+from mlflow_docker_target.record import (
+    DEPLOYMENT,
+    ENVIRONMENT,
+    KIND,
+    LOCK_ROLE,
+    ROLE,
+    SERVER,
+    STAGE,
+)
+from mlflow_docker_target.runtimes import lease
 from mlflow_docker_target.runtimes.lease import lease_name
 from tests.helpers.cli import mlflow_cli, mlflow_cli_background, wait_for_output
 from tests.helpers.engine import remove_leftovers
@@ -227,3 +243,58 @@ def test_ten_deployments_leave_a_bounded_cache(iris_versions, docker_client: doc
         if not any(image.tags[0] == i.labels.get(ENVIRONMENT) for i in docker_client.images.list(
             filters={"label": "io.mlflow.dockerhost.kind=model"}))]
     assert len(idle) <= 1, [i.tags for i in idle]
+
+
+
+@pytest.mark.parametrize(("role", "reader"), [
+    (SERVER, lambda engine: list(prune.unused(engine, set()))),
+    (SERVER, lambda engine: prune.orphaned_volumes(engine, set())),
+    (LOCK_ROLE, lease.held),
+    (SERVER, lambda engine: get_deploy_client("dockerhost").list_deployments()),
+])
+def test_a_container_removed_between_list_and_inspect_is_left_out(
+        role: str, reader: Callable[[Engine], object], names,
+        docker_client: docker.DockerClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """docker-py inspects each container it lists. Here the container goes in between, as when
+    another client deletes a deployment during ``prune`` (a CI run failed on that 404)."""
+    gone = docker_client.containers.create(
+        os.environ["MLFLOW_DOCKERHOST_PROXY_IMAGE"], ["true"],
+        labels={DEPLOYMENT: names[0], ROLE: role})
+    inspect = APIClient.inspect_container
+    removed = []
+
+    def removed_first(api: APIClient, container: str) -> dict:
+        if container == gone.id and not removed:
+            gone.remove(force=True)
+            removed.append(container)
+        return inspect(api, container)
+
+    monkeypatch.setattr(APIClient, "inspect_container", removed_first)
+    reader(connect(None))
+    assert removed == [gone.id]
+
+
+@pytest.mark.parametrize("reader", [
+    lambda engine: list(prune.unused(engine, set())),
+    environment_cache.unused,
+])
+def test_an_image_removed_between_list_and_inspect_is_left_out(
+        reader: Callable[[Engine], object], names, docker_client: docker.DockerClient,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """As above, for images: docker-py's ``images.list`` inspects each and has no
+    ``ignore_removed``."""
+    dockerfile = f"FROM {os.environ['MLFLOW_DOCKERHOST_PROXY_IMAGE']}\nLABEL {KIND}=environment\n"
+    gone, _ = docker_client.images.build(fileobj=io.BytesIO(dockerfile.encode()),
+                                         tag=f"mlflow-dockerhost/{names[0]}:gone")
+    inspect = APIClient.inspect_image
+    removed = []
+
+    def removed_first(api: APIClient, image: str) -> dict:
+        if image == gone.id and not removed:
+            docker_client.images.remove(gone.id)
+            removed.append(image)
+        return inspect(api, image)
+
+    monkeypatch.setattr(APIClient, "inspect_image", removed_first)
+    reader(connect(None))
+    assert removed == [gone.id]

@@ -27,6 +27,7 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, INVALID_STATE
 from mlflow_docker_target import record
 from mlflow_docker_target.config import Settings
 from mlflow_docker_target.engine.connection import Engine
+from mlflow_docker_target.engine.containers import list_containers
 from mlflow_docker_target.engine.images import ensure_image, remove_images
 from mlflow_docker_target.image_build import environment_cache
 from mlflow_docker_target.image_build.model_image import model_image
@@ -118,7 +119,7 @@ class ContainerRuntime:
         return self._endpoint(container) if container else None
 
     def endpoints(self) -> list[Endpoint]:
-        found = self.client.containers.list(all=True, filters={"label": record.ENDPOINT})
+        found = list_containers(self.client, record.ENDPOINT)
         return sorted((self._endpoint(c) for c in found
                        if c.labels.get(record.ROLE) == record.FRONT), key=lambda e: e.name)
 

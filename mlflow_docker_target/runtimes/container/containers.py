@@ -23,6 +23,7 @@ from mlflow.exceptions import MlflowException
 from mlflow_docker_target import record
 from mlflow_docker_target.engine import lockdown
 from mlflow_docker_target.engine.connection import Engine
+from mlflow_docker_target.engine.containers import list_containers
 from mlflow_docker_target.engine.times import engine_time
 from mlflow_docker_target.runtimes import payload_log, reach
 from mlflow_docker_target.runtimes.container import gpus
@@ -43,7 +44,7 @@ def servers(client: docker.DockerClient, deployment: str | None = None,
         label = f"{record.ENDPOINT}={endpoint}"
     else:
         label = f"{record.DEPLOYMENT}={deployment}" if deployment else record.DEPLOYMENT
-    found = client.containers.list(all=True, filters={"label": label})
+    found = list_containers(client, label)
     found = [c for c in found if c.labels.get(record.LOCAL_RUN) != "true"
              and c.labels.get(record.ROLE) == record.SERVER]
     return sorted(found, key=lambda c: c.attrs.get("Created", ""), reverse=True)

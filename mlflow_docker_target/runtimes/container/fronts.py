@@ -32,6 +32,7 @@ from mlflow_docker_target import record
 from mlflow_docker_target.config import Settings
 from mlflow_docker_target.engine import lockdown
 from mlflow_docker_target.engine.connection import Engine
+from mlflow_docker_target.engine.containers import list_containers
 from mlflow_docker_target.engine.times import engine_time
 from mlflow_docker_target.runtimes import fronts, haproxy, reach
 from mlflow_docker_target.runtimes.certificates import Certificate
@@ -48,8 +49,7 @@ PORT_ATTEMPTS = 3
 def find(client: docker.DockerClient, deployment: str | None = None,
          endpoint: str | None = None) -> Container | None:
     """The front a deployment is served through: its shared ``endpoint``'s, else its own."""
-    found = client.containers.list(all=True,
-                                   filters={"label": fronts.selector(deployment, endpoint)})
+    found = list_containers(client, fronts.selector(deployment, endpoint))
     return next((c for c in found if c.labels.get(record.ROLE) == record.FRONT), None)
 
 

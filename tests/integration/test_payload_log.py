@@ -20,6 +20,8 @@ import pytest
 import requests
 from mlflow.deployments import get_deploy_client
 
+from mlflow_docker_target.engine.connection import connect
+from mlflow_docker_target.runtimes.lease import lease
 from mlflow_docker_target.runtimes.payload_log import volume_name
 from serving_image.payload_log.http_sink import REQUEST_TYPE, RESPONSE_TYPE
 from serving_image.payload_log.records import sampled
@@ -66,8 +68,13 @@ def _records(client: docker.DockerClient, volume: str, image: str) -> tuple[list
 
 
 def _prune(*options: str) -> str:
-    return subprocess.run([sys.executable, "-m", "mlflow_docker_target.cli", "prune", *options],
-                          capture_output=True, text=True, timeout=300, check=True).stdout
+    """``mlflow-dockerhost prune``, run while a lease keeps the engine's environments: prune
+    would remove those no model image is left on, and the suites after this one would each
+    build theirs again (80 s for iris's). The lease is on another name, so volumes still go."""
+    with lease(connect(None), "deployment", "payload-log-test-keeps-environments", "test"):
+        return subprocess.run([sys.executable, "-m", "mlflow_docker_target.cli", "prune",
+                               *options], capture_output=True, text=True, timeout=300,
+                              check=True).stdout
 
 
 def test_the_volume_sink(streamer, deployment_name, docker_client) -> None:

@@ -9,15 +9,23 @@ import docker
 import pytest
 
 from tests.helpers.ci import skip_or_fail
+from tests.helpers.engine import environment_image
 from tests.helpers.swarm_cluster import IMAGES, Swarm, cannot_make_a_swarm, swarm_cluster
 
 
 @pytest.fixture(scope="session")
-def swarm(docker_client: docker.DockerClient) -> Iterator[Swarm]:
+def swarm(docker_client: docker.DockerClient, iris_versions: dict[str, str]) -> Iterator[Swarm]:
     """Three engines in a swarm and a registry; the local images the builds need are loaded
-    into the manager, where builds run."""
+    into the manager, where builds run.
+
+    So is iris's environment (as an engine that served iris before would have it): a cold
+    build on the manager cost 80-100 s of CI's 40 minutes. The swarm's creates still build
+    their model images, and push both to the registry for the nodes. Environments built on
+    another engine are the remote tests' (tests/integration/test_remote.py).
+    """
     reason = cannot_make_a_swarm()
     if reason:
         skip_or_fail(f"no test swarm: {reason}")
-    with swarm_cluster([os.environ[variable] for variable in IMAGES]) as cluster:
+    images = [os.environ[variable] for variable in IMAGES]
+    with swarm_cluster([*images, environment_image(iris_versions["v1"])]) as cluster:
         yield cluster

@@ -135,16 +135,22 @@ def test_cli_session_on_a_swarm(swarm: Swarm, iris_versions, tmp_path: Path) -> 
         node.name for node in swarm.nodes}
     assert all(r["deployment"] == name and r["status"] == 200 for r in recorded)
 
-    # an update is Swarm's rolling update; nothing is lost through a node that is not the manager
+    # an update is Swarm's rolling update; nothing is lost through a node that is not the manager.
+    # Its inference log goes to an HTTP sink that no replica can reach: the update serves, and
+    # get says why nothing is recorded (one rolling update for both: each costs about a minute)
     worker = f"http://{swarm.nodes[1].address}:{PORT}"
     with SteadyLoad(worker, BODY) as load:
         mlflow_cli("deployments", "update", "-t", target, "--name", name,
-                   "-m", "models:/iris@champion")
+                   "-m", "models:/iris@champion", "-C", "payload_log=http://127.0.0.1:9/events")
         time.sleep(1)
     _measured("update through a worker node: lost/sent", f"{load.lost}/{load.sent}")
     assert load.sent > 50 and load.lost == 0, load.failures[:5]
-    info = _get(swarm, name)
+    for _ in range(3):  # the manager gathers the nodes' logs as they come
+        info = _get(swarm, name)
+        if "warning" in info["payload_log"]:
+            break
     assert info["model_version"] == "2" and info["replicas"] == "3/3", info
+    assert "Inference log sink unreachable" in info["payload_log"], info
     second = _predict(worker)
     assert second != first
 
@@ -165,16 +171,6 @@ def test_cli_session_on_a_swarm(swarm: Swarm, iris_versions, tmp_path: Path) -> 
     mlflow_cli("deployments", "update", "-t", target, "--name", name, "-C", "replicas=2")
     assert _get(swarm, name)["replicas"] == "2/2"
     assert len(_running_nodes(swarm, service)) == 2
-
-    # an HTTP sink that no replica can reach: the update serves, and get says why nothing
-    # is recorded
-    mlflow_cli("deployments", "update", "-t", target, "--name", name,
-               "-C", "payload_log=http://127.0.0.1:9/events")
-    for _ in range(3):  # the manager gathers the nodes' logs as they come
-        info = _get(swarm, name)
-        if "warning" in info["payload_log"]:
-            break
-    assert info["replicas"] == "2/2" and "Inference log sink unreachable" in info["payload_log"]
     assert _predict(worker) == second
 
     listed = mlflow_cli("deployments", "list", "-t", target).stdout

@@ -285,7 +285,7 @@ def test_an_image_removed_between_list_and_inspect_is_left_out(
     ``ignore_removed``."""
     dockerfile = f"FROM {os.environ['MLFLOW_DOCKERHOST_PROXY_IMAGE']}\nLABEL {KIND}=environment\n"
     gone, _ = docker_client.images.build(fileobj=io.BytesIO(dockerfile.encode()),
-                                         tag=f"mlflow-dockerhost/{names[0]}:gone")
+                                         tag=f"mlflow-dockerhost/{names[0]}:gone", rm=True)
     inspect = APIClient.inspect_image
     removed = []
 

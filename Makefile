@@ -34,11 +34,14 @@ export MLFLOW_DOCKERHOST_STRIP_IMAGE ?= $(STRIP_IMAGE)
 
 venv: $(VENV)/.installed
 
-# uv installs what pip would, in a seventh of the time (19 s against 130 s for .[dev] here).
+# uv installs what pip would, in a fraction of the time. It compiles the bytecode at install,
+# as pip does: where PYTHONDONTWRITEBYTECODE is set, nothing else would, and each test's
+# `mlflow` command would compile MLflow again (CI ran 1.5 times slower so).
+UV_INSTALL := $(BIN)/python -m uv pip install -q --compile-bytecode
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --disable-pip-version-check -q uv
-	$(BIN)/python -m uv pip install -q --python $(BIN)/python -e '.[dev]'
+	$(UV_INSTALL) --python $(BIN)/python -e '.[dev]'
 	touch $@
 
 mlserver: $(MLSERVER_VENV)/.installed
@@ -47,7 +50,7 @@ $(MLSERVER_VENV)/.installed: $(VENV)/.installed
 	test -x $(MLSERVER_VENV)/bin/python || $(PYTHON) -m venv $(MLSERVER_VENV)
 	$(BIN)/python -m pip freeze --exclude-editable | \
 	  grep -iE '^(mlflow|mlflow-skinny|numpy|pandas|scikit-learn|scipy)==' >$(STATE)/mlserver-pins.txt
-	$(BIN)/python -m uv pip install -q --python $(MLSERVER_VENV)/bin/python \
+	$(UV_INSTALL) --python $(MLSERVER_VENV)/bin/python \
 	  mlserver==1.7.1 mlserver-mlflow==1.7.1 scikit-learn -c $(STATE)/mlserver-pins.txt
 	touch $@
 

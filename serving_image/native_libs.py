@@ -1,10 +1,11 @@
 """Shared libraries that installed packages need and nothing in the image provides.
 
 Wheels bundle most of their native dependencies (auditwheel), but some leave common system
-libraries to the host: LightGBM and XGBoost need the GNU OpenMP runtime, ``libgomp.so.1``,
-which slim base images lack. Found in the build stage (``ldd`` on every shared object in the
-virtualenv), such a library is named with the Debian package that provides it, so the fix
-(``-C system_packages=...``) is in the error rather than in a traceback at the first start.
+libraries to the host: LightGBM needs the GNU OpenMP runtime, ``libgomp.so.1``, which slim
+base images lack (XGBoost's wheels bring their own copy). Found in the build stage (``ldd`` on
+every shared object in the virtualenv), such a library is named with the Debian package that
+provides it, so the fix (``-C system_packages=...``) is in the error rather than in a traceback
+at the first start.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 # A base image plus the system packages given with -C system_packages: shared libraries that the
-# model's wheels need but do not ship (libgomp1 for LightGBM and XGBoost, say). The one build
-# with the network: the base's own package manager fetches from its archive.
+# model's wheels need but do not ship (libgomp1 for LightGBM, say). The one build with the
+# network: the base's own package manager fetches from its archive.
 ARG BASE_IMAGE
 FROM ${BASE_IMAGE}
 ARG PACKAGES

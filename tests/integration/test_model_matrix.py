@@ -2,8 +2,8 @@
 
 Each model is saved by its own MLflow version in its own virtualenv (tests/model_matrix.py). The
 default run covers one model per MLflow major version and the build features they exercise
-(Flask for MLflow < 2.21, CPU-only builds); LightGBM's OpenMP comes from system packages in the
-libgomp test, and from the base in ``make test-all``, which runs the whole matrix.
+(Flask for MLflow < 2.21, CPU-only builds). ``make test-all`` runs the whole matrix, and the
+libgomp test, where LightGBM's OpenMP comes from system packages.
 """
 
 from __future__ import annotations
@@ -112,6 +112,8 @@ def _remove_built_on(client: docker.DockerClient, base: str) -> None:
         client.images.remove(image.id, force=True)
 
 
+@pytest.mark.slow  # two cold builds and a system image, 150-180 s: make test-all; the naming
+# itself is tests/test_native_libs.py's, and a system-packages build that fails is test_remote's
 def test_missing_libgomp_is_named_with_its_package_then_system_packages_installs_it(
         base_without_libgomp: str, deployment_name: str, docker_client) -> None:
     model = saved("3.17.2", "lightgbm")

@@ -117,14 +117,15 @@ def test_cli_session_on_the_remote_engine(remote, remote_name, iris_versions, do
                            "--input-path", str(input_path), env=env).stdout
     assert json.loads(predicted)["predictions"] == _curl(info["endpoint"]) == EXPECTED
 
-    mlflow_cli("deployments", "update", "-t", target, "--name", name, "-m", iris_versions["v2"],
-               env=env)
-    before = info["endpoint"]
-    info = _get(target, name, env)
-    assert info["model_version"] == "2"
-    assert info["endpoint"] == before  # the endpoint stays put
-    assert _curl(info["endpoint"]) != EXPECTED
-    assert len(servers(remote.client(), name)) == 1
+    if transport == "tcp+tls":  # over ssh, an update makes the calls create made (25-40 s)
+        mlflow_cli("deployments", "update", "-t", target, "--name", name, "-m",
+                   iris_versions["v2"], env=env)
+        before = info["endpoint"]
+        info = _get(target, name, env)
+        assert info["model_version"] == "2"
+        assert info["endpoint"] == before  # the endpoint stays put
+        assert _curl(info["endpoint"]) != EXPECTED
+        assert len(servers(remote.client(), name)) == 1
 
     mlflow_cli("deployments", "delete", "-t", target, "--name", name, "-C", "remove_image=true",
                env=env)

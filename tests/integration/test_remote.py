@@ -89,7 +89,9 @@ def _get(target: str, name: str, env: dict[str, str]) -> dict[str, str]:
     return dict(line.split(": ", 1) for line in out.splitlines() if ": " in line)
 
 
-@pytest.mark.parametrize("transport", ["tcp+tls", "ssh"])
+# Over ssh, the whole session is make test-all's (50-95 s); make test reaches the engine over
+# ssh in test_ssh_alias_from_the_users_ssh_config and test_ssh_unknown_host_key_and_refused_login.
+@pytest.mark.parametrize("transport", ["tcp+tls", pytest.param("ssh", marks=pytest.mark.slow)])
 def test_cli_session_on_the_remote_engine(remote, remote_name, iris_versions, docker_client,
                                           tmp_path: Path, transport: str) -> None:
     name = remote_name
@@ -117,15 +119,14 @@ def test_cli_session_on_the_remote_engine(remote, remote_name, iris_versions, do
                            "--input-path", str(input_path), env=env).stdout
     assert json.loads(predicted)["predictions"] == _curl(info["endpoint"]) == EXPECTED
 
-    if transport == "tcp+tls":  # over ssh, an update makes the calls create made (25-40 s)
-        mlflow_cli("deployments", "update", "-t", target, "--name", name, "-m",
-                   iris_versions["v2"], env=env)
-        before = info["endpoint"]
-        info = _get(target, name, env)
-        assert info["model_version"] == "2"
-        assert info["endpoint"] == before  # the endpoint stays put
-        assert _curl(info["endpoint"]) != EXPECTED
-        assert len(servers(remote.client(), name)) == 1
+    mlflow_cli("deployments", "update", "-t", target, "--name", name, "-m", iris_versions["v2"],
+               env=env)
+    before = info["endpoint"]
+    info = _get(target, name, env)
+    assert info["model_version"] == "2"
+    assert info["endpoint"] == before  # the endpoint stays put
+    assert _curl(info["endpoint"]) != EXPECTED
+    assert len(servers(remote.client(), name)) == 1
 
     mlflow_cli("deployments", "delete", "-t", target, "--name", name, "-C", "remove_image=true",
                env=env)

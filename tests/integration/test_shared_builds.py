@@ -245,6 +245,23 @@ def test_ten_deployments_leave_a_bounded_cache(iris_versions, docker_client: doc
     assert len(idle) <= 1, [i.tags for i in idle]
 
 
+def _removed_at_inspect(monkeypatch: pytest.MonkeyPatch, method: str, target: str,
+                        remove: Callable[[], object]) -> list[str]:
+    """Make docker-py's ``APIClient.<method>`` remove ``target`` just before its first inspect,
+    as another client would between a list and its inspects; the list returned names it once
+    that happened."""
+    inspect = getattr(APIClient, method)
+    removed: list[str] = []
+
+    def removed_first(api: APIClient, resource: str) -> dict:
+        if resource == target and not removed:
+            remove()
+            removed.append(resource)
+        return inspect(api, resource)
+
+    monkeypatch.setattr(APIClient, method, removed_first)
+    return removed
+
 
 @pytest.mark.parametrize(("role", "reader"), [
     (SERVER, lambda engine: list(prune.unused(engine, set()))),
@@ -260,16 +277,8 @@ def test_a_container_removed_between_list_and_inspect_is_left_out(
     gone = docker_client.containers.create(
         os.environ["MLFLOW_DOCKERHOST_PROXY_IMAGE"], ["true"],
         labels={DEPLOYMENT: names[0], ROLE: role})
-    inspect = APIClient.inspect_container
-    removed = []
-
-    def removed_first(api: APIClient, container: str) -> dict:
-        if container == gone.id and not removed:
-            gone.remove(force=True)
-            removed.append(container)
-        return inspect(api, container)
-
-    monkeypatch.setattr(APIClient, "inspect_container", removed_first)
+    removed = _removed_at_inspect(monkeypatch, "inspect_container", gone.id,
+                                  lambda: gone.remove(force=True))
     reader(connect(None))
     assert removed == [gone.id]
 
@@ -286,15 +295,7 @@ def test_an_image_removed_between_list_and_inspect_is_left_out(
     dockerfile = f"FROM {os.environ['MLFLOW_DOCKERHOST_PROXY_IMAGE']}\nLABEL {KIND}=environment\n"
     gone, _ = docker_client.images.build(fileobj=io.BytesIO(dockerfile.encode()),
                                          tag=f"mlflow-dockerhost/{names[0]}:gone", rm=True)
-    inspect = APIClient.inspect_image
-    removed = []
-
-    def removed_first(api: APIClient, image: str) -> dict:
-        if image == gone.id and not removed:
-            docker_client.images.remove(gone.id)
-            removed.append(image)
-        return inspect(api, image)
-
-    monkeypatch.setattr(APIClient, "inspect_image", removed_first)
+    removed = _removed_at_inspect(monkeypatch, "inspect_image", gone.id,
+                                  lambda: docker_client.images.remove(gone.id))
     reader(connect(None))
     assert removed == [gone.id]

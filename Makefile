@@ -144,6 +144,7 @@ bench: base-image test-tools
 	@command -v wrk >/dev/null || { apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
 	$(BIN)/python -W ignore tests/benchmarks/server.py --rounds 3
+	$(BIN)/python -W ignore tests/benchmarks/payload_log.py
 	$(BIN)/python tests/benchmarks/deploy.py
 	$(BIN)/python -W ignore tests/benchmarks/remote.py
 	$(BIN)/python -W ignore tests/benchmarks/endpoints.py

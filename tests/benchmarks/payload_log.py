@@ -1,0 +1,90 @@
+"""What the inference log costs, as paired ratios: logging off and on, both servers up at once,
+measured in alternating short wrk bursts.
+
+    python tests/benchmarks/payload_log.py [--pairs 15] [--seconds 3] [--rows 1,100]
+
+``server.py`` measures each server for a whole round, one after the other. On these shared
+two-CPU machines the speed drifts by 10-30% within minutes, so a round-by-round ratio holds
+that drift as well as the log's cost. Here ``off`` (ours, 1 worker, no log) and ``volume`` (the
+same, every request recorded to the volume sink's files in a directory here) start together
+and stay up; each pair is one burst on each, back to back, in alternating order, and the
+figure is the median of the pairs' ratios (with the spread of the middle half). The server
+that is not measured is idle meanwhile. Goal (issue "Inference logs"): volume/off >= 95%.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from tests.benchmarks.server import (
+    _free_port,
+    _log_totals,
+    make_model,
+    start,
+    stop,
+    write_payloads,
+    wrk,
+)
+
+CONNECTIONS = 8
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=int, default=15)
+    parser.add_argument("--seconds", type=int, default=3)
+    parser.add_argument("--rows", default="1,100")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench-payload-log-"))
+    payloads = {name: script for name, script
+                in write_payloads(work, make_model(work / "model")).items()
+                if name.split()[0] in args.rows.split(",")}
+    (work / "payload-log").mkdir()
+    settings = {"off": {},
+                "volume": {"SCORING_PAYLOAD_LOG": "volume",
+                           "SCORING_PAYLOAD_LOG_DIR": str(work / "payload-log")}}
+    ports = {name: _free_port() for name in settings}
+    processes = {name: start([sys.executable, "-m", "serving_image", "--model",
+                              str(work / "model"), "--host", "127.0.0.1", "--port", str(port),
+                              "--workers", "1"], port, work, settings[name])
+                 for name, port in ports.items()}
+    try:
+        print(f"ours, 1 worker each, wrk -t1 -c{CONNECTIONS}, {args.seconds} s bursts, "
+              f"{args.pairs} pairs in alternating order\n")
+        print("| payload | off req/s | volume req/s | volume/off, median of pairs | middle half "
+              "| off p99 ms | volume p99 ms |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
+        for payload, script in payloads.items():
+            urls = {name: f"http://127.0.0.1:{port}/invocations" for name, port in ports.items()}
+            for url in urls.values():
+                wrk(url, script, CONNECTIONS, 2)  # warm-up, not recorded
+            points: dict[str, list[dict[str, float]]] = {"off": [], "volume": []}
+            for pair in range(args.pairs):
+                for name in (("off", "volume") if pair % 2 == 0 else ("volume", "off")):
+                    points[name].append(wrk(urls[name], script, CONNECTIONS, args.seconds))
+            ratios = sorted(on["rps"] / off["rps"]
+                            for off, on in zip(points["off"], points["volume"], strict=True))
+            quarter = len(ratios) // 4
+            middle = f"{ratios[quarter]:.1%}-{ratios[-1 - quarter]:.1%}"
+
+            def med(name: str, key: str, points: dict = points) -> float:
+                return statistics.median(p[key] for p in points[name])
+
+            print(f"| {payload} | {med('off', 'rps'):.0f} | {med('volume', 'rps'):.0f} "
+                  f"| {statistics.median(ratios):.1%} | {middle} | {med('off', 'p99'):.2f} "
+                  f"| {med('volume', 'p99'):.2f} |", flush=True)
+        written, dropped = _log_totals(ports["volume"])
+        print(f"\nvolume: {written:.0f} records written, {dropped:.0f} dropped")
+    finally:
+        for process in processes.values():
+            stop(process)
+
+
+if __name__ == "__main__":
+    main()

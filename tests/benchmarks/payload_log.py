@@ -15,6 +15,7 @@ that is not measured is idle meanwhile. Goal (issue "Inference logs"): volume/of
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import sys
 import tempfile
@@ -84,6 +85,7 @@ def main() -> None:
     finally:
         for process in processes.values():
             stop(process)
+        shutil.rmtree(work, ignore_errors=True)  # the records: ~100 MB a run
 
 
 if __name__ == "__main__":

@@ -24,11 +24,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tests.benchmarks.server import (
-    _free_port,
-    _log_totals,
+    free_port,
+    log_totals,
     make_model,
+    ours_command,
     start,
     stop,
+    volume_log,
     write_payloads,
     wrk,
 )
@@ -47,15 +49,13 @@ def main() -> None:
                 in write_payloads(work, make_model(work / "model")).items()
                 if name.split()[0] in args.rows.split(",")}
     (work / "payload-log").mkdir()
-    settings = {"off": {},
-                "volume": {"SCORING_PAYLOAD_LOG": "volume",
-                           "SCORING_PAYLOAD_LOG_DIR": str(work / "payload-log")}}
-    ports = {name: _free_port() for name in settings}
-    processes = {name: start([sys.executable, "-m", "serving_image", "--model",
-                              str(work / "model"), "--host", "127.0.0.1", "--port", str(port),
-                              "--workers", "1"], port, work, settings[name])
-                 for name, port in ports.items()}
+    settings = {"off": {}, "volume": volume_log(work / "payload-log")}
+    ports = {name: free_port() for name in settings}
+    processes = {}
     try:
+        for name, port in ports.items():
+            processes[name] = start(ours_command(work / "model", port, 1), port, work,
+                                    settings[name])
         print(f"ours, 1 worker each, wrk -t1 -c{CONNECTIONS}, {args.seconds} s bursts, "
               f"{args.pairs} pairs in alternating order\n")
         print("| payload | off req/s | volume req/s | volume/off, median of pairs | middle half "
@@ -73,14 +73,12 @@ def main() -> None:
                             for off, on in zip(points["off"], points["volume"], strict=True))
             quarter = len(ratios) // 4
             middle = f"{ratios[quarter]:.1%}-{ratios[-1 - quarter]:.1%}"
-
-            def med(name: str, key: str, points: dict = points) -> float:
-                return statistics.median(p[key] for p in points[name])
-
-            print(f"| {payload} | {med('off', 'rps'):.0f} | {med('volume', 'rps'):.0f} "
-                  f"| {statistics.median(ratios):.1%} | {middle} | {med('off', 'p99'):.2f} "
-                  f"| {med('volume', 'p99'):.2f} |", flush=True)
-        written, dropped = _log_totals(ports["volume"])
+            rps, p99 = ({name: statistics.median(p[key] for p in points[name]) for name in points}
+                        for key in ("rps", "p99"))
+            print(f"| {payload} | {rps['off']:.0f} | {rps['volume']:.0f} "
+                  f"| {statistics.median(ratios):.1%} | {middle} | {p99['off']:.2f} "
+                  f"| {p99['volume']:.2f} |", flush=True)
+        written, dropped = log_totals(ports["volume"])
         print(f"\nvolume: {written:.0f} records written, {dropped:.0f} dropped")
     finally:
         for process in processes.values():

@@ -124,7 +124,7 @@ def post_script(work: Path, name: str, body: Any) -> Path:
     return script
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -258,7 +258,18 @@ def inference_log(med: Any, payloads: dict[str, Path], connection_counts: list[i
               f"({dropped / max(1.0, written + dropped):.1%}), over all rounds")
 
 
-def _log_totals(port: int) -> tuple[float, float]:
+def ours_command(model: Path, port: int, workers: int) -> list[str]:
+    """Our server on the host, on loopback."""
+    return [sys.executable, "-m", "serving_image", "--model", str(model), "--host", "127.0.0.1",
+            "--port", str(port), "--workers", str(workers)]
+
+
+def volume_log(directory: Path) -> dict[str, str]:
+    """The environment that records every request to the volume sink's files in ``directory``."""
+    return {"SCORING_PAYLOAD_LOG": "volume", "SCORING_PAYLOAD_LOG_DIR": str(directory)}
+
+
+def log_totals(port: int) -> tuple[float, float]:
     """Records the server's inference log wrote and dropped, from its /metrics."""
     text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
     written = dropped = 0.0
@@ -293,17 +304,15 @@ def main() -> None:
     (work / "bare_app.py").write_text(BARE_APP)
     (work / "hand_written_app.py").write_text(HAND_WRITTEN_APP)
     (work / "sink_app.py").write_text(SINK_APP)
-    sink_port = _free_port()
+    sink_port = free_port()
     python = sys.executable
-    ours = lambda port: [python, "-m", "serving_image", "--model", str(model),  # noqa: E731
-                         "--host", "127.0.0.1", "--port", str(port), "--workers",
-                         str(args.workers)]
+    ours = lambda port: ours_command(model, port, args.workers)  # noqa: E731
+    ours1 = lambda port: ours_command(model, port, 1)  # noqa: E731
     environments: dict[str, dict[str, str]] = {
         "batched": {"SCORING_BATCH_MAX_SIZE": "64"},
         "naive": {"BENCH_MODEL": str(model), "BENCH_APP": "naive"},
         "tuned": {"BENCH_MODEL": str(model), "BENCH_APP": "tuned"},
-        "logged": {"SCORING_PAYLOAD_LOG": "volume",
-                   "SCORING_PAYLOAD_LOG_DIR": str(work / "payload-log")},
+        "logged": volume_log(work / "payload-log"),
         "logged_http": {"SCORING_PAYLOAD_LOG": f"http://127.0.0.1:{sink_port}/events"}}
     (work / "payload-log").mkdir()
     hand_written = [python, "-m", "uvicorn", "hand_written_app:app", "--host", "127.0.0.1",
@@ -316,11 +325,11 @@ def main() -> None:
                                 "-w", "1"],
         "bare": lambda port: [python, "-m", "uvicorn", "bare_app:app", "--host", "127.0.0.1",
                               "--port", str(port), "--workers", str(args.workers)],
-        "ours1": lambda port: [*ours(port)[:-1], "1"],
+        "ours1": ours1,
         "naive": lambda port: [*hand_written, str(port)],
         "tuned": lambda port: [*hand_written, str(port)],
-        "logged": lambda port: [*ours(port)[:-1], "1"],
-        "logged_http": lambda port: [*ours(port)[:-1], "1"],
+        "logged": ours1,
+        "logged_http": ours1,
     }
     if args.baseline:
         servers["before"] = ours
@@ -357,7 +366,7 @@ def run_rounds(servers: dict[str, Any], environments: dict[str, dict[str, str]],
         names = list(servers)
         for name in names[round_ % len(names):] + names[:round_ % len(names)]:
             command = servers[name]
-            port = _free_port()
+            port = free_port()
             process = start(command(port), port, work, environments.get(name))
             try:
                 url = f"http://127.0.0.1:{port}/invocations"
@@ -372,7 +381,7 @@ def run_rounds(servers: dict[str, Any], environments: dict[str, dict[str, str]],
                               flush=True)
                 if name.startswith("logged"):
                     time.sleep(1)  # the writer's queue empties
-                    records.setdefault(name, []).append(_log_totals(port))
+                    records.setdefault(name, []).append(log_totals(port))
             finally:
                 stop(process)
 

@@ -99,12 +99,21 @@ def test_metrics_add_up_across_workers(tmp_path: Path) -> None:
                     "columns": IRIS_COLS, "data": [ROW, ROW]}}, timeout=30)
                 assert answer.status_code == 200
         key = 'mlflow_server_requests_total{method="POST",route="/invocations",status="200"}'
-        for _ in range(10):  # whichever worker answers /metrics reports every worker's counts
+
+        def samples() -> dict[str, str]:
             text = requests.get(f"{url}/metrics", timeout=5).text
-            samples = dict(line.rsplit(" ", 1) for line in text.splitlines()
-                           if line and not line.startswith("#"))
-            assert float(samples[key]) == 30
-            assert float(samples["mlflow_server_rows_predicted_total"]) == 60
+            return dict(line.rsplit(" ", 1) for line in text.splitlines()
+                        if line and not line.startswith("#"))
+
+        # a request is counted once its answer is sent, so the last may lag the client by a
+        # moment on a busy machine
+        deadline = time.monotonic() + 5
+        while float(samples().get(key, 0)) < 30 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for _ in range(10):  # whichever worker answers /metrics reports every worker's counts
+            found = samples()
+            assert float(found[key]) == 30
+            assert float(found["mlflow_server_rows_predicted_total"]) == 60
     finally:
         stop(process)
     assert not any(d.exists() for d in shared)

@@ -19,7 +19,7 @@ LABEL = "io.mlflow.dockerhost"
 
 # What a container or image is and what it belongs to.
 DEPLOYMENT = f"{LABEL}.deployment"
-ROLE = f"{LABEL}.role"  # server, front, lock, probe or payload-log (a volume)
+ROLE = f"{LABEL}.role"  # server, front, front-settings, lock, probe or payload-log (a volume)
 ENDPOINT = f"{LABEL}.endpoint"  # a shared endpoint: on its front and on its deployments' servers
 FRONT_OF = f"{LABEL}.front-of"  # the deployment a private front belongs to
 SLOT = f"{LABEL}.slot"  # a replica's number behind its front: its server line and network alias
@@ -36,6 +36,9 @@ TRAFFIC = f"{LABEL}.traffic"  # a swarm front's traffic shares (JSON; null: an e
 LIMITS = f"{LABEL}.limits"  # a swarm front's rate and connection limits (JSON)
 HTTPS = f"{LABEL}.https"  # "true" on a front whose port serves TLS only, chosen when it is made
 CERTIFICATE = f"{LABEL}.certificate"  # a swarm HTTPS front's certificate chain (PEM, public)
+# the front service a swarm front's settings belong to: on the settings service, its configs,
+# secrets and volumes
+SETTINGS_OF = f"{LABEL}.settings-of"
 
 # The model and how it is served.
 MODEL_URI = f"{LABEL}.model-uri"
@@ -61,6 +64,7 @@ BASE_SUITE = f"{LABEL}.base-suite"
 SERVER, FRONT, LOCK_ROLE = "server", "front", "lock"
 PROBE_ROLE = "probe"  # a throwaway container that asks the engine a question (gpus.check)
 PAYLOAD_LOG = "payload-log"  # the role of a deployment's inference log volume
+FRONT_SETTINGS = "front-settings"  # a swarm front's settings service, and its volumes
 
 # How a client reaches the engine, the port of the endpoint a create made, and the client's
 # files of the endpoint's certificate (the front holds what they held) are no part of a

@@ -79,7 +79,8 @@ class Backend:
     servers: tuple[Server, ...] = ()
     # on a swarm: the DNS name of the deployment's tasks (``tasks.<service>``); the front
     # fills up to SWARM_SERVERS server slots from its answers, and follows them as tasks come
-    # and go, so a rollout or a rescheduled replica never rewrites the configuration
+    # and go, so a rollout or a rescheduled replica never rewrites the configuration. Its
+    # ``servers`` are then the tasks' current addresses, the first slots' seeds at a reload
     tasks: str | None = None
 
 
@@ -177,6 +178,19 @@ def backend_name(deployment: str) -> str:
     """A deployment's backend: its own name (the exporter's ``proxy`` label), in the
     characters HAProxy allows."""
     return re.sub(r"[^A-Za-z0-9_.:-]", "_", deployment)
+
+
+def _task_slots(backend: Backend) -> list[str]:
+    """A swarm deployment's server slots, filled from its tasks' DNS name: a template, or, with
+    the tasks' current addresses (a reload), one line a slot, the first ones seeded with them.
+    Servers that share a name take distinct addresses from its answers either way."""
+    target = f"{backend.tasks}:{SERVER_PORT}"
+    if not backend.servers:
+        return [f"    server-template s 1-{SWARM_SERVERS} {target}"]
+    seeds = [server.address for server in backend.servers]
+    return [f"    server s{slot} {target}"
+            + (f" init-addr {seeds[slot - 1]}" if slot <= len(seeds) else "")
+            for slot in range(1, SWARM_SERVERS + 1)]
 
 
 def render(endpoint: str, backends: Sequence[Backend], limits: Limits = Limits(),
@@ -296,8 +310,8 @@ def render(endpoint: str, backends: Sequence[Backend], limits: Limits = Limits()
             + (f" maxconn {limits.max_connections}" if limits.max_connections else ""),
         ]
         if backend.tasks:
-            lines.append(f"    server-template s 1-{SWARM_SERVERS} "
-                         f"{backend.tasks}:{SERVER_PORT}")
+            lines += _task_slots(backend)
+            continue
         for server in backend.servers:
             seed = f" init-addr {server.address}" if server.address else ""
             lines.append(f"    server s{server.slot} "

@@ -2,11 +2,12 @@
 
 Replicas are the tasks of one service (``endpoint_mode=dnsrr``: no virtual IP, which needs IPVS)
 on the endpoint's overlay network, behind the endpoint's front (``fronts``: HAProxy as a global
-service in host mode, so any node answers). Swarm does the rest itself (``services``): a task
-counts as running once the image's health check passes, ``update`` is a service update
-(start-first, rolled back by Swarm when the new version fails), and the tasks of a lost node are
-rescheduled on the others. Images built on the manager reach the other nodes through
-``-C registry`` (``registry``). Leases are held on the manager's engine.
+service in host mode, so any node answers), which takes each new configuration from its
+settings service (``front_settings``) without restarting. Swarm does the rest itself
+(``services``): a task counts as running once the image's health check passes, ``update`` is a
+service update (start-first, rolled back by Swarm when the new version fails), and the tasks of
+a lost node are rescheduled on the others. Images built on the manager reach the other nodes
+through ``-C registry`` (``registry``). Leases are held on the manager's engine.
 """
 
 from __future__ import annotations
@@ -230,8 +231,24 @@ class SwarmRuntime:
         if add is not None:
             timeouts[add.deployment] = add.settings.request_timeout
         timeouts.pop(leave or "", None)
+        network = (service_name(endpoint, "endpoint") if endpoint
+                   else service_name(str(add.deployment if add else leave), "front"))
         return shared.backends(timeouts, traffic,
+                               {name: self._addresses(name, network) for name in timeouts},
                                tasks=lambda name: f"tasks.{service_name(name)}")
+
+    def _addresses(self, deployment: str, network: str) -> list[haproxy.Server]:
+        """The addresses of a deployment's running tasks on the front's ``network``: the
+        fronts' next reload starts routing with them (``front_settings.Generation``)."""
+        service = self._server(deployment)
+        found = sorted({address.split("/")[0]
+                        for task in (tasks_of(self.client, service) if service else [])
+                        if task["Status"]["State"] == "running"
+                        for attached in task.get("NetworksAttachments") or []
+                        if attached["Network"]["Spec"]["Name"] == network
+                        for address in attached.get("Addresses") or []})
+        return [haproxy.Server(slot, address)
+                for slot, address in enumerate(found[:haproxy.SWARM_SERVERS], 1)]
 
     def reconfigure(self, endpoint: Endpoint, traffic: shared.Traffic,
                     limits: haproxy.Limits, tls: Certificate | None = None) -> Endpoint:
@@ -404,8 +421,9 @@ answers. The build runs on the manager; the image (and a local proxy image) is p
 -C registry=host:port[/prefix] for the nodes to pull (required with more than one node;
 credentials from docker login). The port must be given. update is Swarm's rolling update
 (start-first, rolled back by Swarm when the new version never gets ready); a change of an
-endpoint's deployments or weights restarts its fronts one node at a time. Pushed images
-stay in the registry after delete.""",
+endpoint's deployments, weights, limits or certificate reloads every node's front in place
+(hitless), through a settings service beside it. Pushed images stay in the registry after
+delete.""",
     where="on a swarm",
     key_notes=KEY_NOTES,
     key_default="as on one engine",

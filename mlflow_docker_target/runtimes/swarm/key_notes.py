@@ -22,19 +22,21 @@ KEY_NOTES: dict[str, str] = {
     "runtime": "swarm",
     "registry": "required on a swarm of more than one node",
     "constraints": "placement constraints of the replicas' tasks",
-    "traffic": "as on one engine; the fronts take the new split one node at a time (each restarts)",
+    "traffic": ("as on one engine; every node's front takes the new split with a hitless "
+                "reload"),
     "bind_address": "refused: host-mode ports listen on every interface of every node",
-    "rate_limit": ("as on one engine, counted by each node's front; a change restarts the "
-                   "fronts one node at a time"),
-    "trusted_proxies": "as on one engine; a change restarts the fronts one node at a time",
+    "rate_limit": ("as on one engine, counted by each node's front; a change reloads every "
+                   "node's front, hitless"),
+    "trusted_proxies": "as on one engine; a change reloads every node's front, hitless",
     "front_metrics_port": ("published in host mode on every node, as the endpoint's port: each "
                            "node's front answers for itself"),
     "max_connections": ("as on one engine, per front: each node's front lets each task have "
-                        "this many; a change restarts the fronts one node at a time"),
+                        "this many; a change reloads every node's front, hitless"),
     "host_address": "as on one engine; default: the manager's node address",
     "https_cert": ("as on one engine, with the key in a Swarm secret that only the front's user "
-                   "reads; a change restarts the fronts one node at a time"),
-    "https_key": "a Swarm secret, mounted in the fronts' tasks only",
+                   "reads; a change reloads every node's front, hitless"),
+    "https_key": ("a Swarm secret of the front's settings service, handed to each node's front "
+                  "in a tmpfs volume only the fronts' user reads"),
     "restart_policy": ("the tasks' restart condition: no -> none, always and unless-stopped "
                        "-> any, on-failure[:N] -> on-failure with N attempts"),
     "cpus": "the CPU limit of each task",

@@ -9,12 +9,16 @@ that drift as well as the log's cost. Here ``off`` (ours, 1 worker, no log) and 
 same, every request recorded to the volume sink's files in a directory here) start together
 and stay up; each pair is one burst on each, back to back, in alternating order, and the
 figure is the median of the pairs' ratios (with the spread of the middle half). The server
-that is not measured is idle meanwhile. Goal (issue "Inference logs"): volume/off >= 95%.
+that is not measured is idle meanwhile. Both servers run on the last CPU and wrk on the others
+(``taskset``, with two CPUs or more): measured so, two identical servers read 100.4% (middle
+half 95.8-101.5%) where unpinned they read 97.3% (94.1-113.6%). Goal (issue "Inference logs"):
+volume/off >= 95%.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import sys
@@ -52,23 +56,30 @@ def main() -> None:
     settings = {"off": {}, "volume": volume_log(work / "payload-log")}
     ports = {name: free_port() for name in settings}
     processes = {}
+    cpus = os.cpu_count() or 1
+    pinned = cpus >= 2 and shutil.which("taskset") is not None
+    server_cpu, client_cpus = (str(cpus - 1), f"0-{cpus - 2}") if pinned else (None, None)
     try:
         for name, port in ports.items():
-            processes[name] = start(ours_command(work / "model", port, 1), port, work,
-                                    settings[name])
+            command = ours_command(work / "model", port, 1)
+            processes[name] = start(["taskset", "-c", server_cpu, *command] if server_cpu
+                                    else command, port, work, settings[name])
         print(f"ours, 1 worker each, wrk -t1 -c{CONNECTIONS}, {args.seconds} s bursts, "
-              f"{args.pairs} pairs in alternating order\n")
+              f"{args.pairs} pairs in alternating order; "
+              + (f"servers on CPU {server_cpu}, wrk on {client_cpus}\n" if pinned
+                 else "not pinned\n"))
         print("| payload | off req/s | volume req/s | volume/off, median of pairs | middle half "
               "| off p99 ms | volume p99 ms |")
         print("|---|---:|---:|---:|---:|---:|---:|")
         for payload, script in payloads.items():
             urls = {name: f"http://127.0.0.1:{port}/invocations" for name, port in ports.items()}
             for url in urls.values():
-                wrk(url, script, CONNECTIONS, 2)  # warm-up, not recorded
+                wrk(url, script, CONNECTIONS, 2, client_cpus)  # warm-up, not recorded
             points: dict[str, list[dict[str, float]]] = {"off": [], "volume": []}
             for pair in range(args.pairs):
                 for name in (("off", "volume") if pair % 2 == 0 else ("volume", "off")):
-                    points[name].append(wrk(urls[name], script, CONNECTIONS, args.seconds))
+                    points[name].append(wrk(urls[name], script, CONNECTIONS, args.seconds,
+                                            client_cpus))
             ratios = sorted(on["rps"] / off["rps"]
                             for off, on in zip(points["off"], points["volume"], strict=True))
             quarter = len(ratios) // 4

@@ -188,9 +188,12 @@ def stop(process: subprocess.Popen) -> None:
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
-def wrk(url: str, script: Path, connections: int, seconds: int) -> dict[str, float]:
-    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency",
-                          "--timeout", "10s", "-s", str(script), url],
+def wrk(url: str, script: Path, connections: int, seconds: int,
+        cpus: str | None = None) -> dict[str, float]:
+    """One wrk run; ``cpus``: the CPUs it runs on (``taskset -c``), else any."""
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency",
+               "--timeout", "10s", "-s", str(script), url]
+    out = subprocess.run(["taskset", "-c", cpus, *command] if cpus else command,
                          capture_output=True, text=True, check=True).stdout
     latency = {p: float(v) * _UNITS[u] for p, v, u in
                re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)$", out, re.MULTILINE)}

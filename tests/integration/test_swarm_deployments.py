@@ -301,6 +301,22 @@ def test_an_https_endpoint_on_a_swarm(swarm: Swarm, tmp_path: Path) -> None:
                                          "https_key": str(second.key)})
     served(second)
     assert _front_tasks(swarm, service.name) == fronts_before  # reloaded, not restarted
+    # a front that starts again (here: killed on a worker node) takes the current settings
+    worker = swarm.nodes[2].client()
+    worker.containers.list(filters={"label": f"com.docker.swarm.service.name={service.name}"}
+                           )[0].kill()
+    deadline = time.monotonic() + 60
+    while len(_front_tasks(swarm, service.name) - fronts_before) < 1:
+        assert time.monotonic() < deadline, "Swarm did not start the front again"
+        time.sleep(0.5)
+    while True:  # its HAProxy starts a moment after its task runs
+        try:
+            ssl.get_server_certificate((swarm.nodes[2].address, port), timeout=5)
+            break
+        except OSError:
+            assert time.monotonic() < deadline, "the restarted front never answered"
+            time.sleep(0.2)
+    served(second)
     secrets = manager.secrets.list(filters={"label": f"{record.SETTINGS_OF}={service.name}"})
     assert len(secrets) == 1, [s.name for s in secrets]
     client.delete_endpoint(name)

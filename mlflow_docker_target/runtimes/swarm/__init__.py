@@ -225,22 +225,24 @@ class SwarmRuntime:
         """The deployments a front routes to, each found by its tasks' DNS name: those on the
         shared ``endpoint`` (none for a deployment's own front), with ``add``, without
         ``leave``."""
-        timeouts = {labels_of(s)[record.DEPLOYMENT]: shared.request_timeout(labels_of(s))
-                    for s in (self._services(f"{record.ENDPOINT}={endpoint}", record.SERVER)
-                              if endpoint else [])}
+        on_endpoint = {labels_of(s)[record.DEPLOYMENT]: s for s in (
+            self._services(f"{record.ENDPOINT}={endpoint}", record.SERVER) if endpoint else [])}
+        timeouts = {name: shared.request_timeout(labels_of(s))
+                    for name, s in on_endpoint.items()}
         if add is not None:
             timeouts[add.deployment] = add.settings.request_timeout
         timeouts.pop(leave or "", None)
         network = (service_name(endpoint, "endpoint") if endpoint
                    else service_name(str(add.deployment if add else leave), "front"))
-        return shared.backends(timeouts, traffic,
-                               {name: self._addresses(name, network) for name in timeouts},
+        seeds = {name: self._addresses(on_endpoint.get(name) or self._server(name), network)
+                 for name in timeouts}
+        return shared.backends(timeouts, traffic, seeds,
                                tasks=lambda name: f"tasks.{service_name(name)}")
 
-    def _addresses(self, deployment: str, network: str) -> list[haproxy.Server]:
+    def _addresses(self, service: Mapping[str, Any] | None,
+                   network: str) -> list[haproxy.Server]:
         """The addresses of a deployment's running tasks on the front's ``network``: the
         fronts' next reload starts routing with them (``front_settings.Generation``)."""
-        service = self._server(deployment)
         found = sorted({address.split("/")[0]
                         for task in (tasks_of(self.client, service) if service else [])
                         if task["Status"]["State"] == "running"

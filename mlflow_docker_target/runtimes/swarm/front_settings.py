@@ -246,7 +246,8 @@ def start(client: docker.DockerClient, front: str, image: str, labels: Mapping[s
     node; returns its ID (wait for it with ``wait``)."""
     name = name_of(front)
     labels = {**labels, record.ROLE: record.FRONT_SETTINGS, record.SETTINGS_OF: front}
-    template = _template(image, front, generation_, _secret(client, front, tls), client)
+    template = _template(image, front, generation_.name, _configs(client, front, generation_),
+                         _secret(client, front, tls))
     return str(client.api.create_service(
         template, name=name, labels=labels, mode=ServiceMode("global"),
         # its tasks serve nothing: every node takes a new generation at once
@@ -273,12 +274,12 @@ def hand_over(client: docker.DockerClient, service: Mapping[str, Any],
     spec = service["Spec"]["TaskTemplate"]["ContainerSpec"]
     front = labels_of(service)[record.SETTINGS_OF]
     secret = _secret(client, front, tls) if tls is not None else spec.get("Secrets") or []
-    new = _template(spec["Image"], front, generation_, secret, client)
-    since = update(client, service, task_template=new)
+    configs = _configs(client, front, generation_)
+    since = update(client, service, task_template=_template(
+        spec["Image"], front, generation_.name, configs, secret))
     wait(client, service["ID"], since)
-    kept = client.api.inspect_service(service["ID"])["Spec"]["TaskTemplate"]["ContainerSpec"]
-    _remove_stored(client.configs, front, {c["ConfigID"] for c in kept.get("Configs") or []})
-    _remove_stored(client.secrets, front, {s["SecretID"] for s in kept.get("Secrets") or []})
+    _remove_stored(client.configs, front, {c["ConfigID"] for c in configs})
+    _remove_stored(client.secrets, front, {s["SecretID"] for s in secret})
 
 
 def wait(client: docker.DockerClient, service_id: str, since: str | None = None) -> None:
@@ -312,22 +313,28 @@ def remove_volume(client: docker.DockerClient, front: str) -> None:
             time.sleep(0.5)
 
 
-def _template(image: str, front: str, generation_: Generation, secret: list[Any],
-              client: docker.DockerClient) -> TaskTemplate:
+def _template(image: str, front: str, generation_: str, configs: list[ConfigReference],
+              secret: list[Any]) -> TaskTemplate:
     locked = lockdown.service_options()
     health = Healthcheck(
         test=["CMD", "sh", "-c", f'test "$(cat {DIR}/applied)" = "$GENERATION"'],
         interval=int(HEALTH_INTERVAL * NS), timeout=5 * NS, retries=3,
         start_period=START_TIMEOUT * NS)
-    configs = [_config(client, front, generation_.config, CONFIG_FILE),
-               _config(client, front, generation_.reload_config, RELOAD_CONFIG_FILE)]
     return TaskTemplate(
         ContainerSpec(image, command=SETTINGS_COMMAND, init=True,
-                      user=haproxy.FRONT_USER, env={"GENERATION": generation_.name},
+                      user=haproxy.FRONT_USER, env={"GENERATION": generation_},
                       configs=configs, secrets=secret or None, healthcheck=health,
                       mounts=[*locked.pop("mounts", []), volume(front)], **locked),
         resources=lockdown.with_pids_limit({}, lockdown.HELPER_PIDS),
         restart_policy=RestartPolicy("any", delay=NS))
+
+
+def _configs(client: docker.DockerClient, front: str,
+             generation_: Generation) -> list[ConfigReference]:
+    """The Swarm configs of a generation (made unless they exist): what a front starts with,
+    and what it reloads with."""
+    return [_config(client, front, generation_.config, CONFIG_FILE),
+            _config(client, front, generation_.reload_config, RELOAD_CONFIG_FILE)]
 
 
 def stored_name(front: str, data: bytes) -> str:

@@ -86,11 +86,7 @@ def start(client: docker.DockerClient, settings: Settings, image: str,
         wait_rollout(client, service, time.monotonic() + START_TIMEOUT, "front")
         front_settings.wait(client, settings_id)
     except BaseException as exc:
-        if service_id is not None:
-            remove_service(client, service_id)
-        front_settings.remove(client, name)
-        remove_network(client, name)
-        front_settings.remove_volume(client, name)
+        _remove(client, name, service_id)
         if isinstance(exc, docker.errors.APIError):
             raise fronts.start_failed(str(endpoint or deployment), str(settings.port), exc,
                                       " on a node") from exc
@@ -159,8 +155,12 @@ def reconfigure(client: docker.DockerClient, service: Mapping[str, Any],
 
 def remove(client: docker.DockerClient, service: Mapping[str, Any]) -> None:
     """The front's service, its settings, its network and (on this node) its volume."""
-    name = service["Spec"]["Name"]
-    remove_service(client, service["ID"])
+    _remove(client, service["Spec"]["Name"], service["ID"])
+
+
+def _remove(client: docker.DockerClient, name: str, service_id: str | None) -> None:
+    if service_id is not None:
+        remove_service(client, service_id)
     front_settings.remove(client, name)
     remove_network(client, name)
     front_settings.remove_volume(client, name)

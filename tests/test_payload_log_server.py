@@ -95,11 +95,18 @@ def test_a_stream_is_one_record(models: dict[str, Path], tmp_path: Path) -> None
         answer = requests.post(f"{url}/invocations", json={
             "prompt": "hi", "stream": True, "count": 3, "delay": 0})
         assert answer.status_code == 200
+        with requests.post(f"{url}/invocations", stream=True, json={
+                "prompt": "left", "stream": True, "count": 50, "delay": 0.1}) as left:
+            next(left.iter_lines())  # the client goes away after the first chunk
+        time.sleep(1.5)  # the server sees it at its next chunk
     finally:
         stop(process)
-    (found,) = _lines(tmp_path)
-    assert found["stream"] is True and found["response"]["encoding"] == "events"
-    assert [e["index"] for e in found["response"]["body"] if isinstance(e, dict)] == [0, 1, 2]
+    whole, cut = sorted(_lines(tmp_path), key=lambda r: r["request"]["body"]["prompt"])
+    assert whole["stream"] is True and whole["response"]["encoding"] == "events"
+    assert [e["index"] for e in whole["response"]["body"] if isinstance(e, dict)] == [0, 1, 2]
+    assert whole["id"] == answer.headers["x-request-id"]
+    assert cut["id"] == left.headers["x-request-id"] and cut["stream"] is True
+    assert 1 <= len(cut["response"]["body"]) < 50
 
 
 def test_the_http_sink_sends_kserves_events(models: dict[str, Path]) -> None:

@@ -54,6 +54,19 @@ def test_request_ids_are_the_clients_when_usable() -> None:
         assert uuid.UUID(records.request_id(unusable))
 
 
+def test_new_ids_are_unique_and_differ_in_a_forked_worker() -> None:
+    ids = [records.request_id(None) for _ in range(1000)]
+    assert len(set(ids)) == 1000 and all(uuid.UUID(i).version == 4 for i in ids)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # a worker forked from a preloaded parent
+        os.write(write, records.request_id(None).encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(read, 100).decode()
+    assert uuid.UUID(child).version == 4 and child[:24] != records.request_id(None)[:24]
+
+
 def test_sampling_is_decided_by_the_id_alike_everywhere() -> None:
     ids = [str(uuid.uuid4()) for _ in range(20_000)]
     chosen = [records.sampled(i, 0.1) for i in ids]

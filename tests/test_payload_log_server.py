@@ -10,11 +10,13 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import openai
 import pandas as pd
 import pytest
 import requests
 
 from serving_image.payload_log.http_sink import REQUEST_TYPE, RESPONSE_TYPE
+from tests.helpers.agents import save_agent
 from tests.helpers.event_receiver import receiver
 from tests.helpers.models import IRIS_INPUT, save_iris, save_streamer
 from tests.helpers.servers import serve_model, stop
@@ -107,6 +109,38 @@ def test_a_stream_is_one_record(models: dict[str, Path], tmp_path: Path) -> None
     assert whole["id"] == answer.headers["x-request-id"]
     assert cut["id"] == left.headers["x-request-id"] and cut["stream"] is True
     assert 1 <= len(cut["response"]["body"]) < 50
+
+
+def test_openai_clients_calls_are_recorded(tmp_path: Path) -> None:
+    """The official client, as users call a chat agent: a completion and a stream are one
+    record each, under the protocol ``openai``; a call auth refuses is none."""
+    process, url = serve_model(save_agent("chat_agent", tmp_path / "agent"), env={
+        "SCORING_WORKERS": "1", "SCORING_PAYLOAD_LOG": "volume",
+        "SCORING_PAYLOAD_LOG_DIR": str(tmp_path), "SCORING_AUTH_TOKEN": "sk-test"})
+    messages = [{"role": "user", "content": "hi there"}]
+    try:
+        agent = openai.OpenAI(base_url=f"{url}/v1", api_key="sk-test", max_retries=0)
+        plain = agent.chat.completions.with_raw_response.create(model="m", messages=messages)
+        with agent.chat.completions.with_streaming_response.create(
+                model="m", messages=messages, stream=True) as streamed:
+            chunks = list(streamed.iter_lines())
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(base_url=f"{url}/v1", api_key="wrong", max_retries=0) \
+                .chat.completions.create(model="m", messages=messages)
+    finally:
+        stop(process)
+    found = {r["id"]: r for r in _lines(tmp_path)}
+    assert set(found) == {plain.headers["x-request-id"], streamed.headers["x-request-id"]}
+    whole, stream = found[plain.headers["x-request-id"]], found[streamed.headers["x-request-id"]]
+    for record in (whole, stream):
+        assert (record["protocol"], record["route"], record["status"]) == (
+            "openai", "/v1/chat/completions", 200)
+        assert record["request"]["body"]["messages"] == messages
+    assert whole["stream"] is False
+    assert whole["response"]["body"] == plain.parse().model_dump(exclude_unset=True)
+    assert stream["stream"] is True and stream["response"]["encoding"] == "events"
+    assert stream["response"]["body"][-1] == "[DONE]"
+    assert len(stream["response"]["body"]) == sum(1 for c in chunks if c.startswith("data:"))
 
 
 def test_the_http_sink_sends_kserves_events(models: dict[str, Path]) -> None:

@@ -1,7 +1,7 @@
 """What the inference log costs, as paired ratios: logging off and on, the servers up at once,
 measured in short wrk bursts one after another.
 
-    python tests/benchmarks/payload_log.py [--pairs 15] [--seconds 3] [--rows 1,100]
+    python tests/benchmarks/payload_log.py [--rounds 15] [--seconds 3] [--rows 1,100]
 
 ``server.py`` measures each server for a whole round, one after the other. On these shared
 two-CPU machines the speed drifts by 10-30% within minutes, so a round-by-round ratio holds
@@ -47,7 +47,7 @@ CONNECTIONS = 8
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pairs", type=int, default=15, help="rounds of one burst on each")
+    parser.add_argument("--rounds", type=int, default=15, help="one burst on each server a round")
     parser.add_argument("--seconds", type=int, default=3)
     parser.add_argument("--rows", default="1,100")
     args = parser.parse_args()
@@ -68,7 +68,7 @@ def main() -> None:
             processes[name] = start(["taskset", "-c", server_cpu, *command] if server_cpu
                                     else command, port, work, settings[name])
         print(f"ours, 1 worker each, wrk -t1 -c{CONNECTIONS}, {args.seconds} s bursts, "
-              f"{args.pairs} rounds of one burst each, in rotating order; "
+              f"{args.rounds} rounds of one burst each, in rotating order; "
               + (f"servers on CPU {server_cpu}, wrk on {client_cpus}\n" if pinned
                  else "not pinned\n"))
         print("| payload | off req/s | volume req/s | volume/off, median of rounds | middle half "
@@ -80,7 +80,7 @@ def main() -> None:
                 wrk(url, script, CONNECTIONS, 2, client_cpus)  # warm-up, not recorded
             points: dict[str, list[dict[str, float]]] = {name: [] for name in settings}
             orders = list(itertools.permutations(settings))
-            for round_ in range(args.pairs):
+            for round_ in range(args.rounds):
                 for name in orders[round_ % len(orders)]:
                     points[name].append(wrk(urls[name], script, CONNECTIONS, args.seconds,
                                             client_cpus))

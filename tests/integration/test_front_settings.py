@@ -155,9 +155,10 @@ def test_a_refused_generation_fails_its_task_and_the_front_serves_on(node: dict)
     _ends(good, "runs generation")
     good.remove(force=True)
     bad, _ = _settings(node, "", text=b"global\n    no-such-keyword\n")
-    log = _ends(bad, "refused generation")
+    _ends(bad, "refused generation")
     bad.wait(timeout=TIMEOUT)
     bad.reload()
+    log = bad.logs().decode(errors="replace")  # all of it: the reason follows that line
     assert bad.attrs["State"]["ExitCode"] == 1
     assert "unknown keyword 'no-such-keyword'" in log, log
     assert "endpoint good" in _served(node)

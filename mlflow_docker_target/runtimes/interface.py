@@ -198,8 +198,8 @@ class Runtime(Protocol):
     def reconfigure(self, endpoint: Endpoint, traffic: Mapping[str, int] | None,
                     limits: Limits, tls: Certificate | None = None) -> Endpoint:
         """The endpoint's front with this traffic split, these limits and (``tls``) a new
-        certificate; on one engine a hitless reload, on a swarm the fronts restart one node at
-        a time."""
+        certificate, taken by a hitless reload (on a swarm, each node's front takes it from
+        ``swarm.front_settings``: none restarts)."""
         ...
 
     def remove_endpoint(self, endpoint: Endpoint) -> None: ...

@@ -198,7 +198,10 @@ def wrk(url: str, script: Path, connections: int, seconds: int,
     latency = {p: float(v) * _UNITS[u] for p, v, u in
                re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)$", out, re.MULTILINE)}
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if rps is None:
+        raise RuntimeError(f"wrk gave no Requests/sec line:\n{out}")
+    return {"rps": float(rps.group(1)),
             "p50": latency["50"], "p99": latency["99"],
             "errors": float(errors.group(1)) if errors else 0.0}
 

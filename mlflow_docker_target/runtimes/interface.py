@@ -10,6 +10,7 @@ business, in ``prepare`` and ``build``.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ class Replica:
     health: str | None
     image: str | None
     exit_reason: str | None = None  # why it stopped or restarted (out of memory, exit code)
+    model: str | None = None  # the resolved model URI it serves (a rollout holds two)
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,8 @@ class Deployment:
             "image": labels.get(record.IMAGE),
             "container": newest.name if newest else None,
             "containers": [r.name for r in self.replicas],
+            # every model its replicas serve, with their counts: two while a rollout runs
+            "models_served": dict(Counter(r.model for r in self.replicas if r.model)),
             "config": record.redacted(self.config),
             "plugin_version": labels.get(record.PLUGIN_VERSION),
             "runtime": self.runtime,

@@ -98,7 +98,8 @@ class ContainerRuntime:
         endpoint = labels.get(record.ENDPOINT) or None
         front = fronts.find(self.client, name, endpoint)
         replicas = tuple(Replica(c.name, c.status, _health(c), c.labels.get(record.IMAGE),
-                                 containers.exit_reason(c)) for c in servers)
+                                 containers.exit_reason(c),
+                                 c.labels.get(record.MODEL_RESOLVED_URI)) for c in servers)
         config = record.recorded_config(labels, (running or servers)[0].attrs.get(
             "Config", {}).get("Env"))
         if len(servers) != 1 or "replicas" in config:

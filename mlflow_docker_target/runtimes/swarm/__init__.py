@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from typing import Any
 
+import docker.errors
 from docker.types import (
     ContainerSpec,
     EndpointSpec,
@@ -70,6 +71,9 @@ REFUSED = {
     "bind_address": "-C bind_address does not apply on a swarm: the front publishes its port on "
                     "every node, on all interfaces (host mode). Leave it out, or run containers "
                     "with -C runtime=container.",
+    "follow_alias": "-C follow_alias is not built for swarms yet (its controller would be a "
+                    "service on the managers): move the alias, then run `mlflow deployments "
+                    "update`, or run containers on one engine with -C runtime=container.",
 }
 _RESTART = {"no": "none", "always": "any", "unless-stopped": "any", "on-failure": "on-failure"}
 
@@ -148,11 +152,14 @@ class SwarmRuntime:
             config["replicas"] = str(wanted)  # scaling changes the mode, not the labels
         pushed_to = f"{config['registry']}/" if config.get("registry") else ""
         tasks = tasks_of(self.client, service)
+        images = {t["Spec"]["ContainerSpec"]["Image"] for t in tasks}
+        local = {image: registry.local_name(image, pushed_to) for image in images}
+        models = {image: self._model_of(local[image]) for image in images}
         replicas = tuple(
             Replica(f"{service['Spec']['Name']}.{t.get('Slot', t['ID'][:12])}",
-                    t["Status"]["State"], None,
-                    registry.local_name(t["Spec"]["ContainerSpec"]["Image"], pushed_to),
-                    t["Status"].get("Err")) for t in tasks)
+                    t["Status"]["State"], None, local[t["Spec"]["ContainerSpec"]["Image"]],
+                    t["Status"].get("Err"), models[t["Spec"]["ContainerSpec"]["Image"]])
+            for t in tasks)
         front = self._front(name, endpoint)
         url, nodes = self._reach(front) if front else (None, ())
         if endpoint is None and front is not None:
@@ -162,6 +169,16 @@ class SwarmRuntime:
                           certificate=fronts.certificate_of(front) if front else None,
                           payload_log_warning=services.sink_warning(self.client, service,
                                                                     tasks, config))
+
+    def _model_of(self, image: str | None) -> str | None:
+        """The model a task's image serves, from the model image's labels on the manager
+        (where it was built); None once the image is gone from there."""
+        if not image:
+            return None
+        try:
+            return self.client.images.get(image).labels.get(record.MODEL_RESOLVED_URI)
+        except docker.errors.ImageNotFound:
+            return None
 
     def _reach(self, front: Mapping[str, Any]) -> tuple[str | None, tuple[str, ...]]:
         """The front's URL on the manager's address (or ``host_address``), and the addresses

@@ -9,7 +9,7 @@ manages), and never to Docker itself.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
@@ -31,6 +31,7 @@ from mlflow_docker_target.config import (
     normalize,
     parse_config,
 )
+from mlflow_docker_target.controller import lifecycle, rules
 from mlflow_docker_target.engine.address import Address, engine_from_target, resolve
 from mlflow_docker_target.engine.connection import Engine, connect_to
 from mlflow_docker_target.engine.errors import talking_to
@@ -83,6 +84,8 @@ class DockerHostDeploymentClient(BaseDeploymentClient):
         flavor = check_flavor(flavor)
         _check_ports(settings, endpoint)
         _check_front_keys(normalize(config), endpoint)
+        recorded = {**normalize(config), **rules.follow_config(model_uri, settings,
+                                                                normalize(config))}
         engine = self._connect(settings)
         with talking_to(engine):
             shared = _holding_endpoint(engine, endpoint) if endpoint is not None else None
@@ -96,15 +99,16 @@ class DockerHostDeploymentClient(BaseDeploymentClient):
                     raise MlflowException(
                         f"A deployment named {name!r} already exists on {engine.url}; update "
                         "it, or delete it first.", RESOURCE_ALREADY_EXISTS)
+                _start_controller(engine, runtime, settings, recorded)
                 made = None
-                if endpoint is not None and runtime.endpoint(endpoint) is None:
-                    made = self._make_endpoint(runtime, endpoint,
-                                               replace(settings, port=settings.endpoint_port),
-                                               exists_ok=True)
                 try:
-                    image, ref = runtime.build(name, model_fetch.resolve(model_uri), settings)
-                    version = Version(name, image, ref, normalize(config), settings, endpoint,
-                                      tls)
+                    if endpoint is not None and runtime.endpoint(endpoint) is None:
+                        made = self._make_endpoint(
+                            runtime, endpoint, replace(settings, port=settings.endpoint_port),
+                            exists_ok=True)
+                    ref = model_fetch.resolve(model_uri, recorded.get("tracking_uri"))
+                    image, ref = runtime.build(name, ref, settings)
+                    version = Version(name, image, ref, recorded, settings, endpoint, tls)
                     try:
                         deployed = runtime.roll_out(version, None)
                     except BaseException:
@@ -113,6 +117,7 @@ class DockerHostDeploymentClient(BaseDeploymentClient):
                 except BaseException:
                     if made is not None:
                         runtime.remove_endpoint(made)
+                    _release_controller(engine, runtime)
                     raise
             log.info("Deployment %s serves %s at %s", name, ref.resolved_uri, deployed.url)
             return {**deployed.describe(), "flavor": flavor}
@@ -132,10 +137,15 @@ class DockerHostDeploymentClient(BaseDeploymentClient):
                 _check_front_keys(given, current.endpoint)
                 raw = _merged(runtime, current, given)
                 settings = parse_config(raw, "update")
+                if not settings.follow_alias:  # what following recorded goes with it
+                    raw = {k: v for k, v in raw.items()
+                           if k not in rules.FOLLOW_KEYS or k in given}
+                raw.update(rules.follow_config(model_uri or current.model.uri, settings, raw))
                 tls = _certificate(asked, given,
                                    lambda: _host(runtime, current.url, settings),
                                    _serves_https(current.url))
                 runtime.prepare(settings, makes_front=False)
+                _start_controller(engine, runtime, settings, raw)
                 if _keeps_version(model_uri, current, given):
                     version = Version(name, current.labels[record.IMAGE], current.model, raw,
                                       settings, current.endpoint, tls)
@@ -144,7 +154,9 @@ class DockerHostDeploymentClient(BaseDeploymentClient):
                              name, described["replicas"], limits_of(settings),
                              ", a new certificate" if tls else "")
                     return {**described, "flavor": flavor}
-                ref = model_fetch.resolve(model_uri) if model_uri else current.model
+                registry = raw.get("tracking_uri")  # a followed alias's registry
+                ref = (model_fetch.resolve(model_uri, registry) if model_uri
+                       else replace(current.model, registry=registry))
                 image, ref = runtime.build(name, ref, settings)
                 version = Version(name, image, ref, raw, settings, current.endpoint, tls)
                 old_images = {r.image for r in current.replicas if r.image} - {image}
@@ -155,6 +167,8 @@ class DockerHostDeploymentClient(BaseDeploymentClient):
                                                      if r.image})
                     raise
             runtime.remove_images(old_images)
+            if _follows(current.config) and not settings.follow_alias:
+                _release_controller(engine, runtime)
             log.info("Deployment %s now serves %s at %s", name, ref.resolved_uri, updated.url)
             return {**updated.describe(), "flavor": flavor}
 
@@ -173,6 +187,8 @@ class DockerHostDeploymentClient(BaseDeploymentClient):
                 images = runtime.remove(found, settings.stop_timeout)
                 if settings.remove_payload_log:
                     payload_log.remove_volume(engine, name)
+            if _follows(found.config):
+                _release_controller(engine, runtime)
             if settings.remove_image:
                 runtime.remove_images(images)
 
@@ -187,7 +203,11 @@ class DockerHostDeploymentClient(BaseDeploymentClient):
     def get_deployment(self, name: str, endpoint: str | None = None) -> dict[str, Any]:
         engine = self._connect()
         with talking_to(engine):
-            return _find(engine, check_name(name), endpoint)[1].describe()
+            found = _find(engine, check_name(name), endpoint)[1]
+            described = found.describe()
+            if _follows(found.config):
+                described["follow"] = lifecycle.describe(engine, found.name)
+            return described
 
     def predict(self, deployment_name: str | None = None, inputs: Any = None,
                 endpoint: str | None = None) -> PredictionsResponse:
@@ -318,6 +338,32 @@ class DockerHostDeploymentClient(BaseDeploymentClient):
             return _endpoint(engine, check_name(endpoint, "endpoint"))[1].describe()
 
     # -----------------------------------------------------------------------------------------
+
+
+def _follows(config: Mapping[str, str]) -> bool:
+    return config.get("follow_alias", "").strip().lower() in ("true", "1", "yes", "on")
+
+
+def _start_controller(engine: Engine, runtime: Runtime, settings: Settings,
+                      recorded: Mapping[str, str]) -> None:
+    """A deployment that follows an alias needs the engine's controller, and its registry
+    reachable from there, before anything is built."""
+    if not settings.follow_alias:
+        return
+    lifecycle.ensure(engine, settings, lambda: runtime.lease("controller", "engine", "start",
+                                                             wait=120))
+    try:
+        lifecycle.check_reaches(engine, recorded["tracking_uri"])
+    except MlflowException:
+        _release_controller(engine, runtime)
+        raise
+
+
+def _release_controller(engine: Engine, runtime: Runtime) -> None:
+    """The controller goes once no deployment on the engine follows an alias."""
+    needed = any(_follows(d.config) for r in runtimes.every(engine) for d in r.deployments())
+    lifecycle.release(engine, needed, lambda: runtime.lease("controller", "engine", "stop",
+                                                            wait=120))
 
 
 def _holding(engine: Engine, name: str) -> tuple[Runtime, Deployment] | None:

@@ -245,6 +245,19 @@ KEYS: tuple[Key, ...] = (
     Key("remove_payload_log", values.boolean, "true or false", False,
         "Remove the deployment's inference log volume too; by default it stays, as data "
         "(mlflow-dockerhost prune --volumes removes it later).", DELETE),
+    Key("follow_alias", values.boolean, "true or false", False,
+        "Follow the registry alias of -m models:/<name>@<alias>: the engine's controller "
+        "checks it every follow_interval seconds and rolls the version it names out with "
+        "nothing lost (it builds the image on the engine, reusing the environment when the "
+        "requirements are the same). A version that fails is recorded and not retried until "
+        "the alias moves again; a deleted alias leaves the deployment where it is.",
+        DEPLOY - {"run_local"}),
+    Key("follow_interval", values.seconds, "seconds > 0", 30.0,
+        "How often the controller checks a followed alias.", DEPLOY - {"run_local"}),
+    Key("tracking_uri", values.tracking_uri, "an http(s):// or databricks tracking URI", None,
+        "The model registry the controller asks, as the engine's containers reach it; "
+        "the client's MLFLOW_TRACKING_USERNAME, _PASSWORD and _TOKEN go with it as secrets.",
+        DEPLOY - {"run_local"}, "the client's tracking URI"),
     Key("timeout", values.seconds, "seconds > 0", 60.0,
         "Time limit for reaching the Docker engine and for each call to it (builds are not "
         "limited).", CONNECTION),
@@ -294,6 +307,8 @@ EXAMPLES = {
     "payload_log": "volume",
     "payload_log_sample": "0.1",
     "payload_log_headers": "user-agent,x-tenant",
+    "follow_alias": "true",
+    "tracking_uri": "http://mlflow.internal:5000",
 }
 
 
@@ -362,6 +377,9 @@ class Settings:
     payload_log_max_size: int = _default("payload_log_max_size")
     payload_log_retention: float = _default("payload_log_retention")
     remove_payload_log: bool = _default("remove_payload_log")
+    follow_alias: bool = _default("follow_alias")
+    follow_interval: float = _default("follow_interval")
+    tracking_uri: str | None = _default("tracking_uri")
     env: dict[str, str] = field(default_factory=dict)
 
     def resolved_base_image(self, python_version: str) -> str:

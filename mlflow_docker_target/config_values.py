@@ -145,7 +145,6 @@ def path(value: str) -> str:
     return os.path.abspath(os.path.expanduser(text(value)))
 
 
-
 def payload_sink(value: str) -> str:
     """Where the inference log goes: ``volume``, or an ``http://`` or ``https://`` URL."""
     from urllib.parse import urlsplit
@@ -153,6 +152,19 @@ def payload_sink(value: str) -> str:
     value = value.strip()
     if value == "volume":
         return value
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(value)
+    parts.port  # noqa: B018 (raises ValueError on a bad port)
+    return value
+
+
+def tracking_uri(value: str) -> str:
+    """A tracking server's ``http://`` or ``https://`` URL: what a container can ask (a
+    ``sqlite:`` or ``file:`` store lives on the client)."""
+    from urllib.parse import urlsplit
+
+    value = value.strip().rstrip("/")
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(value)

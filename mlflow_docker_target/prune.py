@@ -3,11 +3,12 @@
 Inference log volumes of deployments that are gone are listed too (``orphaned_volumes``); they
 are data, so the command removes them only when asked (``--volumes``).
 
-Only images the plugin built are candidates (labelled ``kind``: model, environment, system, or
-a build's ``stage``); base, proxy and strip images, and the lease image, never are. An image
-that a container (running or not) or a Swarm service uses stays. While a client holds a lease
-(a create, an update or a build at work), the images such a client may be about to use stay
-too: that deployment's model images, and every environment, system and build-stage image.
+Only images the plugin built are candidates (labelled ``kind``: model, environment, system,
+controller, or a build's ``stage``); base, proxy and strip images, and the lease image, never
+are. An image that a container (running or not) or a Swarm service uses stays. While a client
+holds a lease (a create, an update or a build at work), the images such a client may be about
+to use stay too: that deployment's model images, and every environment, system and build-stage
+image.
 """
 
 from __future__ import annotations
@@ -93,6 +94,9 @@ def unused(engine: Engine, leases: set[str]) -> Iterator[Unused]:
             yield Unused(image, "base with system packages no environment is built on")
     for image in list_images(client, f"{record.STAGE}=build"):
         yield Unused(image, "stage of a build that ended")
+    for image in list_images(client, f"{record.KIND}=controller"):
+        if not used(image):
+            yield Unused(image, "controller image no controller runs")
 
 
 def _deployments(engine: Engine) -> set[str]:

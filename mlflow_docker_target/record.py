@@ -83,6 +83,9 @@ class ModelRef:
     name: str | None = None
     version: str | None = None
     run_id: str | None = None
+    # the tracking URI of the registry it is resolved and fetched in, when it is not the
+    # client's own (a followed alias's ``-C tracking_uri``); never a label
+    registry: str | None = None
 
 
 def redacted(config: Mapping[str, str]) -> dict[str, str]:

@@ -182,10 +182,10 @@ def _build_environment(engine: Engine, tag: str, model: FetchedModel,
                       buildargs={"BASE_IMAGE": base, "STRIP_IMAGE": strip,
                                  "KEEP_CUDA": "1" if keep_cuda else "", "BUILD_ID": build_id})
         finally:
-            _remove_stages(engine, build_id)
+            remove_stages(engine, build_id)
 
 
-def _remove_stages(engine: Engine, build_id: str) -> None:
+def remove_stages(engine: Engine, build_id: str) -> None:
     """The build's own stage images (wheels and all), left untagged after it, failed or not;
     never reused. Only this build's: an engine-wide prune would meet another client's (the
     engine runs one prune at a time, and refuses a second with 409)."""

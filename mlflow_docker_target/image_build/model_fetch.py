@@ -8,7 +8,7 @@ artifact stores) is MLflow's own business and comes from the caller's MLflow env
 from __future__ import annotations
 
 import platform
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import mlflow
@@ -35,8 +35,9 @@ class FetchedModel:
     mlflow_version: str | None
 
 
-def resolve(model_uri: str) -> ModelRef:
-    """Pin ``models:/`` aliases, ``latest`` and stages to a concrete registered version."""
+def resolve(model_uri: str, registry: str | None = None) -> ModelRef:
+    """Pin ``models:/`` aliases, ``latest`` and stages to a concrete registered version; in
+    the registry at ``registry`` (a tracking URI) when given, else the client's."""
     if not model_uri or not model_uri.strip():
         raise MlflowException("A model URI is required (-m/--model-uri).", INVALID_PARAMETER_VALUE)
     model_uri = model_uri.strip()
@@ -47,7 +48,7 @@ def resolve(model_uri: str) -> ModelRef:
         return ModelRef(uri=model_uri, resolved_uri=model_uri)
 
     spec = model_uri[len("models:/"):].strip("/")
-    client = MlflowClient()
+    client = MlflowClient(tracking_uri=registry, registry_uri=registry)
     try:
         if "@" in spec.split("/", 1)[0]:
             name, alias = spec.split("/", 1)[0].split("@", 1)
@@ -75,13 +76,14 @@ def resolve(model_uri: str) -> ModelRef:
                     )
                 version = found[0]
     except MlflowException as exc:
+        where = "-C tracking_uri" if registry else "MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI"
         # The registry calls a missing alias an invalid parameter and a missing version a
         # missing resource; to a deployment both are a model that does not exist.
         missing = exc.error_code in ("INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST")
         raise MlflowException(
             f"Cannot resolve model {model_uri!r} in the registry at "
-            f"{mlflow.get_registry_uri()}: {exc.message} Check the name, version or alias, and "
-            "MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI.",
+            f"{registry or mlflow.get_registry_uri()}: {exc.message} Check the name, version or "
+            f"alias, and {where}.",
             RESOURCE_DOES_NOT_EXIST if missing else ErrorCode.Value(exc.error_code),
         ) from None
     return ModelRef(
@@ -90,14 +92,16 @@ def resolve(model_uri: str) -> ModelRef:
         name=version.name,
         version=str(version.version),
         run_id=version.run_id or None,
+        registry=registry,
     )
 
 
 def fetch(ref: ModelRef, dst: Path) -> FetchedModel:
     """Download the model into ``dst`` and check that it can be served as a pyfunc."""
     try:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=ref.resolved_uri,
-                                                          dst_path=str(dst)))
+        source, where = _source(ref)
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(dst),
+                                                          **where))
     except MlflowException as exc:
         raise MlflowException(
             f"Cannot download model {ref.uri!r}: {exc.message}", RESOURCE_DOES_NOT_EXIST
@@ -123,13 +127,25 @@ def fetch(ref: ModelRef, dst: Path) -> FetchedModel:
         )
     run_id = ref.run_id or model.run_id
     if run_id != ref.run_id:
-        ref = ModelRef(ref.uri, ref.resolved_uri, ref.name, ref.version, run_id)
+        ref = replace(ref, run_id=run_id)
     return FetchedModel(
         ref=ref,
         path=local,
         python_version=_python_version(local, model),
         mlflow_version=model.mlflow_version,
     )
+
+
+def _source(ref: ModelRef) -> tuple[str, dict[str, str]]:
+    """Where the model's files are, and ``download_artifacts``'s arguments to reach them. In a
+    registry other than the client's (a followed alias's), the version's own artifact URI is
+    asked of that registry: MLflow resolves a ``models:/`` URI in the process's registry
+    whatever registry it is given."""
+    if ref.registry is None or ref.name is None or ref.version is None:
+        return ref.resolved_uri, {}
+    client = MlflowClient(tracking_uri=ref.registry, registry_uri=ref.registry)
+    return (client.get_model_version_download_uri(ref.name, ref.version),
+            {"tracking_uri": ref.registry})
 
 
 def _python_version(path: Path, model: Model) -> str:

@@ -22,6 +22,10 @@ KEY_NOTES: dict[str, str] = {
     "runtime": "swarm",
     "registry": "required on a swarm of more than one node",
     "constraints": "placement constraints of the replicas' tasks",
+    "follow_alias": ("refused: the controller is not built for swarms yet; move the alias, "
+                     "then run update"),
+    "follow_interval": "only with follow_alias, which a swarm refuses",
+    "tracking_uri": "only with follow_alias, which a swarm refuses",
     "traffic": ("as on one engine; every node's front takes the new split with a hitless "
                 "reload"),
     "bind_address": "refused: host-mode ports listen on every interface of every node",

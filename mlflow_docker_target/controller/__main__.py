@@ -1,0 +1,20 @@
+"""The controller's process: ``python -m mlflow_docker_target.controller`` in its container.
+
+Its decisions and its builds' progress go to stderr through the plugin's logger, as a
+client's do: ``docker logs`` shows them."""
+
+import signal
+import threading
+
+from mlflow_docker_target.client import DockerHostDeploymentClient
+from mlflow_docker_target.controller import watch
+
+
+def main() -> None:
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    watch.run(DockerHostDeploymentClient("dockerhost"), stop=stop)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,208 @@
+"""Deployments that follow a registry alias (``-C follow_alias``), on a real engine, with a
+real tracking server (SQL backend, artifacts served) that the engine's controller reaches.
+
+The tracking server listens on the engine's bridge gateway: the address by which containers on
+this engine reach the host, and one this host has too, so the client and the controller use
+the same URI.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import mlflow
+import pytest
+import requests
+from mlflow.deployments import get_deploy_client
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from mlflow_docker_target import record
+from mlflow_docker_target.controller import lifecycle
+from mlflow_docker_target.demo import register_demo_model
+from tests.helpers.models import FAILING_MODEL_CODE, IRIS_INPUT, register_code_model
+from tests.helpers.servers import free_port
+from tests.helpers.steady_load import SteadyLoad
+
+MODEL = "followed"
+TIMEOUT = 600  # seconds for a rollout the controller makes (its first build included)
+
+
+@pytest.fixture(scope="module")
+def tracking_server(docker_client: docker.DockerClient,
+                    tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    gateway = docker_client.networks.get("bridge").attrs["IPAM"]["Config"][0]["Gateway"]
+    root = tmp_path_factory.mktemp("tracking")
+    port = free_port()
+    log = (root / "server.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", gateway, "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{root}/mlflow.db", "--serve-artifacts",
+         "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
+        stdout=log, stderr=subprocess.STDOUT, cwd=root)
+    uri = f"http://{gateway}:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if requests.get(f"{uri}/health", timeout=2).ok:
+                break
+        except requests.ConnectionError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError((root / "server.log").read_text()[-3000:])
+        time.sleep(0.5)
+    try:
+        yield uri
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()
+
+
+@contextlib.contextmanager
+def _tracking(uri: str) -> Iterator[None]:
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+
+@pytest.fixture
+def no_controller(docker_client: docker.DockerClient) -> Iterator[None]:
+    """No controller before or after the test (a failed test may leave one)."""
+    def remove() -> None:
+        for container in docker_client.containers.list(
+                all=True, filters={"label": f"{record.ROLE}={lifecycle.ROLE}"}):
+            container.remove(force=True)
+    remove()
+    yield
+    remove()
+
+
+def _predictions(url: str) -> list:
+    answer = requests.post(f"{url}/invocations", json={"dataframe_split": IRIS_INPUT},
+                           timeout=30)
+    assert answer.status_code == 200, answer.text
+    return answer.json()["predictions"]
+
+
+def _wait(client, name: str, done, what: str, seconds: float = TIMEOUT) -> dict:
+    deadline = time.monotonic() + seconds
+    while True:
+        got = client.get_deployment(name)
+        if done(got):
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: never; last get: {got}")
+        time.sleep(0.5)
+
+
+def _controller(docker_client: docker.DockerClient):
+    found = docker_client.containers.list(
+        all=True, filters={"label": f"{record.ROLE}={lifecycle.ROLE}"})
+    return found[0] if found else None
+
+
+def test_a_deployment_follows_its_alias_with_nothing_lost(
+        tracking_server: str, docker_client: docker.DockerClient, deployment_name: str,
+        no_controller: None, tmp_path: Path) -> None:
+    name = deployment_name
+    with _tracking(tracking_server):
+        first = register_demo_model(MODEL)  # @champion: version 1
+    client = get_deploy_client("dockerhost")
+    made = client.create_deployment(name, f"models:/{MODEL}@champion", config={
+        "follow_alias": "true", "follow_interval": "2", "tracking_uri": tracking_server})
+    assert made["model_version"] == first.rsplit("/", 1)[1]
+    controller = _controller(docker_client)
+    assert controller is not None and controller.status == "running"
+    url = made["endpoint"]
+    before = _predictions(url)
+    got = _wait(client, name, lambda d: d["follow"].get("state") == "serving",
+                "the controller sees version 1 served", 60)
+    assert got["config"]["tracking_uri"] == tracking_server
+
+    with SteadyLoad(url, {"dataframe_split": IRIS_INPUT}) as load:
+        time.sleep(1)
+        with _tracking(tracking_server):
+            second = register_demo_model(MODEL, c=0.001)  # @champion moves to version 2
+        moved = time.monotonic()
+        rolling = _wait(client, name, lambda d: second in d["models_served"],
+                        "the moved alias's version started")
+        started = time.monotonic() - moved
+        got = _wait(client, name, lambda d: d["models_served"] == {second: 1},
+                    "the moved alias's version alone served")
+        took = time.monotonic() - moved
+        time.sleep(1)
+    print(f"measured: alias moved; version 2 started {started:.1f} s and served alone "
+          f"{took:.1f} s later (follow_interval 2 s, environment reused); {load.sent} "
+          f"requests, {load.lost} lost")
+    assert load.lost == 0, load.failures[:3]
+    if len(rolling["containers"]) == 2:  # seen mid-rollout: both versions shown
+        assert rolling["models_served"] == {first: 1, second: 1}, rolling
+    assert got["endpoint"] == url  # the deployment keeps its URL
+    assert got["model_version"] == "2"
+    assert _predictions(url) != before
+    follow = _wait(client, name, lambda d: d["follow"].get("version") == "2",
+                   "the ledger records version 2", 30)["follow"]
+    assert follow["state"] == "serving" and "rolled out version 2" in follow["decision"]
+    logs = controller.logs().decode()
+    assert "moved from version 1 to 2" in logs, logs[-2000:]
+
+    # a version that cannot load: recorded as failed, version 2 serves on, no retry
+    with _tracking(tracking_server):
+        broken = register_code_model(FAILING_MODEL_CODE, MODEL, second, tmp_path)
+        MlflowClient().set_registered_model_alias(MODEL, "champion",
+                                                  broken.rsplit("/", 1)[1])
+    follow = _wait(client, name, lambda d: d["follow"].get("state") == "failed",
+                   "the broken version recorded as failed")["follow"]
+    assert follow["failed_version"] == "3"
+    assert "cannot be loaded" in follow["decision"], follow
+    got = client.get_deployment(name)
+    assert got["models_served"] == {second: 1} and got["replicas"] == "1/1", got
+    assert _predictions(url) != before
+    time.sleep(5)  # two more looks at the alias: not tried again
+    assert controller.logs().decode().count("moved from version 2 to 3") == 1
+
+    # the alias deleted: the deployment stays on its version, and the controller says so
+    with _tracking(tracking_server):
+        MlflowClient().delete_registered_model_alias(MODEL, "champion")
+    follow = _wait(client, name, lambda d: d["follow"].get("state") == "alias-missing",
+                   "the deleted alias noticed", 60)["follow"]
+    assert "staying on version 2" in follow["decision"]
+
+    # the last deployment that follows an alias takes the controller with it
+    client.delete_deployment(name)
+    assert _controller(docker_client) is None
+
+
+def test_what_the_controller_cannot_follow_fails_before_anything_is_built(
+        tracking_server: str, iris_versions: dict[str, str], docker_client: docker.DockerClient,
+        deployment_name: str, no_controller: None) -> None:
+    client = get_deploy_client("dockerhost")
+    port = free_port()  # nothing listens there
+    gateway = tracking_server.rsplit(":", 1)[0]
+    cases = {
+        f"{gateway}:{port}": "does not answer from the engine's controller",
+        "http://127.0.0.1:5000": "loopback",
+        "sqlite:///mlflow.db": None,  # refused by the key's own parser
+    }
+    for uri, said in cases.items():
+        with pytest.raises(MlflowException) as error:
+            client.create_deployment(deployment_name, "models:/iris@champion", config={
+                "follow_alias": "true", "tracking_uri": uri})
+        assert said is None or said in str(error.value), error.value
+        assert client.list_deployments() == [] or deployment_name not in {
+            d["name"] for d in client.list_deployments()}
+        assert _controller(docker_client) is None  # nothing left running
+    with pytest.raises(MlflowException, match="names none"):
+        client.create_deployment(deployment_name, iris_versions["v1"],
+                                 config={"follow_alias": "true"})

@@ -6,6 +6,8 @@ client's do: ``docker logs`` shows them."""
 import signal
 import threading
 
+import docker
+
 from mlflow_docker_target.client import DockerHostDeploymentClient
 from mlflow_docker_target.controller import watch
 
@@ -13,7 +15,8 @@ from mlflow_docker_target.controller import watch
 def main() -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    watch.run(DockerHostDeploymentClient("dockerhost"), stop=stop)
+    engine_id = docker.from_env().info()["ID"]
+    watch.run(DockerHostDeploymentClient("dockerhost"), engine_id, stop=stop)
 
 
 if __name__ == "__main__":

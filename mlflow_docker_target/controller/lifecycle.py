@@ -50,7 +50,8 @@ log = logging.getLogger(__name__)
 ROLE = "controller"
 NAME = "mlflow-dockerhost-controller"
 VOLUME = NAME  # its ledger, its builds' scratch space and caches
-SOCKET = "/var/run/docker.sock"
+SOCKET = "/var/run/docker.sock"  # in the controller; and on the engine's host, unless:
+SOCKET_ENV = "MLFLOW_DOCKERHOST_ENGINE_SOCKET"  # where a tcp:// or ssh:// engine's socket is
 START_WAIT = 60  # seconds for a new controller to list the engine's deployments
 STOP_WAIT = 600  # seconds a replaced controller may take to finish a rollout in progress
 # what the controller takes from the client's environment: the registry's credentials, pip's
@@ -149,7 +150,8 @@ def _remove(container: Container) -> None:
 
 
 def _start(engine: Engine, image: str) -> None:
-    socket = engine.url[len("unix://"):] if engine.url.startswith("unix://") else SOCKET
+    socket = (engine.url[len("unix://"):] if engine.url.startswith("unix://")
+              else os.environ.get(SOCKET_ENV) or SOCKET)
     environment = {name: os.environ[name] for name in _PASSED if os.environ.get(name)}
     environment.update({k: v for k, v in os.environ.items() if k.startswith("PIP_")})
     environment.update({INSIDE: "1", "DOCKER_HOST": f"unix://{SOCKET}", "HOME": ledger.DIR,
@@ -164,19 +166,21 @@ def _start(engine: Engine, image: str) -> None:
         volumes={socket: {"bind": SOCKET, "mode": "rw"},
                  volume.name: {"bind": ledger.DIR, "mode": "rw"}},
         **lockdown.container_options())
+    expected = f"{STARTED} on engine {engine.client.info()['ID']}"
     deadline = time.monotonic() + START_WAIT
     while time.monotonic() < deadline:
         container.reload()
         logs = container.logs().decode(errors="replace")
-        if STARTED in logs:
+        if expected in logs:
             log.info("The engine's controller %s runs (plugin %s)", NAME, VERSION)
             return
-        if container.status == "exited":
+        if STARTED in logs or container.status == "exited":
             break
         time.sleep(0.5)
     tail = "\n".join(container.logs().decode(errors="replace").splitlines()[-20:])
     with contextlib.suppress(docker.errors.NotFound):
         container.remove(force=True)
     raise MlflowException(
-        f"The engine's controller did not start on {engine.url} (it must reach the engine "
-        f"through {socket} there). Its log:\n{tail}")
+        f"The engine's controller did not start on {engine.url}: it must reach this engine "
+        f"through {socket} on its host (another engine's socket there is refused). Its "
+        f"log:\n{tail}")

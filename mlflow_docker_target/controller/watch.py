@@ -23,6 +23,7 @@ from mlflow_docker_target import config_values
 from mlflow_docker_target.config import KEYS
 from mlflow_docker_target.controller import ledger
 from mlflow_docker_target.controller.rules import ALIAS_URI
+from mlflow_docker_target.runtimes.lease import Held
 
 if TYPE_CHECKING:  # the client starts the controller (``lifecycle``), which runs a client
     from mlflow_docker_target.client import DockerHostDeploymentClient
@@ -44,8 +45,10 @@ def follows(described: dict[str, Any]) -> bool:
         return False
 
 
-def run(client: DockerHostDeploymentClient, directory: str = ledger.DIR,
+def run(client: DockerHostDeploymentClient, engine_id: str, directory: str = ledger.DIR,
         stop: threading.Event | None = None) -> None:
+    """Follow until ``stop``; ``engine_id`` (``docker info``'s ID) is said in the first line,
+    for the client that started it to check it reached the engine meant."""
     stop = stop or threading.Event()
     entries = ledger.load(directory)
     due: dict[str, float] = {}
@@ -59,7 +62,8 @@ def run(client: DockerHostDeploymentClient, directory: str = ledger.DIR,
             continue
         if not started:
             started = True
-            log.info("%s: %d deployment(s) follow an alias", STARTED, len(followed))
+            log.info("%s on engine %s: %d deployment(s) follow an alias", STARTED, engine_id,
+                     len(followed))
         for described in followed:
             name = described["name"]
             if due.get(name, 0.0) <= time.monotonic():
@@ -104,17 +108,28 @@ def check(client: DockerHostDeploymentClient, described: dict[str, Any],
         return pause
     entry.pop("registry_failures", None)
     version = str(named.version)
-    if version == current:
+    # a rollout this controller began and did not see end (it was killed or the engine
+    # restarted): the replicas may hold two versions, so it is made again, to the end
+    cut_short = entry.get("state") == "rolling-out" or len(described["models_served"]) > 1
+    if version == current and not cut_short:
         return _say(entries, name, f"serving version {version}, which @{alias} names",
                     interval, state="serving", version=version)
-    if entry.get("failed_version") == version:
+    if entry.get("failed_version") == version and not cut_short:
         return interval  # said when it failed; tried again only once the alias moves
-    log.info("Deployment %s: @%s moved from version %s to %s; rolling it out", name, alias,
-             current, version)
+    if cut_short:
+        log.info("Deployment %s: a rollout to version %s was cut short (replicas serve %s); "
+                 "making it again", name, version, described["models_served"] or "nothing")
+    else:
+        log.info("Deployment %s: @%s moved from version %s to %s; rolling it out", name,
+                 alias, current, version)
     ledger.decide(entries, name, f"@{alias} moved from version {current} to {version}: "
                   "rolling it out", state="rolling-out", target=version)
     try:
         updated = client.update_deployment(name, model_uri=described["model_uri"])
+    except Held as exc:  # a user's update, or the lease of a controller that was killed
+        log.info("Deployment %s is busy (%s); next look in %.0f s", name, exc.message,
+                 interval)
+        return interval
     except MlflowException as exc:
         log.error("Deployment %s: version %s failed; version %s serves on. %s", name, version,
                   current, exc.message)

@@ -171,10 +171,14 @@ def _renew(held: Container, clock: _EngineClock, stop: threading.Event) -> None:
             log.warning("Renewing the lease %s failed: %s", held.name, exc)
 
 
-def _held(kind: str, name: str, doing: str, holder: Container) -> MlflowException:
+class Held(MlflowException):
+    """Another client holds the lease: nothing was done, and trying later may succeed."""
+
+
+def _held(kind: str, name: str, doing: str, holder: Container) -> Held:
     busy = holder.labels.get(record.LOCK, "::").rsplit(":", 1)[-1] or "changed"
     exists = "already exists or " if doing == "create" else ""
-    return MlflowException(
+    return Held(
         f"{kind.capitalize()} {name!r} {exists}is being {_past(busy)} by another client "
         f"({_holder_of(holder)}, since {_when(_since(holder))}); try again when that is done. "
         f"A client that was killed lets go {TTL_SECONDS:g} s after its last renewal.",

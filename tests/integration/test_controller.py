@@ -206,3 +206,33 @@ def test_what_the_controller_cannot_follow_fails_before_anything_is_built(
     with pytest.raises(MlflowException, match="names none"):
         client.create_deployment(deployment_name, iris_versions["v1"],
                                  config={"follow_alias": "true"})
+
+
+def test_a_rollout_cut_short_by_the_controllers_death_is_finished_when_it_starts_again(
+        tracking_server: str, docker_client: docker.DockerClient, deployment_name: str,
+        no_controller: None) -> None:
+    name, model = deployment_name, f"{MODEL}-killed"
+    with _tracking(tracking_server):
+        first = register_demo_model(model)
+    client = get_deploy_client("dockerhost")
+    made = client.create_deployment(name, f"models:/{model}@champion", config={
+        "follow_alias": "true", "follow_interval": "1", "tracking_uri": tracking_server})
+    controller = _controller(docker_client)
+    with SteadyLoad(made["endpoint"], {"dataframe_split": IRIS_INPUT}) as load:
+        with _tracking(tracking_server):
+            second = register_demo_model(model, c=0.001)
+        _wait(client, name, lambda d: len(d["models_served"]) == 2, "the rollout under way")
+        controller.kill()  # SIGKILL: no cleanup of any kind
+        mixed = client.get_deployment(name)
+        controller.start()  # as the engine would after a restart
+        done = _wait(client, name, lambda d: d["models_served"] == {second: 1}
+                     and d["follow"].get("state") == "serving", "the rollout finished")
+        time.sleep(1)
+    print(f"measured: controller killed mid-rollout (replicas then: {mixed['models_served']}); "
+          f"finished after its restart; {load.sent} requests, {load.lost} lost")
+    assert mixed["models_served"] == {first: 1, second: 1}, mixed
+    assert load.lost == 0, load.failures[:3]
+    assert len(done["containers"]) == 1  # nothing of the cut rollout left
+    logs = controller.logs().decode()
+    assert "was cut short" in logs, logs[-2000:]
+    client.delete_deployment(name)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
@@ -104,8 +105,11 @@ class ContainerRuntime:
             "Config", {}).get("Env"))
         if len(servers) != 1 or "replicas" in config:
             # scaling adds or stops replicas without relabelling the others: the count of
-            # containers is the replica count
-            config["replicas"] = str(len(servers))
+            # containers is the replica count; of one version's (its image and config), as a
+            # rollout that a killed client left half-done holds two
+            config["replicas"] = str(max(Counter(
+                (c.labels.get(record.IMAGE), c.labels.get(record.CONFIG)) for c in servers
+            ).values()))
         state = fronts.recorded(front) if front is not None else shared.State()
         if endpoint is None:
             config = shared.with_limits(config, state.limits)

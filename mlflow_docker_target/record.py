@@ -19,7 +19,7 @@ LABEL = "io.mlflow.dockerhost"
 
 # What a container or image is and what it belongs to.
 DEPLOYMENT = f"{LABEL}.deployment"
-ROLE = f"{LABEL}.role"  # server, front, front-settings, lock, probe or payload-log (a volume)
+ROLE = f"{LABEL}.role"  # server, front, front-settings, lock, probe, controller or payload-log
 ENDPOINT = f"{LABEL}.endpoint"  # a shared endpoint: on its front and on its deployments' servers
 FRONT_OF = f"{LABEL}.front-of"  # the deployment a private front belongs to
 SLOT = f"{LABEL}.slot"  # a replica's number behind its front: its server line and network alias
@@ -65,6 +65,7 @@ SERVER, FRONT, LOCK_ROLE = "server", "front", "lock"
 PROBE_ROLE = "probe"  # a throwaway container that asks the engine a question (gpus.check)
 PAYLOAD_LOG = "payload-log"  # the role of a deployment's inference log volume
 FRONT_SETTINGS = "front-settings"  # a swarm front's settings service, and its volumes
+CONTROLLER = "controller"  # the engine's controller (and its volume), which follows aliases
 
 # How a client reaches the engine, the port of the endpoint a create made, and the client's
 # files of the endpoint's certificate (the front holds what they held) are no part of a

@@ -47,7 +47,7 @@ from serving_image.contract import VERSION
 
 log = logging.getLogger(__name__)
 
-ROLE = "controller"
+ROLE = record.CONTROLLER
 NAME = "mlflow-dockerhost-controller"
 VOLUME = NAME  # its ledger, its builds' scratch space and caches
 SOCKET = "/var/run/docker.sock"  # in the controller; and on the engine's host, unless:

@@ -117,7 +117,8 @@ class DockerHostDeploymentClient(BaseDeploymentClient):
                 except BaseException:
                     if made is not None:
                         runtime.remove_endpoint(made)
-                    _release_controller(engine, runtime)
+                    if settings.follow_alias:
+                        _release_controller(engine, runtime)
                     raise
             log.info("Deployment %s serves %s at %s", name, ref.resolved_uri, deployed.url)
             return {**deployed.describe(), "flavor": flavor}

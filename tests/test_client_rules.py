@@ -234,3 +234,15 @@ def test_delete_is_idempotent_and_takes_the_image_only_when_asked(fake) -> None:
     client.delete_deployment("d")  # the image goes by default
     assert runtime.called("remove_images")[-1] == {f"mlflow-dockerhost/d:{runtime.builds}"}
     assert client.list_deployments() == []
+
+
+def test_keys_of_following_that_conflict_fail_before_anything_is_built(fake) -> None:
+    client, runtime = fake
+    with pytest.raises(MlflowException, match="names none"):
+        client.create_deployment("d", MODEL, config={"follow_alias": "true"})
+    client.create_deployment("d", MODEL)
+    with pytest.raises(MlflowException, match="applies only to a deployment that follows"):
+        client.update_deployment("d", config={"follow_interval": "5"})
+    with pytest.raises(MlflowException, match="names none"):
+        client.update_deployment("d", config={"follow_alias": "true"})
+    assert len(runtime.called("build")) == len(runtime.called("roll_out")) == 1  # create's

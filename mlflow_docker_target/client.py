@@ -197,18 +197,15 @@ class DockerHostDeploymentClient(BaseDeploymentClient):
         engine = self._connect()
         with talking_to(engine):
             if endpoint is not None:
-                return [d.describe() for d in _endpoint(engine, endpoint)[0].deployments(endpoint)]
-            return [d.describe() for runtime in runtimes.every(engine)
-                    for d in runtime.deployments()]
+                found = _endpoint(engine, endpoint)[0].deployments(endpoint)
+            else:
+                found = [d for runtime in runtimes.every(engine) for d in runtime.deployments()]
+            return _described(engine, found)
 
     def get_deployment(self, name: str, endpoint: str | None = None) -> dict[str, Any]:
         engine = self._connect()
         with talking_to(engine):
-            found = _find(engine, check_name(name), endpoint)[1]
-            described = found.describe()
-            if _follows(found.config):
-                described["follow"] = lifecycle.describe(engine, found.name)
-            return described
+            return _described(engine, [_find(engine, check_name(name), endpoint)[1]])[0]
 
     def predict(self, deployment_name: str | None = None, inputs: Any = None,
                 endpoint: str | None = None) -> PredictionsResponse:
@@ -339,6 +336,18 @@ class DockerHostDeploymentClient(BaseDeploymentClient):
             return _endpoint(engine, check_name(endpoint, "endpoint"))[1].describe()
 
     # -----------------------------------------------------------------------------------------
+
+
+def _described(engine: Engine, deployments: list[Deployment]) -> list[dict[str, Any]]:
+    """What ``get`` and ``list`` show: with, for a deployment that follows an alias, what the
+    controller is doing about it (``follow``)."""
+    described = [d.describe() for d in deployments]
+    if any(_follows(d.config) for d in deployments):
+        follow = lifecycle.describe(engine)
+        for deployment, shown in zip(deployments, described, strict=True):
+            if _follows(deployment.config):
+                shown["follow"] = follow(deployment.name)
+    return described
 
 
 def _follows(config: Mapping[str, str]) -> bool:

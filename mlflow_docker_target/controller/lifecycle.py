@@ -74,17 +74,16 @@ def find(engine: Engine) -> Container | None:
     return found[0] if found else None
 
 
-def describe(engine: Engine, deployment: str) -> dict[str, object]:
-    """What ``get`` shows of a followed deployment: the controller's state and its last
-    decision about it (read from the controller's ledger)."""
+def describe(engine: Engine) -> Callable[[str], dict[str, object]]:
+    """What ``get`` and ``list`` show of a followed deployment, by name: the controller's
+    state and its last decision about it (its ledger, read once)."""
     found = find(engine)
     if found is None:
-        return {"controller": "missing"}
-    shown: dict[str, object] = {"controller": found.status}
+        return lambda name: {"controller": "missing"}
+    entries: dict[str, dict[str, object]] = {}
     with contextlib.suppress(docker.errors.APIError, KeyError, ValueError):
         entries = _read_ledger(found)
-        shown.update(entries.get(deployment, {}))
-    return shown
+    return lambda name: {"controller": found.status, **entries.get(name, {})}
 
 
 def _read_ledger(container: Container) -> dict[str, dict[str, object]]:
@@ -102,16 +101,20 @@ def ensure(engine: Engine, settings: Settings, hold: Hold) -> None:
     image = ensure_controller_image(engine, settings)
     with hold():
         found = find(engine)
-        if found is not None and found.image.tags and image in found.image.tags \
-                and found.status == "running":
-            return
         if found is not None:
-            log.info("Replacing the engine's controller (plugin %s) with plugin %s's; it "
-                     "finishes a rollout in progress first", found.labels.get(
-                         record.PLUGIN_VERSION), VERSION)
+            same = image in found.image.tags
+            if same and found.status == "running":
+                return
+            if same:
+                log.info("Starting the engine's controller again (it was %s)", found.status)
+            else:
+                log.info("Replacing the engine's controller (plugin %s) with plugin %s's; it "
+                         "finishes a rollout in progress first",
+                         found.labels.get(record.PLUGIN_VERSION), VERSION)
             _remove(found)
-            with contextlib.suppress(docker.errors.APIError):  # another engine user's image
-                engine.client.images.remove(found.image.id)
+            if not same:
+                with contextlib.suppress(docker.errors.APIError):  # another client's in use
+                    engine.client.images.remove(found.image.id)
         _start(engine, image)
 
 

@@ -9,6 +9,7 @@ the same URI.
 from __future__ import annotations
 
 import contextlib
+import io
 import subprocess
 import sys
 import time
@@ -26,6 +27,7 @@ from mlflow.tracking import MlflowClient
 from mlflow_docker_target import record
 from mlflow_docker_target.controller import lifecycle
 from mlflow_docker_target.demo import register_demo_model
+from mlflow_docker_target.engine.connection import connect
 from tests.helpers.models import FAILING_MODEL_CODE, IRIS_INPUT, register_code_model
 from tests.helpers.servers import free_port
 from tests.helpers.steady_load import SteadyLoad
@@ -129,6 +131,8 @@ def test_a_deployment_follows_its_alias_with_nothing_lost(
     got = _wait(client, name, lambda d: d["follow"].get("state") == "serving",
                 "the controller sees version 1 served", 60)
     assert got["config"]["tracking_uri"] == tracking_server
+    listed = {d["name"]: d for d in client.list_deployments()}
+    assert listed[name]["follow"] == got["follow"]
 
     with SteadyLoad(url, {"dataframe_split": IRIS_INPUT}) as load:
         time.sleep(1)
@@ -236,3 +240,35 @@ def test_a_rollout_cut_short_by_the_controllers_death_is_finished_when_it_starts
     logs = controller.logs().decode()
     assert "was cut short" in logs, logs[-2000:]
     client.delete_deployment(name)
+
+
+def test_a_stopped_controller_starts_again_and_an_older_one_is_replaced(
+        tracking_server: str, docker_client: docker.DockerClient, deployment_name: str,
+        no_controller: None) -> None:
+    name, model = deployment_name, f"{MODEL}-kept"
+    with _tracking(tracking_server):
+        register_demo_model(model)
+    client = get_deploy_client("dockerhost")
+    client.create_deployment(name, f"models:/{model}@champion", config={
+        "follow_alias": "true", "follow_interval": "5", "tracking_uri": tracking_server})
+    current = _controller(docker_client)
+    current.stop(timeout=30)
+    client.update_deployment(name, config={"follow_interval": "4"})  # needs the controller
+    again = _controller(docker_client)
+    assert again.status == "running" and again.image.id == current.image.id
+    _wait(client, name, lambda d: d["follow"].get("state") == "serving", "followed again", 60)
+
+    # an older plugin's controller (another image) is replaced, and its image removed
+    engine = connect(None)
+    older, _ = docker_client.images.build(
+        fileobj=io.BytesIO(f"FROM {current.image.id}\nLABEL older=true\n".encode()),
+        tag="mlflow-dockerhost/controller:older", rm=True, network_mode="none")
+    again.remove(force=True)
+    lifecycle._start(engine, "mlflow-dockerhost/controller:older")
+    client.update_deployment(name, config={"follow_interval": "5"})
+    newest = _controller(docker_client)
+    assert newest.image.id == current.image.id and newest.status == "running"
+    with pytest.raises(docker.errors.ImageNotFound):
+        docker_client.images.get(older.id)
+    client.delete_deployment(name)
+    assert _controller(docker_client) is None

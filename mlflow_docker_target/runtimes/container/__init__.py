@@ -104,12 +104,11 @@ class ContainerRuntime:
         config = record.recorded_config(labels, (running or servers)[0].attrs.get(
             "Config", {}).get("Env"))
         if len(servers) != 1 or "replicas" in config:
-            # scaling adds or stops replicas without relabelling the others: the count of
-            # containers is the replica count; of one version's (its image and config), as a
-            # rollout that a killed client left half-done holds two
+            # scaling adds or stops replicas without relabelling the others (their config
+            # labels differ): the count of containers is the replica count; of one image's,
+            # as a rollout to a new image that a killed client left half-done holds two
             config["replicas"] = str(max(Counter(
-                (c.labels.get(record.IMAGE), c.labels.get(record.CONFIG)) for c in servers
-            ).values()))
+                c.labels.get(record.IMAGE) for c in servers).values()))
         state = fronts.recorded(front) if front is not None else shared.State()
         if endpoint is None:
             config = shared.with_limits(config, state.limits)

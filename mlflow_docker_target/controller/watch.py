@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -25,8 +25,13 @@ from mlflow_docker_target.controller import ledger
 from mlflow_docker_target.controller.rules import ALIAS_URI
 from mlflow_docker_target.runtimes.lease import Held
 
-if TYPE_CHECKING:  # the client starts the controller (``lifecycle``), which runs a client
-    from mlflow_docker_target.client import DockerHostDeploymentClient
+
+class Deployments(Protocol):
+    """What the loop calls: ``DockerHostDeploymentClient`` on the engine's socket."""
+
+    def list_deployments(self) -> list[dict[str, Any]]: ...
+
+    def update_deployment(self, name: str, model_uri: str) -> dict[str, Any]: ...
 
 log = logging.getLogger("mlflow_docker_target.controller")
 
@@ -45,7 +50,7 @@ def follows(described: dict[str, Any]) -> bool:
         return False
 
 
-def run(client: DockerHostDeploymentClient, engine_id: str, directory: str = ledger.DIR,
+def run(client: Deployments, engine_id: str, directory: str = ledger.DIR,
         stop: threading.Event | None = None) -> None:
     """Follow until ``stop``; ``engine_id`` (``docker info``'s ID) is said in the first line,
     for the client that started it to check it reached the engine meant."""
@@ -76,7 +81,7 @@ def run(client: DockerHostDeploymentClient, engine_id: str, directory: str = led
         stop.wait(TICK)
 
 
-def check(client: DockerHostDeploymentClient, described: dict[str, Any],
+def check(client: Deployments, described: dict[str, Any],
           entries: dict[str, dict[str, Any]]) -> float:
     """One look at one deployment's alias, and the rollout if it moved; the seconds until the
     next look."""

@@ -1,14 +1,18 @@
 """The swarm runtime's pure parts: which tasks run a spec, image names before and after a push,
-and what a failed push says to do."""
+what a failed push says to do, and what a rolling update that Swarm rolls back reports."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
+
+import pytest
+from mlflow.exceptions import MlflowException
 
 from mlflow_docker_target.config import parse_config
 from mlflow_docker_target.record import ModelRef
 from mlflow_docker_target.runtimes.interface import Version
-from mlflow_docker_target.runtimes.swarm import server_spec
+from mlflow_docker_target.runtimes.swarm import server_spec, services
 from mlflow_docker_target.runtimes.swarm.registry import local_name as _local
 from mlflow_docker_target.runtimes.swarm.registry import push_error as _push_error
 from mlflow_docker_target.runtimes.swarm.services import same as _same
@@ -53,3 +57,48 @@ def test_a_failed_push_says_what_to_do() -> None:
     insecure = _push_error("r:5000/a:1", "http: server gave HTTP response to HTTPS client")
     assert "insecure-registries" in insecure and "every node" in insecure
     assert "docker login" in _push_error("r:5000/a:1", "unauthorized: authentication required")
+
+
+class _RollingBack:
+    """The engine's answers during a rolling update whose new task fails between two of
+    :func:`wait_rollout`'s looks, and which Swarm rolls back a moment later (as it did under
+    CI's load: the failure was reported before Swarm said it rolled back)."""
+
+    def __init__(self) -> None:
+        self.looks = 0
+        self.failed_looks = 0
+
+    def inspect_service(self, _id: str) -> dict[str, Any]:
+        self.looks += 1
+        state = "updating" if self.looks < 3 else "rollback_completed"
+        return {"ID": "s", "Spec": SERVICE_SPEC, "UpdatedAt": "1",
+                "UpdateStatus": {"State": state, "StartedAt": "2",
+                                 "Message": "update rolled back due to failure"}}
+
+    def tasks(self, filters: dict[str, Any]) -> list[dict[str, Any]]:
+        old = {"ID": "old", "Spec": {"ContainerSpec": {"Image": "old"}}, "UpdatedAt": "1",
+               "CreatedAt": "1", "Status": {"State": "running"}}
+        if "desired-state" in filters:
+            return [old]
+        self.failed_looks += 1  # the new task has failed from the second look on
+        new = {"ID": "new", "Spec": {"ContainerSpec": SERVICE_SPEC["TaskTemplate"]
+                                     ["ContainerSpec"]}, "UpdatedAt": "3", "CreatedAt": "3",
+               "Status": {"State": "failed" if self.failed_looks > 1 else "starting",
+                          "Err": "task: non-zero exit (247)"}}
+        return [old, new]
+
+    def service_logs(self, *_args: Any, **_kwargs: Any) -> Any:
+        return iter(())
+
+
+SERVICE_SPEC = {"Name": "mlflow-a", "Mode": {"Replicated": {"Replicas": 1}},
+                "TaskTemplate": {"ContainerSpec": {"Image": "new"}}}
+
+
+def test_a_task_failing_between_two_looks_still_waits_for_swarm_to_roll_back(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(services, "POLL", 0.01)
+    client = SimpleNamespace(api=_RollingBack())
+    with pytest.raises(MlflowException, match="Swarm rolled the update of mlflow-a back"):
+        services.wait_rollout(client, {"ID": "s", "Spec": SERVICE_SPEC},  # type: ignore[arg-type]
+                              deadline=float("inf"), what="model")

@@ -89,8 +89,11 @@ def wait_rollout(client: docker.DockerClient, service: Mapping[str, Any], deadli
         if state == "updating":  # a failed task makes Swarm roll back: report that outcome
             if failed_at is None and _failed(client, service, template):
                 failed_at = time.monotonic()
-            if failed_at is not None and time.monotonic() < min(
-                    deadline, failed_at + ROLLBACK_NOTICE):
+            if failed_at is None:  # a task failing after that look waits its notice too
+                _raise_if_late(client, service, what, deadline)
+                time.sleep(POLL)
+                continue
+            if time.monotonic() < min(deadline, failed_at + ROLLBACK_NOTICE):
                 time.sleep(POLL)
                 continue
         _raise_if_failed(client, service, what, deadline, template)
@@ -115,6 +118,11 @@ def _raise_if_failed(client: docker.DockerClient, service: Mapping[str, Any], wh
             f"A task of the {what} service {service['Spec']['Name']} failed: "
             f"{task['Status'].get('Err') or task['Status']['State']}. Its last log lines:"
             f"\n{task_logs(client, service, task)}")
+    _raise_if_late(client, service, what, deadline)
+
+
+def _raise_if_late(client: docker.DockerClient, service: Mapping[str, Any], what: str,
+                   deadline: float) -> None:
     if time.monotonic() > deadline:
         tasks = tasks_of(client, service)
         raise MlflowException(

@@ -193,14 +193,17 @@ class DockerHostDeploymentClient(BaseDeploymentClient):
             if settings.remove_image:
                 runtime.remove_images(images)
 
-    def list_deployments(self, endpoint: str | None = None) -> list[dict[str, Any]]:
+    def list_deployments(self, endpoint: str | None = None, *,
+                         follow: bool = True) -> list[dict[str, Any]]:
+        """``follow=False`` leaves out what the controller does about deployments that follow
+        an alias (read from its ledger): the controller itself lists so, as it holds that."""
         engine = self._connect()
         with talking_to(engine):
             if endpoint is not None:
                 found = _endpoint(engine, endpoint)[0].deployments(endpoint)
             else:
                 found = [d for runtime in runtimes.every(engine) for d in runtime.deployments()]
-            return _described(engine, found)
+            return _described(engine, found) if follow else [d.describe() for d in found]
 
     def get_deployment(self, name: str, endpoint: str | None = None) -> dict[str, Any]:
         engine = self._connect()

@@ -29,7 +29,8 @@ from mlflow_docker_target.runtimes.lease import Held
 class Deployments(Protocol):
     """What the loop calls: ``DockerHostDeploymentClient`` on the engine's socket."""
 
-    def list_deployments(self) -> list[dict[str, Any]]: ...
+    def list_deployments(self, endpoint: str | None = None, *,
+                         follow: bool = True) -> list[dict[str, Any]]: ...
 
     def update_deployment(self, name: str, model_uri: str) -> dict[str, Any]: ...
 
@@ -60,7 +61,7 @@ def run(client: Deployments, engine_id: str, directory: str = ledger.DIR,
     started = False
     while not stop.is_set():
         try:
-            followed = [d for d in client.list_deployments() if follows(d)]
+            followed = [d for d in client.list_deployments(follow=False) if follows(d)]
         except MlflowException as exc:
             log.warning("Cannot list the engine's deployments: %s", exc)
             stop.wait(RETRY_PAUSE[0])

@@ -127,8 +127,9 @@ def test_create_delete_and_prune_at_once_leave_what_is_in_use(
     old, new = names[:2]
     mlflow_cli("deployments", "create", "-t", "dockerhost", "--name", old, "-m",
                iris_versions["v1"])
-    before = {image.id for image in docker_client.images.list()
-              if image.labels.get("io.mlflow.dockerhost.kind") == "base"}
+    before = {image.id for image in docker_client.images.list()  # build stages inherit the
+              if image.labels.get(KIND) == "base"  # label, and go when their build ends
+              and STAGE not in image.labels}
     pruned: list[str] = []
     done = threading.Event()
 

@@ -8,16 +8,12 @@ the same URI.
 
 from __future__ import annotations
 
-import contextlib
 import io
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import docker
-import mlflow
 import pytest
 import requests
 from mlflow.deployments import get_deploy_client
@@ -31,6 +27,8 @@ from mlflow_docker_target.engine.connection import connect
 from tests.helpers.models import FAILING_MODEL_CODE, IRIS_INPUT, register_code_model
 from tests.helpers.servers import free_port
 from tests.helpers.steady_load import SteadyLoad
+from tests.helpers.tracking_server import tracking
+from tests.helpers.tracking_server import tracking_server as served_tracking
 
 MODEL = "followed"
 TIMEOUT = 600  # seconds for a rollout the controller makes (its first build included)
@@ -40,42 +38,8 @@ TIMEOUT = 600  # seconds for a rollout the controller makes (its first build inc
 def tracking_server(docker_client: docker.DockerClient,
                     tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     gateway = docker_client.networks.get("bridge").attrs["IPAM"]["Config"][0]["Gateway"]
-    root = tmp_path_factory.mktemp("tracking")
-    port = free_port()
-    log = (root / "server.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", gateway, "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{root}/mlflow.db", "--serve-artifacts",
-         "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT, cwd=root)
-    uri = f"http://{gateway}:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            if requests.get(f"{uri}/health", timeout=2).ok:
-                break
-        except requests.ConnectionError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise AssertionError((root / "server.log").read_text()[-3000:])
-        time.sleep(0.5)
-    try:
+    with served_tracking(gateway, tmp_path_factory.mktemp("tracking")) as uri:
         yield uri
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        log.close()
-
-
-@contextlib.contextmanager
-def _tracking(uri: str) -> Iterator[None]:
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(previous)
 
 
 @pytest.fixture
@@ -118,7 +82,7 @@ def test_a_deployment_follows_its_alias_with_nothing_lost(
         tracking_server: str, docker_client: docker.DockerClient, deployment_name: str,
         no_controller: None, tmp_path: Path) -> None:
     name = deployment_name
-    with _tracking(tracking_server):
+    with tracking(tracking_server):
         first = register_demo_model(MODEL)  # @champion: version 1
     client = get_deploy_client("dockerhost")
     made = client.create_deployment(name, f"models:/{MODEL}@champion", config={
@@ -136,7 +100,7 @@ def test_a_deployment_follows_its_alias_with_nothing_lost(
 
     with SteadyLoad(url, {"dataframe_split": IRIS_INPUT}) as load:
         time.sleep(1)
-        with _tracking(tracking_server):
+        with tracking(tracking_server):
             second = register_demo_model(MODEL, c=0.001)  # @champion moves to version 2
         moved = time.monotonic()
         rolling = _wait(client, name, lambda d: second in d["models_served"],
@@ -163,7 +127,7 @@ def test_a_deployment_follows_its_alias_with_nothing_lost(
     assert "moved from version 1 to 2" in logs, logs[-2000:]
 
     # a version that cannot load: recorded as failed, version 2 serves on, no retry
-    with _tracking(tracking_server):
+    with tracking(tracking_server):
         broken = register_code_model(FAILING_MODEL_CODE, MODEL, second, tmp_path)
         MlflowClient().set_registered_model_alias(MODEL, "champion",
                                                   broken.rsplit("/", 1)[1])
@@ -178,7 +142,7 @@ def test_a_deployment_follows_its_alias_with_nothing_lost(
     assert controller.logs().decode().count("moved from version 2 to 3") == 1
 
     # the alias deleted: the deployment stays on its version, and the controller says so
-    with _tracking(tracking_server):
+    with tracking(tracking_server):
         MlflowClient().delete_registered_model_alias(MODEL, "champion")
     follow = _wait(client, name, lambda d: d["follow"].get("state") == "alias-missing",
                    "the deleted alias noticed", 60)["follow"]
@@ -217,14 +181,14 @@ def test_a_rollout_cut_short_by_the_controllers_death_is_finished_when_it_starts
         tracking_server: str, docker_client: docker.DockerClient, deployment_name: str,
         no_controller: None) -> None:
     name, model = deployment_name, f"{MODEL}-killed"
-    with _tracking(tracking_server):
+    with tracking(tracking_server):
         first = register_demo_model(model)
     client = get_deploy_client("dockerhost")
     made = client.create_deployment(name, f"models:/{model}@champion", config={
         "follow_alias": "true", "follow_interval": "1", "tracking_uri": tracking_server})
     controller = _controller(docker_client)
     with SteadyLoad(made["endpoint"], {"dataframe_split": IRIS_INPUT}) as load:
-        with _tracking(tracking_server):
+        with tracking(tracking_server):
             second = register_demo_model(model, c=0.001)
         _wait(client, name, lambda d: len(d["models_served"]) == 2, "the rollout under way")
         controller.kill()  # SIGKILL: no cleanup of any kind
@@ -247,7 +211,7 @@ def test_a_stopped_controller_starts_again_and_an_older_one_is_replaced(
         tracking_server: str, docker_client: docker.DockerClient, deployment_name: str,
         no_controller: None) -> None:
     name, model = deployment_name, f"{MODEL}-kept"
-    with _tracking(tracking_server):
+    with tracking(tracking_server):
         register_demo_model(model)
     client = get_deploy_client("dockerhost")
     client.create_deployment(name, f"models:/{model}@champion", config={

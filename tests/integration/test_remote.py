@@ -25,11 +25,16 @@ import requests
 from mlflow.deployments import get_deploy_client
 from mlflow.exceptions import MlflowException
 
+from mlflow_docker_target import record
+from mlflow_docker_target.controller import lifecycle
+from mlflow_docker_target.controller.watch import STARTED
+from mlflow_docker_target.demo import register_demo_model
 from tests.helpers.ci import skip_or_fail
 from tests.helpers.cli import mlflow_cli, mlflow_cli_background, wait_for_output
 from tests.helpers.engine import LABEL, front_of, servers
 from tests.helpers.models import IRIS_COLUMNS, IRIS_INPUT
 from tests.helpers.remote_engine import RemoteEngine, cannot_make_namespaces, remote_engine
+from tests.helpers.tracking_server import tracking, tracking_server
 
 EXPECTED = [0, 2, 1]
 
@@ -321,3 +326,63 @@ def test_endpoint_url_survives_an_engine_restart(remote, remote_name, iris_versi
     print(f"URL before the engine restart {before}, after {after}")
     assert after == before
     assert answer.json()["predictions"] == EXPECTED
+
+
+def test_the_controller_comes_back_with_its_engine(remote, remote_name, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A deployment that follows an alias on an engine that restarts (its containers stop with
+    it, as in a reboot): the same controller comes back by its restart policy and follows on.
+    Its tracking server listens on this host's end of the engine's link, which the controller
+    (on the engine's host network) reaches."""
+    for variable, value in tls_env(remote).items():
+        monkeypatch.setenv(variable, value)
+    # the engine's socket on its host is not the usual one: the controller mounts this
+    monkeypatch.setenv(lifecycle.SOCKET_ENV, remote.socket[len("unix://"):])
+    client = get_deploy_client(f"dockerhost:/{remote.tcp_url}")
+    host = remote.address.rsplit(".", 1)[0] + ".1"
+    engine = remote.client()
+    try:
+        with tracking_server(host, tmp_path) as uri, tracking(uri):
+            register_demo_model("followed")
+            made = client.create_deployment(remote_name, "models:/followed@champion", config={
+                "follow_alias": "true", "follow_interval": "2", "tracking_uri": uri})
+            controller = _controller(engine)
+            _wait(client, remote_name, lambda d: d["follow"].get("state") == "serving",
+                  "the controller sees version 1 served")
+
+            remote.restart_dockerd()
+            engine = remote.client()
+            _wait(client, remote_name, lambda d: d["follow"].get("controller") == "running",
+                  "the controller back after the engine restart")
+            second = register_demo_model("followed", c=0.001)
+            got = _wait(client, remote_name, lambda d: d["models_served"] == {second: 1}
+                        and d["follow"].get("version") == "2",  # its rollout has ended
+                        "the moved alias's version served after the restart")
+            assert got["endpoint"] == made["endpoint"]
+            back = _controller(engine)
+            assert back.id == controller.id  # the same container, restarted
+            assert back.logs().decode().count(STARTED) == 2
+            client.delete_deployment(remote_name)
+            assert _controller(engine) is None
+    finally:
+        for container in engine.containers.list(
+                all=True, filters={"label": f"{record.ROLE}={record.CONTROLLER}"}):
+            container.remove(force=True)
+
+
+def _controller(engine: docker.DockerClient):
+    found = engine.containers.list(all=True,
+                                   filters={"label": f"{record.ROLE}={record.CONTROLLER}"})
+    return found[0] if found else None
+
+
+def _wait(client, name: str, done, what: str, seconds: float = 300) -> dict:
+    """``get`` until ``done`` holds of it (an engine that restarts does not answer a while)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        with contextlib.suppress(MlflowException):
+            got = client.get_deployment(name)
+            if done(got):
+                return got
+        assert time.monotonic() < deadline, f"{what}: never"
+        time.sleep(1)

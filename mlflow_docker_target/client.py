@@ -18,6 +18,7 @@ from mlflow.deployments import BaseDeploymentClient, PredictionsResponse
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import (
     INVALID_PARAMETER_VALUE,
+    INVALID_STATE,
     RESOURCE_ALREADY_EXISTS,
     RESOURCE_DOES_NOT_EXIST,
 )
@@ -84,6 +85,7 @@ class DockerHostDeploymentClient(BaseDeploymentClient):
         flavor = check_flavor(flavor)
         _check_ports(settings, endpoint)
         _check_front_keys(normalize(config), endpoint)
+        _check_canary_keys(settings, normalize(config))
         recorded = {**normalize(config), **rules.follow_config(model_uri, settings,
                                                                 normalize(config))}
         engine = self._connect(settings)
@@ -138,6 +140,16 @@ class DockerHostDeploymentClient(BaseDeploymentClient):
                 _check_front_keys(given, current.endpoint)
                 raw = _merged(runtime, current, given)
                 settings = parse_config(raw, "update")
+                if settings.canary is not None:
+                    ended = _end_canary(runtime, current, settings, given, model_uri)
+                    log.info("Deployment %s: canary %sed; it serves %s", name, settings.canary,
+                             ended.model.resolved_uri)
+                    return {**ended.describe(), "flavor": flavor}
+                if current.canary is not None:
+                    raise _canary_running(current)
+                if settings.rollout != "canary":  # its share goes with it
+                    raw = {k: v for k, v in raw.items() if k != "canary_traffic" or k in given}
+                _check_canary_keys(settings, given)
                 if not settings.follow_alias:  # what following recorded goes with it
                     raw = {k: v for k, v in raw.items()
                            if k not in rules.FOLLOW_KEYS or k in given}
@@ -160,7 +172,8 @@ class DockerHostDeploymentClient(BaseDeploymentClient):
                        else replace(current.model, registry=registry))
                 image, ref = runtime.build(name, ref, settings)
                 version = Version(name, image, ref, raw, settings, current.endpoint, tls)
-                old_images = {r.image for r in current.replicas if r.image} - {image}
+                old_images = ({r.image for r in current.replicas if r.image} - {image}
+                              if settings.rollout != "canary" else set())  # they serve on
                 try:
                     updated = runtime.roll_out(version, current)
                 except BaseException:
@@ -498,6 +511,47 @@ def _merged(runtime: Runtime, current: Deployment, given: dict[str, str]) -> dic
                 f"{recorded.get(key) or 'none'}); delete and create the deployment to change "
                 "it.", INVALID_PARAMETER_VALUE)
     return {k: v for k, v in {**recorded, **given}.items() if v.strip()}
+
+
+def _check_canary_keys(settings: Settings, given: Mapping[str, str]) -> None:
+    if "canary_traffic" in given and settings.rollout != "canary":
+        raise MlflowException(
+            "-C canary_traffic is the share of a canary: give -C rollout=canary with it, or "
+            "leave it out.", INVALID_PARAMETER_VALUE)
+    if settings.follow_alias and settings.rollout == "canary":
+        raise MlflowException(
+            "-C follow_alias rolls each version the alias names out whole: the controller does "
+            "not judge canaries yet. Leave rollout at rolling while following an alias, or "
+            "follow_alias=false to run canaries by hand.", INVALID_PARAMETER_VALUE)
+
+
+def _canary_running(current: Deployment) -> MlflowException:
+    assert current.canary is not None
+    canary = current.canary.labels.get(record.MODEL_RESOLVED_URI)
+    return MlflowException(
+        f"Deployment {current.name!r} has a canary ({canary}, taking "
+        f"{current.canary.share}% of its requests): end it first, with update "
+        "-C canary=promote or -C canary=abort.", INVALID_STATE)
+
+
+def _end_canary(runtime: Runtime, current: Deployment, settings: Settings,
+                given: Mapping[str, str], model_uri: str | None) -> Deployment:
+    """Promote or abort the deployment's canary; the images no replica serves any more go."""
+    action = settings.canary
+    others = sorted(set(given) - {"canary"}) + (["-m"] if model_uri else [])
+    if others:
+        raise MlflowException(
+            f"-C canary={action} is given alone: it ends the canary as it is. Leave out "
+            f"{', '.join(others)}, and update again after.", INVALID_PARAMETER_VALUE)
+    if current.canary is None:
+        raise MlflowException(
+            f"Deployment {current.name!r} has no canary to {action}; update -C rollout=canary "
+            "-m <model> starts one.", INVALID_STATE)
+    ended = runtime.end_canary(current, action == "promote", settings.stop_timeout)
+    served = {r.image for r in ended.replicas if r.image}
+    runtime.remove_images({r.image for r in current.replicas + current.canary.replicas
+                           if r.image} - served)
+    return ended
 
 
 def _keeps_version(model_uri: str | None, current: Deployment, given: dict[str, str]) -> bool:

@@ -258,6 +258,19 @@ KEYS: tuple[Key, ...] = (
         "The model registry the controller asks, as the engine's containers reach it; "
         "the client's MLFLOW_TRACKING_USERNAME, _PASSWORD and _TOKEN go with it as secrets.",
         DEPLOY - {"run_local"}, "the client's tracking URI"),
+    Key("rollout", values.choice("rolling", "canary"), "rolling or canary", "rolling",
+        "How an update serves a new version: rolling (its replicas start, take traffic once "
+        "ready, then the current ones drain), or canary (its replicas start beside the current "
+        "ones and take canary_traffic percent of the deployment's requests, until update "
+        "-C canary=promote or -C canary=abort). Recorded: later updates use it.",
+        DEPLOY - {"run_local"}),
+    Key("canary_traffic", values.number(int, 1, 50), "an integer percent 1-50", 10,
+        "The canary's share of the deployment's requests (of its share, on a shared "
+        "endpoint); needs rollout=canary.", DEPLOY - {"run_local"}),
+    Key("canary", values.choice("promote", "abort"), "promote or abort", None,
+        "End the deployment's canary at once: promote (it takes all traffic, with nothing "
+        "lost, and the version before it drains) or abort (it drains; the current version "
+        "serves on). Given alone.", frozenset({"update"}), "none"),
     Key("timeout", values.seconds, "seconds > 0", 60.0,
         "Time limit for reaching the Docker engine and for each call to it (builds are not "
         "limited).", CONNECTION),
@@ -309,6 +322,9 @@ EXAMPLES = {
     "payload_log_headers": "user-agent,x-tenant",
     "follow_alias": "true",
     "tracking_uri": "http://mlflow.internal:5000",
+    "rollout": "canary",
+    "canary_traffic": "20",
+    "canary": "promote",
 }
 
 
@@ -380,6 +396,9 @@ class Settings:
     follow_alias: bool = _default("follow_alias")
     follow_interval: float = _default("follow_interval")
     tracking_uri: str | None = _default("tracking_uri")
+    rollout: str = _default("rollout")
+    canary_traffic: int = _default("canary_traffic")
+    canary: str | None = _default("canary")
     env: dict[str, str] = field(default_factory=dict)
 
     def resolved_base_image(self, python_version: str) -> str:

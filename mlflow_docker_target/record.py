@@ -23,6 +23,9 @@ ROLE = f"{LABEL}.role"  # server, front, front-settings, lock, probe, controller
 ENDPOINT = f"{LABEL}.endpoint"  # a shared endpoint: on its front and on its deployments' servers
 FRONT_OF = f"{LABEL}.front-of"  # the deployment a private front belongs to
 SLOT = f"{LABEL}.slot"  # a replica's number behind its front: its server line and network alias
+# the rollout that started a replica (an id): a canary's replicas are those of the rollout its
+# front names, and scaling gives new replicas their deployment's
+ROLLOUT = f"{LABEL}.rollout"
 PORT = f"{LABEL}.port"  # the host port a front publishes, chosen once
 METRICS_PORT = f"{LABEL}.metrics-port"  # the host port of a front's own metrics, if any
 HOST_ADDRESS = f"{LABEL}.host-address"
@@ -68,10 +71,10 @@ FRONT_SETTINGS = "front-settings"  # a swarm front's settings service, and its v
 CONTROLLER = "controller"  # the engine's controller (and its volume), which follows aliases
 
 # How a client reaches the engine, the port of the endpoint a create made, and the client's
-# files of the endpoint's certificate (the front holds what they held) are no part of a
-# deployment: never recorded on it.
+# files of the endpoint's certificate (the front holds what they held), and the end of a canary
+# (an action) are no part of a deployment: never recorded on it.
 NOT_RECORDED = frozenset({"docker_host", "timeout", "tlscacert", "tlscert", "tlskey",
-                          "tlsverify", "endpoint_port", "https_cert", "https_key"})
+                          "tlsverify", "endpoint_port", "https_cert", "https_key", "canary"})
 PYFUNC = "python_function"
 
 

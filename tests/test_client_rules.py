@@ -246,3 +246,54 @@ def test_keys_of_following_that_conflict_fail_before_anything_is_built(fake) -> 
     with pytest.raises(MlflowException, match="names none"):
         client.update_deployment("d", config={"follow_alias": "true"})
     assert len(runtime.called("build")) == len(runtime.called("roll_out")) == 1  # create's
+
+
+def test_a_canary_starts_beside_the_current_version_and_is_ended_alone(fake) -> None:
+    client, runtime = fake
+    client.create_deployment("d", MODEL, config={"rollout": "canary"})  # nothing to compare
+    assert "canary" not in client.get_deployment("d")
+    first = runtime.find("d").replicas[0].image
+    started = client.update_deployment("d", OTHER_MODEL, config={"canary_traffic": "20"})
+    assert started["canary"]["traffic"] == {"current": 80, "canary": 20}
+    assert started["model_uri"] == MODEL and started["canary"]["model_uri"] == OTHER_MODEL
+    assert first in runtime.images  # it serves on
+    second = runtime.find("d").canary.replicas[0].image
+    for refused, says in (({"replicas": "2"}, "has a canary"),
+                          ({"canary": "promote", "replicas": "2"}, "given alone")):
+        with pytest.raises(MlflowException, match=says):
+            client.update_deployment("d", config=refused)
+    with pytest.raises(MlflowException, match="given alone"):
+        client.update_deployment("d", MODEL, config={"canary": "abort"})
+    promoted = client.update_deployment("d", config={"canary": "promote"})
+    assert promoted["model_uri"] == OTHER_MODEL and "canary" not in promoted
+    assert runtime.called("remove_images")[-1] == {first}
+    assert recorded(runtime.find("d"))["rollout"] == "canary"  # later updates use it
+    with pytest.raises(MlflowException, match="no canary to abort"):
+        client.update_deployment("d", config={"canary": "abort"})
+
+    client.update_deployment("d", MODEL)  # a canary again, aborted: its image goes
+    third = runtime.find("d").canary.replicas[0].image
+    aborted = client.update_deployment("d", config={"canary": "abort"})
+    assert aborted["model_uri"] == OTHER_MODEL and "canary" not in aborted
+    assert runtime.called("remove_images")[-1] == {third} and second in runtime.images
+
+
+def test_keys_of_canaries_that_conflict_fail_before_anything_is_built(fake) -> None:
+    client, runtime = fake
+    with pytest.raises(MlflowException, match="give -C rollout=canary with it"):
+        client.create_deployment("d", MODEL, config={"canary_traffic": "20"})
+    for wrong in ("0", "51", "ten"):
+        with pytest.raises(MlflowException, match="an integer percent 1-50"):
+            client.create_deployment("d", MODEL, config={"rollout": "canary",
+                                                         "canary_traffic": wrong})
+    with pytest.raises(MlflowException, match="does not apply to create"):
+        client.create_deployment("d", MODEL, config={"canary": "promote"})
+    with pytest.raises(MlflowException, match="does not judge canaries yet"):
+        client.create_deployment("d", "models:/m@champion", config={
+            "follow_alias": "true", "rollout": "canary", "tracking_uri": "http://r:5000"})
+    assert runtime.called("build") == []
+    client.create_deployment("d", MODEL, config={"rollout": "canary", "canary_traffic": "20"})
+    client.update_deployment("d", config={"rollout": "rolling"})  # the share goes with it
+    assert "canary_traffic" not in recorded(runtime.find("d"))
+    with pytest.raises(MlflowException, match="give -C rollout=canary with it"):
+        client.update_deployment("d", config={"canary_traffic": "20"})

@@ -13,6 +13,7 @@ from mlflow_docker_target.runtimes.haproxy import (
     HANDOFF_PORT,
     SWARM_SERVERS,
     Backend,
+    Canary,
     Limits,
     Server,
     alias,
@@ -87,7 +88,9 @@ def test_aliases_are_dns_labels() -> None:
                                    Backend('we"ird.name', 0, 1,
                                            (Server(1, "172.18.0.3"), Server(2)))],
     [Backend("a", 50, 60, tasks="tasks.mlflow-a"), Backend("b", 50, 60, tasks="tasks.mlflow-b")],
-    [Backend("endpoint", 1, 60), Backend("metrics", 1, 60)]])  # named as the frontends
+    [Backend("endpoint", 1, 60), Backend("metrics", 1, 60)],  # named as the frontends
+    [Backend("v3", 90, 60, (Server(1),), canary=Canary(10, (Server(2, "172.18.0.4"),))),
+     Backend("v4", 10, 60, canary=Canary(0))]])
 def test_haproxy_accepts_the_configuration(backends: list[Backend], limits: Limits,
                                            docker_client, tmp_path) -> None:
     path = tmp_path / "haproxy.cfg"

@@ -17,20 +17,30 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 from mlflow_docker_target import record
 from mlflow_docker_target.config import FRONT_KEYS, Settings
-from mlflow_docker_target.runtimes.haproxy import Backend, Limits, Server, weights
+from mlflow_docker_target.runtimes.haproxy import Backend, Canary, Limits, Server, weights
 
 Traffic = Mapping[str, int] | None  # a shared endpoint's shares; None: an even split
 
 
 @dataclass(frozen=True)
+class RecordedCanary:
+    """A deployment's canary as its front records it: the rollout whose replicas are the
+    canary (their ``record.ROLLOUT`` label), and its share of the deployment's requests."""
+
+    rollout: str
+    share: int
+
+
+@dataclass(frozen=True)
 class State:
     """What a front records of itself, beside its configuration: the traffic split, the
-    limits, and (HTTPS) its certificate chain, public, which ``get`` describes and the plugin's
-    own checks trust."""
+    limits, (HTTPS) its certificate chain, public, which ``get`` describes and the plugin's
+    own checks trust, and the canaries of the deployments behind it."""
 
     traffic: Traffic = None
     limits: Limits = field(default_factory=Limits)
     certificate: str | None = None
+    canaries: Mapping[str, RecordedCanary] = field(default_factory=dict)
 
 
 def labels(settings: Settings, endpoint: str | None, deployment: str | None,
@@ -80,14 +90,15 @@ def request_timeout(server_labels: Mapping[str, str]) -> int:
 
 def backends(timeouts: Mapping[str, int], traffic: Traffic,
              servers: Mapping[str, list[Server]] | None = None,
-             tasks: Callable[[str], str] | None = None) -> tuple[Backend, ...]:
+             tasks: Callable[[str], str] | None = None,
+             canaries: Mapping[str, Canary] | None = None) -> tuple[Backend, ...]:
     """The backends of a front, one per deployment in ``timeouts`` (its request timeout),
     weighted by ``traffic``: with the replicas' ``servers`` (one engine), or the DNS name of
-    its ``tasks`` (a swarm)."""
+    its ``tasks`` (a swarm); and a deployment's canary, if it has one."""
     shares = weights(sorted(timeouts), traffic)
     return tuple(Backend(name, shares[name], timeouts[name],
                          tuple(sorted((servers or {}).get(name, []), key=lambda s: s.slot)),
-                         tasks(name) if tasks else None)
+                         tasks(name) if tasks else None, (canaries or {}).get(name))
                  for name in sorted(timeouts))
 
 

@@ -70,6 +70,17 @@ class Server:
 
 
 @dataclass(frozen=True)
+class Canary:
+    """A deployment's canary as the front sees it: its replicas, in a backend of their own
+    (``<deployment>:canary``, so the exporter counts its answers apart), and the percent of the
+    requests routed to the deployment that it takes, drawn afresh for each request: a share
+    that holds at any concurrency, as ``leastconn`` weights would not."""
+
+    share: int
+    servers: tuple[Server, ...] = ()
+
+
+@dataclass(frozen=True)
 class Backend:
     """One deployment as the front sees it."""
 
@@ -82,6 +93,7 @@ class Backend:
     # and go, so a rollout or a rescheduled replica never rewrites the configuration. Its
     # ``servers`` are then the tasks' current addresses, the first slots' seeds at a reload
     tasks: str | None = None
+    canary: Canary | None = None
 
 
 @dataclass(frozen=True)
@@ -180,6 +192,23 @@ def backend_name(deployment: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.:-]", "_", deployment)
 
 
+def canary_backend_name(deployment: str) -> str:
+    """A deployment's canary's backend (a deployment's name has no ``:``)."""
+    return f"{backend_name(deployment)}:canary"
+
+
+def _route(backend: Backend, condition: str) -> list[str]:
+    """The lines that send a request meeting ``condition`` to ``backend``'s deployment: to its
+    canary, if it has one with a ready replica, for its share of them."""
+    name = backend_name(backend.deployment)
+    lines = []
+    if backend.canary is not None and backend.canary.share > 0:
+        canary = canary_backend_name(backend.deployment)
+        lines.append(f"    use_backend {canary} if {condition} "
+                     f"{{ rand(100) lt {backend.canary.share} }} {{ nbsrv({canary}) gt 0 }}")
+    return [*lines, f"    use_backend {name} if {condition}"]
+
+
 def _task_slots(backend: Backend) -> list[str]:
     """A swarm deployment's server slots, filled from its tasks' DNS name: a template, or, with
     the tasks' current addresses (a reload), one line a slot, the first ones seeded with them.
@@ -263,6 +292,9 @@ def render(endpoint: str, backends: Sequence[Backend], limits: Limits = Limits()
         value = backend.deployment.replace('"', "")
         lines += [f"    acl asked_{name} req.hdr({DEPLOYMENT_HEADER}) -m str {value}",
                   f"    acl up_{name} nbsrv({name}) gt 0"]
+        if backend.canary is not None and backend.canary.share > 0:  # ORed with the above
+            lines.append(f"    acl up_{name} nbsrv({canary_backend_name(backend.deployment)})"
+                         " gt 0")
     # A worker that a reload retires still answers the next request of each keep-alive
     # connection it holds (idle-close-on-response), however long that connection slept. Its
     # configuration may name replicas that are gone by then, so it hands every request to
@@ -280,42 +312,51 @@ def render(endpoint: str, backends: Sequence[Backend], limits: Limits = Limits()
     if drawn:
         lines.append(f"    http-request set-var(txn.pick) rand({total})")
     lines.append(f"    use_backend {HANDOFF} if retiring")
-    for name in named.values():
-        lines.append(f"    use_backend {name} if asked_{name}")
+    for backend in backends:
+        lines += _route(backend, f"asked_{named[backend.deployment]}")
     if drawn:
         low = 0
         for backend in drawn:
             high = low + (backend.weight if weighted else 1)
-            name = named[backend.deployment]
-            lines.append(f"    use_backend {name} if {{ var(txn.pick) -m int ge {low} }} "
-                         f"{{ var(txn.pick) -m int lt {high} }} up_{name}")
+            lines += _route(backend, f"{{ var(txn.pick) -m int ge {low} }} "
+                                     f"{{ var(txn.pick) -m int lt {high} }} "
+                                     f"up_{named[backend.deployment]}")
             low = high
     # a drawn deployment with no ready replica hands its share on to one that has some
-    for name in [named[b.deployment] for b in [*drawn, *(b for b in backends
-                                                          if b not in drawn)]]:
-        lines.append(f"    use_backend {name} if up_{name}")
+    for backend in [*drawn, *(b for b in backends if b not in drawn)]:
+        lines += _route(backend, f"up_{named[backend.deployment]}")
     lines += ["", f"backend {HANDOFF}", f"    timeout server {longest + 5}s",
               f"    server current 127.0.0.1:{HANDOFF_PORT} send-proxy-v2"]
     for backend in backends:
-        lines += [
-            "",
-            f"backend {named[backend.deployment]}",
-            "    balance leastconn",
-            f"    timeout server {backend.request_timeout + 5}s",
-            "    option httpchk",
-            f"    http-check send meth GET uri {PING_PATH} hdr {FRONT_HEADER} 1",
-            "    http-check expect status 200",
-            f"    default-server check inter {CHECK_INTERVAL_MS}ms fall {CHECK_FALL} rise 1 "
-            "resolvers docker init-addr none resolve-prefer ipv4"
-            + (f" maxconn {limits.max_connections}" if limits.max_connections else ""),
-        ]
-        if backend.tasks:
-            lines += _task_slots(backend)
-            continue
-        for server in backend.servers:
-            seed = f" init-addr {server.address}" if server.address else ""
-            lines.append(f"    server s{server.slot} "
-                         f"{server_name(backend.deployment, server.slot)}:{SERVER_PORT}{seed}")
+        lines += _backend(named[backend.deployment], backend, backend.servers, limits)
+        if backend.canary is not None:
+            lines += _backend(canary_backend_name(backend.deployment), backend,
+                              backend.canary.servers, limits)
     if metrics:
         lines += _metrics()
     return "\n".join(lines) + "\n"
+
+
+def _backend(name: str, backend: Backend, servers: tuple[Server, ...],
+             limits: Limits) -> list[str]:
+    """One backend's section: ``servers`` of ``backend``'s deployment, checked by their
+    ``/ping``, or (a swarm) its tasks' slots."""
+    lines = [
+        "",
+        f"backend {name}",
+        "    balance leastconn",
+        f"    timeout server {backend.request_timeout + 5}s",
+        "    option httpchk",
+        f"    http-check send meth GET uri {PING_PATH} hdr {FRONT_HEADER} 1",
+        "    http-check expect status 200",
+        f"    default-server check inter {CHECK_INTERVAL_MS}ms fall {CHECK_FALL} rise 1 "
+        "resolvers docker init-addr none resolve-prefer ipv4"
+        + (f" maxconn {limits.max_connections}" if limits.max_connections else ""),
+    ]
+    if backend.tasks:
+        return lines + _task_slots(backend)
+    for server in servers:
+        seed = f" init-addr {server.address}" if server.address else ""
+        lines.append(f"    server s{server.slot} "
+                     f"{server_name(backend.deployment, server.slot)}:{SERVER_PORT}{seed}")
+    return lines

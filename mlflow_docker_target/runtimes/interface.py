@@ -38,8 +38,33 @@ class Replica:
 
 
 @dataclass(frozen=True)
+class CanaryVersion:
+    """A new version serving a share of its deployment's requests beside the current one, until
+    it is promoted or aborted (``-C rollout=canary``)."""
+
+    share: int  # percent of the requests the front routes to the deployment
+    labels: Mapping[str, str]  # its newest replica's
+    replicas: tuple[Replica, ...]
+
+    def describe(self) -> dict[str, Any]:
+        ready = sum(r.status == "running" and r.health != "unhealthy" for r in self.replicas)
+        return {
+            "state": "canary",
+            "traffic": {"current": 100 - self.share, "canary": self.share},
+            "model_uri": self.labels.get(record.MODEL_URI),
+            "resolved_model_uri": self.labels.get(record.MODEL_RESOLVED_URI),
+            "model_version": self.labels.get(record.MODEL_VERSION) or None,
+            "image": self.labels.get(record.IMAGE),
+            "replicas": f"{ready}/{len(self.replicas)}",
+            "containers": [r.name for r in self.replicas],
+            "end_with": "update -C canary=promote, or -C canary=abort",
+        }
+
+
+@dataclass(frozen=True)
 class Deployment:
-    """A deployment as the engine holds it, read back from its newest replica's labels."""
+    """A deployment as the engine holds it, read back from its newest replica's labels (of the
+    current version, while a canary serves beside it)."""
 
     name: str
     labels: Mapping[str, str]
@@ -51,6 +76,7 @@ class Deployment:
     nodes: tuple[str, ...] = ()  # swarm: address:port of every node whose front answers
     certificate: str | None = None  # its own front's certificate chain (HTTPS), public
     payload_log_warning: str | None = None  # its inference log's sink was unreachable at start
+    canary: CanaryVersion | None = None
 
     @property
     def model(self) -> ModelRef:
@@ -83,8 +109,11 @@ class Deployment:
             "image": labels.get(record.IMAGE),
             "container": newest.name if newest else None,
             "containers": [r.name for r in self.replicas],
-            # every model its replicas serve, with their counts: two while a rollout runs
-            "models_served": dict(Counter(r.model for r in self.replicas if r.model)),
+            # every model its replicas serve, with their counts: two while a rollout or a
+            # canary runs
+            "models_served": dict(Counter(r.model for r in self.replicas + (
+                self.canary.replicas if self.canary else ()) if r.model)),
+            **({"canary": self.canary.describe()} if self.canary else {}),
             "config": record.redacted(self.config),
             "plugin_version": labels.get(record.PLUGIN_VERSION),
             "runtime": self.runtime,
@@ -175,10 +204,18 @@ class Runtime(Protocol):
     def deployments(self, endpoint: str | None = None) -> list[Deployment]: ...
 
     def roll_out(self, version: Version, current: Deployment | None) -> Deployment:
-        """Serve ``version``: start it, wait until it takes traffic, then drain ``current``.
+        """Serve ``version``: start it, wait until it takes traffic, then drain ``current``;
+        with ``-C rollout=canary`` (and a ``current``), start it as ``current``'s canary, which
+        takes its ``canary_traffic`` share, and return.
 
         On failure what was started is removed and ``current`` keeps serving.
         """
+
+    def end_canary(self, deployment: Deployment, promote: bool,
+                   stop_timeout: int) -> Deployment:
+        """Promote the deployment's canary (it takes all of its traffic, then the version before
+        it drains) or abort it (it drains; the version before it serves on), with nothing
+        lost either way."""
 
     def scale(self, version: Version, current: Deployment) -> Deployment:
         """Bring ``current`` to ``version.settings.replicas`` replicas of the version it serves:

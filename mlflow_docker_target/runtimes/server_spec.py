@@ -33,6 +33,7 @@ class Spec:
     local_run: bool = False
     endpoint: str | None = None
     slot: int | None = None  # behind a front
+    rollout: str | None = None  # the rollout that starts it (``record.ROLLOUT``)
 
     def mounts(self) -> list[Mount]:
         """Its inference log's volume, when it has one."""
@@ -45,6 +46,8 @@ class Spec:
             labels[record.LOCAL_RUN] = "true"
         if self.slot is not None:
             labels[record.SLOT] = str(self.slot)
+        if self.rollout:
+            labels[record.ROLLOUT] = self.rollout
         return labels
 
     def environment(self, replica: str | None = None) -> dict[str, str]:

@@ -28,6 +28,7 @@ from mlflow_docker_target.runtimes.certificates import Certificate
 from mlflow_docker_target.runtimes.fronts import limits_of
 from mlflow_docker_target.runtimes.haproxy import Limits
 from mlflow_docker_target.runtimes.interface import (
+    CanaryVersion,
     Deployment,
     Endpoint,
     Replica,
@@ -117,7 +118,23 @@ class FakeRuntime:
 
     def roll_out(self, version: Version, current: Deployment | None) -> Deployment:
         self._call("roll_out", (version, current))
+        if version.settings.rollout == "canary" and current is not None:
+            new = self._record(version, version.settings.replicas)  # the canary's replicas
+            found = replace(current, canary=CanaryVersion(
+                version.settings.canary_traffic, new.labels, new.replicas))
+            self.deployments_[version.deployment] = found
+            return found
         return self._record(version, version.settings.replicas)
+
+    def end_canary(self, deployment: Deployment, promote: bool,
+                   stop_timeout: int) -> Deployment:
+        self._call("end_canary", (deployment.name, promote))
+        assert deployment.canary is not None
+        canary = deployment.canary
+        found = (replace(deployment, labels=canary.labels, replicas=canary.replicas, canary=None)
+                 if promote else replace(deployment, canary=None))
+        self.deployments_[deployment.name] = found
+        return found
 
     def scale(self, version: Version, current: Deployment) -> Deployment:
         self._call("scale", (version, current))

@@ -1,6 +1,6 @@
 """Steady load on an endpoint from a few clients with keep-alive connections, as real clients
-send it; counts every answer, and which deployment gave it. Bounded by ``stop()`` and by
-``max_seconds``: it never runs on by itself."""
+send it; counts every answer, and which deployment and model version gave it. Bounded by
+``stop()`` and by ``max_seconds``: it never runs on by itself."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import time
 from typing import Any
 
 import requests
+
+from serving_image.contract import DEPLOYMENT_HEADER, MODEL_VERSION_HEADER
 
 
 class SteadyLoad:
@@ -24,6 +26,7 @@ class SteadyLoad:
         self.max_seconds = max_seconds
         self.statuses: collections.Counter[int] = collections.Counter()
         self.served_by: collections.Counter[str] = collections.Counter()
+        self.versions: collections.Counter[str] = collections.Counter()  # of 200 answers
         self.failures: list[str] = []
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -48,7 +51,9 @@ class SteadyLoad:
                 answer = session.post(self.url, json=self.body, headers=self.headers, timeout=30)
                 with self._lock:
                     self.statuses[answer.status_code] += 1
-                    self.served_by[answer.headers.get("x-mlflow-deployment", "")] += 1
+                    self.served_by[answer.headers.get(DEPLOYMENT_HEADER, "")] += 1
+                    if answer.status_code == 200:
+                        self.versions[answer.headers.get(MODEL_VERSION_HEADER, "")] += 1
                     if answer.status_code != 200:
                         self.failures.append(f"{answer.status_code} {answer.text[:200]}")
             except requests.RequestException as exc:

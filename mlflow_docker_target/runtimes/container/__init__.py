@@ -15,8 +15,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
+import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from typing import Any
@@ -38,6 +39,7 @@ from mlflow_docker_target.runtimes import haproxy, lease, reach
 from mlflow_docker_target.runtimes.certificates import Certificate
 from mlflow_docker_target.runtimes.container import containers, fronts, gpus
 from mlflow_docker_target.runtimes.interface import (
+    CanaryVersion,
     Deployment,
     Endpoint,
     Replica,
@@ -94,13 +96,13 @@ class ContainerRuntime:
         return [self._deployment(name, servers) for name, servers in sorted(by_name.items())]
 
     def _deployment(self, name: str, servers: list[Container]) -> Deployment:
+        endpoint = servers[0].labels.get(record.ENDPOINT) or None
+        front = fronts.find(self.client, name, endpoint)
+        state = fronts.recorded(front) if front is not None else shared.State()
+        servers, canary = _apart(servers, state.canaries.get(name))
         running = [c for c in servers if c.status == "running"]
         labels = (running or servers)[0].labels
-        endpoint = labels.get(record.ENDPOINT) or None
-        front = fronts.find(self.client, name, endpoint)
-        replicas = tuple(Replica(c.name, c.status, _health(c), c.labels.get(record.IMAGE),
-                                 containers.exit_reason(c),
-                                 c.labels.get(record.MODEL_RESOLVED_URI)) for c in servers)
+        replicas = tuple(_replica(c) for c in servers)
         config = record.recorded_config(labels, (running or servers)[0].attrs.get(
             "Config", {}).get("Env"))
         if len(servers) != 1 or "replicas" in config:
@@ -109,14 +111,16 @@ class ContainerRuntime:
             # as a rollout to a new image that a killed client left half-done holds two
             config["replicas"] = str(max(Counter(
                 c.labels.get(record.IMAGE) for c in servers).values()))
-        state = fronts.recorded(front) if front is not None else shared.State()
         if endpoint is None:
             config = shared.with_limits(config, state.limits)
         return Deployment(name, labels, config, replicas,
                           fronts.url(self.engine, front) if front else None, endpoint, CONTAINER,
                           certificate=state.certificate,
                           payload_log_warning=containers.sink_warning((running or servers)[0],
-                                                                      config))
+                                                                      config),
+                          canary=CanaryVersion(state.canaries[name].share, canary[0].labels,
+                                               tuple(_replica(c) for c in canary))
+                          if canary else None)
 
     def endpoint(self, name: str) -> Endpoint | None:
         container = fronts.find(self.client, endpoint=name)
@@ -153,34 +157,47 @@ class ContainerRuntime:
         return found
 
     def _backends(self, endpoint: str | None, deployment: str | None, traffic: shared.Traffic,
-                  add: Version | None = None,
-                  network: str | None = None) -> tuple[haproxy.Backend, ...]:
+                  add: Version | None = None, network: str | None = None,
+                  canaries: Mapping[str, shared.RecordedCanary] | None = None,
+                  ) -> tuple[haproxy.Backend, ...]:
         """The backends of a front: the deployments on it (with ``add``, whose replicas may not
-        exist yet), each with its replicas' slots and their addresses on ``network``."""
+        exist yet), each with its replicas' slots and their addresses on ``network``, and
+        its canary's apart."""
         timeouts: dict[str, int] = {}
         servers: dict[str, list[haproxy.Server]] = {}
+        canary_servers: dict[str, list[haproxy.Server]] = {}
+        canaries = canaries or {}
         for container in containers.servers(self.client, deployment, endpoint):
             name = container.labels[record.DEPLOYMENT]
             timeouts.setdefault(name, shared.request_timeout(container.labels))
             joined = container.attrs["NetworkSettings"]["Networks"].get(network or "") or {}
             address = joined.get("IPAddress") if container.status == "running" else None
-            servers.setdefault(name, []).append(
+            canary = canaries.get(name)
+            group = (canary_servers if canary is not None
+                     and container.labels.get(record.ROLLOUT) == canary.rollout else servers)
+            group.setdefault(name, []).append(
                 haproxy.Server(int(container.labels[record.SLOT]), address or None))
         if add is not None:
             timeouts[add.deployment] = add.settings.request_timeout
-        return shared.backends(timeouts, traffic, servers)
+        return shared.backends(timeouts, traffic, servers, canaries={
+            name: haproxy.Canary(canary.share, tuple(sorted(canary_servers.get(name, []),
+                                                            key=lambda s: s.slot)))
+            for name, canary in canaries.items() if name in timeouts})
 
     def _refresh(self, front: Container, traffic: shared.Traffic = None,
                  keep_traffic: bool = True, held: bool = False,
                  limits: haproxy.Limits | None = None,
-                 tls: Certificate | None = None) -> shared.State:
+                 tls: Certificate | None = None,
+                 canary: tuple[str, shared.RecordedCanary | None] | None = None,
+                 ) -> shared.State:
         """Render the front's configuration from what the engine holds now and reload it;
         return its record of itself.
 
         ``keep_traffic``: the recorded traffic, else ``traffic``; ``limits``: these, else the
-        recorded ones; ``tls``: a new certificate, else the one it has. A shared endpoint's front is
-        refreshed under the endpoint's lease (unless ``held`` by the caller), so two
-        deployments changing at once do not write over each other's replicas.
+        recorded ones; ``tls``: a new certificate, else the one it has; ``canary``: a
+        deployment's canary set (or, ``None``, ended), else the recorded ones. A shared
+        endpoint's front is refreshed under the endpoint's lease (unless ``held`` by the
+        caller), so two deployments changing at once do not write over each other's replicas.
         """
         endpoint = front.labels.get(record.ENDPOINT)
         deployment = front.labels.get(record.FRONT_OF)
@@ -189,11 +206,18 @@ class ContainerRuntime:
                    else contextlib.nullcontext())
         with holding:
             state = fronts.recorded(front)
+            canaries = dict(state.canaries)
+            if canary is not None:
+                changed, recorded = canary
+                canaries.pop(changed, None)
+                if recorded is not None:
+                    canaries[changed] = recorded
+            traffic = state.traffic if keep_traffic else traffic
             return fronts.configure(front, name, self._backends(
-                endpoint, deployment, state.traffic if keep_traffic else traffic,
-                network=fronts.network_of(front)),
-                dataclasses.replace(state, traffic=state.traffic if keep_traffic else traffic,
-                                    limits=limits or state.limits), tls)
+                endpoint, deployment, traffic, network=fronts.network_of(front),
+                canaries=canaries),
+                dataclasses.replace(state, traffic=traffic, limits=limits or state.limits,
+                                    canaries=canaries), tls)
 
     def reconfigure(self, endpoint: Endpoint, traffic: shared.Traffic,
                     limits: haproxy.Limits, tls: Certificate | None = None) -> Endpoint:
@@ -227,19 +251,49 @@ class ContainerRuntime:
                     self.engine, version.settings, version.settings.resolved_proxy_image(),
                     deployment=name, backends=self._backends(None, name, None, add=version),
                     tls=version.tls)
+        rollout = uuid.uuid4().hex[:12]
+        canary = version.settings.rollout == "canary" and current is not None
+        if canary:  # named before its replicas join, so that they join as the canary
+            self._refresh(front, canary=(name, shared.RecordedCanary(
+                rollout, version.settings.canary_traffic)))
         try:
-            started = self._add_replicas(version, version.settings.replicas, front)
+            started = self._add_replicas(version, version.settings.replicas, front, rollout)
         except BaseException as exc:
             if made_front is not None:
                 fronts.remove(self.engine, made_front)
+            if canary:
+                self._refresh(front, canary=(name, None))
             if current is not None and isinstance(exc, MlflowException):
                 raise shared.still_serving(exc) from exc
             raise
+        if canary:
+            return self._found(name)
         if current is not None:
             new = {c.id for c in started}
             _in_parallel(lambda c: containers.remove(c, version.settings.stop_timeout),
                          [c for c in containers.servers(self.client, name) if c.id not in new])
             self._refresh(front)
+        return self._found(name)
+
+    def end_canary(self, deployment: Deployment, promote: bool,
+                   stop_timeout: int) -> Deployment:
+        """The canary's share goes to 100% (promote) or 0% (abort) before the replicas that
+        lose it drain; then the front forgets the canary, and what is left is the
+        deployment's current version."""
+        name = deployment.name
+        front = fronts.find(self.client, name, deployment.endpoint)
+        if front is None:
+            raise MlflowException(f"Deployment {name!r} has no front on {self.url}; delete it "
+                                  "and create it again.", INVALID_STATE)
+        recorded = fronts.recorded(front).canaries[name]
+        self._refresh(front, canary=(name, dataclasses.replace(
+            recorded, share=100 if promote else 0)))
+        canary = {c.id for c in containers.servers(self.client, name)
+                  if c.labels.get(record.ROLLOUT) == recorded.rollout}
+        _in_parallel(lambda c: containers.remove(c, stop_timeout),
+                     [c for c in containers.servers(self.client, name)
+                      if (c.id in canary) != promote])
+        self._refresh(front, canary=(name, None))
         return self._found(name)
 
     def scale(self, version: Version, current: Deployment) -> Deployment:
@@ -252,7 +306,8 @@ class ContainerRuntime:
                                   "and create it again.", INVALID_STATE)
         if wanted > len(servers):  # the front reloads once they join
             try:
-                self._add_replicas(version, wanted - len(servers), front)
+                self._add_replicas(version, wanted - len(servers), front,
+                                   current.labels.get(record.ROLLOUT))
             except MlflowException as exc:
                 raise shared.still_serving(exc, "replicas keep serving") from exc
             return self._found(name)
@@ -264,11 +319,12 @@ class ContainerRuntime:
             self._refresh(front, limits=limits, tls=version.tls)
         return self._found(name)
 
-    def _add_replicas(self, version: Version, count: int, front: Container) -> list[Container]:
-        """Start ``count`` replicas of ``version`` in free slots, prove each ready, join them to
-        the front's network under their own names, reload the front with them (a deployment's
-        own front with the version's limits too) and wait until it has checked them; on
-        failure, remove them all and raise."""
+    def _add_replicas(self, version: Version, count: int, front: Container,
+                      rollout: str | None) -> list[Container]:
+        """Start ``count`` replicas of ``version`` (labelled with ``rollout``) in free slots,
+        prove each ready, join them to the front's network under their own names, reload the
+        front with them (a deployment's own front with the version's limits too) and wait until
+        it has checked them; on failure, remove them all and raise."""
         name = version.deployment
         used = {int(c.labels[record.SLOT]) for c in containers.servers(self.client, name)}
         slots = [n for n in range(1, len(used) + count + 1) if n not in used][:count]
@@ -276,7 +332,8 @@ class ContainerRuntime:
         try:
             for slot in slots:
                 spec = Spec(name, version.image, version.model, version.config,
-                            version.settings, VERSION, endpoint=version.endpoint, slot=slot)
+                            version.settings, VERSION, endpoint=version.endpoint, slot=slot,
+                            rollout=rollout)
                 started.append(containers.start(self.engine, spec, publish=False))
             deadline = time.monotonic() + version.settings.ready_timeout
             for container in started:
@@ -309,7 +366,7 @@ class ContainerRuntime:
         _in_parallel(lambda c: containers.remove(c, stop_timeout), servers)
         if endpoint is not None:
             self._refresh(endpoint, shared.without(traffic, deployment.name),
-                          keep_traffic=False)
+                          keep_traffic=False, canary=(deployment.name, None))
         own = fronts.find(self.client, deployment=deployment.name)
         if own is not None:
             fronts.remove(self.engine, own)
@@ -329,6 +386,22 @@ def _own_limits(version: Version) -> haproxy.Limits | None:
     """The limits a version asks of its deployment's own front; ``None`` on a shared
     endpoint, whose limits are the endpoint's."""
     return shared.limits_of(version.settings) if version.endpoint is None else None
+
+
+def _apart(servers: list[Container], canary: shared.RecordedCanary | None
+           ) -> tuple[list[Container], list[Container]]:
+    """A deployment's replicas: those of its current version, and its canary's (the rollout
+    its front names); all are current when there is no canary, or only it is left."""
+    ours = [c for c in servers
+            if canary is not None and c.labels.get(record.ROLLOUT) == canary.rollout]
+    current = [c for c in servers if c not in ours]
+    return (current, ours) if current else (servers, [])
+
+
+def _replica(container: Container) -> Replica:
+    return Replica(container.name, container.status, _health(container),
+                   container.labels.get(record.IMAGE), containers.exit_reason(container),
+                   container.labels.get(record.MODEL_RESOLVED_URI))
 
 
 def _health(container: Container) -> str | None:

@@ -154,7 +154,10 @@ def configure(container: Container, name: str, backends: tuple[haproxy.Backend, 
                 haproxy.TLS_PATH if https else None).encode(), 0o644, None),
             _in_config_dir(haproxy.STATE_PATH): (json.dumps(
                 {"traffic": state.traffic, "limits": state.limits.as_record(),
-                 "certificate": state.certificate}).encode(), 0o644, None)}
+                 "certificate": state.certificate,
+                 "canaries": {name: dataclasses.asdict(canary)
+                              for name, canary in state.canaries.items()}}).encode(),
+                0o644, None)}
         if key is not None:
             files[_in_config_dir(haproxy.TLS_PATH)] = (key, 0o600, haproxy.FRONT_USER)
         container.put_archive(haproxy.CONFIG_DIR, as_tar(files))
@@ -222,7 +225,9 @@ def recorded(container: Container) -> fronts.State:
         member = tar.extractfile(tar.getmembers()[0])
         data: dict[str, Any] = json.loads(member.read()) if member else {}
     return fronts.State(data.get("traffic"), Limits.from_record(data.get("limits")),
-                        data.get("certificate"))
+                        data.get("certificate"),
+                        {name: fronts.RecordedCanary(**canary)
+                         for name, canary in (data.get("canaries") or {}).items()})
 
 
 def url(engine: Engine, container: Container) -> str | None:

@@ -74,7 +74,11 @@ REFUSED = {
     "follow_alias": "-C follow_alias is not built for swarms yet (its controller would be a "
                     "service on the managers): move the alias, then run `mlflow deployments "
                     "update`, or run containers on one engine with -C runtime=container.",
+    "rollout": "-C rollout=canary is not built for swarms yet (a swarm's update is Swarm's "
+               "rolling update): leave rollout out, or run containers on one engine with "
+               "-C runtime=container.",
 }
+_DEFAULTS = Settings()
 _RESTART = {"no": "none", "always": "any", "unless-stopped": "any", "on-failure": "on-failure"}
 
 
@@ -97,7 +101,7 @@ class SwarmRuntime:
     def prepare(self, settings: Settings, makes_front: bool) -> None:
         """Keys Swarm cannot honour, and what a swarm needs, fail before anything is built."""
         for key, why in REFUSED.items():
-            if getattr(settings, key):
+            if getattr(settings, key) != getattr(_DEFAULTS, key):
                 raise MlflowException(why, INVALID_PARAMETER_VALUE)
         if makes_front and settings.port is None:
             raise MlflowException(
@@ -286,6 +290,12 @@ class SwarmRuntime:
 
     # -----------------------------------------------------------------------------------------
     # Rollouts
+
+    def end_canary(self, deployment: Deployment, promote: bool,
+                   stop_timeout: int) -> Deployment:
+        raise MlflowException(f"Deployment {deployment.name!r} runs on a swarm, where "
+                              "canaries are not built yet: it has none to end.",
+                              INVALID_PARAMETER_VALUE)
 
     def roll_out(self, version: Version, current: Deployment | None) -> Deployment:
         name = version.deployment

@@ -26,6 +26,10 @@ KEY_NOTES: dict[str, str] = {
                      "then run update"),
     "follow_interval": "only with follow_alias, which a swarm refuses",
     "tracking_uri": "only with follow_alias, which a swarm refuses",
+    "rollout": ("canary refused: canaries are not built for swarms yet; update is Swarm's "
+                "rolling update"),
+    "canary_traffic": "only with rollout=canary, which a swarm refuses",
+    "canary": "a swarm deployment has no canary to end",
     "traffic": ("as on one engine; every node's front takes the new split with a hitless "
                 "reload"),
     "bind_address": "refused: host-mode ports listen on every interface of every node",

@@ -119,7 +119,7 @@ class DockerHostDeploymentClient(BaseDeploymentClient):
                 except BaseException:
                     if made is not None:
                         runtime.remove_endpoint(made)
-                    if settings.follow_alias:
+                    if _needs_controller(recorded):
                         _release_controller(engine, runtime)
                     raise
             log.info("Deployment %s serves %s at %s", name, ref.resolved_uri, deployed.url)
@@ -142,13 +142,15 @@ class DockerHostDeploymentClient(BaseDeploymentClient):
                 settings = parse_config(raw, "update")
                 if settings.canary is not None:
                     ended = _end_canary(runtime, current, settings, given, model_uri)
-                    log.info("Deployment %s: canary %sed; it serves %s", name, settings.canary,
+                    log.info("Deployment %s: canary %s; it serves %s", name,
+                             "promoted" if settings.canary == "promote" else "aborted",
                              ended.model.resolved_uri)
                     return {**ended.describe(), "flavor": flavor}
                 if current.canary is not None:
                     raise _canary_running(current)
-                if settings.rollout != "canary":  # its share goes with it
-                    raw = {k: v for k, v in raw.items() if k != "canary_traffic" or k in given}
+                if settings.rollout != "canary":  # its keys go with it
+                    raw = {k: v for k, v in raw.items()
+                           if not k.startswith(CANARY_KEYS) or k in given}
                 _check_canary_keys(settings, given)
                 if not settings.follow_alias:  # what following recorded goes with it
                     raw = {k: v for k, v in raw.items()
@@ -181,7 +183,7 @@ class DockerHostDeploymentClient(BaseDeploymentClient):
                                                      if r.image})
                     raise
             runtime.remove_images(old_images)
-            if _follows(current.config) and not settings.follow_alias:
+            if _needs_controller(current.config) and not _needs_controller(raw):
                 _release_controller(engine, runtime)
             log.info("Deployment %s now serves %s at %s", name, ref.resolved_uri, updated.url)
             return {**updated.describe(), "flavor": flavor}
@@ -201,7 +203,7 @@ class DockerHostDeploymentClient(BaseDeploymentClient):
                 images = runtime.remove(found, settings.stop_timeout)
                 if settings.remove_payload_log:
                     payload_log.remove_volume(engine, name)
-            if _follows(found.config):
+            if _needs_controller(found.config):
                 _release_controller(engine, runtime)
             if settings.remove_image:
                 runtime.remove_images(images)
@@ -355,15 +357,36 @@ class DockerHostDeploymentClient(BaseDeploymentClient):
 
 
 def _described(engine: Engine, deployments: list[Deployment]) -> list[dict[str, Any]]:
-    """What ``get`` and ``list`` show: with, for a deployment that follows an alias, what the
-    controller is doing about it (``follow``)."""
+    """What ``get`` and ``list`` show: with what the controller is doing about a deployment
+    that follows an alias (``follow``), and its judgement of a canary (``canary.judged``
+    while it runs, ``last_canary`` after its verdict)."""
     described = [d.describe() for d in deployments]
-    if any(_follows(d.config) for d in deployments):
-        follow = lifecycle.describe(engine)
+    if any(_needs_controller(d.config) for d in deployments):
+        about = lifecycle.describe(engine)
         for deployment, shown in zip(deployments, described, strict=True):
-            if _follows(deployment.config):
-                shown["follow"] = follow(deployment.name)
+            if _needs_controller(deployment.config):
+                _add_controllers_view(shown, about(deployment.name),
+                                      _follows(deployment.config))
     return described
+
+
+_JUDGED = ("state", "version", "reason", "figures", "verdict", "decided_at")
+
+
+def _add_controllers_view(shown: dict[str, Any], entry: dict[str, Any],
+                          follows: bool) -> None:
+    entry = dict(entry)
+    judged = entry.pop("canary", None) or {}
+    if follows:
+        shown["follow"] = entry
+    view = {key: judged[key] for key in _JUDGED if key in judged}
+    canary = shown.get("canary")
+    if canary is not None:
+        shown["canary"]["judged"] = (
+            view if judged.get("rollout") == canary.get("rollout")
+            else {"state": "not yet seen by the controller", "controller": entry["controller"]})
+    elif judged and judged.get("state") != "watching":
+        shown["last_canary"] = view
 
 
 def _follows(config: Mapping[str, str]) -> bool:
@@ -372,12 +395,15 @@ def _follows(config: Mapping[str, str]) -> bool:
 
 def _start_controller(engine: Engine, runtime: Runtime, settings: Settings,
                       recorded: Mapping[str, str]) -> None:
-    """A deployment that follows an alias needs the engine's controller, and its registry
-    reachable from there, before anything is built."""
-    if not settings.follow_alias:
+    """A deployment that follows an alias, or whose updates are canaries, needs the engine's
+    controller (and, following, its registry reachable from there) before anything is
+    built."""
+    if not settings.follow_alias and settings.rollout != "canary":
         return
     lifecycle.ensure(engine, settings, lambda: runtime.lease("controller", "engine", "start",
                                                              wait=120))
+    if not settings.follow_alias:
+        return
     try:
         lifecycle.check_reaches(engine, recorded["tracking_uri"])
     except MlflowException:
@@ -386,8 +412,9 @@ def _start_controller(engine: Engine, runtime: Runtime, settings: Settings,
 
 
 def _release_controller(engine: Engine, runtime: Runtime) -> None:
-    """The controller goes once no deployment on the engine follows an alias."""
-    needed = any(_follows(d.config) for r in runtimes.every(engine) for d in r.deployments())
+    """The controller goes once no deployment on the engine needs it."""
+    needed = any(_needs_controller(d.config) for r in runtimes.every(engine)
+                 for d in r.deployments())
     lifecycle.release(engine, needed, lambda: runtime.lease("controller", "engine", "stop",
                                                             wait=120))
 
@@ -513,11 +540,21 @@ def _merged(runtime: Runtime, current: Deployment, given: dict[str, str]) -> dic
     return {k: v for k, v in {**recorded, **given}.items() if v.strip()}
 
 
+CANARY_KEYS = "canary_"  # the prefix of the keys of a canary (not ``canary``, its end)
+
+
+def _needs_controller(config: Mapping[str, str]) -> bool:
+    """Whether a deployment needs the engine's controller: it follows an alias, or its
+    updates are canaries, which the controller judges."""
+    return _follows(config) or config.get("rollout", "").strip() == "canary"
+
+
 def _check_canary_keys(settings: Settings, given: Mapping[str, str]) -> None:
-    if "canary_traffic" in given and settings.rollout != "canary":
+    keys = sorted(k for k in given if k.startswith(CANARY_KEYS))
+    if keys and settings.rollout != "canary":
         raise MlflowException(
-            "-C canary_traffic is the share of a canary: give -C rollout=canary with it, or "
-            "leave it out.", INVALID_PARAMETER_VALUE)
+            f"-C {', '.join(keys)} describe a canary: give -C rollout=canary with them, or "
+            "leave them out.", INVALID_PARAMETER_VALUE)
     if settings.follow_alias and settings.rollout == "canary":
         raise MlflowException(
             "-C follow_alias rolls each version the alias names out whole: the controller does "

@@ -261,12 +261,26 @@ KEYS: tuple[Key, ...] = (
     Key("rollout", values.choice("rolling", "canary"), "rolling or canary", "rolling",
         "How an update serves a new version: rolling (its replicas start, take traffic once "
         "ready, then the current ones drain), or canary (its replicas start beside the current "
-        "ones and take canary_traffic percent of the deployment's requests, until update "
-        "-C canary=promote or -C canary=abort). Recorded: later updates use it.",
+        "ones and take canary_traffic percent of the deployment's requests; the engine's "
+        "controller promotes or aborts it by its metrics, or update -C canary=promote or "
+        "-C canary=abort does at once). Recorded: later updates use it.",
         DEPLOY - {"run_local"}),
     Key("canary_traffic", values.number(int, 1, 50), "an integer percent 1-50", 10,
         "The canary's share of the deployment's requests (of its share, on a shared "
         "endpoint); needs rollout=canary.", DEPLOY - {"run_local"}),
+    Key("canary_window", values.seconds, "seconds > 0", 300.0,
+        "How long the engine's controller watches a canary before it promotes it (when it "
+        "kept within its bounds) or aborts it; a bound broken beyond doubt aborts it at once.",
+        DEPLOY - {"run_local"}),
+    Key("canary_min_requests", values.positive_int, "an integer >= 1", 100,
+        "Requests each version must have served before the controller judges the canary.",
+        DEPLOY - {"run_local"}),
+    Key("canary_max_error_rate", values.number(float, 0, 1), "a share 0-1", 0.01,
+        "The canary's highest error rate (5xx, and 4xx beyond the current version's, over "
+        "all of its requests).", DEPLOY - {"run_local"}),
+    Key("canary_max_latency_ratio", values.number(float, 1), "a ratio >= 1", 1.5,
+        "The canary's highest p99 latency, as a multiple of the current version's.",
+        DEPLOY - {"run_local"}),
     Key("canary", values.choice("promote", "abort"), "promote or abort", None,
         "End the deployment's canary at once: promote (it takes all traffic, with nothing "
         "lost, and the version before it drains) or abort (it drains; the current version "
@@ -398,6 +412,10 @@ class Settings:
     tracking_uri: str | None = _default("tracking_uri")
     rollout: str = _default("rollout")
     canary_traffic: int = _default("canary_traffic")
+    canary_window: float = _default("canary_window")
+    canary_min_requests: int = _default("canary_min_requests")
+    canary_max_error_rate: float = _default("canary_max_error_rate")
+    canary_max_latency_ratio: float = _default("canary_max_latency_ratio")
     canary: str | None = _default("canary")
     env: dict[str, str] = field(default_factory=dict)
 

@@ -280,7 +280,7 @@ def test_a_canary_starts_beside_the_current_version_and_is_ended_alone(fake) -> 
 
 def test_keys_of_canaries_that_conflict_fail_before_anything_is_built(fake) -> None:
     client, runtime = fake
-    with pytest.raises(MlflowException, match="give -C rollout=canary with it"):
+    with pytest.raises(MlflowException, match="give -C rollout=canary with"):
         client.create_deployment("d", MODEL, config={"canary_traffic": "20"})
     for wrong in ("0", "51", "ten"):
         with pytest.raises(MlflowException, match="an integer percent 1-50"):
@@ -292,8 +292,16 @@ def test_keys_of_canaries_that_conflict_fail_before_anything_is_built(fake) -> N
         client.create_deployment("d", "models:/m@champion", config={
             "follow_alias": "true", "rollout": "canary", "tracking_uri": "http://r:5000"})
     assert runtime.called("build") == []
-    client.create_deployment("d", MODEL, config={"rollout": "canary", "canary_traffic": "20"})
-    client.update_deployment("d", config={"rollout": "rolling"})  # the share goes with it
-    assert "canary_traffic" not in recorded(runtime.find("d"))
-    with pytest.raises(MlflowException, match="give -C rollout=canary with it"):
+    with pytest.raises(MlflowException, match="canary_min_requests, canary_window describe"):
+        client.create_deployment("d", MODEL, config={"canary_window": "60",
+                                                     "canary_min_requests": "10"})
+    assert runtime.called("build") == []
+    # the controller judges canaries: it starts with the first deployment that needs it
+    client.create_deployment("d", MODEL, config={"rollout": "canary", "canary_traffic": "20",
+                                                 "canary_window": "60"})
+    assert runtime.called("controller_ensure") == [None]
+    client.update_deployment("d", config={"rollout": "rolling"})  # its keys go with it
+    assert not {"canary_traffic", "canary_window"} & set(recorded(runtime.find("d")))
+    assert runtime.called("controller_release") == [False]  # no deployment needs it
+    with pytest.raises(MlflowException, match="give -C rollout=canary with"):
         client.update_deployment("d", config={"canary_traffic": "20"})

@@ -9,14 +9,15 @@ import threading
 import docker
 
 from mlflow_docker_target.client import DockerHostDeploymentClient
-from mlflow_docker_target.controller import watch
+from mlflow_docker_target.controller import replica_metrics, watch
 
 
 def main() -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    engine_id = docker.from_env().info()["ID"]
-    watch.run(DockerHostDeploymentClient("dockerhost"), engine_id, stop=stop)
+    engine = docker.from_env()
+    watch.run(DockerHostDeploymentClient("dockerhost"), engine.info()["ID"],
+              lambda names: replica_metrics.read(engine, names), stop=stop)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
-"""What the controller has decided about each followed deployment, kept on its volume.
+"""What the controller has decided about each deployment it watches, kept on its volume.
 
 The controller's memory must outlive it (an engine restart, a newer plugin replacing it), and
 container labels cannot change once made, so it keeps one small JSON file on its own volume:
 per deployment, the alias's version it last saw, a version that failed (not tried again until
-the alias moves), and its last decision with the reason. ``get`` reads the same file.
+the alias moves), and its last decision with the reason; and under ``canary``, what it counted
+of a canary and its verdict (``canary_watch``). ``get`` reads the same file.
 """
 
 from __future__ import annotations
@@ -38,5 +39,8 @@ def decide(entries: dict[str, dict[str, Any]], deployment: str, decision: str,
            **facts: Any) -> None:
     """Record ``decision`` (one line, said in the log too) and ``facts`` for ``deployment``."""
     entry = entries.setdefault(deployment, {})
-    entry.update(facts, decision=decision, decided_at=time.strftime(
-        "%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    entry.update(facts, decision=decision, decided_at=timestamp())
+
+
+def timestamp() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

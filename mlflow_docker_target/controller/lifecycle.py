@@ -142,7 +142,8 @@ def release(engine: Engine, still_needed: bool, hold: Hold) -> None:
     with hold():
         found = find(engine)
         if found is not None:
-            log.info("No deployment follows an alias any more; removing the controller")
+            log.info("No deployment needs the controller any more (none follows an alias or "
+                     "rolls out as canaries); removing it")
             _remove(found)
 
 

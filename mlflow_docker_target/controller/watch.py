@@ -1,5 +1,6 @@
 """The controller's loop: for each deployment that follows an alias, ask the registry which
-version the alias names, and roll that version out when it moved.
+version the alias names, and roll that version out when it moved; for each one that rolls out
+as canaries, look at its canary (``canary_watch``).
 
 It acts through the same client a user runs (``DockerHostDeploymentClient`` on the engine's
 socket), so a rollout takes the deployment's lease like any ``update``: a user's update at the
@@ -21,7 +22,7 @@ from mlflow.tracking import MlflowClient
 
 from mlflow_docker_target import config_values
 from mlflow_docker_target.config import KEYS
-from mlflow_docker_target.controller import ledger
+from mlflow_docker_target.controller import canary_watch, ledger
 from mlflow_docker_target.controller.rules import ALIAS_URI
 from mlflow_docker_target.runtimes.lease import Held
 
@@ -32,7 +33,9 @@ class Deployments(Protocol):
     def list_deployments(self, endpoint: str | None = None, *,
                          follow: bool = True) -> list[dict[str, Any]]: ...
 
-    def update_deployment(self, name: str, model_uri: str) -> dict[str, Any]: ...
+    def update_deployment(self, name: str, model_uri: str | None = None,
+                          flavor: str | None = None,
+                          config: dict[str, Any] | None = None) -> dict[str, Any]: ...
 
 log = logging.getLogger("mlflow_docker_target.controller")
 
@@ -51,32 +54,48 @@ def follows(described: dict[str, Any]) -> bool:
         return False
 
 
-def run(client: Deployments, engine_id: str, directory: str = ledger.DIR,
-        stop: threading.Event | None = None) -> None:
-    """Follow until ``stop``; ``engine_id`` (``docker info``'s ID) is said in the first line,
-    for the client that started it to check it reached the engine meant."""
+def judged(described: dict[str, Any]) -> bool:
+    """Whether a deployment's updates are canaries, which the controller judges."""
+    return described["config"].get("rollout", "").strip() == "canary"
+
+
+def run(client: Deployments, engine_id: str, read: canary_watch.Read,
+        directory: str = ledger.DIR, stop: threading.Event | None = None) -> None:
+    """Follow and judge until ``stop``; ``engine_id`` (``docker info``'s ID) is said in the
+    first line, for the client that started it to check it reached the engine meant;
+    ``read`` gives replicas' figures."""
     stop = stop or threading.Event()
     entries = ledger.load(directory)
     due: dict[str, float] = {}
+    judging_due: dict[str, float] = {}
     started = False
     while not stop.is_set():
         try:
-            followed = [d for d in client.list_deployments(follow=False) if follows(d)]
+            watched = [d for d in client.list_deployments(follow=False)
+                       if follows(d) or judged(d)]
         except MlflowException as exc:
             log.warning("Cannot list the engine's deployments: %s", exc)
             stop.wait(RETRY_PAUSE[0])
             continue
+        followed = [d for d in watched if follows(d)]
         if not started:
             started = True
-            log.info("%s on engine %s: %d deployment(s) follow an alias", STARTED, engine_id,
-                     len(followed))
+            log.info("%s on engine %s: %d deployment(s) follow an alias, %d roll out as "
+                     "canaries", STARTED, engine_id, len(followed), len(watched) - len(followed))
         for described in followed:
             name = described["name"]
             if due.get(name, 0.0) <= time.monotonic():
                 due[name] = time.monotonic() + check(client, described, entries)
                 ledger.save(entries, directory)
-        for gone in set(entries) - {d["name"] for d in followed}:
-            log.info("Deployment %s is gone or no longer follows an alias", gone)
+        for described in watched:
+            name = described["name"]
+            if judged(described) and judging_due.get(name, 0.0) <= time.monotonic():
+                judging_due[name] = time.monotonic() + canary_watch.LOOK
+                canary_watch.look(client, read, described, entries)
+                ledger.save(entries, directory)
+        for gone in set(entries) - {d["name"] for d in watched}:
+            log.info("Deployment %s is gone, or the controller has no more to do with it",
+                     gone)
             del entries[gone]
             ledger.save(entries, directory)
         stop.wait(TICK)

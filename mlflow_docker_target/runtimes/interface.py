@@ -50,6 +50,7 @@ class CanaryVersion:
         ready = sum(r.status == "running" and r.health != "unhealthy" for r in self.replicas)
         return {
             "state": "canary",
+            "rollout": self.labels.get(record.ROLLOUT),  # its replicas' label
             "traffic": {"current": 100 - self.share, "canary": self.share},
             "model_uri": self.labels.get(record.MODEL_URI),
             "resolved_model_uri": self.labels.get(record.MODEL_RESOLVED_URI),
@@ -57,6 +58,7 @@ class CanaryVersion:
             "image": self.labels.get(record.IMAGE),
             "replicas": f"{ready}/{len(self.replicas)}",
             "containers": [r.name for r in self.replicas],
+            # the controller ends it by its figures (``judged``); a user, at once, with
             "end_with": "update -C canary=promote, or -C canary=abort",
         }
 

@@ -23,6 +23,7 @@ from mlflow.protos.databricks_pb2 import INVALID_STATE, RESOURCE_ALREADY_EXISTS
 from mlflow_docker_target import record, runtimes
 from mlflow_docker_target.client import DockerHostDeploymentClient
 from mlflow_docker_target.config import Settings
+from mlflow_docker_target.controller import lifecycle
 from mlflow_docker_target.record import ModelRef
 from mlflow_docker_target.runtimes.certificates import Certificate
 from mlflow_docker_target.runtimes.fronts import limits_of
@@ -203,6 +204,13 @@ def installed(monkeypatch: pytest.MonkeyPatch,
     elsewhere = RuntimeEntry("other", lambda engine, info: fake, lambda info: "is not here",
                              "A runtime this engine does not offer.", "elsewhere")
     monkeypatch.setattr(runtimes, "RUNTIMES", {FAKE: entry, "other": elsewhere})
+    # the engine's controller is the engine's: here its start and end are calls written down
+    monkeypatch.setattr(lifecycle, "ensure", lambda engine, settings, hold: fake._call(
+        "controller_ensure"))
+    monkeypatch.setattr(lifecycle, "release", lambda engine, needed, hold: fake._call(
+        "controller_release", needed))
+    monkeypatch.setattr(lifecycle, "describe", lambda engine: lambda name: {
+        "controller": "running"})
     engine = SimpleNamespace(url=fake.url, client=SimpleNamespace(
         info=lambda: {}, api=SimpleNamespace(base_url=fake.url, timeout=1)))
     client = DockerHostDeploymentClient("dockerhost")

@@ -40,6 +40,19 @@ mlflow.models.set_model(FailingModel())
 """
 
 
+PREDICT_FAILS_CODE = """
+import mlflow
+
+
+class PredictFails(mlflow.pyfunc.PythonModel):
+    def predict(self, context, model_input, params=None):
+        raise RuntimeError("this version's predictions fail")
+
+
+mlflow.models.set_model(PredictFails())
+"""
+
+
 def register_code_model(code: str, registered: str, like: str, tmp: Path,
                         signature: Any = None) -> str:
     """Register a models-from-code pyfunc with the requirements (and so the environment image)

@@ -1,4 +1,5 @@
-"""The test swarm, shared by the swarm tests of a session (it takes half a minute to form)."""
+"""The test swarm, shared by the swarm tests of a session (it takes half a minute to form), and
+no engine controller around a test that makes one."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Iterator
 import docker
 import pytest
 
+from mlflow_docker_target import record
 from tests.helpers.ci import skip_or_fail
 from tests.helpers.engine import environment_image
 from tests.helpers.swarm_cluster import IMAGES, Swarm, cannot_make_a_swarm, swarm_cluster
@@ -29,3 +31,15 @@ def swarm(docker_client: docker.DockerClient, iris_versions: dict[str, str]) -> 
     images = [os.environ[variable] for variable in IMAGES]
     with swarm_cluster([*images, environment_image(iris_versions["v1"])]) as cluster:
         yield cluster
+
+
+@pytest.fixture
+def no_controller(docker_client: docker.DockerClient) -> Iterator[None]:
+    """No controller before or after the test (a failed test may leave one)."""
+    def remove() -> None:
+        for container in docker_client.containers.list(
+                all=True, filters={"label": f"{record.ROLE}={record.CONTROLLER}"}):
+            container.remove(force=True)
+    remove()
+    yield
+    remove()

@@ -1,17 +1,19 @@
 """Canaries on one engine (``-C rollout=canary``): the new version serves its share of the
-deployment's requests beside the current one, drawn per request by the front, until it is
-promoted or aborted; nothing is lost at either end."""
+deployment's requests beside the current one, drawn per request by the front, until the
+engine's controller judges it by both versions' metrics, or a user ends it; nothing is lost at
+either end."""
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import docker
 import pytest
 from mlflow.deployments import get_deploy_client
 from mlflow.exceptions import MlflowException
 
-from tests.helpers.models import IRIS_INPUT
+from tests.helpers.models import IRIS_INPUT, PREDICT_FAILS_CODE, register_code_model
 from tests.helpers.steady_load import SteadyLoad
 
 BODY = {"dataframe_split": IRIS_INPUT}
@@ -21,12 +23,15 @@ def _share(load: SteadyLoad, version: str) -> float:
     return load.versions[version] / max(1, sum(load.versions.values()))
 
 
+# the controller watches, but judges nothing before 100000 requests: ended by hand
+BY_HAND = {"rollout": "canary", "canary_min_requests": "100000"}
+
+
 def test_a_canary_takes_its_share_then_is_promoted_or_aborted_with_nothing_lost(
         iris_versions: dict[str, str], deployment_name: str,
-        docker_client: docker.DockerClient) -> None:
+        docker_client: docker.DockerClient, no_controller: None) -> None:
     name, client = deployment_name, get_deploy_client("dockerhost")
-    url = client.create_deployment(name, iris_versions["v1"], config={"rollout": "canary"}
-                                   )["endpoint"]
+    url = client.create_deployment(name, iris_versions["v1"], config=BY_HAND)["endpoint"]
     first_image = client.get_deployment(name)["image"]
 
     with SteadyLoad(url, BODY, clients=2) as starting:
@@ -85,7 +90,7 @@ def test_a_canary_takes_its_share_then_is_promoted_or_aborted_with_nothing_lost(
 
 
 def test_a_canary_on_a_shared_endpoint_takes_its_share_from_its_own_deployment(
-        iris_versions: dict[str, str], endpoint_name: str) -> None:
+        iris_versions: dict[str, str], endpoint_name: str, no_controller: None) -> None:
     client = get_deploy_client("dockerhost")
     url = client.create_endpoint(endpoint_name)["url"]
     for name in ("a", "b"):
@@ -94,7 +99,7 @@ def test_a_canary_on_a_shared_endpoint_takes_its_share_from_its_own_deployment(
     a, b = f"{endpoint_name}-a", f"{endpoint_name}-b"
     client.update_endpoint(endpoint_name, config={"traffic": f"{a}:50,{b}:50"})
     client.update_deployment(a, iris_versions["v2"], endpoint=endpoint_name,
-                             config={"rollout": "canary", "canary_traffic": "40"})
+                             config={**BY_HAND, "canary_traffic": "40"})
     with SteadyLoad(url, BODY, clients=2) as load:
         load.wait_for(800, timeout=180)
     answers = sum(load.versions.values())
@@ -108,3 +113,73 @@ def test_a_canary_on_a_shared_endpoint_takes_its_share_from_its_own_deployment(
     for name in (a, b):
         client.delete_deployment(name)
     client.delete_endpoint(endpoint_name)
+
+
+def _until(client, name: str, done, what: str, seconds: float = 300) -> dict:
+    deadline = time.monotonic() + seconds
+    while True:
+        got = client.get_deployment(name)
+        if done(got):
+            return got
+        assert time.monotonic() < deadline, f"{what}: never; last get: {got}"
+        time.sleep(0.5)
+
+
+def test_the_controller_aborts_a_canary_whose_predictions_fail_within_its_window(
+        iris_versions: dict[str, str], deployment_name: str, no_controller: None,
+        tmp_path: Path) -> None:
+    name, client = deployment_name, get_deploy_client("dockerhost")
+    failing = register_code_model(PREDICT_FAILS_CODE, "predict-fails", iris_versions["v1"],
+                                  tmp_path)
+    url = client.create_deployment(name, iris_versions["v1"], config={
+        "rollout": "canary", "canary_traffic": "20", "canary_window": "120",
+        "canary_min_requests": "50"})["endpoint"]
+    with SteadyLoad(url, BODY, clients=4) as load:
+        load.wait_for(50)
+        sent = load.sent
+        client.update_deployment(name, failing)
+        started = time.monotonic()
+        _until(client, name, lambda d: "canary" not in d, "the canary aborted", 120)
+        took = time.monotonic() - started
+        during, failed = load.sent - sent, load.lost
+        load.wait_for(load.sent + 50)
+    ended = _until(client, name, lambda d: "last_canary" in d, "the verdict recorded", 30)
+    print(f"measured: canary of a version whose predictions fail (20%): aborted {took:.1f} s "
+          f"after it served (window 120 s); {failed} of {during} requests failed meanwhile "
+          f"({failed / max(1, during):.1%}); verdict: {ended.get('last_canary')}")
+    assert took < 120
+    assert ended["last_canary"]["state"] == "aborted", ended
+    assert "error rate" in ended["last_canary"]["reason"]
+    assert ended["model_version"] == "1" and ended["models_served"] == {iris_versions["v1"]: 1}
+    assert failed <= 0.2 * during + 25, (failed, during)  # its share, and a little chance
+    assert load.lost == failed  # none after the verdict
+    assert load.statuses[200] > 0 and set(load.statuses) <= {200, 400}, load.statuses
+    client.delete_deployment(name)
+
+
+def test_the_controller_promotes_a_good_canary_after_its_window_with_nothing_lost(
+        iris_versions: dict[str, str], deployment_name: str, no_controller: None) -> None:
+    name, client = deployment_name, get_deploy_client("dockerhost")
+    # p99 from a few hundred requests on two loaded cores is noisy: the latency bound is
+    # loosened here, and judged on synthetic histograms in tests/test_canary_verdict.py
+    url = client.create_deployment(name, iris_versions["v1"], config={
+        "rollout": "canary", "canary_traffic": "30", "canary_window": "20",
+        "canary_min_requests": "50", "canary_max_latency_ratio": "3"})["endpoint"]
+    with SteadyLoad(url, BODY, clients=4) as load:
+        load.wait_for(50)
+        client.update_deployment(name, iris_versions["v2"])
+        started = time.monotonic()
+        watched = _until(client, name, lambda d: d.get("canary", {}).get("judged", {}).get(
+            "figures"), "the controller's figures", 60)
+        _until(client, name, lambda d: "canary" not in d, "the canary promoted", 180)
+        took = time.monotonic() - started
+        load.wait_for(load.sent + 50)
+    ended = _until(client, name, lambda d: "last_canary" in d, "the verdict recorded", 30)
+    print(f"measured: good canary promoted {took:.1f} s after it served (window 20 s); "
+          f"{load.sent} requests, {load.lost} lost; verdict: {ended.get('last_canary')}")
+    assert load.lost == 0, load.failures[:3]
+    assert watched["canary"]["judged"]["state"] == "watching"
+    assert ended["last_canary"]["state"] == "promoted", ended
+    assert ended["model_version"] == "2" and ended["models_served"] == {iris_versions["v2"]: 1}
+    assert took >= 20
+    client.delete_deployment(name)

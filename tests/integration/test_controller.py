@@ -42,18 +42,6 @@ def tracking_server(docker_client: docker.DockerClient,
         yield uri
 
 
-@pytest.fixture
-def no_controller(docker_client: docker.DockerClient) -> Iterator[None]:
-    """No controller before or after the test (a failed test may leave one)."""
-    def remove() -> None:
-        for container in docker_client.containers.list(
-                all=True, filters={"label": f"{record.ROLE}={lifecycle.ROLE}"}):
-            container.remove(force=True)
-    remove()
-    yield
-    remove()
-
-
 def _predictions(url: str) -> list:
     answer = requests.post(f"{url}/invocations", json={"dataframe_split": IRIS_INPUT},
                            timeout=30)

@@ -29,6 +29,10 @@ KEY_NOTES: dict[str, str] = {
     "rollout": ("canary refused: canaries are not built for swarms yet; update is Swarm's "
                 "rolling update"),
     "canary_traffic": "only with rollout=canary, which a swarm refuses",
+    "canary_window": "only with rollout=canary, which a swarm refuses",
+    "canary_min_requests": "only with rollout=canary, which a swarm refuses",
+    "canary_max_error_rate": "only with rollout=canary, which a swarm refuses",
+    "canary_max_latency_ratio": "only with rollout=canary, which a swarm refuses",
     "canary": "a swarm deployment has no canary to end",
     "traffic": ("as on one engine; every node's front takes the new split with a hitless "
                 "reload"),

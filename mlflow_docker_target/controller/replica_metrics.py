@@ -1,0 +1,150 @@
+"""What a version's replicas have served, read from their own Prometheus metrics.
+
+The controller runs on the engine's host network, so it reaches each replica on the engine's
+default bridge, as the replica's own server answers ``/metrics`` (with its bearer token, when
+it has one). Health probes and the scrapes themselves are left out: what is judged is what
+clients asked.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import docker
+import docker.errors
+import requests
+from docker.models.containers import Container
+from prometheus_client.parser import text_string_to_metric_families
+
+from mlflow_docker_target import record
+from serving_image.contract import PROBE_PATHS, SERVER_PORT
+
+REQUESTS = "mlflow_server_requests"  # the counter's family, as the parser names it
+LATENCY = "mlflow_server_request_duration_seconds"
+NOT_JUDGED = frozenset({*PROBE_PATHS, "/metrics"})
+SCRAPE_SECONDS = 5
+
+
+@dataclass(frozen=True)
+class Served:
+    """Requests answered, those answered 5xx (``errors``) and 4xx (``client_errors``: MLflow
+    answers an exception the model raises with 400), and the latency histogram's cumulative
+    counts at its bounds (seconds; ``inf`` last)."""
+
+    requests: int = 0
+    errors: int = 0
+    client_errors: int = 0
+    bounds: tuple[float, ...] = ()
+    counts: tuple[int, ...] = ()
+
+    def __add__(self, other: Served) -> Served:
+        bounds = self.bounds or other.bounds
+        return Served(self.requests + other.requests, self.errors + other.errors,
+                      self.client_errors + other.client_errors, bounds,
+                      _sum(self.counts, other.counts))
+
+    def since(self, earlier: Served) -> Served:
+        """What was served after ``earlier``; all of it when the counters started again (the
+        replica's server restarted)."""
+        if self.requests < earlier.requests or self.bounds != earlier.bounds:
+            return self
+        return Served(self.requests - earlier.requests, self.errors - earlier.errors,
+                      self.client_errors - earlier.client_errors, self.bounds,
+                      tuple(a - b for a, b in zip(self.counts, earlier.counts, strict=True)))
+
+    def quantile(self, q: float) -> float | None:
+        """The ``q`` quantile as Prometheus's ``histogram_quantile`` reads it (linear within its
+        bucket); ``None`` with nothing served."""
+        if not self.counts or self.counts[-1] == 0:
+            return None
+        rank = q * self.counts[-1]
+        below, lower = 0, 0.0
+        for bound, count in zip(self.bounds, self.counts, strict=True):
+            if count >= rank:
+                if math.isinf(bound):
+                    return lower
+                return lower + (bound - lower) * (rank - below) / max(1, count - below)
+            below, lower = count, bound
+        return lower
+
+    def slower_than(self, seconds: float) -> int:
+        """Requests that certainly took longer than ``seconds``: above the first bound at or
+        past it."""
+        for bound, count in zip(self.bounds, self.counts, strict=True):
+            if bound >= seconds:
+                return self.counts[-1] - count
+        return 0
+
+    def as_record(self) -> dict[str, Any]:
+        return {"requests": self.requests, "errors": self.errors,
+                "client_errors": self.client_errors, "bounds": list(self.bounds),
+                "counts": list(self.counts)}
+
+    @classmethod
+    def from_record(cls, data: dict[str, Any]) -> Served:
+        return cls(int(data["requests"]), int(data["errors"]), int(data["client_errors"]),
+                   tuple(float(b) for b in data["bounds"]),
+                   tuple(int(c) for c in data["counts"]))
+
+
+def _sum(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
+    if not a or not b:
+        return a or b
+    return tuple(x + y for x, y in zip(a, b, strict=True))
+
+
+def parse(text: str) -> Served:
+    """A server's ``/metrics`` page, reduced to what a canary is judged by."""
+    requests_, errors, client_errors = 0, 0, 0
+    buckets: dict[float, int] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name == REQUESTS:
+            for sample in family.samples:
+                if (sample.name.endswith("_total")
+                        and sample.labels.get("route") not in NOT_JUDGED):
+                    count, status = int(sample.value), sample.labels.get("status", "")
+                    requests_ += count
+                    errors += count if status.startswith("5") else 0
+                    client_errors += count if status.startswith("4") else 0
+        elif family.name == LATENCY:
+            for sample in family.samples:
+                if (sample.name.endswith("_bucket")
+                        and sample.labels.get("route") not in NOT_JUDGED):
+                    bound = float(sample.labels["le"])
+                    buckets[bound] = buckets.get(bound, 0) + int(sample.value)
+    bounds = tuple(sorted(buckets))
+    return Served(requests_, errors, client_errors, bounds, tuple(buckets[b] for b in bounds))
+
+
+def scrape(container: Container) -> Served:
+    """One replica's page, through its address on the engine's default bridge."""
+    networks = container.attrs["NetworkSettings"]["Networks"]
+    address = (networks.get("bridge") or next(iter(networks.values())))["IPAddress"]
+    config = record.recorded_config(container.labels,
+                                    container.attrs.get("Config", {}).get("Env"))
+    token = config.get("auth_token")
+    answer = requests.get(f"http://{address}:{SERVER_PORT}/metrics", timeout=SCRAPE_SECONDS,
+                          headers={"Authorization": f"Bearer {token}"} if token else {})
+    answer.raise_for_status()
+    return parse(answer.text)
+
+
+def read(client: docker.DockerClient, names: list[str]) -> dict[str, Served]:
+    """The figures of the replicas (container names) that answer; the others are left out."""
+    found = {}
+    for name in names:
+        try:
+            found[name] = scrape(client.containers.get(name))
+        except (docker.errors.APIError, requests.RequestException, KeyError, ValueError):
+            continue
+    return found
+
+
+def total(served: Iterable[Served]) -> Served:
+    found = Served()
+    for one in served:
+        found = found + one
+    return found

@@ -34,6 +34,7 @@ from tests.helpers.cli import mlflow_cli, mlflow_cli_background, wait_for_output
 from tests.helpers.engine import LABEL, front_of, servers
 from tests.helpers.models import IRIS_COLUMNS, IRIS_INPUT
 from tests.helpers.remote_engine import RemoteEngine, cannot_make_namespaces, remote_engine
+from tests.helpers.steady_load import SteadyLoad
 from tests.helpers.tracking_server import tracking, tracking_server
 
 EXPECTED = [0, 2, 1]
@@ -386,3 +387,62 @@ def _wait(client, name: str, done, what: str, seconds: float = 300) -> dict:
                 return got
         assert time.monotonic() < deadline, f"{what}: never"
         time.sleep(1)
+
+
+def test_a_canary_whose_controller_and_engine_went_down_ends_in_a_verdict(
+        remote, remote_name, iris_versions, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The controller's process killed mid-canary, then the engine restarted: the controller
+    comes back with what it had counted, the replicas count again from zero, and the canary
+    ends in a recorded verdict; nothing of the other version is left."""
+    for variable, value in tls_env(remote).items():
+        monkeypatch.setenv(variable, value)
+    monkeypatch.setenv(lifecycle.SOCKET_ENV, remote.socket[len("unix://"):])
+    client = get_deploy_client(f"dockerhost:/{remote.tcp_url}")
+    engine = remote.client()
+    try:
+        url = client.create_deployment(remote_name, iris_versions["v1"], config={
+            "rollout": "canary", "canary_traffic": "30", "canary_window": "30",
+            "canary_min_requests": "30", "canary_max_latency_ratio": "3"})["endpoint"]
+        client.update_deployment(remote_name, iris_versions["v2"])
+        with SteadyLoad(url, {"dataframe_split": IRIS_INPUT}, clients=2) as load:
+            _wait(client, remote_name, lambda d: d["canary"].get("judged", {}).get(
+                "figures", {}).get("requests", {}).get("canary"), "the canary counted", 120)
+        assert load.lost == 0, load.failures[:3]
+        # its process dies as in a crash (docker kill would count as stopped by hand, which
+        # unless-stopped never restarts), then the engine goes down and comes back
+        os.kill(_controller(engine).attrs["State"]["Pid"], signal.SIGKILL)
+        remote.restart_dockerd()
+        engine = remote.client()
+        _serving(url)  # the replicas load their models again: an outage, as in any restart
+        with SteadyLoad(url, {"dataframe_split": IRIS_INPUT}, clients=2) as load:
+            ended = _wait(client, remote_name, lambda d: "last_canary" in d,
+                          "the canary's verdict", 300)
+        print(f"measured: canary across a controller kill and an engine restart: "
+              f"{ended['last_canary']}; {load.sent} requests once it served again, "
+              f"{load.lost} lost {load.failures[:3]}")
+        assert load.lost == 0, load.failures[:3]
+        assert ended["last_canary"]["state"] == "promoted", ended
+        assert "canary" not in ended and ended["models_served"] == {iris_versions["v2"]: 1}
+        servers = engine.containers.list(all=True, filters={
+            "label": [f"{record.DEPLOYMENT}={remote_name}", f"{record.ROLE}={record.SERVER}"]})
+        assert len(servers) == 1, [c.name for c in servers]  # no orphan of either version
+        client.delete_deployment(remote_name)
+        assert _controller(engine) is None
+    finally:
+        for container in engine.containers.list(
+                all=True, filters={"label": f"{record.ROLE}={record.CONTROLLER}"}):
+            container.remove(force=True)
+
+
+def _serving(url: str, seconds: float = 180) -> None:
+    """Until the endpoint answers 20 predictions in a row (each version's replicas up)."""
+    deadline, answered = time.monotonic() + seconds, 0
+    while answered < 20:
+        assert time.monotonic() < deadline, "the endpoint did not serve again"
+        try:
+            ok = requests.post(f"{url}/invocations", json={"dataframe_split": IRIS_INPUT},
+                               timeout=5).status_code == 200
+        except requests.RequestException:
+            ok = False
+        answered = answered + 1 if ok else 0
+        time.sleep(0 if ok else 0.5)

@@ -18,6 +18,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import docker
 import pytest
@@ -61,6 +62,20 @@ def remote_name(remote: RemoteEngine, deployment_name: str) -> Iterator[str]:
         container.remove(force=True)
     for image in client.images.list(f"mlflow-dockerhost/{deployment_name}"):
         client.images.remove(image.id, force=True)
+
+
+@pytest.fixture
+def controlled(remote: RemoteEngine, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A client of the remote engine over TLS, for deployments that need its controller
+    (removed after the test, whatever became of it)."""
+    for variable, value in tls_env(remote).items():
+        monkeypatch.setenv(variable, value)
+    # the engine's socket on its host is not the usual one: the controller mounts this
+    monkeypatch.setenv(lifecycle.SOCKET_ENV, remote.socket[len("unix://"):])
+    yield get_deploy_client(f"dockerhost:/{remote.tcp_url}")
+    for container in remote.client().containers.list(
+            all=True, filters={"label": f"{record.ROLE}={record.CONTROLLER}"}):
+        container.remove(force=True)
 
 
 def tls_env(remote: RemoteEngine) -> dict[str, str]:
@@ -329,46 +344,37 @@ def test_endpoint_url_survives_an_engine_restart(remote, remote_name, iris_versi
     assert answer.json()["predictions"] == EXPECTED
 
 
-def test_the_controller_comes_back_with_its_engine(remote, remote_name, tmp_path: Path,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_controller_comes_back_with_its_engine(remote, remote_name, controlled,
+                                                   tmp_path: Path) -> None:
     """A deployment that follows an alias on an engine that restarts (its containers stop with
     it, as in a reboot): the same controller comes back by its restart policy and follows on.
     Its tracking server listens on this host's end of the engine's link, which the controller
     (on the engine's host network) reaches."""
-    for variable, value in tls_env(remote).items():
-        monkeypatch.setenv(variable, value)
-    # the engine's socket on its host is not the usual one: the controller mounts this
-    monkeypatch.setenv(lifecycle.SOCKET_ENV, remote.socket[len("unix://"):])
-    client = get_deploy_client(f"dockerhost:/{remote.tcp_url}")
+    client = controlled
     host = remote.address.rsplit(".", 1)[0] + ".1"
     engine = remote.client()
-    try:
-        with tracking_server(host, tmp_path) as uri, tracking(uri):
-            register_demo_model("followed")
-            made = client.create_deployment(remote_name, "models:/followed@champion", config={
-                "follow_alias": "true", "follow_interval": "2", "tracking_uri": uri})
-            controller = _controller(engine)
-            _wait(client, remote_name, lambda d: d["follow"].get("state") == "serving",
-                  "the controller sees version 1 served")
+    with tracking_server(host, tmp_path) as uri, tracking(uri):
+        register_demo_model("followed")
+        made = client.create_deployment(remote_name, "models:/followed@champion", config={
+            "follow_alias": "true", "follow_interval": "2", "tracking_uri": uri})
+        controller = _controller(engine)
+        _wait(client, remote_name, lambda d: d["follow"].get("state") == "serving",
+              "the controller sees version 1 served")
 
-            remote.restart_dockerd()
-            engine = remote.client()
-            _wait(client, remote_name, lambda d: d["follow"].get("controller") == "running",
-                  "the controller back after the engine restart")
-            second = register_demo_model("followed", c=0.001)
-            got = _wait(client, remote_name, lambda d: d["models_served"] == {second: 1}
-                        and d["follow"].get("version") == "2",  # its rollout has ended
-                        "the moved alias's version served after the restart")
-            assert got["endpoint"] == made["endpoint"]
-            back = _controller(engine)
-            assert back.id == controller.id  # the same container, restarted
-            assert back.logs().decode().count(STARTED) == 2
-            client.delete_deployment(remote_name)
-            assert _controller(engine) is None
-    finally:
-        for container in engine.containers.list(
-                all=True, filters={"label": f"{record.ROLE}={record.CONTROLLER}"}):
-            container.remove(force=True)
+        remote.restart_dockerd()
+        engine = remote.client()
+        _wait(client, remote_name, lambda d: d["follow"].get("controller") == "running",
+              "the controller back after the engine restart")
+        second = register_demo_model("followed", c=0.001)
+        got = _wait(client, remote_name, lambda d: d["models_served"] == {second: 1}
+                    and d["follow"].get("version") == "2",  # its rollout has ended
+                    "the moved alias's version served after the restart")
+        assert got["endpoint"] == made["endpoint"]
+        back = _controller(engine)
+        assert back.id == controller.id  # the same container, restarted
+        assert back.logs().decode().count(STARTED) == 2
+        client.delete_deployment(remote_name)
+        assert _controller(engine) is None
 
 
 def _controller(engine: docker.DockerClient):
@@ -390,48 +396,40 @@ def _wait(client, name: str, done, what: str, seconds: float = 300) -> dict:
 
 
 def test_a_canary_whose_controller_and_engine_went_down_ends_in_a_verdict(
-        remote, remote_name, iris_versions, monkeypatch: pytest.MonkeyPatch) -> None:
+        remote, remote_name, controlled, iris_versions) -> None:
     """The controller's process killed mid-canary, then the engine restarted: the controller
     comes back with what it had counted, the replicas count again from zero, and the canary
     ends in a recorded verdict; nothing of the other version is left."""
-    for variable, value in tls_env(remote).items():
-        monkeypatch.setenv(variable, value)
-    monkeypatch.setenv(lifecycle.SOCKET_ENV, remote.socket[len("unix://"):])
-    client = get_deploy_client(f"dockerhost:/{remote.tcp_url}")
+    client = controlled
     engine = remote.client()
-    try:
-        url = client.create_deployment(remote_name, iris_versions["v1"], config={
-            "rollout": "canary", "canary_traffic": "30", "canary_window": "30",
-            "canary_min_requests": "30", "canary_max_latency_ratio": "3"})["endpoint"]
-        client.update_deployment(remote_name, iris_versions["v2"])
-        with SteadyLoad(url, {"dataframe_split": IRIS_INPUT}, clients=2) as load:
-            _wait(client, remote_name, lambda d: d["canary"].get("judged", {}).get(
-                "figures", {}).get("requests", {}).get("canary"), "the canary counted", 120)
-        assert load.lost == 0, load.failures[:3]
-        # its process dies as in a crash (docker kill would count as stopped by hand, which
-        # unless-stopped never restarts), then the engine goes down and comes back
-        os.kill(_controller(engine).attrs["State"]["Pid"], signal.SIGKILL)
-        remote.restart_dockerd()
-        engine = remote.client()
-        _serving(url)  # the replicas load their models again: an outage, as in any restart
-        with SteadyLoad(url, {"dataframe_split": IRIS_INPUT}, clients=2) as load:
-            ended = _wait(client, remote_name, lambda d: "last_canary" in d,
-                          "the canary's verdict", 300)
-        print(f"measured: canary across a controller kill and an engine restart: "
-              f"{ended['last_canary']}; {load.sent} requests once it served again, "
-              f"{load.lost} lost {load.failures[:3]}")
-        assert load.lost == 0, load.failures[:3]
-        assert ended["last_canary"]["state"] == "promoted", ended
-        assert "canary" not in ended and ended["models_served"] == {iris_versions["v2"]: 1}
-        servers = engine.containers.list(all=True, filters={
-            "label": [f"{record.DEPLOYMENT}={remote_name}", f"{record.ROLE}={record.SERVER}"]})
-        assert len(servers) == 1, [c.name for c in servers]  # no orphan of either version
-        client.delete_deployment(remote_name)
-        assert _controller(engine) is None
-    finally:
-        for container in engine.containers.list(
-                all=True, filters={"label": f"{record.ROLE}={record.CONTROLLER}"}):
-            container.remove(force=True)
+    url = client.create_deployment(remote_name, iris_versions["v1"], config={
+        "rollout": "canary", "canary_traffic": "30", "canary_window": "30",
+        "canary_min_requests": "30", "canary_max_latency_ratio": "3"})["endpoint"]
+    client.update_deployment(remote_name, iris_versions["v2"])
+    with SteadyLoad(url, {"dataframe_split": IRIS_INPUT}, clients=2) as load:
+        _wait(client, remote_name, lambda d: d["canary"].get("judged", {}).get(
+            "figures", {}).get("requests", {}).get("canary"), "the canary counted", 120)
+    assert load.lost == 0, load.failures[:3]
+    # its process dies as in a crash (docker kill would count as stopped by hand, which
+    # unless-stopped never restarts), then the engine goes down and comes back
+    os.kill(_controller(engine).attrs["State"]["Pid"], signal.SIGKILL)
+    remote.restart_dockerd()
+    engine = remote.client()
+    _serving(url)  # the replicas load their models again: an outage, as in any restart
+    with SteadyLoad(url, {"dataframe_split": IRIS_INPUT}, clients=2) as load:
+        ended = _wait(client, remote_name, lambda d: "last_canary" in d,
+                      "the canary's verdict", 300)
+    print(f"measured: canary across a controller kill and an engine restart: "
+          f"{ended['last_canary']}; {load.sent} requests once it served again, "
+          f"{load.lost} lost {load.failures[:3]}")
+    assert load.lost == 0, load.failures[:3]
+    assert ended["last_canary"]["state"] == "promoted", ended
+    assert "canary" not in ended and ended["models_served"] == {iris_versions["v2"]: 1}
+    servers = engine.containers.list(all=True, filters={
+        "label": [f"{record.DEPLOYMENT}={remote_name}", f"{record.ROLE}={record.SERVER}"]})
+    assert len(servers) == 1, [c.name for c in servers]  # no orphan of either version
+    client.delete_deployment(remote_name)
+    assert _controller(engine) is None
 
 
 def _serving(url: str, seconds: float = 180) -> None:

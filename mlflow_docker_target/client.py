@@ -366,7 +366,7 @@ def _described(engine: Engine, deployments: list[Deployment]) -> list[dict[str, 
         for deployment, shown in zip(deployments, described, strict=True):
             if _needs_controller(deployment.config):
                 _add_controllers_view(shown, about(deployment.name),
-                                      _follows(deployment.config))
+                                      rules.follows(deployment.config))
     return described
 
 
@@ -387,10 +387,6 @@ def _add_controllers_view(shown: dict[str, Any], entry: dict[str, Any],
             else {"state": "not yet seen by the controller", "controller": entry["controller"]})
     elif judged and judged.get("state") != "watching":
         shown["last_canary"] = view
-
-
-def _follows(config: Mapping[str, str]) -> bool:
-    return config.get("follow_alias", "").strip().lower() in ("true", "1", "yes", "on")
 
 
 def _start_controller(engine: Engine, runtime: Runtime, settings: Settings,
@@ -546,7 +542,7 @@ CANARY_KEYS = "canary_"  # the prefix of the keys of a canary (not ``canary``, i
 def _needs_controller(config: Mapping[str, str]) -> bool:
     """Whether a deployment needs the engine's controller: it follows an alias, or its
     updates are canaries, which the controller judges."""
-    return _follows(config) or config.get("rollout", "").strip() == "canary"
+    return rules.follows(config) or config.get("rollout", "").strip() == "canary"
 
 
 def _check_canary_keys(settings: Settings, given: Mapping[str, str]) -> None:
@@ -555,11 +551,7 @@ def _check_canary_keys(settings: Settings, given: Mapping[str, str]) -> None:
         raise MlflowException(
             f"-C {', '.join(keys)} describe a canary: give -C rollout=canary with them, or "
             "leave them out.", INVALID_PARAMETER_VALUE)
-    if settings.follow_alias and settings.rollout == "canary":
-        raise MlflowException(
-            "-C follow_alias rolls each version the alias names out whole: the controller does "
-            "not judge canaries yet. Leave rollout at rolling while following an alias, or "
-            "follow_alias=false to run canaries by hand.", INVALID_PARAMETER_VALUE)
+
 
 
 def _canary_running(current: Deployment) -> MlflowException:

@@ -78,7 +78,9 @@ Endpoints that stay put
   join once ready, or the oldest drain and go. A request a vanishing replica could not answer is
   retried on another (bodies up to HAProxy's buffer, 16 kB). With -C rollout=canary an update
   starts the new version beside the current one, taking -C canary_traffic percent of the
-  deployment's requests, until update -C canary=promote (or -C canary=abort) ends it.
+  deployment's requests; the engine's controller promotes or aborts it by both versions'
+  metrics (-C canary_window, canary_max_error_rate, canary_max_latency_ratio), or update
+  -C canary=promote (or -C canary=abort) ends it at once.
   Several deployments can share an endpoint, with weighted traffic:
     mlflow deployments create -t dockerhost --name fraud-v3 -m models:/fraud/3 \\
         --endpoint fraud -C endpoint_port=8080      # makes the endpoint if it is missing

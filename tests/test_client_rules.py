@@ -288,9 +288,6 @@ def test_keys_of_canaries_that_conflict_fail_before_anything_is_built(fake) -> N
                                                          "canary_traffic": wrong})
     with pytest.raises(MlflowException, match="does not apply to create"):
         client.create_deployment("d", MODEL, config={"canary": "promote"})
-    with pytest.raises(MlflowException, match="does not judge canaries yet"):
-        client.create_deployment("d", "models:/m@champion", config={
-            "follow_alias": "true", "rollout": "canary", "tracking_uri": "http://r:5000"})
     assert runtime.called("build") == []
     with pytest.raises(MlflowException, match="canary_min_requests, canary_window describe"):
         client.create_deployment("d", MODEL, config={"canary_window": "60",

@@ -11,7 +11,7 @@ import pytest
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from mlflow_docker_target.controller import watch
+from mlflow_docker_target.controller import canary_watch, watch
 from mlflow_docker_target.runtimes.lease import Held
 
 
@@ -102,3 +102,54 @@ def test_a_registry_that_does_not_answer_is_retried_ever_later(
     assert deployments.updates == []
     assert entries["fraud"]["state"] == "registry-unreachable"
     assert "serving version 1 meanwhile" in entries["fraud"]["decision"]
+
+
+class CanaryDeployments(Deployments):
+    """A deployment whose updates are canaries (``-C rollout=canary``): an update starts one,
+    beside the current version, for the canary's verdict to end."""
+
+    canary: dict[str, Any] | None = None
+
+    def described(self, registry: str) -> dict[str, Any]:
+        found = super().described(registry)
+        found["config"]["rollout"] = "canary"
+        return {**found, **({"canary": self.canary} if self.canary else {})}
+
+    def update_deployment(self, name: str, model_uri: str) -> dict[str, Any]:
+        self.updates.append(model_uri)
+        self.canary = {"model_version": "2", "traffic": {"canary": 10}}
+        return {"model_version": self.version, "canary": self.canary}
+
+
+def test_an_alias_that_moved_as_a_canary_is_left_to_its_verdict(registry: str) -> None:
+    deployments, entries = CanaryDeployments("1"), {}
+    MlflowClient(registry, registry).set_registered_model_alias("fraud", "champion", "2")
+    for _ in range(3):  # the canary runs: the looks wait for its verdict
+        _look(deployments, registry, entries)
+    assert deployments.updates == ["models:/fraud@champion"]
+    assert entries["fraud"]["state"] == "canary" and "its verdict decides" in \
+        entries["fraud"]["decision"]
+
+
+def test_a_canary_aborted_is_a_failed_version_not_tried_again(registry: str) -> None:
+    deployments, entries = CanaryDeployments("1"), {}
+    MlflowClient(registry, registry).set_registered_model_alias("fraud", "champion", "2")
+    _look(deployments, registry, entries)
+    described = deployments.described(registry)
+    canary_watch.look(Ends(), lambda names: {}, {**described, "containers": [], "canary": {
+        **described["canary"], "rollout": "r1", "containers": [],
+        "resolved_model_uri": "models:/fraud/2"}}, entries)
+    deployments.canary = None  # a user aborted it
+    canary_watch.look(Ends(), lambda names: {}, {**deployments.described(registry),
+                                                 "containers": []}, entries)
+    assert entries["fraud"]["failed_version"] == "2" and entries["fraud"]["state"] == "failed"
+    for _ in range(2):
+        _look(deployments, registry, entries)
+    assert deployments.updates == ["models:/fraud@champion"]  # not tried again
+
+
+class Ends:
+    def update_deployment(self, name: str, model_uri: str | None = None,
+                          flavor: str | None = None,
+                          config: dict[str, Any] | None = None) -> dict[str, Any]:
+        raise AssertionError("no verdict is given without figures")

@@ -21,6 +21,7 @@ from mlflow_docker_target.config import KEYS
 from mlflow_docker_target.controller import ledger
 from mlflow_docker_target.controller.canary_verdict import Bounds, judge
 from mlflow_docker_target.controller.replica_metrics import Served, total
+from mlflow_docker_target.controller.rules import follows
 from mlflow_docker_target.runtimes.lease import Held
 
 log = logging.getLogger("mlflow_docker_target.controller")
@@ -57,6 +58,8 @@ def look(client: Ends, read: Read, described: dict[str, Any],
             watched.update(state="ended", reason="ended by update -C canary=promote or abort")
             log.info("Deployment %s: its canary ended without a verdict of the controller",
                      name)
+            if described.get("model_version") != watched.get("version"):  # aborted
+                _failed(entry, described, watched, "its canary was aborted")
         return
     if watched.get("rollout") != canary["rollout"]:
         watched = {"rollout": canary["rollout"], "version": canary.get("model_version"),
@@ -106,3 +109,17 @@ def look(client: Ends, read: Read, described: dict[str, Any],
         return
     watched.update(state="promoted" if verdict.action == "promote" else "aborted",
                    verdict=verdict.action, decided_at=ledger.timestamp())
+    if verdict.action == "abort":
+        _failed(entry, described, watched, f"its canary was aborted: {verdict.reason}")
+
+
+def _failed(entry: dict[str, Any], described: dict[str, Any], watched: dict[str, Any],
+            why: str) -> None:
+    """A followed alias's version whose canary was aborted is not tried again until the alias
+    moves (as a version that failed to roll out)."""
+    if not follows(described["config"]):
+        return
+    version = watched.get("version")
+    entry.update(state="failed", failed_version=version, decided_at=ledger.timestamp(),
+                 decision=f"version {version} failed; version {described.get('model_version')}"
+                 f" serves on (not tried again until the alias moves): {why}")

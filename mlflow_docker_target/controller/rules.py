@@ -1,5 +1,6 @@
 """What ``create`` and ``update`` check of ``-C follow_alias`` on the client, before anything
-is built: an alias to follow, and a registry the controller can reach from the engine."""
+is built: an alias to follow, and a registry the controller can reach from the engine; and
+whether a recorded config follows an alias at all."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
+from mlflow_docker_target import config_values
 from mlflow_docker_target.config import Settings
 
 ALIAS_URI = re.compile(r"^models:/(?P<name>[^/@]+)@(?P<alias>[^/@]+)/?$")
@@ -19,6 +21,14 @@ FOLLOW_KEYS = ("follow_interval", "tracking_uri")
 _SERVER_HINT = ("run a tracking server the engine reaches (for one, `mlflow server "
                 "--backend-store-uri sqlite:///mlflow.db --host 0.0.0.0 --port 5000`) and give "
                 "-C tracking_uri=http://<its address as the engine's containers see it>:5000")
+
+
+def follows(config: Mapping[str, str]) -> bool:
+    """Whether a deployment's recorded config follows an alias."""
+    try:
+        return config_values.boolean(config.get("follow_alias", "false"))
+    except ValueError:
+        return False
 
 
 def follow_config(model_uri: str, settings: Settings,

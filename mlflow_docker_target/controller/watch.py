@@ -1,6 +1,8 @@
 """The controller's loop: for each deployment that follows an alias, ask the registry which
 version the alias names, and roll that version out when it moved; for each one that rolls out
-as canaries, look at its canary (``canary_watch``).
+as canaries, look at its canary (``canary_watch``). A followed alias's version that rolls out
+as a canary is left to the canary's verdict; an aborted one counts as failed, not tried again
+until the alias moves.
 
 It acts through the same client a user runs (``DockerHostDeploymentClient`` on the engine's
 socket), so a rollout takes the deployment's lease like any ``update``: a user's update at the
@@ -20,22 +22,17 @@ from typing import Any, Protocol
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from mlflow_docker_target import config_values
 from mlflow_docker_target.config import KEYS
 from mlflow_docker_target.controller import canary_watch, ledger
-from mlflow_docker_target.controller.rules import ALIAS_URI
+from mlflow_docker_target.controller.rules import ALIAS_URI, follows
 from mlflow_docker_target.runtimes.lease import Held
 
 
-class Deployments(Protocol):
+class Deployments(canary_watch.Ends, Protocol):
     """What the loop calls: ``DockerHostDeploymentClient`` on the engine's socket."""
 
     def list_deployments(self, endpoint: str | None = None, *,
                          follow: bool = True) -> list[dict[str, Any]]: ...
-
-    def update_deployment(self, name: str, model_uri: str | None = None,
-                          flavor: str | None = None,
-                          config: dict[str, Any] | None = None) -> dict[str, Any]: ...
 
 log = logging.getLogger("mlflow_docker_target.controller")
 
@@ -45,13 +42,6 @@ RETRY_PAUSE = (5.0, 300.0)  # after a registry failure: the first pause, and the
 _MISSING = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"})
 STARTED = "Controller started"  # its first line, once it has listed the engine's deployments
 _DEFAULT_INTERVAL = next(k.default for k in KEYS if k.name == "follow_interval")
-
-
-def follows(described: dict[str, Any]) -> bool:
-    try:
-        return config_values.boolean(described["config"].get("follow_alias", "false"))
-    except ValueError:
-        return False
 
 
 def judged(described: dict[str, Any]) -> bool:
@@ -72,12 +62,12 @@ def run(client: Deployments, engine_id: str, read: canary_watch.Read,
     while not stop.is_set():
         try:
             watched = [d for d in client.list_deployments(follow=False)
-                       if follows(d) or judged(d)]
+                       if follows(d["config"]) or judged(d)]
         except MlflowException as exc:
             log.warning("Cannot list the engine's deployments: %s", exc)
             stop.wait(RETRY_PAUSE[0])
             continue
-        followed = [d for d in watched if follows(d)]
+        followed = [d for d in watched if follows(d["config"])]
         if not started:
             started = True
             log.info("%s on engine %s: %d deployment(s) follow an alias, %d roll out as "
@@ -114,6 +104,11 @@ def check(client: Deployments, described: dict[str, Any],
                     interval, state="not-following")
     model, alias = matched["name"], matched["alias"]
     current = described.get("model_version")
+    canary = described.get("canary")
+    if canary is not None:  # the alias's version as a canary: its verdict decides
+        return _say(entries, name, f"version {canary.get('model_version')} runs as a canary "
+                    f"beside version {current}; its verdict decides", interval, state="canary",
+                    target=canary.get("model_version"))
     tracking = config.get("tracking_uri")
     try:
         named = MlflowClient(tracking_uri=tracking, registry_uri=tracking) \
@@ -161,6 +156,13 @@ def check(client: Deployments, described: dict[str, Any],
         ledger.decide(entries, name, f"version {version} failed; version {current} serves on "
                       f"(not tried again until @{alias} moves): {exc.message}",
                       state="failed", failed_version=version)
+        return interval
+    if updated.get("canary"):
+        log.info("Deployment %s: version %s runs as a canary (%s%% of its requests)", name,
+                 version, updated["canary"]["traffic"]["canary"])
+        ledger.decide(entries, name, f"version {version}, which @{alias} names, runs as a "
+                      f"canary beside version {current}; its verdict decides", state="canary",
+                      target=version)
         return interval
     served = updated.get("model_version")
     log.info("Deployment %s now serves version %s", name, served)

@@ -225,3 +225,28 @@ def test_a_stopped_controller_starts_again_and_an_older_one_is_replaced(
         docker_client.images.get(older.id)
     client.delete_deployment(name)
     assert _controller(docker_client) is None
+
+
+def test_an_alias_move_rolls_out_as_a_canary_that_its_verdict_promotes(
+        tracking_server: str, deployment_name: str, no_controller: None) -> None:
+    name, model = deployment_name, f"{MODEL}-canary"
+    with tracking(tracking_server):
+        register_demo_model(model)
+    client = get_deploy_client("dockerhost")
+    made = client.create_deployment(name, f"models:/{model}@champion", config={
+        "follow_alias": "true", "follow_interval": "1", "tracking_uri": tracking_server,
+        "rollout": "canary", "canary_traffic": "30", "canary_window": "10",
+        "canary_min_requests": "30", "canary_max_latency_ratio": "3"})
+    with SteadyLoad(made["endpoint"], {"dataframe_split": IRIS_INPUT}) as load:
+        with tracking(tracking_server):
+            second = register_demo_model(model, c=0.001)
+        canary = _wait(client, name, lambda d: "canary" in d, "the new version as a canary")
+        done = _wait(client, name, lambda d: d["models_served"] == {second: 1}
+                     and d["follow"].get("state") == "serving", "the canary promoted")
+        time.sleep(1)
+    print(f"measured: alias moved, rolled out as a canary and promoted: {load.sent} requests, "
+          f"{load.lost} lost; verdict: {done.get('last_canary', {}).get('reason')}")
+    assert load.lost == 0, load.failures[:3]
+    assert canary["canary"]["model_version"] == "2" and canary["model_version"] == "1"
+    assert done["last_canary"]["state"] == "promoted" and done["model_version"] == "2"
+    client.delete_deployment(name)

@@ -344,6 +344,7 @@ def test_endpoint_url_survives_an_engine_restart(remote, remote_name, iris_versi
     assert answer.json()["predictions"] == EXPECTED
 
 
+@pytest.mark.slow  # 87 s; make test restarts an engine under a controller in the canary test
 def test_the_controller_comes_back_with_its_engine(remote, remote_name, controlled,
                                                    tmp_path: Path) -> None:
     """A deployment that follows an alias on an engine that restarts (its containers stop with

@@ -542,7 +542,7 @@ CANARY_KEYS = "canary_"  # the prefix of the keys of a canary (not ``canary``, i
 def _needs_controller(config: Mapping[str, str]) -> bool:
     """Whether a deployment needs the engine's controller: it follows an alias, or its
     updates are canaries, which the controller judges."""
-    return rules.follows(config) or config.get("rollout", "").strip() == "canary"
+    return rules.follows(config) or rules.rolls_out_as_canaries(config)
 
 
 def _check_canary_keys(settings: Settings, given: Mapping[str, str]) -> None:

@@ -20,7 +20,7 @@ from mlflow.exceptions import MlflowException
 from mlflow_docker_target.config import KEYS
 from mlflow_docker_target.controller import ledger
 from mlflow_docker_target.controller.canary_verdict import Bounds, judge
-from mlflow_docker_target.controller.replica_metrics import Served, total
+from mlflow_docker_target.controller.replica_metrics import Served
 from mlflow_docker_target.controller.rules import follows
 from mlflow_docker_target.runtimes.lease import Held
 
@@ -64,15 +64,15 @@ def look(client: Ends, read: Read, described: dict[str, Any],
     if watched.get("rollout") != canary["rollout"]:
         watched = {"rollout": canary["rollout"], "version": canary.get("model_version"),
                    "model_uri": canary.get("resolved_model_uri"), "started": None,
-                   "state": "watching", "replicas": {}, "sums": {}}
+                   "state": "watching", "replicas": {},
+                   "sums": {"current": Served().as_record(), "canary": Served().as_record()}}
         entry["canary"] = watched
         log.info("Deployment %s: watching its canary %s (%s%% of its requests)", name,
                  watched["model_uri"], canary["traffic"]["canary"])
     groups = {"current": described["containers"], "canary": canary["containers"]}
     figures = read([c for group in groups.values() for c in group])
     for group, containers in groups.items():
-        sums = Served.from_record(watched["sums"][group]) if group in watched["sums"] \
-            else Served()
+        sums = Served.from_record(watched["sums"][group])
         for container in containers:
             if container not in figures:
                 continue  # not answering this time: counted at the next look
@@ -82,7 +82,7 @@ def look(client: Ends, read: Read, described: dict[str, Any],
                 added = seen if group == "canary" else Served()
             else:
                 added = seen.since(Served.from_record(last))
-            sums = total([sums, added])
+            sums = sums + added
             watched["replicas"][container] = seen.as_record()
         watched["sums"][group] = sums.as_record()
     served = Served.from_record(watched["sums"]["canary"])

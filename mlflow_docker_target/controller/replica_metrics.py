@@ -9,7 +9,6 @@ clients asked.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -142,9 +141,3 @@ def read(client: docker.DockerClient, names: list[str]) -> dict[str, Served]:
             continue
     return found
 
-
-def total(served: Iterable[Served]) -> Served:
-    found = Served()
-    for one in served:
-        found = found + one
-    return found

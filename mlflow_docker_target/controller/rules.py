@@ -31,6 +31,12 @@ def follows(config: Mapping[str, str]) -> bool:
         return False
 
 
+def rolls_out_as_canaries(config: Mapping[str, str]) -> bool:
+    """Whether a deployment's recorded config makes its updates canaries, which the
+    controller judges."""
+    return config.get("rollout", "").strip() == "canary"
+
+
 def follow_config(model_uri: str, settings: Settings,
                   config: Mapping[str, str]) -> dict[str, str]:
     """The config a followed deployment records (the registry it follows in, filled in from

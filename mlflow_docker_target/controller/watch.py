@@ -24,7 +24,7 @@ from mlflow.tracking import MlflowClient
 
 from mlflow_docker_target.config import KEYS
 from mlflow_docker_target.controller import canary_watch, ledger
-from mlflow_docker_target.controller.rules import ALIAS_URI, follows
+from mlflow_docker_target.controller.rules import ALIAS_URI, follows, rolls_out_as_canaries
 from mlflow_docker_target.runtimes.lease import Held
 
 
@@ -44,11 +44,6 @@ STARTED = "Controller started"  # its first line, once it has listed the engine'
 _DEFAULT_INTERVAL = next(k.default for k in KEYS if k.name == "follow_interval")
 
 
-def judged(described: dict[str, Any]) -> bool:
-    """Whether a deployment's updates are canaries, which the controller judges."""
-    return described["config"].get("rollout", "").strip() == "canary"
-
-
 def run(client: Deployments, engine_id: str, read: canary_watch.Read,
         directory: str = ledger.DIR, stop: threading.Event | None = None) -> None:
     """Follow and judge until ``stop``; ``engine_id`` (``docker info``'s ID) is said in the
@@ -62,7 +57,7 @@ def run(client: Deployments, engine_id: str, read: canary_watch.Read,
     while not stop.is_set():
         try:
             watched = [d for d in client.list_deployments(follow=False)
-                       if follows(d["config"]) or judged(d)]
+                       if follows(d["config"]) or rolls_out_as_canaries(d["config"])]
         except MlflowException as exc:
             log.warning("Cannot list the engine's deployments: %s", exc)
             stop.wait(RETRY_PAUSE[0])
@@ -79,7 +74,8 @@ def run(client: Deployments, engine_id: str, read: canary_watch.Read,
                 ledger.save(entries, directory)
         for described in watched:
             name = described["name"]
-            if judged(described) and judging_due.get(name, 0.0) <= time.monotonic():
+            if (rolls_out_as_canaries(described["config"])
+                    and judging_due.get(name, 0.0) <= time.monotonic()):
                 judging_due[name] = time.monotonic() + canary_watch.LOOK
                 canary_watch.look(client, read, described, entries)
                 ledger.save(entries, directory)

@@ -288,11 +288,9 @@ class ContainerRuntime:
         recorded = fronts.recorded(front).canaries[name]
         self._refresh(front, canary=(name, dataclasses.replace(
             recorded, share=100 if promote else 0)))
-        canary = {c.id for c in containers.servers(self.client, name)
-                  if c.labels.get(record.ROLLOUT) == recorded.rollout}
         _in_parallel(lambda c: containers.remove(c, stop_timeout),
                      [c for c in containers.servers(self.client, name)
-                      if (c.id in canary) != promote])
+                      if (c.labels.get(record.ROLLOUT) == recorded.rollout) != promote])
         self._refresh(front, canary=(name, None))
         return self._found(name)
 

@@ -15,6 +15,7 @@ from mlflow.exceptions import MlflowException
 
 from tests.helpers.models import IRIS_INPUT, PREDICT_FAILS_CODE, register_code_model
 from tests.helpers.steady_load import SteadyLoad
+from tests.helpers.waiting import until_get
 
 BODY = {"dataframe_split": IRIS_INPUT}
 
@@ -115,16 +116,6 @@ def test_a_canary_on_a_shared_endpoint_takes_its_share_from_its_own_deployment(
     client.delete_endpoint(endpoint_name)
 
 
-def _until(client, name: str, done, what: str, seconds: float = 300) -> dict:
-    deadline = time.monotonic() + seconds
-    while True:
-        got = client.get_deployment(name)
-        if done(got):
-            return got
-        assert time.monotonic() < deadline, f"{what}: never; last get: {got}"
-        time.sleep(0.5)
-
-
 def test_the_controller_aborts_a_canary_whose_predictions_fail_within_its_window(
         iris_versions: dict[str, str], deployment_name: str, no_controller: None,
         tmp_path: Path) -> None:
@@ -139,11 +130,11 @@ def test_the_controller_aborts_a_canary_whose_predictions_fail_within_its_window
         sent = load.sent
         client.update_deployment(name, failing)
         started = time.monotonic()
-        _until(client, name, lambda d: "canary" not in d, "the canary aborted", 120)
+        until_get(client, name, lambda d: "canary" not in d, "the canary aborted", 120)
         took = time.monotonic() - started
         during, failed = load.sent - sent, load.lost
         load.wait_for(load.sent + 50)
-    ended = _until(client, name, lambda d: "last_canary" in d, "the verdict recorded", 30)
+    ended = until_get(client, name, lambda d: "last_canary" in d, "the verdict recorded", 30)
     print(f"measured: canary of a version whose predictions fail (20%): aborted {took:.1f} s "
           f"after it served (window 120 s); {failed} of {during} requests failed meanwhile "
           f"({failed / max(1, during):.1%}); verdict: {ended.get('last_canary')}")
@@ -169,12 +160,12 @@ def test_the_controller_promotes_a_good_canary_after_its_window_with_nothing_los
         load.wait_for(50)
         client.update_deployment(name, iris_versions["v2"])
         started = time.monotonic()
-        watched = _until(client, name, lambda d: d.get("canary", {}).get("judged", {}).get(
+        watched = until_get(client, name, lambda d: d.get("canary", {}).get("judged", {}).get(
             "figures"), "the controller's figures", 60)
-        _until(client, name, lambda d: "canary" not in d, "the canary promoted", 180)
+        until_get(client, name, lambda d: "canary" not in d, "the canary promoted", 180)
         took = time.monotonic() - started
         load.wait_for(load.sent + 50)
-    ended = _until(client, name, lambda d: "last_canary" in d, "the verdict recorded", 30)
+    ended = until_get(client, name, lambda d: "last_canary" in d, "the verdict recorded", 30)
     print(f"measured: good canary promoted {took:.1f} s after it served (window 20 s); "
           f"{load.sent} requests, {load.lost} lost; verdict: {ended.get('last_canary')}")
     assert load.lost == 0, load.failures[:3]

@@ -29,6 +29,7 @@ from tests.helpers.servers import free_port
 from tests.helpers.steady_load import SteadyLoad
 from tests.helpers.tracking_server import tracking
 from tests.helpers.tracking_server import tracking_server as served_tracking
+from tests.helpers.waiting import until_get
 
 MODEL = "followed"
 TIMEOUT = 600  # seconds for a rollout the controller makes (its first build included)
@@ -47,17 +48,6 @@ def _predictions(url: str) -> list:
                            timeout=30)
     assert answer.status_code == 200, answer.text
     return answer.json()["predictions"]
-
-
-def _wait(client, name: str, done, what: str, seconds: float = TIMEOUT) -> dict:
-    deadline = time.monotonic() + seconds
-    while True:
-        got = client.get_deployment(name)
-        if done(got):
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: never; last get: {got}")
-        time.sleep(0.5)
 
 
 def _controller(docker_client: docker.DockerClient):
@@ -80,8 +70,8 @@ def test_a_deployment_follows_its_alias_with_nothing_lost(
     assert controller is not None and controller.status == "running"
     url = made["endpoint"]
     before = _predictions(url)
-    got = _wait(client, name, lambda d: d["follow"].get("state") == "serving",
-                "the controller sees version 1 served", 60)
+    got = until_get(client, name, lambda d: d["follow"].get("state") == "serving",
+                    "the controller sees version 1 served", 60)
     assert got["config"]["tracking_uri"] == tracking_server
     listed = {d["name"]: d for d in client.list_deployments()}
     assert listed[name]["follow"] == got["follow"]
@@ -91,11 +81,11 @@ def test_a_deployment_follows_its_alias_with_nothing_lost(
         with tracking(tracking_server):
             second = register_demo_model(MODEL, c=0.001)  # @champion moves to version 2
         moved = time.monotonic()
-        rolling = _wait(client, name, lambda d: second in d["models_served"],
-                        "the moved alias's version started")
+        rolling = until_get(client, name, lambda d: second in d["models_served"],
+                            "the moved alias's version started", TIMEOUT)
         started = time.monotonic() - moved
-        got = _wait(client, name, lambda d: d["models_served"] == {second: 1},
-                    "the moved alias's version alone served")
+        got = until_get(client, name, lambda d: d["models_served"] == {second: 1},
+                        "the moved alias's version alone served", TIMEOUT)
         took = time.monotonic() - moved
         time.sleep(1)
     print(f"measured: alias moved; version 2 started {started:.1f} s and served alone "
@@ -107,8 +97,8 @@ def test_a_deployment_follows_its_alias_with_nothing_lost(
     assert got["endpoint"] == url  # the deployment keeps its URL
     assert got["model_version"] == "2"
     assert _predictions(url) != before
-    follow = _wait(client, name, lambda d: d["follow"].get("version") == "2",
-                   "the ledger records version 2", 30)["follow"]
+    follow = until_get(client, name, lambda d: d["follow"].get("version") == "2",
+                       "the ledger records version 2", 30)["follow"]
     # "rolled out version 2", until the next look confirms it ("serving version 2, ...")
     assert follow["state"] == "serving" and "version 2" in follow["decision"], follow
     logs = controller.logs().decode()
@@ -119,8 +109,8 @@ def test_a_deployment_follows_its_alias_with_nothing_lost(
         broken = register_code_model(FAILING_MODEL_CODE, MODEL, second, tmp_path)
         MlflowClient().set_registered_model_alias(MODEL, "champion",
                                                   broken.rsplit("/", 1)[1])
-    follow = _wait(client, name, lambda d: d["follow"].get("state") == "failed",
-                   "the broken version recorded as failed")["follow"]
+    follow = until_get(client, name, lambda d: d["follow"].get("state") == "failed",
+                       "the broken version recorded as failed", TIMEOUT)["follow"]
     assert follow["failed_version"] == "3"
     assert "cannot be loaded" in follow["decision"], follow
     got = client.get_deployment(name)
@@ -132,8 +122,8 @@ def test_a_deployment_follows_its_alias_with_nothing_lost(
     # the alias deleted: the deployment stays on its version, and the controller says so
     with tracking(tracking_server):
         MlflowClient().delete_registered_model_alias(MODEL, "champion")
-    follow = _wait(client, name, lambda d: d["follow"].get("state") == "alias-missing",
-                   "the deleted alias noticed", 60)["follow"]
+    follow = until_get(client, name, lambda d: d["follow"].get("state") == "alias-missing",
+                       "the deleted alias noticed", 60)["follow"]
     assert "staying on version 2" in follow["decision"]
 
     # the last deployment that follows an alias takes the controller with it
@@ -178,12 +168,13 @@ def test_a_rollout_cut_short_by_the_controllers_death_is_finished_when_it_starts
     with SteadyLoad(made["endpoint"], {"dataframe_split": IRIS_INPUT}) as load:
         with tracking(tracking_server):
             second = register_demo_model(model, c=0.001)
-        _wait(client, name, lambda d: len(d["models_served"]) == 2, "the rollout under way")
+        until_get(client, name, lambda d: len(d["models_served"]) == 2,
+                  "the rollout under way", TIMEOUT)
         controller.kill()  # SIGKILL: no cleanup of any kind
         mixed = client.get_deployment(name)
         controller.start()  # as the engine would after a restart
-        done = _wait(client, name, lambda d: d["models_served"] == {second: 1}
-                     and d["follow"].get("state") == "serving", "the rollout finished")
+        done = until_get(client, name, lambda d: d["models_served"] == {second: 1}
+                         and d["follow"].get("state") == "serving", "the rollout finished", TIMEOUT)
         time.sleep(1)
     print(f"measured: controller killed mid-rollout (replicas then: {mixed['models_served']}); "
           f"finished after its restart; {load.sent} requests, {load.lost} lost")
@@ -209,7 +200,7 @@ def test_a_stopped_controller_starts_again_and_an_older_one_is_replaced(
     client.update_deployment(name, config={"follow_interval": "4"})  # needs the controller
     again = _controller(docker_client)
     assert again.status == "running" and again.image.id == current.image.id
-    _wait(client, name, lambda d: d["follow"].get("state") == "serving", "followed again", 60)
+    until_get(client, name, lambda d: d["follow"].get("state") == "serving", "followed again", 60)
 
     # an older plugin's controller (another image) is replaced, and its image removed
     engine = connect(None)
@@ -240,9 +231,10 @@ def test_an_alias_move_rolls_out_as_a_canary_that_its_verdict_promotes(
     with SteadyLoad(made["endpoint"], {"dataframe_split": IRIS_INPUT}) as load:
         with tracking(tracking_server):
             second = register_demo_model(model, c=0.001)
-        canary = _wait(client, name, lambda d: "canary" in d, "the new version as a canary")
-        done = _wait(client, name, lambda d: d["models_served"] == {second: 1}
-                     and d["follow"].get("state") == "serving", "the canary promoted")
+        canary = until_get(client, name, lambda d: "canary" in d,
+                           "the new version as a canary", TIMEOUT)
+        done = until_get(client, name, lambda d: d["models_served"] == {second: 1}
+                         and d["follow"].get("state") == "serving", "the canary promoted", TIMEOUT)
         time.sleep(1)
     print(f"measured: alias moved, rolled out as a canary and promoted: {load.sent} requests, "
           f"{load.lost} lost; verdict: {done.get('last_canary', {}).get('reason')}")

@@ -37,6 +37,7 @@ from tests.helpers.models import IRIS_COLUMNS, IRIS_INPUT
 from tests.helpers.remote_engine import RemoteEngine, cannot_make_namespaces, remote_engine
 from tests.helpers.steady_load import SteadyLoad
 from tests.helpers.tracking_server import tracking, tracking_server
+from tests.helpers.waiting import until_get
 
 EXPECTED = [0, 2, 1]
 
@@ -359,17 +360,17 @@ def test_the_controller_comes_back_with_its_engine(remote, remote_name, controll
         made = client.create_deployment(remote_name, "models:/followed@champion", config={
             "follow_alias": "true", "follow_interval": "2", "tracking_uri": uri})
         controller = _controller(engine)
-        _wait(client, remote_name, lambda d: d["follow"].get("state") == "serving",
-              "the controller sees version 1 served")
+        until_get(client, remote_name, lambda d: d["follow"].get("state") == "serving",
+                  "the controller sees version 1 served", restarting=True)
 
         remote.restart_dockerd()
         engine = remote.client()
-        _wait(client, remote_name, lambda d: d["follow"].get("controller") == "running",
-              "the controller back after the engine restart")
+        until_get(client, remote_name, lambda d: d["follow"].get("controller") == "running",
+                  "the controller back after the engine restart", restarting=True)
         second = register_demo_model("followed", c=0.001)
-        got = _wait(client, remote_name, lambda d: d["models_served"] == {second: 1}
-                    and d["follow"].get("version") == "2",  # its rollout has ended
-                    "the moved alias's version served after the restart")
+        got = until_get(client, remote_name, lambda d: d["models_served"] == {second: 1}
+                        and d["follow"].get("version") == "2",  # its rollout has ended
+                        "the moved alias's version served after the restart", restarting=True)
         assert got["endpoint"] == made["endpoint"]
         back = _controller(engine)
         assert back.id == controller.id  # the same container, restarted
@@ -384,18 +385,6 @@ def _controller(engine: docker.DockerClient):
     return found[0] if found else None
 
 
-def _wait(client, name: str, done, what: str, seconds: float = 300) -> dict:
-    """``get`` until ``done`` holds of it (an engine that restarts does not answer a while)."""
-    deadline = time.monotonic() + seconds
-    while True:
-        with contextlib.suppress(MlflowException):
-            got = client.get_deployment(name)
-            if done(got):
-                return got
-        assert time.monotonic() < deadline, f"{what}: never"
-        time.sleep(1)
-
-
 def test_a_canary_whose_controller_and_engine_went_down_ends_in_a_verdict(
         remote, remote_name, controlled, iris_versions) -> None:
     """The controller's process killed mid-canary, then the engine restarted: the controller
@@ -408,8 +397,9 @@ def test_a_canary_whose_controller_and_engine_went_down_ends_in_a_verdict(
         "canary_min_requests": "30", "canary_max_latency_ratio": "3"})["endpoint"]
     client.update_deployment(remote_name, iris_versions["v2"])
     with SteadyLoad(url, {"dataframe_split": IRIS_INPUT}, clients=2) as load:
-        _wait(client, remote_name, lambda d: d["canary"].get("judged", {}).get(
-            "figures", {}).get("requests", {}).get("canary"), "the canary counted", 120)
+        until_get(client, remote_name, lambda d: d["canary"].get("judged", {}).get(
+            "figures", {}).get("requests", {}).get("canary"), "the canary counted", 120,
+            restarting=True)
     assert load.lost == 0, load.failures[:3]
     # its process dies as in a crash (docker kill would count as stopped by hand, which
     # unless-stopped never restarts), then the engine goes down and comes back
@@ -418,8 +408,8 @@ def test_a_canary_whose_controller_and_engine_went_down_ends_in_a_verdict(
     engine = remote.client()
     _serving(url)  # the replicas load their models again: an outage, as in any restart
     with SteadyLoad(url, {"dataframe_split": IRIS_INPUT}, clients=2) as load:
-        ended = _wait(client, remote_name, lambda d: "last_canary" in d,
-                      "the canary's verdict", 300)
+        ended = until_get(client, remote_name, lambda d: "last_canary" in d,
+                          "the canary's verdict", 300, restarting=True)
     print(f"measured: canary across a controller kill and an engine restart: "
           f"{ended['last_canary']}; {load.sent} requests once it served again, "
           f"{load.lost} lost {load.failures[:3]}")

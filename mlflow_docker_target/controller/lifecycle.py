@@ -1,9 +1,10 @@
 """Starting, replacing and removing an engine's controller, from the client.
 
-One container per engine (role ``controller``, a fixed name, so two clients cannot start two).
-The first deployment that follows an alias starts it; a client whose plugin builds another
-controller image (a newer version) replaces it, after letting a rollout in progress finish;
-it goes when the last deployment that follows an alias is deleted or stops following.
+One per engine (role ``controller``, a fixed name, so two clients cannot start two): a
+container, or on a swarm manager a service held on that manager (``home``, ``as_container``,
+``as_service``). The first deployment that needs it starts it; a client whose plugin builds
+another controller image (a newer version) replaces it, after letting a rollout in progress
+finish; it goes when the last deployment that needs it is deleted or stops needing it.
 
 It runs on the engine host's network, so that it reaches endpoints and the registry as a client
 on that host would: a rollout checks that the endpoint answers at its URL (a port published on
@@ -37,12 +38,11 @@ from mlflow_docker_target.config import (
     STRIP_IMAGE_ENV,
     Settings,
 )
-from mlflow_docker_target.controller import ledger
+from mlflow_docker_target.controller import as_container, as_service, ledger
+from mlflow_docker_target.controller.home import Home, Start
 from mlflow_docker_target.controller.image import ensure_controller_image
 from mlflow_docker_target.controller.watch import STARTED
-from mlflow_docker_target.engine import lockdown
 from mlflow_docker_target.engine.connection import Engine
-from mlflow_docker_target.engine.containers import list_containers
 from serving_image.contract import VERSION
 
 log = logging.getLogger(__name__)
@@ -67,22 +67,26 @@ _REACH = ("import sys, urllib.request; "
           "urllib.request.urlopen(sys.argv[1] + '/health', timeout=10).read()")
 
 Hold = Callable[[], AbstractContextManager[None]]
+_ENDED = ("exited", "dead", "failed", "rejected")  # a container's or a task's
 
 
-def find(engine: Engine) -> Container | None:
-    found = list_containers(engine.client, f"{record.ROLE}={ROLE}")
-    return found[0] if found else None
+def home(engine: Engine) -> Home:
+    """A swarm manager's controller is a service held on that manager; any other engine's, a
+    container."""
+    swarm = engine.client.info().get("Swarm") or {}
+    return as_service if swarm.get("ControlAvailable") else as_container
 
 
 def describe(engine: Engine) -> Callable[[str], dict[str, object]]:
     """What ``get`` and ``list`` show of a followed deployment, by name: the controller's
     state and its last decision about it (its ledger, read once)."""
-    found = find(engine)
+    found = home(engine).find(engine)
     if found is None:
         return lambda name: {"controller": "missing"}
     entries: dict[str, dict[str, object]] = {}
-    with contextlib.suppress(docker.errors.APIError, KeyError, ValueError):
-        entries = _read_ledger(found)
+    if found.container is not None:
+        with contextlib.suppress(docker.errors.APIError, KeyError, ValueError):
+            entries = _read_ledger(found.container)
     return lambda name: {"controller": found.status, **entries.get(name, {})}
 
 
@@ -99,32 +103,34 @@ def ensure(engine: Engine, settings: Settings, hold: Hold) -> None:
     if os.environ.get(INSIDE):
         return
     image = ensure_controller_image(engine, settings)
+    place = home(engine)
     with hold():
-        found = find(engine)
+        found = place.find(engine)
         if found is not None:
-            same = image in found.image.tags
+            same = image in found.image_tags
             if same and found.status == "running":
                 return
             if same:
                 log.info("Starting the engine's controller again (it was %s)", found.status)
             else:
-                log.info("Replacing the engine's controller (plugin %s) with plugin %s's; it "
+                log.info("Replacing the engine's controller (%s) with plugin %s's; it "
                          "finishes a rollout in progress first",
-                         found.labels.get(record.PLUGIN_VERSION), VERSION)
-            _remove(found)
+                         ", ".join(found.image_tags), VERSION)
+            place.remove(engine, STOP_WAIT)
             if not same:
-                with contextlib.suppress(docker.errors.APIError):  # another client's in use
-                    engine.client.images.remove(found.image.id)
-        _start(engine, image)
+                for tag in found.image_tags:
+                    with contextlib.suppress(docker.errors.APIError):  # another's in use
+                        engine.client.images.remove(tag)
+        start(engine, image)
 
 
 def check_reaches(engine: Engine, tracking_uri: str) -> None:
     """The registry answers the controller, where the controller runs; else say so before
     anything is built."""
-    found = find(engine)
-    if os.environ.get(INSIDE) or found is None:
+    found = home(engine).find(engine) if not os.environ.get(INSIDE) else None
+    if found is None or found.container is None or found.status != "running":
         return
-    result = found.exec_run(["python", "-c", _REACH, tracking_uri])
+    result = found.container.exec_run(["python", "-c", _REACH, tracking_uri])
     if result.exit_code != 0:
         said = result.output.decode(errors="replace").strip().splitlines()[-1:]
         raise MlflowException(
@@ -139,21 +145,17 @@ def release(engine: Engine, still_needed: bool, hold: Hold) -> None:
     controller picks up its ledger)."""
     if still_needed:
         return
+    place = home(engine)
     with hold():
-        found = find(engine)
-        if found is not None:
+        if place.find(engine) is not None:
             log.info("No deployment needs the controller any more (none follows an alias or "
                      "rolls out as canaries); removing it")
-            _remove(found)
+            place.remove(engine, STOP_WAIT)
 
 
-def _remove(container: Container) -> None:
-    with contextlib.suppress(docker.errors.NotFound):
-        container.stop(timeout=STOP_WAIT)
-        container.remove(force=True)
-
-
-def _start(engine: Engine, image: str) -> None:
+def start(engine: Engine, image: str) -> None:
+    """Start the controller on ``image``, and wait until it has listed the engine's
+    deployments; removed again, with its log in the error, if it does not get there."""
     socket = (engine.url[len("unix://"):] if engine.url.startswith("unix://")
               else os.environ.get(SOCKET_ENV) or SOCKET)
     environment = {name: os.environ[name] for name in _PASSED if os.environ.get(name)}
@@ -161,29 +163,26 @@ def _start(engine: Engine, image: str) -> None:
     environment.update({INSIDE: "1", "DOCKER_HOST": f"unix://{SOCKET}", "HOME": ledger.DIR,
                         "TMPDIR": ledger.DIR, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
                         "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"})
-    volume = engine.client.volumes.create(VOLUME, labels={record.ROLE: ROLE})
-    container = engine.client.containers.run(
-        image, name=NAME, detach=True, user="0:0",
-        labels={record.ROLE: ROLE, record.PLUGIN_VERSION: VERSION},
-        environment=environment, restart_policy={"Name": "unless-stopped"},
-        network_mode="host",
-        volumes={socket: {"bind": SOCKET, "mode": "rw"},
-                 volume.name: {"bind": ledger.DIR, "mode": "rw"}},
-        **lockdown.container_options())
+    place = home(engine)
+    place.start(engine, Start(NAME, image, {record.ROLE: ROLE, record.PLUGIN_VERSION: VERSION},
+                              environment, (socket, SOCKET), (VOLUME, ledger.DIR), STOP_WAIT))
     expected = f"{STARTED} on engine {engine.client.info()['ID']}"
     deadline = time.monotonic() + START_WAIT
+    logs = ""
     while time.monotonic() < deadline:
-        container.reload()
-        logs = container.logs().decode(errors="replace")
-        if expected in logs:
-            log.info("The engine's controller %s runs (plugin %s)", NAME, VERSION)
-            return
-        if STARTED in logs or container.status == "exited":
+        found = place.find(engine)
+        if found is not None and found.container is not None:
+            logs = found.container.logs().decode(errors="replace")
+            if expected in logs:
+                log.info("The engine's controller %s runs (plugin %s)", NAME, VERSION)
+                return
+            if STARTED in logs:
+                break
+        if found is None or found.status in _ENDED:
             break
         time.sleep(0.5)
-    tail = "\n".join(container.logs().decode(errors="replace").splitlines()[-20:])
-    with contextlib.suppress(docker.errors.NotFound):
-        container.remove(force=True)
+    tail = "\n".join(logs.splitlines()[-20:])
+    place.remove(engine, 0)
     raise MlflowException(
         f"The engine's controller did not start on {engine.url}: it must reach this engine "
         f"through {socket} on its host (another engine's socket there is refused). Its "

@@ -208,7 +208,7 @@ def test_a_stopped_controller_starts_again_and_an_older_one_is_replaced(
         fileobj=io.BytesIO(f"FROM {current.image.id}\nLABEL older=true\n".encode()),
         tag="mlflow-dockerhost/controller:older", rm=True, network_mode="none")
     again.remove(force=True)
-    lifecycle._start(engine, "mlflow-dockerhost/controller:older")
+    lifecycle.start(engine, "mlflow-dockerhost/controller:older")
     client.update_deployment(name, config={"follow_interval": "5"})
     newest = _controller(docker_client)
     assert newest.image.id == current.image.id and newest.status == "running"

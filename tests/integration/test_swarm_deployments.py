@@ -20,15 +20,22 @@ import requests
 from mlflow.deployments import get_deploy_client
 
 from mlflow_docker_target import record
+from mlflow_docker_target.config import Settings
+from mlflow_docker_target.controller.image import ensure_controller_image
+from mlflow_docker_target.demo import register_demo_model
+from mlflow_docker_target.engine.connection import connect
 from mlflow_docker_target.runtimes.payload_log import volume_name
 from mlflow_docker_target.runtimes.swarm import front_settings
 from mlflow_docker_target.runtimes.swarm.names import service_name
 from serving_image.contract import PAYLOAD_LOG_DIR
 from tests.helpers.cli import mlflow_cli
 from tests.helpers.models import IRIS_COLUMNS, IRIS_INPUT
+from tests.helpers.remote_engine import load_images
 from tests.helpers.steady_load import SteadyLoad
 from tests.helpers.swarm_cluster import Swarm
 from tests.helpers.tls_files import make_ca, make_cert
+from tests.helpers.tracking_server import tracking, tracking_server
+from tests.helpers.waiting import until_get
 
 PORT = 18080
 BODY = {"dataframe_split": IRIS_INPUT}
@@ -373,6 +380,60 @@ def test_weighted_traffic_on_a_swarm_endpoint(swarm: Swarm, iris_versions) -> No
     assert not manager.services.list() and not manager.configs.list()
     assert not manager.networks.list(filters={"label": "io.mlflow.dockerhost.role"})
     _remove_settings_volumes(swarm, service_name("shared", "endpoint"))
+
+
+def test_a_swarm_deployment_follows_its_alias(swarm: Swarm, tmp_path: Path,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    """The controller on a swarm: one service held on the manager the client talks to (on its
+    host network, the manager's socket mounted, locked down); an alias move rolls out as
+    Swarm's rolling update, pushed to the registry, with nothing lost through a node that is
+    not the manager. The tracking server listens on this host's end of the swarm's bridge.
+
+    The controller's image is this machine's engine's, loaded into the manager as an engine
+    that ran a controller before would have it (the same build on the manager cost a minute of
+    CI's 40; the remote tests build it on another engine)."""
+    from mlflow.deployments import get_deploy_client
+
+    client, name, port = get_deploy_client(_target(swarm)), "followed", PORT + 7
+    manager = swarm.manager.client()
+    load_images(manager, [ensure_controller_image(connect(None), Settings())])
+    controller = {"label": f"{record.ROLE}={record.CONTROLLER}"}
+    with tracking_server(swarm.gateway, tmp_path) as uri, tracking(uri):
+        first = register_demo_model("followed")
+        made = client.create_deployment(name, "models:/followed@champion", config={
+            "follow_alias": "true", "follow_interval": "2", "tracking_uri": uri,
+            "registry": f"{swarm.registry}/ml", "port": str(port), "replicas": "2"})
+        assert made["runtime"] == "swarm" and made["model_version"] == "1"
+        [service] = manager.services.list(filters=controller)
+        template = service.attrs["Spec"]["TaskTemplate"]
+        assert template["Placement"]["Constraints"] == [
+            f"node.id=={manager.info()['Swarm']['NodeID']}"]
+        assert template["ContainerSpec"]["ReadOnly"]
+        assert template["ContainerSpec"]["CapabilityDrop"] == ["ALL"]
+        assert not manager.containers.list(filters=controller)  # a task, not a container
+        assert "Building mlflow-dockerhost/controller" not in caplog.text  # loaded, not built
+        until_get(client, name, lambda d: d["follow"].get("state") == "serving",
+                  "the controller sees version 1 served")
+        before = _predict(f"http://{swarm.nodes[2].address}:{port}")
+
+        with SteadyLoad(f"http://{swarm.nodes[1].address}:{port}", BODY, clients=2) as load:
+            moved = time.monotonic()
+            second = register_demo_model("followed", c=0.001)
+            got = until_get(client, name, lambda d: set(d["models_served"]) == {second}
+                            and d["follow"].get("version") == "2",
+                            "the moved alias's version served")
+            served_in = time.monotonic() - moved
+            time.sleep(1)
+        _measured("swarm: alias moved to served (s), lost/sent",
+                  (round(served_in, 1), f"{load.lost}/{load.sent}"))
+        assert load.sent > 50 and load.lost == 0, load.failures[:3]
+        assert got["endpoint"] == made["endpoint"] and first != second
+        assert _predict(f"http://{swarm.nodes[2].address}:{port}") != before
+        logs = b"".join(manager.api.service_logs(service.id, stdout=True, stderr=True))
+        assert b"moved from version 1 to 2" in logs
+
+        client.delete_deployment(name)
+        assert not manager.services.list(filters=controller)
 
 
 @pytest.mark.slow

@@ -71,9 +71,6 @@ REFUSED = {
     "bind_address": "-C bind_address does not apply on a swarm: the front publishes its port on "
                     "every node, on all interfaces (host mode). Leave it out, or run containers "
                     "with -C runtime=container.",
-    "follow_alias": "-C follow_alias is not built for swarms yet (its controller would be a "
-                    "service on the managers): move the alias, then run `mlflow deployments "
-                    "update`, or run containers on one engine with -C runtime=container.",
     "rollout": "-C rollout=canary is not built for swarms yet (a swarm's update is Swarm's "
                "rolling update): leave rollout out, or run containers on one engine with "
                "-C runtime=container.",

@@ -22,10 +22,10 @@ KEY_NOTES: dict[str, str] = {
     "runtime": "swarm",
     "registry": "required on a swarm of more than one node",
     "constraints": "placement constraints of the replicas' tasks",
-    "follow_alias": ("refused: the controller is not built for swarms yet; move the alias, "
-                     "then run update"),
-    "follow_interval": "only with follow_alias, which a swarm refuses",
-    "tracking_uri": "only with follow_alias, which a swarm refuses",
+    "follow_alias": ("the controller is a service held on the manager the client talks to; "
+                     "its rollouts are Swarm's rolling updates, pushed to -C registry"),
+    "follow_interval": "as on one engine",
+    "tracking_uri": "reached from the manager's host network",
     "rollout": ("canary refused: canaries are not built for swarms yet; update is Swarm's "
                 "rolling update"),
     "canary_traffic": "only with rollout=canary, which a swarm refuses",

@@ -1,0 +1,95 @@
+"""The controller as a Swarm service, on an engine that manages a swarm.
+
+One replica, held on the manager whose client started it (a placement constraint on its node
+ID): its image was built there and is in no registry, its volume (the ledger) is that node's,
+and the client reads the ledger and runs its reach check in the task's container there. Swarm
+restarts the task with the engine, or when it dies; it does not move it to another manager
+(a manager that is lost takes the controller with it until it is back; serving is not
+touched, as the controller only starts updates). It talks to that manager's engine, which
+drives the swarm's deployments as a client's ``update`` does, and to a deployment on that
+engine that runs as containers alike.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+
+import docker.errors
+from docker.types import (
+    ContainerSpec,
+    Mount,
+    Placement,
+    RestartPolicy,
+    ServiceMode,
+    TaskTemplate,
+)
+
+from mlflow_docker_target import record
+from mlflow_docker_target.controller.home import Found, Start
+from mlflow_docker_target.engine import lockdown
+from mlflow_docker_target.engine.connection import Engine
+
+NS = 1_000_000_000
+SERVICE_ID = "com.docker.swarm.service.id"  # the label Swarm puts on a task's container
+GONE_WAIT = 30  # seconds, after the stop wait, for a removed service's container to go
+
+
+def _service(engine: Engine) -> dict | None:
+    found = engine.client.api.services(
+        filters={"label": f"{record.ROLE}={record.CONTROLLER}"})
+    return found[0] if found else None
+
+
+def _containers(engine: Engine, service_id: str, running: bool) -> list:
+    """The service's task containers on this engine, newest first."""
+    filters = {"label": f"{SERVICE_ID}={service_id}"}
+    if running:
+        filters["status"] = "running"
+    found = engine.client.containers.list(all=not running, filters=filters)
+    return sorted(found, key=lambda c: c.attrs.get("Created", ""), reverse=True)
+
+
+def find(engine: Engine) -> Found | None:
+    service = _service(engine)
+    if service is None:
+        return None
+    image = service["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"].split("@")[0]
+    tasks = sorted(engine.client.api.tasks(filters={"service": service["ID"]}),
+                   key=lambda t: t.get("CreatedAt", ""), reverse=True)
+    status = tasks[0]["Status"]["State"] if tasks else "pending"
+    container = next(iter(_containers(engine, service["ID"], running=False)), None)
+    return Found([image], status, container)
+
+
+def start(engine: Engine, start: Start) -> None:
+    node = engine.client.info()["Swarm"]["NodeID"]
+    locked = lockdown.service_options()
+    mounts = [*locked.pop("mounts", []),
+              Mount(start.socket[1], start.socket[0], type="bind"),
+              Mount(start.volume[1], start.volume[0], type="volume",
+                    labels={record.ROLE: record.CONTROLLER})]
+    spec = ContainerSpec(start.image, user="0:0", env=start.environment, mounts=mounts,
+                         stop_grace_period=start.stop_wait * NS, **locked)
+    template = TaskTemplate(
+        spec, resources=lockdown.with_pids_limit({}, lockdown.HELPER_PIDS),
+        restart_policy=RestartPolicy("any", delay=NS),
+        placement=Placement(constraints=[f"node.id=={node}"]), networks=["host"])
+    engine.client.api.create_service(template, name=start.name, labels=start.labels,
+                                     mode=ServiceMode("replicated", replicas=1))
+
+
+def remove(engine: Engine, stop_wait: int) -> None:
+    service = _service(engine)
+    if service is None:
+        return
+    with contextlib.suppress(docker.errors.NotFound):
+        engine.client.api.remove_service(service["ID"])
+    # Swarm stops the task after the service is gone: wait, so that a new controller never
+    # acts beside the one still finishing a rollout
+    deadline = time.monotonic() + stop_wait + GONE_WAIT
+    while _containers(engine, service["ID"], running=True) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    for container in _containers(engine, service["ID"], running=False):
+        with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+            container.remove(force=True)

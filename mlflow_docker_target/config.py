@@ -452,6 +452,19 @@ def normalize(config: Mapping[str, Any] | None) -> dict[str, str]:
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
+def recorded_value(config: Mapping[str, str], name: str) -> Any:
+    """One key of a deployment's recorded config, parsed as ``-C`` parses it; its default when
+    it is not recorded, or no longer parses. For a reader of a few keys (the controller), which
+    must not stop on another recorded key that the current rules would refuse, as
+    :func:`parse_config` of the whole config would."""
+    key = _BY_NAME[name]
+    raw = config.get(name, "")
+    try:
+        return key.parse(raw) if raw.strip() else key.default
+    except ValueError:
+        return key.default
+
+
 def parse_config(config: Mapping[str, Any] | None, command: str) -> Settings:
     """Parse raw ``-C`` config for one command; ``None`` and ``{}`` both mean defaults."""
     values: dict[str, Any] = {}

@@ -5,7 +5,7 @@ from dataclasses import fields
 import pytest
 from mlflow.exceptions import MlflowException
 
-from mlflow_docker_target.config import KEYS, Settings, is_secret, parse_config
+from mlflow_docker_target.config import KEYS, Settings, is_secret, parse_config, recorded_value
 from mlflow_docker_target.help_text import target_help
 
 
@@ -251,3 +251,15 @@ def test_the_inference_log_keys() -> None:
     with pytest.raises(MlflowException, match="does not apply to create"):
         parse_config({"remove_payload_log": "true"}, "create")
     assert parse_config({"remove_payload_log": "true"}, "delete").remove_payload_log
+
+
+def test_one_recorded_key_is_read_alone_with_its_default() -> None:
+    """The controller reads a few keys of a deployment's recorded config: parsed as -C parses
+    them, their defaults when absent (or no longer parsing), whatever the other keys hold."""
+    recorded = {"follow_interval": "2.5", "canary_min_requests": "30", "canary_window": "soon",
+                "no_such_key": "x"}
+    assert recorded_value(recorded, "follow_interval") == 2.5
+    assert recorded_value(recorded, "canary_min_requests") == 30
+    assert recorded_value(recorded, "canary_window") == 300.0  # refused now: the default
+    assert recorded_value(recorded, "canary_max_latency_ratio") == 1.5
+    assert recorded_value({"follow_interval": " "}, "follow_interval") == 30.0

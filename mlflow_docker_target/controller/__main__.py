@@ -9,12 +9,14 @@ import threading
 import docker
 
 from mlflow_docker_target.client import DockerHostDeploymentClient
-from mlflow_docker_target.controller import replica_metrics, watch
+from mlflow_docker_target.controller import registry_credentials, replica_metrics, watch
+from serving_image.contract import SCRATCH_DIR
 
 
 def main() -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    registry_credentials.install(SCRATCH_DIR)  # before any client loads its Docker config
     engine = docker.from_env()
     watch.run(DockerHostDeploymentClient("dockerhost"), engine.info()["ID"],
               lambda names: replica_metrics.read(engine, names), stop=stop)

@@ -28,7 +28,8 @@ def find(engine: Engine) -> Found | None:
     found = _container(engine)
     if found is None:
         return None
-    return Found(found.image.tags, found.status, found)
+    environment = dict(e.split("=", 1) for e in found.attrs["Config"].get("Env") or [])
+    return Found(found.image.tags, found.status, found, environment)
 
 
 def start(engine: Engine, start: Start) -> None:

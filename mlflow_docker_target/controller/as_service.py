@@ -54,12 +54,14 @@ def find(engine: Engine) -> Found | None:
     service = _service(engine)
     if service is None:
         return None
-    image = service["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"].split("@")[0]
+    spec = service["Spec"]["TaskTemplate"]["ContainerSpec"]
+    image = spec["Image"].split("@")[0]
+    environment = dict(e.split("=", 1) for e in spec.get("Env") or [])
     tasks = sorted(engine.client.api.tasks(filters={"service": service["ID"]}),
                    key=lambda t: t.get("CreatedAt", ""), reverse=True)
     status = tasks[0]["Status"]["State"] if tasks else "pending"
     container = next(iter(_containers(engine, service["ID"], running=False)), None)
-    return Found([image], status, container)
+    return Found([image], status, container, environment)
 
 
 def start(engine: Engine, start: Start) -> None:

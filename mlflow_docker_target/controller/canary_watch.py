@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from mlflow.exceptions import MlflowException
 
-from mlflow_docker_target.config import KEYS
+from mlflow_docker_target.config import recorded_value
 from mlflow_docker_target.controller import ledger
 from mlflow_docker_target.controller.canary_verdict import Bounds, judge
 from mlflow_docker_target.controller.replica_metrics import Served
@@ -27,7 +27,6 @@ from mlflow_docker_target.runtimes.lease import Held
 log = logging.getLogger("mlflow_docker_target.controller")
 
 LOOK = 2.0  # seconds between looks at a canary's figures
-_DEFAULTS = {k.name: k.default for k in KEYS}
 Read = Callable[[list[str]], Mapping[str, Served]]  # replicas' figures, by container name
 
 
@@ -40,11 +39,10 @@ class Ends(Protocol):
 
 
 def bounds(config: Mapping[str, str]) -> Bounds:
-    def value(key: str) -> float:
-        return float(config.get(key) or _DEFAULTS[key])
-
-    return Bounds(value("canary_window"), int(value("canary_min_requests")),
-                  value("canary_max_error_rate"), value("canary_max_latency_ratio"))
+    return Bounds(recorded_value(config, "canary_window"),
+                  recorded_value(config, "canary_min_requests"),
+                  recorded_value(config, "canary_max_error_rate"),
+                  recorded_value(config, "canary_max_latency_ratio"))
 
 
 def look(client: Ends, read: Read, described: dict[str, Any],

@@ -16,11 +16,13 @@ from mlflow_docker_target.engine.connection import Engine
 class Found:
     """An engine's controller: the tags of the image it runs, its state (Docker's word for a
     container's or a Swarm task's: running, exited, failed, ...) and its newest container on
-    the engine asked, if there is one (its logs, its ledger, a command run in it)."""
+    the engine asked, if there is one (its logs, its ledger, a command run in it); and the
+    environment it was started with."""
 
     image_tags: list[str]
     status: str
     container: Container | None
+    environment: dict[str, str]
 
 
 @dataclass(frozen=True)

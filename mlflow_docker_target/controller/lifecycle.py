@@ -38,7 +38,12 @@ from mlflow_docker_target.config import (
     STRIP_IMAGE_ENV,
     Settings,
 )
-from mlflow_docker_target.controller import as_container, as_service, ledger
+from mlflow_docker_target.controller import (
+    as_container,
+    as_service,
+    ledger,
+    registry_credentials,
+)
 from mlflow_docker_target.controller.home import Home, Start
 from mlflow_docker_target.controller.image import ensure_controller_image
 from mlflow_docker_target.controller.watch import STARTED
@@ -104,13 +109,22 @@ def ensure(engine: Engine, settings: Settings, hold: Hold) -> None:
         return
     image = ensure_controller_image(engine, settings)
     place = home(engine)
+    added = registry_credentials.for_registry(settings.registry)
     with hold():
+        if place is as_service and as_container.find(engine) is not None:
+            log.info("The engine now manages a swarm: its controller becomes a service")
+            as_container.remove(engine, STOP_WAIT)
         found = place.find(engine)
+        given = found.environment.get(registry_credentials.ENV) if found else None
+        credentials = registry_credentials.merged(given, added)
         if found is not None:
             same = image in found.image_tags
-            if same and found.status == "running":
+            if same and found.status == "running" and credentials == given:
                 return
-            if same:
+            if same and credentials != given:
+                log.info("Starting the engine's controller again with the client's "
+                         "credentials for registry %s", ", ".join(added))
+            elif same:
                 log.info("Starting the engine's controller again (it was %s)", found.status)
             else:
                 log.info("Replacing the engine's controller (%s) with plugin %s's; it "
@@ -121,7 +135,7 @@ def ensure(engine: Engine, settings: Settings, hold: Hold) -> None:
                 for tag in found.image_tags:
                     with contextlib.suppress(docker.errors.APIError):  # another's in use
                         engine.client.images.remove(tag)
-        start(engine, image)
+        start(engine, image, credentials)
 
 
 def check_reaches(engine: Engine, tracking_uri: str) -> None:
@@ -153,9 +167,11 @@ def release(engine: Engine, still_needed: bool, hold: Hold) -> None:
             place.remove(engine, STOP_WAIT)
 
 
-def start(engine: Engine, image: str) -> None:
+def start(engine: Engine, image: str, registry_auth: str | None = None) -> None:
     """Start the controller on ``image``, and wait until it has listed the engine's
-    deployments; removed again, with its log in the error, if it does not get there."""
+    deployments; removed again, with its log in the error, if it does not get there.
+    ``registry_auth``: the client's credentials for swarms' registries
+    (``registry_credentials``)."""
     socket = (engine.url[len("unix://"):] if engine.url.startswith("unix://")
               else os.environ.get(SOCKET_ENV) or SOCKET)
     environment = {name: os.environ[name] for name in _PASSED if os.environ.get(name)}
@@ -163,6 +179,8 @@ def start(engine: Engine, image: str) -> None:
     environment.update({INSIDE: "1", "DOCKER_HOST": f"unix://{SOCKET}", "HOME": ledger.DIR,
                         "TMPDIR": ledger.DIR, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
                         "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"})
+    if registry_auth:
+        environment[registry_credentials.ENV] = registry_auth
     place = home(engine)
     place.start(engine, Start(NAME, image, {record.ROLE: ROLE, record.PLUGIN_VERSION: VERSION},
                               environment, (socket, SOCKET), (VOLUME, ledger.DIR), STOP_WAIT))

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from mlflow_docker_target.config import KEYS
+from mlflow_docker_target.config import recorded_value
 from mlflow_docker_target.controller import canary_watch, ledger
 from mlflow_docker_target.controller.rules import ALIAS_URI, follows, rolls_out_as_canaries
 from mlflow_docker_target.runtimes.lease import Held
@@ -41,7 +41,6 @@ RETRY_PAUSE = (5.0, 300.0)  # after a registry failure: the first pause, and the
 # what the registry answers when the alias (or the model) is not there
 _MISSING = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"})
 STARTED = "Controller started"  # its first line, once it has listed the engine's deployments
-_DEFAULT_INTERVAL = next(k.default for k in KEYS if k.name == "follow_interval")
 
 
 def run(client: Deployments, engine_id: str, read: canary_watch.Read,
@@ -92,7 +91,7 @@ def check(client: Deployments, described: dict[str, Any],
     """One look at one deployment's alias, and the rollout if it moved; the seconds until the
     next look."""
     name, config = described["name"], described["config"]
-    interval = float(config.get("follow_interval") or _DEFAULT_INTERVAL)
+    interval = float(recorded_value(config, "follow_interval"))
     matched = ALIAS_URI.match(described.get("model_uri") or "")
     entry = entries.get(name, {})
     if matched is None:  # refused at create; seen only if labels were changed by hand

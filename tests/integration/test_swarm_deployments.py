@@ -21,13 +21,15 @@ from mlflow.deployments import get_deploy_client
 
 from mlflow_docker_target import record
 from mlflow_docker_target.config import Settings
+from mlflow_docker_target.controller import registry_credentials
+from mlflow_docker_target.controller.as_service import SERVICE_ID
 from mlflow_docker_target.controller.image import ensure_controller_image
 from mlflow_docker_target.demo import register_demo_model
 from mlflow_docker_target.engine.connection import connect
 from mlflow_docker_target.runtimes.payload_log import volume_name
 from mlflow_docker_target.runtimes.swarm import front_settings
 from mlflow_docker_target.runtimes.swarm.names import service_name
-from serving_image.contract import PAYLOAD_LOG_DIR
+from serving_image.contract import PAYLOAD_LOG_DIR, SCRATCH_DIR
 from tests.helpers.cli import mlflow_cli
 from tests.helpers.models import IRIS_COLUMNS, IRIS_INPUT
 from tests.helpers.remote_engine import load_images
@@ -383,7 +385,8 @@ def test_weighted_traffic_on_a_swarm_endpoint(swarm: Swarm, iris_versions) -> No
 
 
 def test_a_swarm_deployment_follows_its_alias(swarm: Swarm, tmp_path: Path,
-                                              caplog: pytest.LogCaptureFixture) -> None:
+                                              caplog: pytest.LogCaptureFixture,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """The controller on a swarm: one service held on the manager the client talks to (on its
     host network, the manager's socket mounted, locked down); an alias move rolls out as
     Swarm's rolling update, pushed to the registry, with nothing lost through a node that is
@@ -391,12 +394,18 @@ def test_a_swarm_deployment_follows_its_alias(swarm: Swarm, tmp_path: Path,
 
     The controller's image is this machine's engine's, loaded into the manager as an engine
     that ran a controller before would have it (the same build on the manager cost a minute of
-    CI's 40; the remote tests build it on another engine)."""
+    CI's 40; the remote tests build it on another engine). The client has logged in to the
+    registry (which takes pushes without): the controller gets that entry for its pushes."""
     from mlflow.deployments import get_deploy_client
 
     client, name, port = get_deploy_client(_target(swarm)), "followed", PORT + 7
     manager = swarm.manager.client()
     load_images(manager, [ensure_controller_image(connect(None), Settings())])
+    login = tmp_path / "docker-config"
+    login.mkdir()
+    entry = {"auth": base64.b64encode(b"ci:s3cret").decode()}
+    (login / "config.json").write_text(json.dumps({"auths": {swarm.registry: entry}}))
+    monkeypatch.setenv("DOCKER_CONFIG", str(login))
     controller = {"label": f"{record.ROLE}={record.CONTROLLER}"}
     with tracking_server(swarm.gateway, tmp_path) as uri, tracking(uri):
         first = register_demo_model("followed")
@@ -411,7 +420,12 @@ def test_a_swarm_deployment_follows_its_alias(swarm: Swarm, tmp_path: Path,
         assert template["ContainerSpec"]["ReadOnly"]
         assert template["ContainerSpec"]["CapabilityDrop"] == ["ALL"]
         assert not manager.containers.list(filters=controller)  # a task, not a container
-        assert "Building mlflow-dockerhost/controller" not in caplog.text  # loaded, not built
+        assert not [line for line in caplog.text.splitlines()  # loaded there, not built
+                    if "Building mlflow-dockerhost/controller" in line
+                    and swarm.manager.socket in line]
+        environment = dict(e.split("=", 1) for e in template["ContainerSpec"]["Env"])
+        assert json.loads(environment[registry_credentials.ENV]) == {
+            "auths": {swarm.registry: entry}}
         until_get(client, name, lambda d: d["follow"].get("state") == "serving",
                   "the controller sees version 1 served")
         before = _predict(f"http://{swarm.nodes[2].address}:{port}")
@@ -431,6 +445,10 @@ def test_a_swarm_deployment_follows_its_alias(swarm: Swarm, tmp_path: Path,
         assert _predict(f"http://{swarm.nodes[2].address}:{port}") != before
         logs = b"".join(manager.api.service_logs(service.id, stdout=True, stderr=True))
         assert b"moved from version 1 to 2" in logs
+        # its pushes took the client's entry, from a Docker config in its scratch tmpfs
+        task = manager.containers.list(filters={"label": f"{SERVICE_ID}={service.id}"})[0]
+        assert task.exec_run(["cat", f"{SCRATCH_DIR}/docker-config/config.json"]).output == \
+            environment[registry_credentials.ENV].encode()
 
         client.delete_deployment(name)
         assert not manager.services.list(filters=controller)

@@ -27,6 +27,7 @@ from typing import Any
 from serving_image.contract import (
     CHECK_FALL,
     CHECK_INTERVAL_MS,
+    CHECK_TIMEOUT_MS,
     DEPLOYMENT_HEADER,
     FRONT_HEADER,
     PING_PATH,
@@ -347,6 +348,7 @@ def _backend(name: str, backend: Backend, servers: tuple[Server, ...],
         "    balance leastconn",
         f"    timeout server {backend.request_timeout + 5}s",
         "    option httpchk",
+        f"    timeout check {CHECK_TIMEOUT_MS}ms",
         f"    http-check send meth GET uri {PING_PATH} hdr {FRONT_HEADER} 1",
         "    http-check expect status 200",
         f"    default-server check inter {CHECK_INTERVAL_MS}ms fall {CHECK_FALL} rise 1 "

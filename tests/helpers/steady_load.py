@@ -27,14 +27,15 @@ class SteadyLoad:
         self.statuses: collections.Counter[int] = collections.Counter()
         self.served_by: collections.Counter[str] = collections.Counter()
         self.versions: collections.Counter[str] = collections.Counter()  # of 200 answers
-        self.failures: list[str] = []
+        self.failures: list[str] = []  # what went wrong: answers other than 200, and errors
+        self.unanswered = 0  # requests with no answer at all (refused, reset, timed out)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
 
     @property
     def sent(self) -> int:
-        return sum(self.statuses.values()) + len(self.failures)
+        return sum(self.statuses.values()) + self.unanswered
 
     @property
     def lost(self) -> int:
@@ -58,6 +59,7 @@ class SteadyLoad:
                         self.failures.append(f"{answer.status_code} {answer.text[:200]}")
             except requests.RequestException as exc:
                 with self._lock:
+                    self.unanswered += 1
                     self.failures.append(f"{type(exc).__name__}: {exc}")
 
     def __enter__(self) -> SteadyLoad:

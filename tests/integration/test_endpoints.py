@@ -18,6 +18,7 @@ from mlflow_docker_target import record
 from mlflow_docker_target.runtimes import haproxy as front
 from mlflow_docker_target.runtimes.container.fronts import as_tar
 from mlflow_docker_target.runtimes.container.fronts import reload as _reload
+from serving_image.contract import CHECK_TIMEOUT_MS
 from tests.helpers.cli import mlflow_cli
 from tests.helpers.engine import ENDPOINT, LABEL, servers
 from tests.helpers.models import IRIS_INPUT
@@ -98,6 +99,32 @@ def test_killing_one_of_two_replicas_under_load(iris_versions, deployment_name,
     assert load.lost <= 2, load.summary()
     assert not [s for s in load.statuses if s != 200], load.summary()
     assert load.sent >= sent + 500
+
+
+def test_replicas_that_stall_stay_in_rotation(iris_versions, deployment_name,
+                                              docker_client) -> None:
+    """Both replicas stalled for 2.2 s at once (``docker pause``), as a busy host or a CPU
+    quota stalls them, three times under load: the front's checks wait for their answers
+    (CHECK_TIMEOUT_MS), so no replica leaves the rotation for being slow and nothing is
+    refused; what came during a stall is answered after it. With the check interval (500 ms)
+    as the timeout, two checks in a row failed, both replicas went out at once and the front
+    refused requests ("No replica ... is ready")."""
+    client = get_deploy_client("dockerhost")
+    created = client.create_deployment(deployment_name, iris_versions["v1"],
+                                       config={"replicas": "2"})
+    replicas = servers(docker_client, deployment_name)
+    with SteadyLoad(created["endpoint"], BODY, clients=2) as load:
+        load.wait_for(50)
+        for _ in range(3):
+            for replica in replicas:
+                replica.pause()
+            time.sleep(2.2)
+            for replica in replicas:
+                replica.unpause()
+            time.sleep(2)
+    print(f"measured: both replicas stalled 3 x 2.2 s, check timeout {CHECK_TIMEOUT_MS} ms: "
+          f"{load.summary()}")
+    assert load.sent > 200 and load.lost == 0, load.summary()
 
 
 def test_scaling_keeps_the_serving_replicas_and_loses_nothing(iris_versions, deployment_name,

@@ -243,6 +243,15 @@ def _front_tasks(swarm: Swarm, front: str) -> set[str]:
             if t["Status"]["State"] == "running"}
 
 
+def _front_events(swarm: Swarm, front: str) -> list[str]:
+    """What the fronts logged of their servers going up, down or out (HAProxy's own lines),
+    for a test that lost requests to say why."""
+    logs = swarm.manager.client().api.service_logs(front, stdout=True, stderr=True,
+                                                    timestamps=True)
+    return [line for line in b"".join(logs).decode(errors="replace").splitlines()
+            if any(word in line for word in ("DOWN", " UP", "maintenance", "no server"))][-40:]
+
+
 def _front_file(swarm: Swarm, front: str, path: str) -> str:
     """A file in the settings volume of the manager's front, read in that front."""
     manager = swarm.manager.client()
@@ -440,7 +449,8 @@ def test_a_swarm_deployment_follows_its_alias(swarm: Swarm, tmp_path: Path,
             time.sleep(1)
         _measured("swarm: alias moved to served (s), lost/sent",
                   (round(served_in, 1), f"{load.lost}/{load.sent}"))
-        assert load.sent > 50 and load.lost == 0, load.failures[:3]
+        assert load.sent > 50 and load.lost == 0, (load.failures[:3], _front_events(
+            swarm, service_name(name, "front")))
         assert got["endpoint"] == made["endpoint"] and first != second
         assert _predict(f"http://{swarm.nodes[2].address}:{port}") != before
         logs = b"".join(manager.api.service_logs(service.id, stdout=True, stderr=True))

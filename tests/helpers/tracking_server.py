@@ -4,6 +4,7 @@ engine's controller reaches, and the client pointed at it."""
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import sys
 import time
@@ -25,7 +26,10 @@ def tracking_server(host: str, root: Path) -> Iterator[str]:
             [sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(port),
              "--backend-store-uri", f"sqlite:///{root}/mlflow.db", "--serve-artifacts",
              "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
-            stdout=log, stderr=subprocess.STDOUT, cwd=root)
+            stdout=log, stderr=subprocess.STDOUT, cwd=root,
+            # no job runner: MLflow 3 starts seven consumer processes for its GenAI jobs, about
+            # half a CPU of this machine's two when idle, which the tests beside it need
+            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
         uri = f"http://{host}:{port}"
         try:
             deadline = time.monotonic() + 120

@@ -553,7 +553,6 @@ def _check_canary_keys(settings: Settings, given: Mapping[str, str]) -> None:
             "leave them out.", INVALID_PARAMETER_VALUE)
 
 
-
 def _canary_running(current: Deployment) -> MlflowException:
     assert current.canary is not None
     canary = current.canary.labels.get(record.MODEL_RESOLVED_URI)

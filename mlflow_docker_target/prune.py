@@ -25,6 +25,7 @@ from mlflow_docker_target.engine.containers import list_containers
 from mlflow_docker_target.engine.images import list_images
 from mlflow_docker_target.image_build.model_image import image_repository
 from mlflow_docker_target.runtimes import lease, payload_log
+from mlflow_docker_target.runtimes.swarm import manages_swarm
 
 
 @dataclass(frozen=True)
@@ -41,18 +42,12 @@ class Unused:
         return int(self.image.attrs.get("Size") or 0)
 
 
-def _manages_swarm(engine: Engine) -> bool:
-    """Whether the engine is an active swarm's manager, whose services count too."""
-    swarm = engine.client.info().get("Swarm") or {}
-    return swarm.get("LocalNodeState") == "active" and bool(swarm.get("ControlAvailable"))
-
-
 def _in_use(engine: Engine) -> tuple[set[str], set[str]]:
     """Image IDs and names that containers and (on a manager) services use."""
     client = engine.client
     ids = {c.attrs.get("Image", "") for c in list_containers(client)}
     names: set[str] = set()
-    if _manages_swarm(engine):
+    if manages_swarm(engine.client.info()):  # its services count too
         for service in client.api.services():
             labels = service["Spec"].get("Labels") or {}
             names.add(labels.get(record.IMAGE, ""))
@@ -104,7 +99,7 @@ def _deployments(engine: Engine) -> set[str]:
     client = engine.client
     names = {c.labels.get(record.DEPLOYMENT, "") for c in list_containers(
         client, record.DEPLOYMENT)}
-    if _manages_swarm(engine):
+    if manages_swarm(engine.client.info()):  # its services count too
         names |= {(s["Spec"].get("Labels") or {}).get(record.DEPLOYMENT, "")
                   for s in client.api.services(filters={"label": record.DEPLOYMENT})}
     return names - {""}

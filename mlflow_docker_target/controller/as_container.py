@@ -13,7 +13,7 @@ import docker.errors
 from docker.models.containers import Container
 
 from mlflow_docker_target import record
-from mlflow_docker_target.controller.home import Found, Start
+from mlflow_docker_target.controller.home import Found, Start, environment_of
 from mlflow_docker_target.engine import lockdown
 from mlflow_docker_target.engine.connection import Engine
 from mlflow_docker_target.engine.containers import list_containers
@@ -28,8 +28,8 @@ def find(engine: Engine) -> Found | None:
     found = _container(engine)
     if found is None:
         return None
-    environment = dict(e.split("=", 1) for e in found.attrs["Config"].get("Env") or [])
-    return Found(found.image.tags, found.status, found, environment)
+    return Found(found.image.tags, found.status, found,
+                 environment_of(found.attrs["Config"].get("Env")))
 
 
 def start(engine: Engine, start: Start) -> None:

@@ -16,6 +16,7 @@ import contextlib
 import time
 
 import docker.errors
+from docker.models.containers import Container
 from docker.types import (
     ContainerSpec,
     Mount,
@@ -26,11 +27,12 @@ from docker.types import (
 )
 
 from mlflow_docker_target import record
-from mlflow_docker_target.controller.home import Found, Start
+from mlflow_docker_target.controller.home import Found, Start, environment_of
 from mlflow_docker_target.engine import lockdown
 from mlflow_docker_target.engine.connection import Engine
+from mlflow_docker_target.engine.containers import list_containers
+from mlflow_docker_target.runtimes.swarm.services import NS, tasks_of
 
-NS = 1_000_000_000
 SERVICE_ID = "com.docker.swarm.service.id"  # the label Swarm puts on a task's container
 GONE_WAIT = 30  # seconds, after the stop wait, for a removed service's container to go
 
@@ -41,12 +43,11 @@ def _service(engine: Engine) -> dict | None:
     return found[0] if found else None
 
 
-def _containers(engine: Engine, service_id: str, running: bool) -> list:
-    """The service's task containers on this engine, newest first."""
-    filters = {"label": f"{SERVICE_ID}={service_id}"}
-    if running:
-        filters["status"] = "running"
-    found = engine.client.containers.list(all=not running, filters=filters)
+def _containers(engine: Engine, service_id: str, running: bool) -> list[Container]:
+    """The service's task containers on this engine (only running ones if ``running``),
+    newest first."""
+    found = [c for c in list_containers(engine.client, f"{SERVICE_ID}={service_id}")
+             if not running or c.status == "running"]
     return sorted(found, key=lambda c: c.attrs.get("Created", ""), reverse=True)
 
 
@@ -55,13 +56,11 @@ def find(engine: Engine) -> Found | None:
     if service is None:
         return None
     spec = service["Spec"]["TaskTemplate"]["ContainerSpec"]
-    image = spec["Image"].split("@")[0]
-    environment = dict(e.split("=", 1) for e in spec.get("Env") or [])
-    tasks = sorted(engine.client.api.tasks(filters={"service": service["ID"]}),
-                   key=lambda t: t.get("CreatedAt", ""), reverse=True)
+    tasks = tasks_of(engine.client, service, running=False)  # newest first
     status = tasks[0]["Status"]["State"] if tasks else "pending"
     container = next(iter(_containers(engine, service["ID"], running=False)), None)
-    return Found([image], status, container, environment)
+    return Found([spec["Image"].split("@")[0]], status, container,
+                 environment_of(spec.get("Env")))
 
 
 def start(engine: Engine, start: Start) -> None:

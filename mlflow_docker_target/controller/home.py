@@ -40,6 +40,11 @@ class Start:
     stop_wait: int  # seconds a stopped controller may take to finish a rollout in progress
 
 
+def environment_of(variables: list[str] | None) -> dict[str, str]:
+    """A container's or a task's environment (``NAME=value`` lines) by name."""
+    return dict(line.split("=", 1) for line in variables or [])
+
+
 class Home(Protocol):
     def find(self, engine: Engine) -> Found | None: ...
 

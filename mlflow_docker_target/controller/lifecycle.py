@@ -48,6 +48,7 @@ from mlflow_docker_target.controller.home import Home, Start
 from mlflow_docker_target.controller.image import ensure_controller_image
 from mlflow_docker_target.controller.watch import STARTED
 from mlflow_docker_target.engine.connection import Engine
+from mlflow_docker_target.runtimes.swarm import manages_swarm
 from serving_image.contract import VERSION
 
 log = logging.getLogger(__name__)
@@ -78,8 +79,7 @@ _ENDED = ("exited", "dead", "failed", "rejected")  # a container's or a task's
 def home(engine: Engine) -> Home:
     """A swarm manager's controller is a service held on that manager; any other engine's, a
     container."""
-    swarm = engine.client.info().get("Swarm") or {}
-    return as_service if swarm.get("ControlAvailable") else as_container
+    return as_service if manages_swarm(engine.client.info()) else as_container
 
 
 def describe(engine: Engine) -> Callable[[str], dict[str, object]]:

@@ -423,12 +423,17 @@ def server_spec(version: Version, image: str, network: str) -> dict[str, Any]:
     }
 
 
+def manages_swarm(info: Mapping[str, Any]) -> bool:
+    """Whether an engine (its ``docker info``) is an active swarm's manager."""
+    swarm = info.get("Swarm") or {}
+    return swarm.get("LocalNodeState") == "active" and bool(swarm.get("ControlAvailable"))
+
+
 def _unavailable(info: Mapping[str, Any]) -> str | None:
     """Why an engine cannot run services: it does not manage an active swarm."""
-    swarm = info.get("Swarm") or {}
-    state = swarm.get("LocalNodeState") or "inactive"
-    if state == "active" and swarm.get("ControlAvailable"):
+    if manages_swarm(info):
         return None
+    state = (info.get("Swarm") or {}).get("LocalNodeState") or "inactive"
     role = " as a worker" if state == "active" else ""
     return (f"needs an engine that manages a swarm; this one's swarm state is {state}{role}. "
             "Point the target at a manager (docker node ls shows them), or leave runtime out "

@@ -37,6 +37,8 @@ PLUGIN_VERSION = f"{LABEL}.plugin-version"
 RUNTIME = f"{LABEL}.runtime"  # "swarm" on services; containers carry none
 TRAFFIC = f"{LABEL}.traffic"  # a swarm front's traffic shares (JSON; null: an even split)
 LIMITS = f"{LABEL}.limits"  # a swarm front's rate and connection limits (JSON)
+# a swarm front's canaries: {deployment: {"rollout": id, "share": percent}} (JSON)
+CANARIES = f"{LABEL}.canaries"
 HTTPS = f"{LABEL}.https"  # "true" on a front whose port serves TLS only, chosen when it is made
 CERTIFICATE = f"{LABEL}.certificate"  # a swarm HTTPS front's certificate chain (PEM, public)
 # the front service a swarm front's settings belong to: on the settings service, its configs,

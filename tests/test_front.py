@@ -75,6 +75,18 @@ def test_on_a_swarm_servers_come_from_the_tasks_dns_name() -> None:
     assert "    server s" not in config and "resolvers docker init-addr none" in config
 
 
+def test_a_swarm_canary_comes_from_its_own_services_tasks() -> None:
+    canary = Canary(20, (Server(1, "10.0.1.9"),), tasks="tasks.mlflow--canary-a")
+    config = render("e", [Backend("a", 1, 60, tasks="tasks.mlflow-a", canary=canary)])
+    current, ours = config.split("backend a:canary\n")
+    assert "    server-template s 1-" in current.split("backend a\n")[1]
+    assert "tasks.mlflow--canary-a" not in current.split("backend a\n")[1]
+    assert ("    server s1 tasks.mlflow--canary-a:8080 init-addr 10.0.1.9\n"
+            "    server s2 tasks.mlflow--canary-a:8080\n") in ours
+    assert "use_backend a:canary if asked_a { rand(100) lt 20 } { nbsrv(a:canary) gt 0 }" in (
+        config)
+
+
 def test_aliases_are_dns_labels() -> None:
     for name in ("fraud", "Fraud.v2", "a_b-c", "x" * 63):
         assert re.fullmatch(r"d-[0-9a-f]{12}", alias(name))
@@ -90,7 +102,9 @@ def test_aliases_are_dns_labels() -> None:
     [Backend("a", 50, 60, tasks="tasks.mlflow-a"), Backend("b", 50, 60, tasks="tasks.mlflow-b")],
     [Backend("endpoint", 1, 60), Backend("metrics", 1, 60)],  # named as the frontends
     [Backend("v3", 90, 60, (Server(1),), canary=Canary(10, (Server(2, "172.18.0.4"),))),
-     Backend("v4", 10, 60, canary=Canary(0))]])
+     Backend("v4", 10, 60, canary=Canary(0))],
+    [Backend("a", 1, 60, tasks="tasks.mlflow-a",
+             canary=Canary(30, (Server(1, "10.0.1.9"),), tasks="tasks.mlflow--canary-a"))]])
 def test_haproxy_accepts_the_configuration(backends: list[Backend], limits: Limits,
                                            docker_client, tmp_path) -> None:
     path = tmp_path / "haproxy.cfg"

@@ -9,10 +9,18 @@ from typing import Any
 import pytest
 from mlflow.exceptions import MlflowException
 
+from mlflow_docker_target import record
 from mlflow_docker_target.config import parse_config
 from mlflow_docker_target.record import ModelRef
+from mlflow_docker_target.runtimes.haproxy import Backend, Canary, Limits, Server
 from mlflow_docker_target.runtimes.interface import Version
-from mlflow_docker_target.runtimes.swarm import server_spec, services
+from mlflow_docker_target.runtimes.swarm import (
+    control_network,
+    front_settings,
+    server_spec,
+    services,
+)
+from mlflow_docker_target.runtimes.swarm.names import service_name
 from mlflow_docker_target.runtimes.swarm.registry import local_name as _local
 from mlflow_docker_target.runtimes.swarm.registry import push_error as _push_error
 from mlflow_docker_target.runtimes.swarm.services import same as _same
@@ -44,6 +52,34 @@ def test_a_replica_task_is_locked_down_unless_hardened_is_false() -> None:
     open_spec = spec({"hardened": "false"})
     assert "ReadOnly" not in open_spec["ContainerSpec"]
     assert open_spec["Resources"]["Limits"]["Pids"] == 1024
+
+
+def test_a_canary_is_a_service_of_its_own_on_the_control_network_too() -> None:
+    config = {"rollout": "canary"}
+    version = Version("Fraud.v2", "img", ModelRef("models:/m/2", "models:/m/2", "m", "2", "r"),
+                      config, parse_config(config, "update"))
+    current, canary = server_spec(version, "r/img", "net"), server_spec(version, "r/img", "net",
+                                                                         rollout="abc")
+    assert current["name"] == service_name("Fraud.v2")
+    assert canary["name"] == service_name("Fraud.v2", "canary") != current["name"]
+    assert canary["labels"][record.ROLLOUT] == "abc" and record.ROLLOUT not in current["labels"]
+    assert canary["labels"][record.DEPLOYMENT] == "Fraud.v2"
+    for spec in (current, canary):
+        assert [n["Target"] for n in spec["task_template"]["Networks"]] == [
+            "net", control_network.NAME]
+
+
+def test_a_seeded_canary_names_the_same_generation_as_an_unseeded_one() -> None:
+    def backends(seed: str | None) -> tuple[Backend, ...]:
+        servers = (Server(1, seed),) if seed else ()
+        return (Backend("a", 1, 60, servers, "tasks.mlflow-a",
+                        Canary(10, servers, "tasks.mlflow--canary-a")),)
+
+    first = front_settings.generation("a", backends("10.0.1.2"), Limits(), False, None)
+    later = front_settings.generation("a", backends("10.0.1.7"), Limits(), False, None)
+    assert first.name == later.name and first.config == later.config
+    assert b"init-addr 10.0.1.2" in first.reload_config
+    assert b"init-addr 10." not in first.config
 
 
 def test_the_local_name_of_a_pushed_image() -> None:

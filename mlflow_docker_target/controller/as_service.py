@@ -7,7 +7,10 @@ restarts the task with the engine, or when it dies; it does not move it to anoth
 (a manager that is lost takes the controller with it until it is back; serving is not
 touched, as the controller only starts updates). It talks to that manager's engine, which
 drives the swarm's deployments as a client's ``update`` does, and to a deployment on that
-engine that runs as containers alike.
+engine that runs as containers alike. It runs on the swarm's control network
+(``runtimes.swarm.control_network``), not the host's, so that it reaches every replica's
+metrics on any node; the registry and the tracking server it reaches through the overlay's
+gateway, as any task reaches them.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from mlflow_docker_target.controller.home import Found, Start, environment_of
 from mlflow_docker_target.engine import lockdown
 from mlflow_docker_target.engine.connection import Engine
 from mlflow_docker_target.engine.containers import list_containers
+from mlflow_docker_target.runtimes.swarm import control_network
 from mlflow_docker_target.runtimes.swarm.services import NS, tasks_of
 
 SERVICE_ID = "com.docker.swarm.service.id"  # the label Swarm puts on a task's container
@@ -75,7 +79,9 @@ def start(engine: Engine, start: Start) -> None:
     template = TaskTemplate(
         spec, resources=lockdown.with_pids_limit({}, lockdown.HELPER_PIDS),
         restart_policy=RestartPolicy("any", delay=NS),
-        placement=Placement(constraints=[f"node.id=={node}"]), networks=["host"])
+        placement=Placement(constraints=[f"node.id=={node}"]),
+        networks=[control_network.NAME])
+    control_network.ensure(engine.client)
     engine.client.api.create_service(template, name=start.name, labels=start.labels,
                                      mode=ServiceMode("replicated", replicas=1))
 
@@ -94,3 +100,4 @@ def remove(engine: Engine, stop_wait: int) -> None:
     for container in _containers(engine, service["ID"], running=False):
         with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
             container.remove(force=True)
+    control_network.remove_if_unused(engine.client)

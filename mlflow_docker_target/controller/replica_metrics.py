@@ -1,9 +1,10 @@
 """What a version's replicas have served, read from their own Prometheus metrics.
 
-The controller runs on the engine's host network, so it reaches each replica on the engine's
-default bridge, as the replica's own server answers ``/metrics`` (with its bearer token, when
-it has one). Health probes and the scrapes themselves are left out: what is judged is what
-clients asked.
+Each replica's own server answers ``/metrics`` (with its bearer token, when it has one). The
+controller reaches a container on the engine's default bridge (it runs on the engine's host
+network), and a swarm's task, on any node, on the swarm's control network, which the
+controller's service and every deployment's service share (``runtimes.swarm.control_network``).
+Health probes and the scrapes themselves are left out: what is judged is what clients asked.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from docker.models.containers import Container
 from prometheus_client.parser import text_string_to_metric_families
 
 from mlflow_docker_target import record
+from mlflow_docker_target.runtimes.swarm import control_network
+from mlflow_docker_target.runtimes.swarm.services import tasks_of
 from serving_image.contract import PROBE_PATHS, SERVER_PORT
 
 REQUESTS = "mlflow_server_requests"  # the counter's family, as the parser names it
@@ -118,25 +121,55 @@ def parse(text: str) -> Served:
     return Served(requests_, errors, client_errors, bounds, tuple(buckets[b] for b in bounds))
 
 
-def scrape(container: Container) -> Served:
-    """One replica's page, through its address on the engine's default bridge."""
-    networks = container.attrs["NetworkSettings"]["Networks"]
-    address = (networks.get("bridge") or next(iter(networks.values())))["IPAddress"]
-    config = record.recorded_config(container.labels,
-                                    container.attrs.get("Config", {}).get("Env"))
-    token = config.get("auth_token")
+def scrape(address: str, token: str | None) -> Served:
+    """One replica's page, at its ``address``."""
     answer = requests.get(f"http://{address}:{SERVER_PORT}/metrics", timeout=SCRAPE_SECONDS,
                           headers={"Authorization": f"Bearer {token}"} if token else {})
     answer.raise_for_status()
     return parse(answer.text)
 
 
+def container_address(container: Container) -> tuple[str, str | None]:
+    """A container's address on the engine's default bridge, and its server's token."""
+    networks = container.attrs["NetworkSettings"]["Networks"]
+    address = (networks.get("bridge") or next(iter(networks.values())))["IPAddress"]
+    config = record.recorded_config(container.labels,
+                                    container.attrs.get("Config", {}).get("Env"))
+    return address, config.get("auth_token")
+
+
+def task_addresses(client: docker.DockerClient) -> dict[str, tuple[str, str | None]]:
+    """Every running task of the swarm's deployments by its replica name (``<service>.<slot>``,
+    as the swarm runtime names it): its address on the control network, and its token."""
+    found: dict[str, tuple[str, str | None]] = {}
+    for service in client.api.services(filters={"label": f"{record.ROLE}={record.SERVER}"}):
+        spec = service["Spec"]
+        token = record.recorded_config(spec.get("Labels") or {}, spec["TaskTemplate"][
+            "ContainerSpec"].get("Env")).get("auth_token")
+        for task in tasks_of(client, service):
+            addresses = [address.split("/")[0]
+                         for attached in task.get("NetworksAttachments") or []
+                         if attached["Network"]["Spec"]["Name"] == control_network.NAME
+                         for address in attached.get("Addresses") or []]
+            if addresses and task["Status"]["State"] == "running":  # the newest in a slot
+                found.setdefault(f"{spec['Name']}.{task.get('Slot', task['ID'][:12])}",
+                                 (addresses[0], token))
+    return found
+
+
 def read(client: docker.DockerClient, names: list[str]) -> dict[str, Served]:
-    """The figures of the replicas (container names) that answer; the others are left out."""
+    """The figures of the replicas (container names, or a swarm's task names) that answer;
+    the others are left out."""
     found = {}
+    tasks: dict[str, tuple[str, str | None]] | None = None
     for name in names:
         try:
-            found[name] = scrape(client.containers.get(name))
+            try:
+                address, token = container_address(client.containers.get(name))
+            except docker.errors.NotFound:
+                tasks = task_addresses(client) if tasks is None else tasks
+                address, token = tasks[name]
+            found[name] = scrape(address, token)
         except (docker.errors.APIError, requests.RequestException, KeyError, ValueError):
             continue
     return found

@@ -79,6 +79,7 @@ class Canary:
 
     share: int
     servers: tuple[Server, ...] = ()
+    tasks: str | None = None  # on a swarm: the DNS name of its own service's tasks
 
 
 @dataclass(frozen=True)
@@ -210,14 +211,14 @@ def _route(backend: Backend, condition: str) -> list[str]:
     return [*lines, f"    use_backend {name} if {condition}"]
 
 
-def _task_slots(backend: Backend) -> list[str]:
-    """A swarm deployment's server slots, filled from its tasks' DNS name: a template, or, with
+def _task_slots(tasks: str, servers: tuple[Server, ...]) -> list[str]:
+    """A swarm service's server slots, filled from its tasks' DNS name: a template, or, with
     the tasks' current addresses (a reload), one line a slot, the first ones seeded with them.
     Servers that share a name take distinct addresses from its answers either way."""
-    target = f"{backend.tasks}:{SERVER_PORT}"
-    if not backend.servers:
+    target = f"{tasks}:{SERVER_PORT}"
+    if not servers:
         return [f"    server-template s 1-{SWARM_SERVERS} {target}"]
-    seeds = [server.address for server in backend.servers]
+    seeds = [server.address for server in servers]
     return [f"    server s{slot} {target}"
             + (f" init-addr {seeds[slot - 1]}" if slot <= len(seeds) else "")
             for slot in range(1, SWARM_SERVERS + 1)]
@@ -329,19 +330,20 @@ def render(endpoint: str, backends: Sequence[Backend], limits: Limits = Limits()
     lines += ["", f"backend {HANDOFF}", f"    timeout server {longest + 5}s",
               f"    server current 127.0.0.1:{HANDOFF_PORT} send-proxy-v2"]
     for backend in backends:
-        lines += _backend(named[backend.deployment], backend, backend.servers, limits)
+        lines += _backend(named[backend.deployment], backend, backend.servers, backend.tasks,
+                          limits)
         if backend.canary is not None:
             lines += _backend(canary_backend_name(backend.deployment), backend,
-                              backend.canary.servers, limits)
+                              backend.canary.servers, backend.canary.tasks, limits)
     if metrics:
         lines += _metrics()
     return "\n".join(lines) + "\n"
 
 
-def _backend(name: str, backend: Backend, servers: tuple[Server, ...],
+def _backend(name: str, backend: Backend, servers: tuple[Server, ...], tasks: str | None,
              limits: Limits) -> list[str]:
     """One backend's section: ``servers`` of ``backend``'s deployment, checked by their
-    ``/ping``, or (a swarm) its tasks' slots."""
+    ``/ping``, or (a swarm) the slots of its ``tasks``, seeded with ``servers``."""
     lines = [
         "",
         f"backend {name}",
@@ -355,8 +357,8 @@ def _backend(name: str, backend: Backend, servers: tuple[Server, ...],
         "resolvers docker init-addr none resolve-prefer ipv4"
         + (f" maxconn {limits.max_connections}" if limits.max_connections else ""),
     ]
-    if backend.tasks:
-        return lines + _task_slots(backend)
+    if tasks:
+        return lines + _task_slots(tasks, servers)
     for server in servers:
         seed = f" init-addr {server.address}" if server.address else ""
         lines.append(f"    server s{server.slot} "

@@ -1,13 +1,16 @@
 """Deployments on a real three-node swarm, through MLflow's CLI: services, fronts on every node,
-images through a registry, Swarm's own rollouts and rollbacks, and a lost node.
+images through a registry, Swarm's own rollouts and rollbacks, the controller (aliases,
+canaries) and a lost node.
 
 The swarm is the session's (``conftest.swarm``); the test that kills a node runs last. ``make
-test`` runs the CLI session; shared endpoints and the lost node are ``slow`` (``make test-all``).
+test`` runs the CLI session and the followed alias; shared endpoints, canaries and the lost
+node are ``slow`` (``make test-all``).
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import ssl
 import subprocess
@@ -27,11 +30,11 @@ from mlflow_docker_target.controller.image import ensure_controller_image
 from mlflow_docker_target.demo import register_demo_model
 from mlflow_docker_target.engine.connection import connect
 from mlflow_docker_target.runtimes.payload_log import volume_name
-from mlflow_docker_target.runtimes.swarm import front_settings
+from mlflow_docker_target.runtimes.swarm import control_network, front_settings
 from mlflow_docker_target.runtimes.swarm.names import service_name
 from serving_image.contract import PAYLOAD_LOG_DIR, SCRATCH_DIR
 from tests.helpers.cli import mlflow_cli
-from tests.helpers.models import IRIS_COLUMNS, IRIS_INPUT
+from tests.helpers.models import IRIS_COLUMNS, IRIS_INPUT, PREDICT_FAILS_CODE, register_code_model
 from tests.helpers.remote_engine import load_images
 from tests.helpers.steady_load import SteadyLoad
 from tests.helpers.swarm_cluster import Swarm
@@ -396,8 +399,8 @@ def test_weighted_traffic_on_a_swarm_endpoint(swarm: Swarm, iris_versions) -> No
 def test_a_swarm_deployment_follows_its_alias(swarm: Swarm, tmp_path: Path,
                                               caplog: pytest.LogCaptureFixture,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    """The controller on a swarm: one service held on the manager the client talks to (on its
-    host network, the manager's socket mounted, locked down); an alias move rolls out as
+    """The controller on a swarm: one service held on the manager the client talks to (on the
+    swarm's control network, the manager's socket mounted, locked down); an alias move rolls out as
     Swarm's rolling update, pushed to the registry, with nothing lost through a node that is
     not the manager. The tracking server listens on this host's end of the swarm's bridge.
 
@@ -462,6 +465,72 @@ def test_a_swarm_deployment_follows_its_alias(swarm: Swarm, tmp_path: Path,
 
         client.delete_deployment(name)
         assert not manager.services.list(filters=controller)
+
+
+@pytest.mark.slow
+def test_swarm_canaries_judged_by_the_controller_lose_nothing_through_any_node(
+        swarm: Swarm, iris_versions: dict[str, str], tmp_path: Path) -> None:
+    """A canary on a swarm is a service of its own beside the current one, reached by every
+    node's front; the controller (a service on the control network) reads both versions'
+    replicas on any node. A good canary is promoted after its window, a version whose
+    predictions fail is aborted within it; requests go through two nodes that are not the
+    manager throughout."""
+    client, name, port = get_deploy_client(_target(swarm)), "canaried", PORT + 8
+    manager = swarm.manager.client()
+    load_images(manager, [ensure_controller_image(connect(None), Settings())])
+    failing = register_code_model(PREDICT_FAILS_CODE, "swarm-predict-fails",
+                                  iris_versions["v1"], tmp_path)
+    client.create_deployment(name, iris_versions["v1"], config={
+        "registry": f"{swarm.registry}/ml", "port": str(port), "replicas": "2",
+        "rollout": "canary", "canary_traffic": "30", "canary_window": "15",
+        "canary_min_requests": "40", "canary_max_latency_ratio": "3"})
+    [controller] = manager.services.list(
+        filters={"label": f"{record.ROLE}={record.CONTROLLER}"})
+    networks = controller.attrs["Spec"]["TaskTemplate"]["Networks"]
+    assert [manager.networks.get(n["Target"]).name for n in networks] == [
+        control_network.NAME]
+    urls = [f"http://{node.address}:{port}" for node in swarm.nodes[1:]]
+
+    with contextlib.ExitStack() as running:
+        loads = [running.enter_context(SteadyLoad(url, BODY, clients=2)) for url in urls]
+        started = client.update_deployment(name, iris_versions["v2"])
+        assert started["canary"]["traffic"] == {"current": 70, "canary": 30}
+        assert started["canary"]["replicas"] == "2/2" and started["model_version"] == "1"
+        assert manager.services.get(service_name(name, "canary"))
+        begun = time.monotonic()
+        promoted = until_get(client, name, lambda d: d.get("last_canary", {}).get("state")
+                             == "promoted", "the good canary promoted", 240)
+        took = time.monotonic() - begun
+        for load in loads:
+            load.wait_for(load.sent + 30)
+        share = [load.versions["2"] / max(1, sum(load.versions.values())) for load in loads]
+    _measured("swarm: good canary promoted after (s), lost/sent through each node",
+              (round(took, 1), [f"{load.lost}/{load.sent}" for load in loads]))
+    assert all(load.lost == 0 for load in loads), [load.failures[:3] for load in loads]
+    assert promoted["model_version"] == "2" and "canary" not in promoted
+    assert promoted["models_served"] == {iris_versions["v2"]: 2}
+    assert took >= 15 and all(s >= 0.2 for s in share), share  # 30%, then all
+    assert not manager.services.list(filters={"name": service_name(name, "canary")})
+
+    with SteadyLoad(urls[0], BODY, clients=2) as load:
+        load.wait_for(30)
+        sent = load.sent
+        client.update_deployment(name, failing)
+        begun = time.monotonic()
+        aborted = until_get(client, name, lambda d: d.get("last_canary", {}).get("state")
+                            == "aborted", "the failing canary aborted", 120)
+        took = time.monotonic() - begun
+        during, failed = load.sent - sent, load.lost
+        load.wait_for(load.sent + 30)
+    _measured("swarm: failing canary (30%) aborted after (s), failed/sent meanwhile",
+              (round(took, 1), f"{failed}/{during}"))
+    assert "error rate" in aborted["last_canary"]["reason"], aborted["last_canary"]
+    assert aborted["model_version"] == "2" and "canary" not in aborted
+    assert failed <= 0.3 * during + 25 and load.lost == failed, (failed, during, load.lost)
+    client.delete_deployment(name)
+    assert not manager.services.list(filters={"label": f"{record.DEPLOYMENT}={name}"})
+    assert not manager.services.list(filters={"label": f"{record.ROLE}={record.CONTROLLER}"})
+    assert not [n for n in manager.networks.list() if n.name == control_network.NAME]
 
 
 @pytest.mark.slow

@@ -13,6 +13,7 @@ through ``-C registry`` (``registry``). Leases are held on the manager's engine.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from typing import Any
@@ -31,10 +32,10 @@ from docker.types import (
     UpdateConfig,
 )
 from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, INVALID_STATE
 
 from mlflow_docker_target import record
-from mlflow_docker_target.config import Settings
+from mlflow_docker_target.config import Settings, recorded_value
 from mlflow_docker_target.engine import lockdown
 from mlflow_docker_target.engine.connection import Engine
 from mlflow_docker_target.engine.images import remove_images
@@ -45,6 +46,7 @@ from mlflow_docker_target.runtimes import fronts as shared
 from mlflow_docker_target.runtimes import haproxy, lease, reach
 from mlflow_docker_target.runtimes.certificates import Certificate
 from mlflow_docker_target.runtimes.interface import (
+    CanaryVersion,
     Deployment,
     Endpoint,
     Replica,
@@ -52,7 +54,7 @@ from mlflow_docker_target.runtimes.interface import (
     Version,
 )
 from mlflow_docker_target.runtimes.server_spec import Spec
-from mlflow_docker_target.runtimes.swarm import fronts, registry, services
+from mlflow_docker_target.runtimes.swarm import control_network, fronts, registry, services
 from mlflow_docker_target.runtimes.swarm.fronts import SWARM
 from mlflow_docker_target.runtimes.swarm.key_notes import KEY_NOTES
 from mlflow_docker_target.runtimes.swarm.names import service_name
@@ -71,9 +73,6 @@ REFUSED = {
     "bind_address": "-C bind_address does not apply on a swarm: the front publishes its port on "
                     "every node, on all interfaces (host mode). Leave it out, or run containers "
                     "with -C runtime=container.",
-    "rollout": "-C rollout=canary is not built for swarms yet (a swarm's update is Swarm's "
-               "rolling update): leave rollout out, or run containers on one engine with "
-               "-C runtime=container.",
 }
 _DEFAULTS = Settings()
 _RESTART = {"no": "none", "always": "any", "unless-stopped": "any", "on-failure": "on-failure"}
@@ -124,9 +123,11 @@ class SwarmRuntime:
         found = self.client.api.services(filters={"label": label})
         return [s for s in found if labels_of(s).get(record.ROLE) == role]
 
-    def _server(self, deployment: str) -> dict[str, Any] | None:
+    def _server(self, deployment: str, kind: str = "server") -> dict[str, Any] | None:
+        """A deployment's service: its current version's (``server``), or its canary's."""
         found = self._services(f"{record.DEPLOYMENT}={deployment}", record.SERVER)
-        return found[0] if found else None
+        return next((s for s in found if s["Spec"]["Name"] == service_name(deployment, kind)),
+                    None)
 
     def _front(self, deployment: str | None = None,
                endpoint: str | None = None) -> dict[str, Any] | None:
@@ -139,8 +140,8 @@ class SwarmRuntime:
 
     def deployments(self, endpoint: str | None = None) -> list[Deployment]:
         label = f"{record.ENDPOINT}={endpoint}" if endpoint else record.DEPLOYMENT
-        return sorted((self._deployment(s) for s in self._services(label, record.SERVER)),
-                      key=lambda d: d.name)
+        return sorted((self._deployment(s) for s in self._services(label, record.SERVER)
+                       if not _is_canary(s)), key=lambda d: d.name)
 
     def _deployment(self, service: Mapping[str, Any]) -> Deployment:
         labels = labels_of(service)
@@ -153,23 +154,35 @@ class SwarmRuntime:
             config["replicas"] = str(wanted)  # scaling changes the mode, not the labels
         pushed_to = f"{config['registry']}/" if config.get("registry") else ""
         tasks = tasks_of(self.client, service)
-        images = {t["Spec"]["ContainerSpec"]["Image"] for t in tasks}
-        local = {image: registry.local_name(image, pushed_to) for image in images}
-        models = {image: self._model_of(local[image]) for image in images}
-        replicas = tuple(
-            Replica(f"{service['Spec']['Name']}.{t.get('Slot', t['ID'][:12])}",
-                    t["Status"]["State"], None, local[t["Spec"]["ContainerSpec"]["Image"]],
-                    t["Status"].get("Err"), models[t["Spec"]["ContainerSpec"]["Image"]])
-            for t in tasks)
         front = self._front(name, endpoint)
         url, nodes = self._reach(front) if front else (None, ())
         if endpoint is None and front is not None:
             config = shared.with_limits(config, fronts.limits_of(front))
-        return Deployment(name, labels, config, replicas, url, endpoint, runtime=SWARM,
-                          nodes=nodes,
+        canary = self._server(name, "canary")
+        recorded = fronts.canaries_of(front).get(name) if front else None
+        return Deployment(name, labels, config, self._replicas(service, tasks, pushed_to), url,
+                          endpoint, runtime=SWARM, nodes=nodes,
                           certificate=fronts.certificate_of(front) if front else None,
                           payload_log_warning=services.sink_warning(self.client, service,
-                                                                    tasks, config))
+                                                                    tasks, config),
+                          # one its rollout left before it took a share (killed) has none
+                          canary=CanaryVersion(
+                              recorded.share if recorded else 0, labels_of(canary),
+                              self._replicas(canary, tasks_of(self.client, canary), pushed_to))
+                          if canary else None)
+
+    def _replicas(self, service: Mapping[str, Any], tasks: list[dict[str, Any]],
+                  pushed_to: str) -> tuple[Replica, ...]:
+        """A service's tasks as replicas, named ``<service>.<slot>``, each with the model its
+        image serves."""
+        images = {t["Spec"]["ContainerSpec"]["Image"] for t in tasks}
+        local = {image: registry.local_name(image, pushed_to) for image in images}
+        models = {image: self._model_of(local[image]) for image in images}
+        return tuple(
+            Replica(f"{service['Spec']['Name']}.{t.get('Slot', t['ID'][:12])}",
+                    t["Status"]["State"], None, local[t["Spec"]["ContainerSpec"]["Image"]],
+                    t["Status"].get("Err"), models[t["Spec"]["ContainerSpec"]["Image"]])
+            for t in tasks)
 
     def _model_of(self, image: str | None) -> str | None:
         """The model a task's image serves, from the model image's labels on the manager
@@ -206,7 +219,7 @@ class SwarmRuntime:
     def _endpoint(self, service: Mapping[str, Any]) -> Endpoint:
         name = labels_of(service)[record.ENDPOINT]
         attached = tuple(sorted(labels_of(s)[record.DEPLOYMENT] for s in self._services(
-            f"{record.ENDPOINT}={name}", record.SERVER)))
+            f"{record.ENDPOINT}={name}", record.SERVER) if not _is_canary(s)))
         url, nodes = self._reach(service)
         states = {t["Status"]["State"] for t in tasks_of(self.client, service)}
         status = "running" if "running" in states else (min(states) if states else "missing")
@@ -238,24 +251,30 @@ class SwarmRuntime:
                                 always=False)
 
     def _backends(self, endpoint: str | None, traffic: shared.Traffic,
-                  add: Version | None = None,
-                  leave: str | None = None) -> tuple[haproxy.Backend, ...]:
+                  add: Version | None = None, leave: str | None = None, own: str | None = None,
+                  canaries: Mapping[str, shared.RecordedCanary] | None = None,
+                  ) -> tuple[haproxy.Backend, ...]:
         """The deployments a front routes to, each found by its tasks' DNS name: those on the
-        shared ``endpoint`` (none for a deployment's own front), with ``add``, without
-        ``leave``."""
+        shared ``endpoint`` (for a deployment's own front, ``own``), with ``add``, without
+        ``leave``; and their ``canaries``, each by its own service's tasks."""
         on_endpoint = {labels_of(s)[record.DEPLOYMENT]: s for s in (
-            self._services(f"{record.ENDPOINT}={endpoint}", record.SERVER) if endpoint else [])}
+            self._services(f"{record.ENDPOINT}={endpoint}", record.SERVER) if endpoint
+            else [self._server(own)] if own else []) if s and not _is_canary(s)}
         timeouts = {name: shared.request_timeout(labels_of(s))
                     for name, s in on_endpoint.items()}
         if add is not None:
             timeouts[add.deployment] = add.settings.request_timeout
         timeouts.pop(leave or "", None)
         network = (service_name(endpoint, "endpoint") if endpoint
-                   else service_name(str(add.deployment if add else leave), "front"))
+                   else service_name(str(add.deployment if add else own or leave), "front"))
         seeds = {name: self._addresses(on_endpoint.get(name) or self._server(name), network)
                  for name in timeouts}
         return shared.backends(timeouts, traffic, seeds,
-                               tasks=lambda name: f"tasks.{service_name(name)}")
+                               tasks=lambda name: f"tasks.{service_name(name)}", canaries={
+            name: haproxy.Canary(canary.share, tuple(self._addresses(
+                self._server(name, "canary"), network)),
+                tasks=f"tasks.{service_name(name, 'canary')}")
+            for name, canary in (canaries or {}).items() if name in timeouts})
 
     def _addresses(self, service: Mapping[str, Any] | None,
                    network: str) -> list[haproxy.Server]:
@@ -274,7 +293,9 @@ class SwarmRuntime:
                     limits: haproxy.Limits, tls: Certificate | None = None) -> Endpoint:
         service = self._front(endpoint=endpoint.name)
         assert service is not None
-        fronts.reconfigure(self.client, service, self._backends(endpoint.name, traffic), traffic,
+        canaries = fronts.canaries_of(service)
+        fronts.reconfigure(self.client, service,
+                           self._backends(endpoint.name, traffic, canaries=canaries), traffic,
                            limits, tls)
         found = self.endpoint(endpoint.name)
         assert found is not None
@@ -287,12 +308,6 @@ class SwarmRuntime:
 
     # -----------------------------------------------------------------------------------------
     # Rollouts
-
-    def end_canary(self, deployment: Deployment, promote: bool,
-                   stop_timeout: int) -> Deployment:
-        raise MlflowException(f"Deployment {deployment.name!r} runs on a swarm, where "
-                              "canaries are not built yet: it has none to end.",
-                              INVALID_PARAMETER_VALUE)
 
     def roll_out(self, version: Version, current: Deployment | None) -> Deployment:
         name = version.deployment
@@ -309,6 +324,9 @@ class SwarmRuntime:
                     self.client, settings, self._proxy_image(settings), deployment=name,
                     backends=self._backends(None, None, add=version), tls=version.tls)
         image = registry.publish(self.client, version.image, settings.registry)
+        control_network.ensure(self.client)
+        if settings.rollout == "canary" and current is not None:
+            return self._start_canary(version, image, front)
         service = self._server(name)
         made = None
         try:
@@ -326,10 +344,10 @@ class SwarmRuntime:
             # the front routes to this version (on a shared endpoint: joins it; its request
             # timeout may have changed); an unchanged configuration restarts nothing
             traffic = fronts.traffic_of(front)
-            fronts.reconfigure(self.client, front,
-                               self._backends(version.endpoint, traffic, add=version), traffic,
-                               None if version.endpoint else shared.limits_of(settings),
-                               None if version.endpoint else version.tls)
+            fronts.reconfigure(self.client, front, self._backends(
+                version.endpoint, traffic, add=version, canaries=fronts.canaries_of(front)),
+                traffic, None if version.endpoint else shared.limits_of(settings),
+                None if version.endpoint else version.tls)
             front = self.client.api.inspect_service(front["ID"])
             url, _ = self._reach(front)
             if url:
@@ -345,6 +363,79 @@ class SwarmRuntime:
             raise
         return self._found(name)
 
+    def _start_canary(self, version: Version, image: str,
+                      front: Mapping[str, Any]) -> Deployment:
+        """The version as a service of its own beside the current one (``service_name(name,
+        "canary")``, labelled with its rollout), ready on every node before the fronts give
+        it its ``canary_traffic`` share of the deployment's requests."""
+        name, settings = version.deployment, version.settings
+        rollout = uuid.uuid4().hex[:12]
+        made = None
+        try:
+            kwargs = server_spec(version, image, front["Spec"]["Name"], rollout=rollout)
+            made = self.client.api.create_service(**kwargs)["ID"]
+            services.wait_rollout(self.client, self.client.api.inspect_service(made),
+                                  time.monotonic() + settings.ready_timeout + MONITOR_SECONDS,
+                                  "canary")
+            self._route(front, name, shared.RecordedCanary(rollout, settings.canary_traffic))
+        except BaseException as exc:
+            if made is not None:
+                services.remove_service(self.client, made)
+            if isinstance(exc, MlflowException):
+                raise shared.still_serving(exc) from exc
+            raise
+        return self._found(name)
+
+    def end_canary(self, deployment: Deployment, promote: bool,
+                   stop_timeout: int) -> Deployment:
+        """Abort: the canary's share goes to 0%, then its service drains away. Promote: it
+        takes 100% while Swarm rolls the current service over to the canary's task
+        definition (start-first, rolled back by Swarm if it never gets ready), then the
+        current service takes all again and the canary's drains away. Every share change is a
+        hitless reload of every node's front."""
+        name = deployment.name
+        front = self._front(name, deployment.endpoint)
+        canary = self._server(name, "canary")
+        if front is None or canary is None:
+            raise MlflowException(f"Deployment {name!r} has no {'front' if canary else 'canary'}"
+                                  f" on {self.url}; delete it and create it again.",
+                                  INVALID_STATE)
+        rollout = labels_of(canary).get(record.ROLLOUT, "")
+        self._route(front, name, shared.RecordedCanary(rollout, 100 if promote else 0))
+        if promote:
+            current = self._server(name)
+            assert current is not None
+            spec = canary["Spec"]
+            since = services.update(self.client, current, task_template=spec["TaskTemplate"],
+                                    labels=spec.get("Labels"))
+            try:
+                services.wait_rollout(
+                    self.client, self.client.api.inspect_service(current["ID"]),
+                    time.monotonic() + recorded_value(deployment.config, "ready_timeout")
+                    + MONITOR_SECONDS, "server", since)
+            except MlflowException as exc:
+                raise MlflowException(
+                    f"{exc.message}\nThe canary serves all of the deployment's requests: "
+                    "update -C canary=promote tries again, -C canary=abort goes back to the "
+                    "version before it.", exc.error_code) from exc
+        self._route(self._front(name, deployment.endpoint) or front, name, None)
+        services.remove_service(self.client, canary["ID"], stop_timeout)
+        return self._found(name)
+
+    def _route(self, front: Mapping[str, Any], deployment: str,
+               canary: shared.RecordedCanary | None) -> None:
+        """Every node's front with ``deployment``'s canary taking its share (``None``: with
+        no canary), the rest as recorded."""
+        canaries = {name: recorded for name, recorded in fronts.canaries_of(front).items()
+                    if name != deployment}
+        if canary is not None:
+            canaries[deployment] = canary
+        endpoint = labels_of(front).get(record.ENDPOINT) or None
+        traffic = fronts.traffic_of(front)
+        fronts.reconfigure(self.client, front, self._backends(
+            endpoint, traffic, own=None if endpoint else deployment, canaries=canaries),
+            traffic, canaries=canaries)
+
     def scale(self, version: Version, current: Deployment) -> Deployment:
         service = self._server(version.deployment)
         assert service is not None
@@ -356,26 +447,33 @@ class SwarmRuntime:
                                   since)
             front = None if current.endpoint else self._front(deployment=version.deployment)
             if front is not None:  # its own front takes the version's limits and certificate
-                fronts.reconfigure(self.client, front, self._backends(None, None, add=version),
-                                   None, shared.limits_of(version.settings), version.tls)
+                fronts.reconfigure(self.client, front, self._backends(
+                    None, None, add=version, canaries=fronts.canaries_of(front)),
+                    None, shared.limits_of(version.settings), version.tls)
         except MlflowException as exc:
             raise shared.still_serving(exc, "replicas keep serving") from exc
         return self._found(version.deployment)
 
     def remove(self, deployment: Deployment, stop_timeout: int) -> set[str]:
-        service = self._server(deployment.name)
         images = {deployment.labels.get(record.IMAGE) or ""} - {""}
-        images |= {r.image for r in deployment.replicas if r.image}  # local names
+        images |= {r.image for r in deployment.replicas + (
+            deployment.canary.replicas if deployment.canary else ()) if r.image}  # local names
         endpoint = self._front(endpoint=deployment.endpoint) if deployment.endpoint else None
-        if service is not None:
-            services.remove_service(self.client, service["ID"], stop_timeout)
+        for kind in ("canary", "server"):
+            service = self._server(deployment.name, kind)
+            if service is not None:
+                services.remove_service(self.client, service["ID"], stop_timeout)
         if endpoint is not None:
             traffic = shared.without(fronts.traffic_of(endpoint), deployment.name)
+            canaries = {name: canary for name, canary in fronts.canaries_of(endpoint).items()
+                        if name != deployment.name}
             fronts.reconfigure(self.client, endpoint, self._backends(
-                deployment.endpoint, traffic, leave=deployment.name), traffic)
+                deployment.endpoint, traffic, leave=deployment.name, canaries=canaries),
+                traffic, canaries=canaries)
         own = self._front(deployment=deployment.name)
         if own is not None:
             fronts.remove(self.client, own)
+        control_network.remove_if_unused(self.client)
         return images
 
     def _found(self, name: str) -> Deployment:
@@ -388,12 +486,14 @@ class SwarmRuntime:
 REPLICA_TEMPLATE = "{{.Task.Name}}@{{.Node.Hostname}}"
 
 
-def server_spec(version: Version, image: str, network: str) -> dict[str, Any]:
+def server_spec(version: Version, image: str, network: str,
+                rollout: str | None = None) -> dict[str, Any]:
     """Create (and update) arguments of a deployment's service, its tasks from ``image`` (the
-    reference the nodes pull) on the front's ``network``."""
+    reference the nodes pull) on the front's ``network`` and the controller's; with
+    ``rollout``, of its canary's service, labelled with it."""
     settings = version.settings
     spec = Spec(version.deployment, version.image, version.model, version.config,
-                settings, PLUGIN_VERSION, endpoint=version.endpoint)
+                settings, PLUGIN_VERSION, endpoint=version.endpoint, rollout=rollout)
     policy, _, attempts = settings.restart_policy.partition(":")
     health = Healthcheck(test=["CMD", *HEALTHCHECK], interval=int(HEALTH_INTERVAL * NS),
                          timeout=HEALTHCHECK_TIMEOUT_SECONDS * NS,
@@ -411,16 +511,23 @@ def server_spec(version: Version, image: str, network: str) -> dict[str, Any]:
         restart_policy=RestartPolicy(_RESTART[policy], delay=NS,
                                      max_attempts=int(attempts or 0)),
         placement=Placement(constraints=list(settings.constraints or ())),
-        networks=[network])
-    rollout = {"parallelism": 1, "order": "start-first", "monitor": MONITOR_SECONDS * NS}
+        networks=[network, control_network.NAME])
+    rolling = {"parallelism": 1, "order": "start-first", "monitor": MONITOR_SECONDS * NS}
     return {
-        "task_template": template, "name": service_name(version.deployment),
+        "task_template": template,
+        "name": service_name(version.deployment, "canary" if rollout else "server"),
         "labels": {**spec.labels(), record.RUNTIME: SWARM},
         "mode": ServiceMode("replicated", replicas=settings.replicas),
         "endpoint_spec": EndpointSpec(mode="dnsrr"),
-        "update_config": UpdateConfig(failure_action="rollback", **rollout),
-        "rollback_config": RollbackConfig(failure_action="pause", **rollout),
+        "update_config": UpdateConfig(failure_action="rollback", **rolling),
+        "rollback_config": RollbackConfig(failure_action="pause", **rolling),
     }
+
+
+def _is_canary(service: Mapping[str, Any]) -> bool:
+    """Whether a deployment's service is its canary's (by its name, which says so)."""
+    deployment = labels_of(service).get(record.DEPLOYMENT, "")
+    return bool(service["Spec"]["Name"] == service_name(deployment, "canary"))
 
 
 def manages_swarm(info: Mapping[str, Any]) -> bool:

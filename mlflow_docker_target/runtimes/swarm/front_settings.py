@@ -227,7 +227,9 @@ def generation(endpoint: str, backends: tuple[haproxy.Backend, ...], limits: Lim
     """A generation of ``backends`` (their ``servers``: the seeds) within ``limits``. An HTTPS
     front's configuration names its certificate's file, which is the generation's own, so its
     name is a hash taken with a stand-in path and the chain."""
-    unseeded = tuple(dataclasses.replace(b, servers=()) for b in backends)
+    unseeded = tuple(dataclasses.replace(
+        b, servers=(), canary=b.canary and dataclasses.replace(b.canary, servers=()))
+        for b in backends)
 
     def text(served: tuple[haproxy.Backend, ...], tls: str | None) -> bytes:
         return haproxy.render(endpoint, served, limits, metrics, tls).encode()

@@ -11,6 +11,7 @@ front serves is recorded in its service's labels (a label changes no task).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Mapping
@@ -117,6 +118,12 @@ def traffic_of(service: Mapping[str, Any]) -> Traffic:
     return traffic
 
 
+def canaries_of(service: Mapping[str, Any]) -> dict[str, fronts.RecordedCanary]:
+    """The canaries a front's service records in its labels, by deployment."""
+    recorded = json.loads(labels_of(service).get(record.CANARIES) or "{}")
+    return {name: fronts.RecordedCanary(**canary) for name, canary in recorded.items()}
+
+
 def limits_of(service: Mapping[str, Any]) -> Limits:
     """The limits a front's service records in its labels."""
     return Limits.from_record(json.loads(labels_of(service).get(record.LIMITS) or "null"))
@@ -124,10 +131,12 @@ def limits_of(service: Mapping[str, Any]) -> Limits:
 
 def reconfigure(client: docker.DockerClient, service: Mapping[str, Any],
                 backends: tuple[haproxy.Backend, ...], traffic: Traffic,
-                limits: Limits | None = None, tls: Certificate | None = None) -> None:
+                limits: Limits | None = None, tls: Certificate | None = None,
+                canaries: Mapping[str, fronts.RecordedCanary] | None = None) -> None:
     """Hand the fronts on every node a new configuration (each takes it with a hitless
     reload), unless it is the one they run. ``limits``: these, else the recorded ones;
-    ``tls``: a new certificate for an HTTPS front, else the one it has."""
+    ``tls``: a new certificate for an HTTPS front, else the one it has; ``canaries``: the
+    canaries ``backends`` hold, to record, else the recorded ones."""
     labels = dict(labels_of(service))
     name = labels.get(record.ENDPOINT) or labels[record.FRONT_OF]
     front = service["Spec"]["Name"]
@@ -149,6 +158,9 @@ def reconfigure(client: docker.DockerClient, service: Mapping[str, Any],
     if front_settings.handed(settings) != rendered.name:
         front_settings.hand_over(client, settings, rendered, tls if renewed else None)
     labels[record.TRAFFIC] = json.dumps(dict(traffic) if traffic is not None else None)
+    if canaries is not None:
+        labels[record.CANARIES] = json.dumps(
+            {name: dataclasses.asdict(canary) for name, canary in sorted(canaries.items())})
     if labels != labels_of(service):  # a label alone restarts no task
         update(client, service, labels=labels)
 

@@ -25,15 +25,12 @@ KEY_NOTES: dict[str, str] = {
     "follow_alias": ("the controller is a service held on the manager the client talks to; "
                      "its rollouts are Swarm's rolling updates, pushed to -C registry"),
     "follow_interval": "as on one engine",
-    "tracking_uri": "reached from the manager's host network",
-    "rollout": ("canary refused: canaries are not built for swarms yet; update is Swarm's "
-                "rolling update"),
-    "canary_traffic": "only with rollout=canary, which a swarm refuses",
-    "canary_window": "only with rollout=canary, which a swarm refuses",
-    "canary_min_requests": "only with rollout=canary, which a swarm refuses",
-    "canary_max_error_rate": "only with rollout=canary, which a swarm refuses",
-    "canary_max_latency_ratio": "only with rollout=canary, which a swarm refuses",
-    "canary": "a swarm deployment has no canary to end",
+    "tracking_uri": ("reached from the controller's task on the manager, through the "
+                     "overlay's gateway (not 127.0.0.1)"),
+    "rollout": ("rolling is Swarm's rolling update; a canary is a service of its own beside "
+                "the current one, and every node's front takes each share change hitless"),
+    "canary": ("promote: the canary takes all requests while Swarm rolls the current service "
+               "over to it; abort: it drains away. Hitless through every node"),
     "traffic": ("as on one engine; every node's front takes the new split with a hitless "
                 "reload"),
     "bind_address": "refused: host-mode ports listen on every interface of every node",

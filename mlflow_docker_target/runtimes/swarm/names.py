@@ -12,14 +12,16 @@ from __future__ import annotations
 import hashlib
 import re
 
-PREFIXES = {"server": "mlflow-", "front": "mlflow--front-", "endpoint": "mlflow--endpoint-"}
+PREFIXES = {"server": "mlflow-", "canary": "mlflow--canary-", "front": "mlflow--front-",
+            "endpoint": "mlflow--endpoint-"}
 MAX_SERVICE_NAME = 63
 _NOT_ALLOWED = re.compile(r"[^a-z0-9-]")
 
 
 def service_name(name: str, kind: str = "server") -> str:
-    """The service of a deployment's replicas (``server``), of a deployment's own front
-    (``front``) or of a shared endpoint's front (``endpoint``); also its network's name."""
+    """The service of a deployment's replicas (``server``), of its canary's (``canary``), of a
+    deployment's own front (``front``) or of a shared endpoint's front (``endpoint``); also
+    its network's name."""
     prefix = PREFIXES[kind]
     stem = _NOT_ALLOWED.sub("-", name.lower())
     room = MAX_SERVICE_NAME - len(prefix)

@@ -1,8 +1,10 @@
 """What a version's replicas have served, read from their own Prometheus metrics.
 
-Each replica's own server answers ``/metrics`` (with its bearer token, when it has one). The
-controller reaches a container on the engine's default bridge (it runs on the engine's host
-network), and a swarm's task, on any node, on the swarm's control network, which the
+Each replica's own server answers ``/metrics`` (with its bearer token, when it has one). A
+container is asked from inside, through ``docker exec`` of the image's Python on 127.0.0.1,
+which needs no network between the controller and the replica (the controller of a swarm's
+manager runs on the swarm's control network, from which the engine's bridges are walled off).
+A swarm's task, on any node, is asked over the swarm's control network, which the
 controller's service and every deployment's service share (``runtimes.swarm.control_network``).
 Health probes and the scrapes themselves are left out: what is judged is what clients asked.
 """
@@ -22,12 +24,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from mlflow_docker_target import record
 from mlflow_docker_target.runtimes.swarm import control_network
 from mlflow_docker_target.runtimes.swarm.services import tasks_of
-from serving_image.contract import PROBE_PATHS, SERVER_PORT
+from serving_image.contract import ENV_PREFIX, HEALTHCHECK, PROBE_PATHS, SERVER_PORT
 
 REQUESTS = "mlflow_server_requests"  # the counter's family, as the parser names it
 LATENCY = "mlflow_server_request_duration_seconds"
 NOT_JUDGED = frozenset({*PROBE_PATHS, "/metrics"})
 SCRAPE_SECONDS = 5
+TOKEN_VARIABLE = f"{ENV_PREFIX}AUTH_TOKEN"  # the server's setting ``auth_token``
 
 
 @dataclass(frozen=True)
@@ -122,20 +125,28 @@ def parse(text: str) -> Served:
 
 
 def scrape(address: str, token: str | None) -> Served:
-    """One replica's page, at its ``address``."""
+    """A task's page, at its ``address``."""
     answer = requests.get(f"http://{address}:{SERVER_PORT}/metrics", timeout=SCRAPE_SECONDS,
                           headers={"Authorization": f"Bearer {token}"} if token else {})
     answer.raise_for_status()
     return parse(answer.text)
 
 
-def container_address(container: Container) -> tuple[str, str | None]:
-    """A container's address on the engine's default bridge, and its server's token."""
-    networks = container.attrs["NetworkSettings"]["Networks"]
-    address = (networks.get("bridge") or next(iter(networks.values())))["IPAddress"]
-    config = record.recorded_config(container.labels,
-                                    container.attrs.get("Config", {}).get("Env"))
-    return address, config.get("auth_token")
+# Run by the replica's own Python: its page, on stdout, asked with the bearer token its server
+# takes from its own environment (so the token is in no command line, or the engine's events).
+_FETCH = ("import os, sys, urllib.request as r; "
+          f"t = os.environ.get('{TOKEN_VARIABLE}'); "
+          "q = r.Request(sys.argv[1], headers={'Authorization': 'Bearer ' + t} if t else {}); "
+          f"sys.stdout.write(r.urlopen(q, timeout={SCRAPE_SECONDS}).read().decode())")
+
+
+def scrape_inside(container: Container) -> Served:
+    """A container's page, asked by its own Python on 127.0.0.1."""
+    code, (out, err) = container.exec_run(
+        [HEALTHCHECK[0], "-c", _FETCH, f"http://127.0.0.1:{SERVER_PORT}/metrics"], demux=True)
+    if code != 0:
+        raise ValueError(f"{container.name}: {(err or b'').decode(errors='replace')[-200:]}")
+    return parse((out or b"").decode())
 
 
 def task_addresses(client: docker.DockerClient) -> dict[str, tuple[str, str | None]]:
@@ -165,11 +176,10 @@ def read(client: docker.DockerClient, names: list[str]) -> dict[str, Served]:
     for name in names:
         try:
             try:
-                address, token = container_address(client.containers.get(name))
+                found[name] = scrape_inside(client.containers.get(name))
             except docker.errors.NotFound:
                 tasks = task_addresses(client) if tasks is None else tasks
-                address, token = tasks[name]
-            found[name] = scrape(address, token)
+                found[name] = scrape(*tasks[name])
         except (docker.errors.APIError, requests.RequestException, KeyError, ValueError):
             continue
     return found

@@ -46,13 +46,16 @@ def url_for(engine: Engine, bound: str, port: int, host_address: str | None,
     return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
-def new_session(certificate: str | None = None) -> requests.Session:
+def new_session(certificate: str | None = None, any_host: bool = False) -> requests.Session:
     """A session straight to an endpoint; ``certificate``: the chain an HTTPS front serves,
-    which the plugin's own checks trust alone (:func:`certificates.pinned`)."""
+    which the plugin's own checks trust alone (:func:`certificates.pinned`), for any host name
+    with ``any_host`` (a swarm's node, by its address)."""
     session = requests.Session()
     session.trust_env = False  # the endpoint is the engine's host, never a proxy's
     if certificate is not None:
-        session.mount("https://", _Pinned(certificates.pinned(certificate)))
+        context = certificates.pinned(certificate)
+        context.check_hostname = not any_host
+        session.mount("https://", _Pinned(context))
     return session
 
 
@@ -85,6 +88,26 @@ def check_reachable(url: str, server: str, certificate: str | None = None,
             failure = str(exc)
         time.sleep(0.2)
     raise unreachable(server, url, failure)
+
+
+def not_routing(urls: list[str], certificate: str | None = None,
+                grace: float = UNREACHABLE_GRACE) -> list[str]:
+    """Of ``urls`` (a swarm's nodes' fronts), those that did not answer ``/ping`` with 200
+    from this machine within ``grace`` seconds: a node's front finds a new service's tasks
+    through that node's DNS, which Swarm updates a moment after the manager's."""
+    session = new_session(certificate, any_host=True)  # the certificate names the endpoint
+    deadline = time.monotonic() + grace
+    waiting = list(urls)
+    while waiting and time.monotonic() < deadline:
+        for url in list(waiting):
+            try:
+                if session.get(f"{url}/ping", timeout=2).status_code == 200:
+                    waiting.remove(url)
+            except requests.RequestException:
+                continue
+        if waiting:
+            time.sleep(0.2)
+    return waiting
 
 
 def unreachable(server: str, url: str | None, failure: str) -> MlflowException:

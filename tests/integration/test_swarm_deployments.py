@@ -472,9 +472,11 @@ def test_swarm_canaries_judged_by_the_controller_lose_nothing_through_any_node(
         swarm: Swarm, iris_versions: dict[str, str], tmp_path: Path) -> None:
     """A canary on a swarm is a service of its own beside the current one, reached by every
     node's front; the controller (a service on the control network) reads both versions'
-    replicas on any node. A good canary is promoted after its window, a version whose
+    replicas on any node. A good canary is promoted after its window, though the controller's
+    task is killed meanwhile (Swarm starts it again; its ledger carries on); a version whose
     predictions fail is aborted within it; requests go through two nodes that are not the
-    manager throughout."""
+    manager throughout. The same controller judges a canary of containers on the manager's
+    engine (``-C runtime=container``), which it asks from inside them."""
     client, name, port = get_deploy_client(_target(swarm)), "canaried", PORT + 8
     manager = swarm.manager.client()
     load_images(manager, [ensure_controller_image(connect(None), Settings())])
@@ -498,6 +500,10 @@ def test_swarm_canaries_judged_by_the_controller_lose_nothing_through_any_node(
         assert started["canary"]["replicas"] == "2/2" and started["model_version"] == "1"
         assert manager.services.get(service_name(name, "canary"))
         begun = time.monotonic()
+        until_get(client, name, lambda d: d.get("canary", {}).get("judged", {}).get("figures"),
+                  "the controller's first figures", 60)
+        [task] = manager.containers.list(filters={"label": f"{SERVICE_ID}={controller.id}"})
+        task.kill()
         promoted = until_get(client, name, lambda d: d.get("last_canary", {}).get("state")
                              == "promoted", "the good canary promoted", 240)
         took = time.monotonic() - begun
@@ -527,6 +533,20 @@ def test_swarm_canaries_judged_by_the_controller_lose_nothing_through_any_node(
     assert "error rate" in aborted["last_canary"]["reason"], aborted["last_canary"]
     assert aborted["model_version"] == "2" and "canary" not in aborted
     assert failed <= 0.3 * during + 25 and load.lost == failed, (failed, during, load.lost)
+
+    here = "canaried-here"
+    client.create_deployment(here, iris_versions["v1"], config={
+        "runtime": "container", "port": str(port + 1), "bind_address": "0.0.0.0",
+        "host_address": swarm.manager.address,
+        "rollout": "canary", "canary_traffic": "30", "canary_window": "5",
+        "canary_min_requests": "20", "canary_max_latency_ratio": "3"})
+    with SteadyLoad(f"http://{swarm.manager.address}:{port + 1}", BODY, clients=1) as load:
+        client.update_deployment(here, iris_versions["v2"])
+        judged = until_get(client, here, lambda d: "last_canary" in d,
+                           "the containers' canary judged", 120)
+    assert judged["last_canary"]["state"] == "promoted", judged["last_canary"]
+    assert judged["model_version"] == "2" and load.lost == 0, load.failures[:3]
+    client.delete_deployment(here)
     client.delete_deployment(name)
     assert not manager.services.list(filters={"label": f"{record.DEPLOYMENT}={name}"})
     assert not manager.services.list(filters={"label": f"{record.ROLE}={record.CONTROLLER}"})

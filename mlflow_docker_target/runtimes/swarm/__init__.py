@@ -12,6 +12,7 @@ through ``-C registry`` (``registry``). Leases are held on the manager's engine.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Mapping
@@ -61,6 +62,8 @@ from mlflow_docker_target.runtimes.swarm.names import service_name
 from mlflow_docker_target.runtimes.swarm.services import NS, labels_of, tasks_of
 from serving_image.contract import HEALTHCHECK, HEALTHCHECK_RETRIES, HEALTHCHECK_TIMEOUT_SECONDS
 from serving_image.contract import VERSION as PLUGIN_VERSION
+
+log = logging.getLogger(__name__)
 
 HEALTH_INTERVAL = 2.0  # how soon Swarm sees a task ready (the image's own check: every 5 s)
 MONITOR_SECONDS = 5  # after a task is ready (healthy), how long Swarm watches it before the next
@@ -349,10 +352,12 @@ class SwarmRuntime:
                 traffic, None if version.endpoint else shared.limits_of(settings),
                 None if version.endpoint else version.tls)
             front = self.client.api.inspect_service(front["ID"])
-            url, _ = self._reach(front)
+            url, nodes = self._reach(front)
             if url:
                 reach.check_reachable(url, f"service {service_name(name)}",
                                       fronts.certificate_of(front))
+            if made is not None:  # a new service: every node's front routes to it
+                self._wait_for_nodes(front, nodes)
         except BaseException as exc:
             if made is not None:
                 services.remove_service(self.client, made)
@@ -362,6 +367,15 @@ class SwarmRuntime:
                 raise shared.still_serving(exc) from exc
             raise
         return self._found(name)
+
+    def _wait_for_nodes(self, front: Mapping[str, Any], nodes: tuple[str, ...]) -> None:
+        """Until every node's front routes to a ready replica (so that a client of any node
+        is served once ``create`` returns), for a while; a node that does not is said."""
+        scheme = "https" if record.HTTPS in labels_of(front) else "http"
+        for node in reach.not_routing([f"{scheme}://{node}" for node in nodes],
+                                      fronts.certificate_of(front)):
+            log.warning("The front at %s does not route to a ready replica yet (or does not "
+                        "answer this machine); the other nodes' fronts do.", node)
 
     def _start_canary(self, version: Version, image: str,
                       front: Mapping[str, Any]) -> Deployment:

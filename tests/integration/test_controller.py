@@ -25,6 +25,7 @@ from mlflow_docker_target.controller import lifecycle
 from mlflow_docker_target.demo import register_demo_model
 from mlflow_docker_target.engine.connection import connect
 from tests.helpers.models import FAILING_MODEL_CODE, IRIS_INPUT, register_code_model
+from tests.helpers.networks import gateway
 from tests.helpers.servers import free_port
 from tests.helpers.steady_load import SteadyLoad
 from tests.helpers.tracking_server import tracking
@@ -38,8 +39,8 @@ TIMEOUT = 600  # seconds for a rollout the controller makes (its first build inc
 @pytest.fixture(scope="module")
 def tracking_server(docker_client: docker.DockerClient,
                     tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    gateway = docker_client.networks.get("bridge").attrs["IPAM"]["Config"][0]["Gateway"]
-    with served_tracking(gateway, tmp_path_factory.mktemp("tracking")) as uri:
+    host = gateway(docker_client.networks.get("bridge"))
+    with served_tracking(host, tmp_path_factory.mktemp("tracking")) as uri:
         yield uri
 
 
@@ -136,9 +137,9 @@ def test_what_the_controller_cannot_follow_fails_before_anything_is_built(
         deployment_name: str, no_controller: None) -> None:
     client = get_deploy_client("dockerhost")
     port = free_port()  # nothing listens there
-    gateway = tracking_server.rsplit(":", 1)[0]
+    host = tracking_server.rsplit(":", 1)[0]
     cases = {
-        f"{gateway}:{port}": "does not answer from the engine's controller",
+        f"{host}:{port}": "does not answer from the engine's controller",
         "http://127.0.0.1:5000": "loopback",
         "sqlite:///mlflow.db": None,  # refused by the key's own parser
     }

@@ -19,6 +19,7 @@ from mlflow.types import ColSpec, Schema
 from tests.helpers.client_namespaces import client_namespaces, result
 from tests.helpers.engine import servers
 from tests.helpers.models import IRIS_INPUT, SLEEPY_MODEL, register_code_model
+from tests.helpers.networks import gateway
 from tests.helpers.remote_engine import cannot_make_namespaces
 from tests.helpers.servers import free_port
 from tests.helpers.steady_load import SteadyLoad
@@ -63,9 +64,8 @@ def _behind_a_trusted_proxy(client, name: str, model_uri: str, docker_client) ->
     """A deployment limited to 2 requests a second per client, that trusts Docker's userland
     proxy of a loopback port (it connects from the front network's gateway); its scoring URL."""
     created = client.create_deployment(name, model_uri, config={"rate_limit": "2"})
-    network = docker_client.networks.get(f"mlflow-{name}-front")
-    gateway = network.attrs["IPAM"]["Config"][0]["Gateway"]
-    client.update_deployment(name, config={"trusted_proxies": gateway})
+    proxy = gateway(docker_client.networks.get(f"mlflow-{name}-front"))
+    client.update_deployment(name, config={"trusted_proxies": proxy})
     return f"{created['endpoint']}/invocations"
 
 

@@ -6,7 +6,6 @@ field against KServe's logger, then refusing and hanging while every prediction 
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import json
 import subprocess
 import sys
@@ -32,6 +31,7 @@ from tests.helpers.models import (
     STREAMING_SIGNATURE,
     register_code_model,
 )
+from tests.helpers.networks import gateway
 from tests.helpers.servers import free_port
 
 V2 = {"inputs": [{"name": "prompt", "shape": [1], "datatype": "BYTES", "data": ["hi"]}]}
@@ -161,13 +161,6 @@ def test_delete_removes_the_volume_when_asked(iris_versions, deployment_name,
         docker_client.volumes.get(volume_name(deployment_name))
 
 
-def _gateway(client: docker.DockerClient) -> str:
-    """This host's address on the engine's default bridge: containers reach it there. A new
-    engine may leave the gateway out of the bridge's IPAM; it is then the subnet's first host."""
-    config = client.networks.get("bridge").attrs["IPAM"]["Config"][0]
-    return config.get("Gateway") or str(next(ipaddress.ip_network(config["Subnet"]).hosts()))
-
-
 def _dropped(url: str) -> float:
     text = requests.get(f"{url}/metrics", timeout=10).text
     return sum(float(line.split()[-1]) for line in text.splitlines()
@@ -181,8 +174,8 @@ def _receiver_on(host: str, port: int) -> Iterator[Receiver]:
 
 
 def test_the_http_sink(streamer, deployment_name, docker_client, tmp_path: Path) -> None:
-    gateway, port = _gateway(docker_client), free_port()
-    sink = f"http://{gateway}:{port}/events"
+    host, port = gateway(docker_client.networks.get("bridge")), free_port()  # the sink
+    sink = f"http://{host}:{port}/events"
     client = get_deploy_client("dockerhost")
     created = client.create_deployment(deployment_name, streamer, config={
         "payload_log": sink, "payload_log_token": "sink-token", "workers": "1",

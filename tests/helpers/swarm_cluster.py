@@ -210,6 +210,11 @@ class Swarm:
         for process in [n.process for n in self.nodes] + [self.registry_process]:
             stop_process(process)
         for node in self.nodes:
+            # a lost node's containers outlive its killed engine: end what runs in its netns
+            with contextlib.suppress(RuntimeError):
+                for pid in run("ip", "netns", "pids", node.name).split():
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(int(pid), signal.SIGKILL)
             with contextlib.suppress(RuntimeError):
                 run("ip", "link", "delete", f"{node.name}h")
             with contextlib.suppress(RuntimeError):

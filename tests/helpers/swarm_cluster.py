@@ -210,11 +210,7 @@ class Swarm:
         for process in [n.process for n in self.nodes] + [self.registry_process]:
             stop_process(process)
         for node in self.nodes:
-            # a lost node's containers outlive its killed engine: end what runs in its netns
-            with contextlib.suppress(RuntimeError):
-                for pid in run("ip", "netns", "pids", node.name).split():
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(int(pid), signal.SIGKILL)
+            _end_containers_of(node)
             with contextlib.suppress(RuntimeError):
                 run("ip", "link", "delete", f"{node.name}h")
             with contextlib.suppress(RuntimeError):
@@ -226,6 +222,19 @@ class Swarm:
             with contextlib.suppress(RuntimeError):
                 run("ip", "link", "delete", self.bridge)
         remove_tree(self.root)
+
+
+def _end_containers_of(node: Node) -> None:
+    """Kill what still runs of a node's containers: a lost node's outlive its killed engine.
+    Its engine puts them under the cgroup ``/<node>`` (``--cgroup-parent``), and their shims
+    name its containerd's socket, under the node's directory."""
+    cgroup, root = f":/{node.name}/".encode(), f"{node.root}/".encode()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):  # gone meanwhile
+                if (cgroup in (entry / "cgroup").read_bytes()
+                        or root in (entry / "cmdline").read_bytes()):
+                    os.kill(int(entry.name), signal.SIGKILL)
 
 
 @contextlib.contextmanager

@@ -82,6 +82,17 @@ def test_a_seeded_canary_names_the_same_generation_as_an_unseeded_one() -> None:
     assert b"init-addr 10." not in first.config
 
 
+def test_a_task_is_named_by_its_slot_and_found_by_its_address_on_one_network() -> None:
+    task = {"ID": "abcdef0123456789", "Slot": 2, "NetworksAttachments": [
+        {"Network": {"Spec": {"Name": "front"}}, "Addresses": ["10.0.1.5/24"]},
+        {"Network": {"Spec": {"Name": control_network.NAME}}, "Addresses": ["10.0.9.7/24"]}]}
+    service = {"Spec": {"Name": "mlflow-a"}}
+    assert services.replica_name(service, task) == "mlflow-a.2"
+    assert services.replica_name(service, {"ID": "abcdef0123456789"}) == "mlflow-a.abcdef012345"
+    assert services.addresses_on(task, control_network.NAME) == ["10.0.9.7"]
+    assert services.addresses_on(task, "other") == []
+
+
 def test_the_local_name_of_a_pushed_image() -> None:
     assert _local("r:5000/ml/mlflow-dockerhost/a:1@sha256:00", "r:5000/ml/") == \
         "mlflow-dockerhost/a:1"

@@ -23,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from mlflow_docker_target import record
 from mlflow_docker_target.runtimes.swarm import control_network
-from mlflow_docker_target.runtimes.swarm.services import tasks_of
+from mlflow_docker_target.runtimes.swarm.services import addresses_on, replica_name, tasks_of
 from serving_image.contract import ENV_PREFIX, HEALTHCHECK, PROBE_PATHS, SERVER_PORT
 
 REQUESTS = "mlflow_server_requests"  # the counter's family, as the parser names it
@@ -158,13 +158,9 @@ def task_addresses(client: docker.DockerClient) -> dict[str, tuple[str, str | No
         token = record.recorded_config(spec.get("Labels") or {}, spec["TaskTemplate"][
             "ContainerSpec"].get("Env")).get("auth_token")
         for task in tasks_of(client, service):
-            addresses = [address.split("/")[0]
-                         for attached in task.get("NetworksAttachments") or []
-                         if attached["Network"]["Spec"]["Name"] == control_network.NAME
-                         for address in attached.get("Addresses") or []]
+            addresses = addresses_on(task, control_network.NAME)
             if addresses and task["Status"]["State"] == "running":  # the newest in a slot
-                found.setdefault(f"{spec['Name']}.{task.get('Slot', task['ID'][:12])}",
-                                 (addresses[0], token))
+                found.setdefault(replica_name(service, task), (addresses[0], token))
     return found
 
 

@@ -182,9 +182,9 @@ class SwarmRuntime:
         local = {image: registry.local_name(image, pushed_to) for image in images}
         models = {image: self._model_of(local[image]) for image in images}
         return tuple(
-            Replica(f"{service['Spec']['Name']}.{t.get('Slot', t['ID'][:12])}",
-                    t["Status"]["State"], None, local[t["Spec"]["ContainerSpec"]["Image"]],
-                    t["Status"].get("Err"), models[t["Spec"]["ContainerSpec"]["Image"]])
+            Replica(services.replica_name(service, t), t["Status"]["State"], None,
+                    local[t["Spec"]["ContainerSpec"]["Image"]], t["Status"].get("Err"),
+                    models[t["Spec"]["ContainerSpec"]["Image"]])
             for t in tasks)
 
     def _model_of(self, image: str | None) -> str | None:
@@ -283,12 +283,9 @@ class SwarmRuntime:
                    network: str) -> list[haproxy.Server]:
         """The addresses of a deployment's running tasks on the front's ``network``: the
         fronts' next reload starts routing with them (``front_settings.Generation``)."""
-        found = sorted({address.split("/")[0]
-                        for task in (tasks_of(self.client, service) if service else [])
+        found = sorted({address for task in (tasks_of(self.client, service) if service else [])
                         if task["Status"]["State"] == "running"
-                        for attached in task.get("NetworksAttachments") or []
-                        if attached["Network"]["Spec"]["Name"] == network
-                        for address in attached.get("Addresses") or []})
+                        for address in services.addresses_on(task, network)})
         return [haproxy.Server(slot, address)
                 for slot, address in enumerate(found[:haproxy.SWARM_SERVERS], 1)]
 

@@ -41,6 +41,18 @@ def tasks_of(client: docker.DockerClient, service: Mapping[str, Any],
     return sorted(tasks, key=lambda t: t.get("CreatedAt", ""), reverse=True)
 
 
+def replica_name(service: Mapping[str, Any], task: Mapping[str, Any]) -> str:
+    """A task as a replica: ``<service>.<slot>`` (what ``get`` lists and the controller reads)."""
+    return f"{service['Spec']['Name']}.{task.get('Slot', task['ID'][:12])}"
+
+
+def addresses_on(task: Mapping[str, Any], network: str) -> list[str]:
+    """A task's addresses on the network named ``network``, without their prefix length."""
+    return [address.split("/")[0] for attached in task.get("NetworksAttachments") or []
+            if attached["Network"]["Spec"]["Name"] == network
+            for address in attached.get("Addresses") or []]
+
+
 def update(client: docker.DockerClient, service: Mapping[str, Any], **changes: Any) -> str | None:
     """A service update: the current spec with ``changes``; returns when the update
     before it started, for :func:`wait_rollout`."""

@@ -109,7 +109,12 @@ def test_a_failed_push_says_what_to_do() -> None:
 class _RollingBack:
     """The engine's answers during a rolling update whose new task fails between two of
     :func:`wait_rollout`'s looks, and which Swarm rolls back a moment later (as it did under
-    CI's load: the failure was reported before Swarm said it rolled back)."""
+    CI's load: the failure was reported before Swarm said it rolled back). Swarm's word that it
+    rolled back comes before the previous spec is back and before the new task has left (CI
+    once saw the failed version's config and one task too many right after ``update``)."""
+
+    RESTORED_AT = 5  # the look from which the previous spec is back
+    LEFT_AT = 7  # the look from which the new task no longer runs
 
     def __init__(self) -> None:
         self.looks = 0
@@ -118,20 +123,22 @@ class _RollingBack:
     def inspect_service(self, _id: str) -> dict[str, Any]:
         self.looks += 1
         state = "updating" if self.looks < 3 else "rollback_completed"
-        return {"ID": "s", "Spec": SERVICE_SPEC, "UpdatedAt": "1",
+        spec = SERVICE_SPEC if self.looks < self.RESTORED_AT else PREVIOUS_SPEC
+        return {"ID": "s", "Spec": spec, "UpdatedAt": "1",
                 "UpdateStatus": {"State": state, "StartedAt": "2",
                                  "Message": "update rolled back due to failure"}}
 
     def tasks(self, filters: dict[str, Any]) -> list[dict[str, Any]]:
         old = {"ID": "old", "Spec": {"ContainerSpec": {"Image": "old"}}, "UpdatedAt": "1",
                "CreatedAt": "1", "Status": {"State": "running"}}
-        if "desired-state" in filters:
-            return [old]
-        self.failed_looks += 1  # the new task has failed from the second look on
         new = {"ID": "new", "Spec": {"ContainerSpec": SERVICE_SPEC["TaskTemplate"]
                                      ["ContainerSpec"]}, "UpdatedAt": "3", "CreatedAt": "3",
-               "Status": {"State": "failed" if self.failed_looks > 1 else "starting",
-                          "Err": "task: non-zero exit (247)"}}
+               "Status": {"State": "running"}}
+        if "desired-state" in filters:
+            return [old, new] if 3 <= self.looks < self.LEFT_AT else [old]
+        self.failed_looks += 1  # the new task has failed from the second look on
+        new["Status"] = {"State": "failed" if self.failed_looks > 1 else "starting",
+                         "Err": "task: non-zero exit (247)"}
         return [old, new]
 
     def service_logs(self, *_args: Any, **_kwargs: Any) -> Any:
@@ -140,6 +147,7 @@ class _RollingBack:
 
 SERVICE_SPEC = {"Name": "mlflow-a", "Mode": {"Replicated": {"Replicas": 1}},
                 "TaskTemplate": {"ContainerSpec": {"Image": "new"}}}
+PREVIOUS_SPEC = {**SERVICE_SPEC, "TaskTemplate": {"ContainerSpec": {"Image": "old"}}}
 
 
 def test_a_task_failing_between_two_looks_still_waits_for_swarm_to_roll_back(
@@ -149,3 +157,4 @@ def test_a_task_failing_between_two_looks_still_waits_for_swarm_to_roll_back(
     with pytest.raises(MlflowException, match="Swarm rolled the update of mlflow-a back"):
         services.wait_rollout(client, {"ID": "s", "Spec": SERVICE_SPEC},  # type: ignore[arg-type]
                               deadline=float("inf"), what="model")
+    assert client.api.looks >= _RollingBack.LEFT_AT  # reported once the previous version runs

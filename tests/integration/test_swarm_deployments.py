@@ -199,7 +199,7 @@ def test_cli_session_on_a_swarm(swarm: Swarm, iris_versions, tmp_path: Path) -> 
     assert "rolled the update" in failed.stderr and "keeps serving" in failed.stderr
     assert load.lost == 0, load.failures[:5]
     info = _get(swarm, name)
-    assert "'memory'" not in info["config"] and info["replicas"] == "3/3", info
+    assert "'memory'" not in info["config"] and info["replicas"] == "3/3", (info, failed.stderr)
     assert _predict(worker) == second
 
     # replicas alone: the service scales

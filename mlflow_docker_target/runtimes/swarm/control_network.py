@@ -13,13 +13,16 @@ nothing. It stays while any deployment's service or the controller uses it.
 from __future__ import annotations
 
 import contextlib
+import time
 
 import docker
 import docker.errors
 
 from mlflow_docker_target import record
+from mlflow_docker_target.runtimes.swarm import services
 
 NAME = "mlflow-dockerhost-control"
+LET_GO_WAIT = 20  # seconds Swarm is given to let go of the network after its last task
 
 
 def ensure(client: docker.DockerClient) -> None:
@@ -35,16 +38,21 @@ def ensure(client: docker.DockerClient) -> None:
 
 
 def remove_if_unused(client: docker.DockerClient) -> None:
-    """Remove the network once no service names it; one whose tasks are still leaving stays
-    until the next removal."""
-    found = _found(client)
-    ids = {NAME, *(n.id for n in found)}  # a service names a network by its ID
-    if any(attached.get("Target") in ids for service in client.api.services()
-           for attached in service["Spec"]["TaskTemplate"].get("Networks") or []):
-        return
-    for network in found:
-        with contextlib.suppress(docker.errors.APIError):
-            network.remove()
+    """Remove the network once no service names it. Swarm lets go of it a moment after the
+    last task on it has left, so it is asked again until then, for a while; one still held
+    after that (or named again meanwhile) stays until the next removal."""
+    deadline = time.monotonic() + LET_GO_WAIT
+    while time.monotonic() < deadline:
+        found = _found(client)
+        ids = {NAME, *(n.id for n in found)}  # a service names a network by its ID
+        if not found or any(attached.get("Target") in ids for service in client.api.services()
+                            for attached in service["Spec"]["TaskTemplate"].get("Networks")
+                            or []):
+            return
+        for network in found:
+            with contextlib.suppress(docker.errors.APIError):  # NotFound: gone meanwhile
+                network.remove()
+        time.sleep(services.POLL)
 
 
 def _found(client: docker.DockerClient) -> list[docker.models.networks.Network]:

@@ -83,7 +83,7 @@ def wait_rollout(client: docker.DockerClient, service: Mapping[str, Any], deadli
         status = service.get("UpdateStatus") or {}
         state = status.get("State", "") if status.get("StartedAt") != since else ""
         if state.startswith("rollback") or state == "paused":
-            _raise_rolled_back(client, service, state, template)
+            _raise_rolled_back(client, service, state, spec)
         tasks = tasks_of(client, service)
         running = [t for t in tasks if t["Status"]["State"] == "running"]
         if wanted is None:  # a global front: one current task on every node
@@ -145,22 +145,41 @@ def _raise_if_late(client: docker.DockerClient, service: Mapping[str, Any], what
 
 
 def _raise_rolled_back(client: docker.DockerClient, service: Mapping[str, Any], state: str,
-                       template: Mapping[str, Any]) -> None:
+                       failed_spec: Mapping[str, Any]) -> None:
+    """Say that Swarm rolled the update to ``failed_spec`` back, once the version before it
+    runs again (so that what ``get`` shows next is the version that serves)."""
+    template = failed_spec["TaskTemplate"]["ContainerSpec"]
     failed = [t for t in tasks_of(client, service, running=False)
               if same(t["Spec"]["ContainerSpec"], template)
               and t["Status"]["State"] != "running"]
     task = failed[0] if failed else None
     why = (task["Status"].get("Err") or task["Status"]["State"]) if task else state
     message = (service.get("UpdateStatus") or {}).get("Message", "")
-    if state == "rollback_started":  # the previous version comes back: wait for it
-        deadline = time.monotonic() + REMOVE_TIMEOUT
-        while (client.api.inspect_service(service["ID"]).get("UpdateStatus") or {}
-               ).get("State") == "rollback_started" and time.monotonic() < deadline:
-            time.sleep(POLL)
+    if state != "paused":  # a paused update keeps its spec: nothing comes back
+        _wait_restored(client, service["ID"], failed_spec, time.monotonic() + REMOVE_TIMEOUT)
     raise MlflowException(
         f"Swarm rolled the update of {service['Spec']['Name']} back ({message or state}): "
         f"a new task did not get ready ({why}). Its last log lines:\n"
         f"{task_logs(client, service, task)}", INVALID_STATE)
+
+
+def _wait_restored(client: docker.DockerClient, service_id: str,
+                   failed_spec: Mapping[str, Any], deadline: float) -> None:
+    """Until Swarm has put the previous spec back and only its tasks run, as many as it wants,
+    or the deadline. Swarm may say ``rollback_completed`` while the failed version's task is
+    still leaving, and reports a failed task before it says it rolls back."""
+    while time.monotonic() < deadline:
+        service = client.api.inspect_service(service_id)
+        spec = service["Spec"]
+        state = (service.get("UpdateStatus") or {}).get("State", "")
+        wanted = spec["Mode"].get("Replicated", {}).get("Replicas")
+        current = spec["TaskTemplate"]["ContainerSpec"]
+        running = [t for t in tasks_of(client, service) if t["Status"]["State"] == "running"]
+        if (state.startswith("rollback") and state != "rollback_started"
+                and spec != failed_spec and (wanted is None or len(running) == wanted)
+                and all(same(t["Spec"]["ContainerSpec"], current) for t in running)):
+            return
+        time.sleep(POLL)
 
 
 def logged(client: docker.DockerClient, service: Mapping[str, Any], limit: int,

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from serving_image import metrics
-from serving_image.payload_log import records
+from serving_image.payload_log import capture, records
 from serving_image.payload_log.http_sink import HttpSink
 from serving_image.payload_log.records import Exchange, Source
 from serving_image.payload_log.volume_sink import VolumeSink, file_name
@@ -25,8 +25,8 @@ SOURCE = Source("fraud", None, "models:/fraud/3", "3", "mlflow-fraud-abc123")
 
 def exchange(**changes: object) -> Exchange:
     found = Exchange(str(uuid.uuid4()), time.time(), "/invocations", "mlflow",
-                     "application/json", {}, bytearray(b'{"inputs": [1]}'), 15, 200, 0.002,
-                     "application/json", bytearray(b'{"predictions": [0]}'), 20)
+                     "application/json", {}, [b'{"inputs": [1]}'], 15, 200, 0.002,
+                     "application/json", [b'{"predictions": [0]}'], 20)
     for name, value in changes.items():
         setattr(found, name, value)
     return found
@@ -93,8 +93,8 @@ def test_files_rotate_by_size_and_hour_and_sort_by_time(tmp_path: Path,
     sink = VolumeSink(str(tmp_path), SOURCE, max_size=64 * 1024 * 16, retention=86400)
     line = len(records.json_line(exchange(), SOURCE))
     count = 2 * 64 * 1024 // line + 1  # past two files' worth
-    for _ in range(count):
-        sink.write([exchange()])
+    for start in range(0, count, 7):  # batches that cross a file's end
+        sink.write([exchange() for _ in range(min(7, count - start))])
     now[0] += 3600  # the hour turns
     sink.write([exchange()])
     sink.close()
@@ -219,7 +219,7 @@ def test_a_line_is_one_valid_json_object_whatever_the_bodies() -> None:
     cases = [(b'{"inputs": [1.5]}', "json"), (b'{"inputs": [NaN]}', "text"),
              (b'{\n  "inputs": [1]\n}', "json"), (b'{"inputs": [-Infinity]}', "text")]
     for data, encoding in cases:
-        line = records.json_line(exchange(request_body=bytearray(data),
+        line = records.json_line(exchange(request_chunks=[data],
                                           request_size=len(data)), SOURCE)
         assert line.count(b"\n") == 1 and line.endswith(b"\n")
         found = json.loads(line, parse_constant=_refuse)  # strict: no NaN
@@ -231,3 +231,16 @@ def test_a_line_is_one_valid_json_object_whatever_the_bodies() -> None:
 
 def _refuse(constant: str) -> None:
     raise ValueError(f"not JSON: {constant}")
+
+
+def test_a_body_in_chunks_is_kept_up_to_the_limit_without_copies() -> None:
+    chunks, kept, size = [b"abcd", b"efgh", b"ijkl", b"mnop"], [], 0
+    for chunk in chunks:
+        capture._keep(kept, chunk, size, 10)
+        size += len(chunk)
+    assert kept == [b"abcd", b"efgh", b"ij"]
+    assert kept[0] is chunks[0] and kept[1] is chunks[1]  # whole chunks are not copied
+    found = exchange(request_chunks=kept, request_size=size, request_type="text/csv")
+    assert json.loads(records.json_line(found, SOURCE))["request"] == {
+        "headers": {}, "content_type": "text/csv", "size": 16, "truncated": True,
+        "encoding": "text", "body": "abcdefghij"}

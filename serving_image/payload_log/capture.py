@@ -1,10 +1,11 @@
-"""The ASGI middleware that copies each prediction into an :class:`Exchange` for the log.
+"""The ASGI middleware that keeps each prediction in an :class:`Exchange` for the log.
 
 It wraps only the routes the table gives an inference ``protocol`` (``routes.protocol_of``),
 inside auth (a refused request is not recorded). Every such answer carries ``x-request-id``;
-a sampled request's bodies are copied up to ``payload_log_max_body`` as they pass, and the
-exchange is handed to the writer once the answer's last byte is sent (or the client went away
-mid-stream). Handing over never waits: a full queue drops the record (``writer.Writer.put``).
+a sampled request's bodies are kept up to ``payload_log_max_body`` as they pass (the chunks
+themselves, not copies), and the exchange is handed to the writer once the answer's last byte
+is sent (or the client went away mid-stream). Handing over never waits: a full queue drops the
+record (``writer.Writer.put``).
 """
 
 from __future__ import annotations
@@ -67,8 +68,8 @@ class PayloadCapture:
         async def receive_and_copy() -> Message:
             message = await receive()
             chunk = message.get("body", b"")
+            _keep(exchange.request_chunks, chunk, exchange.request_size, limit)
             exchange.request_size += len(chunk)
-            _keep(exchange.request_body, chunk, limit)
             return message
 
         async def send_and_copy(message: Message) -> None:
@@ -81,8 +82,8 @@ class PayloadCapture:
                         exchange.response_type = value.decode("latin-1")
             elif message["type"] == "http.response.body":
                 chunk = message.get("body", b"")
+                _keep(exchange.response_chunks, chunk, exchange.response_size, limit)
                 exchange.response_size += len(chunk)
-                _keep(exchange.response_body, chunk, limit)
             await send(message)
 
         try:
@@ -93,8 +94,9 @@ class PayloadCapture:
                 self.writer.put(exchange)
 
 
-def _keep(kept: bytearray, chunk: bytes, limit: int) -> None:
-    """Copy what fits of ``chunk`` under the record's limit."""
-    room = limit - len(kept)
+def _keep(kept: list[bytes], chunk: bytes, before: int, limit: int) -> None:
+    """Keep what fits of ``chunk`` under the record's limit, after ``before`` bytes of the same
+    body: the chunk itself when it fits whole (ASGI bodies are immutable ``bytes``)."""
+    room = limit - before
     if chunk and room > 0:
-        kept += chunk[:room]
+        kept.append(chunk if len(chunk) <= room else chunk[:room])

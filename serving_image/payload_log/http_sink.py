@@ -55,9 +55,9 @@ class HttpSink:
 
     def write(self, exchanges: list[Exchange]) -> None:
         for exchange in exchanges:
-            self._post(self._headers(exchange, REQUEST_TYPE), exchange.request_body)
+            self._post(exchange, REQUEST_TYPE, exchange.request_body)
             if exchange.status == 200:
-                self._post(self._headers(exchange, RESPONSE_TYPE), exchange.response_body)
+                self._post(exchange, RESPONSE_TYPE, exchange.response_body)
 
     def close(self) -> None:
         if self.connection is not None:
@@ -75,10 +75,11 @@ class HttpSink:
                                                              timeout=TIMEOUT)
         return self.connection
 
-    def _post(self, headers: dict[str, str], body: bytes | bytearray) -> None:
+    def _post(self, exchange: Exchange, kind: str, body: bytes) -> None:
+        headers = self._headers(exchange, kind, body)
         try:
             connection = self._connection()
-            connection.request("POST", self.path, body=bytes(body), headers=headers)
+            connection.request("POST", self.path, body=body, headers=headers)
             answer = connection.getresponse()
             answer.read()
         except (OSError, http.client.HTTPException):
@@ -87,11 +88,10 @@ class HttpSink:
         if not 200 <= answer.status < 300:
             raise SinkRefused(f"{self.url} answered {answer.status} {answer.reason}")
 
-    def _headers(self, exchange: Exchange, kind: str) -> dict[str, str]:
+    def _headers(self, exchange: Exchange, kind: str, body: bytes) -> dict[str, str]:
         source = self.source
         response = kind == RESPONSE_TYPE
-        cut = (exchange.response_size > len(exchange.response_body) if response
-               else exchange.request_size > len(exchange.request_body))
+        cut = (exchange.response_size if response else exchange.request_size) > len(body)
         headers = {
             "ce-specversion": "1.0",
             "ce-id": exchange.id,

@@ -1,10 +1,11 @@
 """What the inference log records of one prediction, and the record's JSON form.
 
-The request path only copies what it saw into an :class:`Exchange` (bytes, a status, two
-times); turning bodies into JSON happens on the writer's thread (``writer``), off the path that
-answers. A body is kept as the JSON it was when it is whole JSON (as it came, when the server
-has parsed it already), as the events of a stream when it is Server-Sent Events, as text when
-it is text (CSV, or JSON cut at ``payload_log_max_body``) and as base64 otherwise (Parquet).
+The request path only keeps what it saw in an :class:`Exchange` (the body chunks themselves, a
+status, two times); turning bodies into JSON happens on the writer's thread (``writer``), off
+the path that answers. A body is kept as the JSON it was when it is whole JSON (as it came,
+when the server has parsed it already), as the events of a stream when it is Server-Sent
+Events, as text when it is text (CSV, or JSON cut at ``payload_log_max_body``) and as base64
+otherwise (Parquet).
 """
 
 from __future__ import annotations
@@ -39,15 +40,11 @@ class Source:
     replica: str
 
     @functools.cached_property
-    def fields(self) -> bytes:
-        """Its part of every record, in JSON between commas: written once per worker."""
-        return b"," + orjson.dumps({
-            "deployment": self.deployment,
-            "endpoint": self.endpoint,
-            "model_uri": self.model_uri,
-            "model_version": self.model_version,
-            "replica": self.replica,
-        })[1:-1] + b","
+    def fields(self) -> dict[str, str | None]:
+        """Its part of every record: made once per worker."""
+        return {"deployment": self.deployment, "endpoint": self.endpoint,
+                "model_uri": self.model_uri, "model_version": self.model_version,
+                "replica": self.replica}
 
     @classmethod
     def of(cls, settings: ServerSettings) -> Source:
@@ -65,13 +62,23 @@ class Exchange:
     protocol: str  # the route table's name for it: mlflow, v2, openai
     request_type: str
     request_headers: dict[str, str]
-    request_body: bytearray = field(default_factory=bytearray)
+    # the bodies as they passed, up to the record's limit: the chunks themselves, not copies
+    # (joined by the writer's thread, off the request path)
+    request_chunks: list[bytes] = field(default_factory=list)
     request_size: int = 0  # the whole body's size
     status: int = 0
     latency: float = 0.0  # seconds until the answer's last byte
     response_type: str = ""
-    response_body: bytearray = field(default_factory=bytearray)
+    response_chunks: list[bytes] = field(default_factory=list)
     response_size: int = 0
+
+    @property
+    def request_body(self) -> bytes:
+        return b"".join(self.request_chunks)
+
+    @property
+    def response_body(self) -> bytes:
+        return b"".join(self.response_chunks)
 
     @property
     def stream(self) -> bool:
@@ -132,7 +139,7 @@ def _second(whole: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
 
 
-def body(content_type: str, data: bytes | bytearray, size: int) -> dict[str, Any]:
+def body(content_type: str, data: bytes, size: int) -> dict[str, Any]:
     """A body as the record holds it: ``encoding`` says how ``body`` is to be read."""
     truncated = size > len(data)
     kind = content_type.split(";")[0].strip().lower()
@@ -152,20 +159,20 @@ def body(content_type: str, data: bytes | bytearray, size: int) -> dict[str, Any
     return {**part, "encoding": "base64", "body": base64.b64encode(data).decode()}
 
 
-def _text(data: bytes | bytearray, truncated: bool) -> str | None:
+def _text(data: bytes, truncated: bool) -> str | None:
     """UTF-8 text; a cut body may end inside a character, whose bytes are dropped."""
     for cut in range(4 if truncated else 1):
         try:
-            return bytes(data[:len(data) - cut]).decode()
+            return data[:len(data) - cut].decode()
         except UnicodeDecodeError:
             continue
     return None
 
 
-def _events(data: bytes | bytearray) -> list[Any]:
+def _events(data: bytes) -> list[Any]:
     """The ``data:`` payloads of a Server-Sent Events answer, JSON where they are JSON."""
     events: list[Any] = []
-    for line in bytes(data).decode(errors="replace").splitlines():
+    for line in data.decode(errors="replace").splitlines():
         if not line.startswith("data:"):
             continue
         payload = line[5:].strip()
@@ -176,20 +183,7 @@ def _events(data: bytes | bytearray) -> list[Any]:
     return events
 
 
-def _top(exchange: Exchange, source: Source) -> bytes:
-    """The record's own fields as a JSON object still open at the end."""
-    return (orjson.dumps({"id": exchange.id, "time": timestamp(exchange.started)})[:-1]
-            + source.fields + orjson.dumps({
-                "route": exchange.route,
-                "protocol": exchange.protocol,
-                "stream": exchange.stream,
-                "status": exchange.status,
-                "latency_ms": round(exchange.latency * 1000, 3),
-            })[1:-1])
-
-
-def _as_sent(content_type: str, data: bytes | bytearray, size: int,
-             parsed: bool) -> bytes | None:
+def _as_sent(content_type: str, data: bytes, size: int, parsed: bool) -> bytes | None:
     """A JSON body that can go into the line as it is, unparsed; ``None`` if it must be parsed.
 
     ``parsed``: the server has parsed it as JSON (a request it answered with 2xx), or made it
@@ -207,30 +201,36 @@ def _as_sent(content_type: str, data: bytes | bytearray, size: int,
         return None
     if b"\n" in data or b"\r" in data:
         return None
-    return bytes(data)
+    return data
 
 
-def _part(meta: dict[str, Any], content_type: str, data: bytes | bytearray, size: int,
-          parsed: bool) -> bytes:
+def _part(meta: dict[str, Any], content_type: str, data: bytes, size: int,
+          parsed: bool) -> dict[str, Any]:
     raw = _as_sent(content_type, data, size, parsed)
     if raw is None:
-        return orjson.dumps({**meta, **body(content_type, data, size)})
-    head = {**meta, "content_type": content_type or None, "size": size, "truncated": False,
-            "encoding": "json"}
-    return orjson.dumps(head)[:-1] + b',"body":' + raw + b"}"
+        return {**meta, **body(content_type, data, size)}
+    return {**meta, "content_type": content_type or None, "size": size, "truncated": False,
+            "encoding": "json", "body": orjson.Fragment(raw)}
 
 
 def json_line(exchange: Exchange, source: Source) -> bytes:
     """The JSON record of one prediction (the README's "Inference logs" shows it), one line.
 
-    Built from parts so that a JSON body the server has parsed goes in as it came, instead of
+    A JSON body the server has parsed goes in as it came (an ``orjson.Fragment``), instead of
     being parsed and written again here: at 100 rows that was most of the log's cost.
     """
     answered = 200 <= exchange.status < 300
-    request = _part({"headers": exchange.request_headers}, exchange.request_type,
-                    exchange.request_body, exchange.request_size, answered)
-    response = _part({}, exchange.response_type, exchange.response_body,
-                     exchange.response_size, not exchange.stream)
-    return (_top(exchange, source) + b',"request":' + request
-            + b',"response":' + response + b"}\n")
-
+    return orjson.dumps({
+        "id": exchange.id,
+        "time": timestamp(exchange.started),
+        **source.fields,
+        "route": exchange.route,
+        "protocol": exchange.protocol,
+        "stream": exchange.stream,
+        "status": exchange.status,
+        "latency_ms": round(exchange.latency * 1000, 3),
+        "request": _part({"headers": exchange.request_headers}, exchange.request_type,
+                         exchange.request_body, exchange.request_size, answered),
+        "response": _part({}, exchange.response_type, exchange.response_body,
+                          exchange.response_size, not exchange.stream),
+    }, option=orjson.OPT_APPEND_NEWLINE)

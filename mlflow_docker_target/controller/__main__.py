@@ -18,8 +18,9 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     registry_credentials.install(SCRATCH_DIR)  # before any client loads its Docker config
     engine = docker.from_env()
+    unreachable: set[str] = set()  # containers read through exec (replica_metrics)
     watch.run(DockerHostDeploymentClient("dockerhost"), engine.info()["ID"],
-              lambda names: replica_metrics.read(engine, names), stop=stop)
+              lambda names: replica_metrics.read(engine, names, unreachable), stop=stop)
 
 
 if __name__ == "__main__":

@@ -84,19 +84,7 @@ def wait_rollout(client: docker.DockerClient, service: Mapping[str, Any], deadli
         state = status.get("State", "") if status.get("StartedAt") != since else ""
         if state.startswith("rollback") or state == "paused":
             _raise_rolled_back(client, service, state, spec)
-        tasks = tasks_of(client, service)
-        running = [t for t in tasks if t["Status"]["State"] == "running"]
-        if wanted is None:  # a global front: one current task on every node
-            nodes = nodes_taking_tasks(client)
-            done = nodes <= {t.get("NodeID") for t in running
-                             if same(t["Spec"]["ContainerSpec"], template)} and all(
-                same(t["Spec"]["ContainerSpec"], template) for t in running
-                if t.get("NodeID") in nodes)
-        else:
-            done = len(tasks) == wanted and all(
-                same(t["Spec"]["ContainerSpec"], template) for t in running) and \
-                len(running) == wanted
-        if done and state != "updating":
+        if state != "updating" and _settled(client, service, wanted, template):
             return
         if state == "updating":  # a failed task makes Swarm roll back: report that outcome
             if failed_at is None and _failed(client, service, template):
@@ -110,6 +98,22 @@ def wait_rollout(client: docker.DockerClient, service: Mapping[str, Any], deadli
                 continue
         _raise_if_failed(client, service, what, deadline, template)
         time.sleep(POLL)
+
+
+def _settled(client: docker.DockerClient, service: Mapping[str, Any], wanted: int | None,
+             template: Mapping[str, Any]) -> bool:
+    """Whether the tasks that run are those of ``template`` alone, ``wanted`` of them (``None``:
+    a global service, one on every node that takes tasks)."""
+    tasks = tasks_of(client, service)
+    running = [t for t in tasks if t["Status"]["State"] == "running"]
+    if wanted is None:
+        nodes = nodes_taking_tasks(client)
+        return nodes <= {t.get("NodeID") for t in running
+                         if same(t["Spec"]["ContainerSpec"], template)} and all(
+            same(t["Spec"]["ContainerSpec"], template) for t in running
+            if t.get("NodeID") in nodes)
+    return len(tasks) == wanted and len(running) == wanted and all(
+        same(t["Spec"]["ContainerSpec"], template) for t in running)
 
 
 def _failed(client: docker.DockerClient, service: Mapping[str, Any],
@@ -172,12 +176,10 @@ def _wait_restored(client: docker.DockerClient, service_id: str,
         service = client.api.inspect_service(service_id)
         spec = service["Spec"]
         state = (service.get("UpdateStatus") or {}).get("State", "")
-        wanted = spec["Mode"].get("Replicated", {}).get("Replicas")
-        current = spec["TaskTemplate"]["ContainerSpec"]
-        running = [t for t in tasks_of(client, service) if t["Status"]["State"] == "running"]
         if (state.startswith("rollback") and state != "rollback_started"
-                and spec != failed_spec and (wanted is None or len(running) == wanted)
-                and all(same(t["Spec"]["ContainerSpec"], current) for t in running)):
+                and spec != failed_spec
+                and _settled(client, service, spec["Mode"].get("Replicated", {}).get("Replicas"),
+                             spec["TaskTemplate"]["ContainerSpec"])):
             return
         time.sleep(POLL)
 

@@ -142,10 +142,10 @@ def _second(whole: int) -> str:
 def body(content_type: str, data: bytes, size: int) -> dict[str, Any]:
     """A body as the record holds it: ``encoding`` says how ``body`` is to be read."""
     truncated = size > len(data)
-    kind = content_type.split(";")[0].strip().lower()
+    kind = _kind(content_type)
     part: dict[str, Any] = {"content_type": content_type or None, "size": size,
                             "truncated": truncated}
-    if not truncated and (kind == "application/json" or kind.endswith("+json")):
+    if not truncated and _is_json(content_type):
         try:
             return {**part, "encoding": "json", "body": orjson.loads(data)}
         except orjson.JSONDecodeError:
@@ -157,6 +157,17 @@ def body(content_type: str, data: bytes, size: int) -> dict[str, Any]:
         if text is not None:
             return {**part, "encoding": "text", "body": text}
     return {**part, "encoding": "base64", "body": base64.b64encode(data).decode()}
+
+
+@functools.lru_cache(maxsize=64)
+def _kind(content_type: str) -> str:
+    """The media type alone, lower case (a server sees a handful; made once each)."""
+    return content_type.split(";")[0].strip().lower()
+
+
+def _is_json(content_type: str) -> bool:
+    kind = _kind(content_type)
+    return kind == "application/json" or kind.endswith("+json")
 
 
 def _text(data: bytes, truncated: bool) -> str | None:
@@ -191,21 +202,23 @@ def _as_sent(content_type: str, data: bytes, size: int, parsed: bool) -> bytes |
     which are not JSON: a body that holds them is parsed here to be sure (a scan for one byte
     first, which costs next to nothing, unlike parsing). Raw line breaks (pretty-printed JSON)
     would split the line.
+
+    The scans are ``bytes.find``, not ``in``: CPython's ``bytes.__contains__`` first tries its
+    operand as an integer, and raises and clears a TypeError each time (2k instructions; 8 of
+    them were a tenth of a 100-row record's cost).
     """
-    if not parsed or size > len(data):
+    if not parsed or size > len(data) or not _is_json(content_type):
         return None
-    kind = content_type.split(";")[0].strip().lower()
-    if kind != "application/json" and not kind.endswith("+json"):
+    find = data.find
+    if (find(b"N") >= 0 and find(b"NaN") >= 0) or (find(b"I") >= 0 and find(b"Infinity") >= 0):
         return None
-    if (b"N" in data and b"NaN" in data) or (b"I" in data and b"Infinity" in data):
-        return None
-    if b"\n" in data or b"\r" in data:
+    if find(b"\n") >= 0 or find(b"\r") >= 0:
         return None
     return data
 
 
-def _part(meta: dict[str, Any], content_type: str, data: bytes, size: int,
-          parsed: bool) -> dict[str, Any]:
+def _part(content_type: str, data: bytes, size: int, parsed: bool,
+          **meta: Any) -> dict[str, Any]:
     raw = _as_sent(content_type, data, size, parsed)
     if raw is None:
         return {**meta, **body(content_type, data, size)}
@@ -228,9 +241,9 @@ def json_line(exchange: Exchange, source: Source) -> bytes:
         "protocol": exchange.protocol,
         "stream": exchange.stream,
         "status": exchange.status,
-        "latency_ms": round(exchange.latency * 1000, 3),
-        "request": _part({"headers": exchange.request_headers}, exchange.request_type,
-                         exchange.request_body, exchange.request_size, answered),
-        "response": _part({}, exchange.response_type, exchange.response_body,
+        "latency_ms": round(exchange.latency * 1_000_000) / 1000,  # to the microsecond
+        "request": _part(exchange.request_type, exchange.request_body, exchange.request_size,
+                         answered, headers=exchange.request_headers),
+        "response": _part(exchange.response_type, exchange.response_body,
                           exchange.response_size, not exchange.stream),
     }, option=orjson.OPT_APPEND_NEWLINE)

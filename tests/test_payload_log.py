@@ -169,6 +169,30 @@ def test_a_full_queue_drops_and_counts_and_close_flushes() -> None:
     assert len(sink.written) + after - dropped == 50 and not writer.thread.is_alive()
 
 
+def test_the_queue_is_bounded_by_the_bytes_of_its_bodies_too() -> None:
+    """Records with big bodies fill the queue long before its count does: 2,048 records of
+    64 kB bodies would be 256 MB held in a worker while the sink is slow."""
+    sink = SlowSink()
+    sink.gate.set()
+    writer = Writer(sink, size=100, max_bytes=1_000_000)  # not started: nothing leaves the queue
+    body = b'{"inputs": "' + b"x" * 299_980 + b'"}'
+    dropped = _count("mlflow_server_payload_log_dropped_total", '{reason="queue_full"}')
+    for _ in range(5):
+        writer.put(exchange(request_chunks=[body], request_size=len(body)))
+    assert len(writer.queue) == 3  # 3 x 300 kB fit under 1 MB; a fourth does not
+    assert _count("mlflow_server_payload_log_dropped_total",
+                  '{reason="queue_full"}') - dropped == 2
+    writer.put(exchange())  # a small one still fits
+    assert len(writer.queue) == 4
+    writer._flush(ending=False, pause=0.0)  # what the thread does: room again
+    writer.put(exchange(request_chunks=[body], request_size=len(body)))
+    assert len(writer.queue) == 1 and writer.bytes_in - writer.bytes_out == len(body) + 20
+    writer._flush(ending=False, pause=0.0)
+    huge = b'"' + b"x" * 1_999_998 + b'"'  # a payload_log_max_body above the bound
+    writer.put(exchange(request_chunks=[huge], request_size=len(huge)))
+    assert len(writer.queue) == 1  # an empty queue takes any one record
+
+
 def test_a_failing_sink_is_counted_and_retried() -> None:
     sink = SlowSink(fail=True)
     sink.gate.set()

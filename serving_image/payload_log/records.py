@@ -81,6 +81,11 @@ class Exchange:
         return b"".join(self.response_chunks)
 
     @property
+    def kept(self) -> int:
+        """The bytes of both bodies held for the record: what it weighs in the queue."""
+        return sum(map(len, self.request_chunks)) + sum(map(len, self.response_chunks))
+
+    @property
     def stream(self) -> bool:
         return self.response_type.startswith("text/event-stream")
 

@@ -1,14 +1,14 @@
 """The bounded queue between the request path and a sink, and the thread that empties it.
 
-Each worker has one: ``put`` never blocks (a full queue drops the record and counts it), and a
-daemon thread hands what has queued to the sink every ``GATHER`` seconds, in batches. The queue
-is a plain deque: the event loop only appends and the thread only pops, which CPython does
-atomically, so a prediction takes no lock and wakes no thread. A sink that fails loses that
-batch (counted as ``sink_error``) and is tried again with the next one, after a pause that
-grows while it keeps failing; records that come meanwhile wait in the queue or, once it is
-full, are dropped. Predictions never wait for any of it. ``close`` flushes what is queued
-within a time limit (the stop timeout, less what draining took); what is left then is counted
-as ``shutdown``.
+Each worker has one: ``put`` never blocks (a full queue, by records or by the bytes of their
+bodies, drops the record and counts it), and a daemon thread hands what has queued to the sink
+every ``GATHER`` seconds, in batches. The queue is a plain deque: the event loop only appends
+and the thread only pops, which CPython does atomically, so a prediction takes no lock and
+wakes no thread. A sink that fails loses that batch (counted as ``sink_error``) and is tried
+again with the next one, after a pause that grows while it keeps failing; records that come
+meanwhile wait in the queue or, once it is full, are dropped. Predictions never wait for any
+of it. ``close`` flushes what is queued within a time limit (the stop timeout, less what
+draining took); what is left then is counted as ``shutdown``.
 """
 
 from __future__ import annotations
@@ -24,6 +24,9 @@ from serving_image.payload_log.records import Exchange
 log = logging.getLogger("serving_image")
 
 QUEUE_SIZE = 2048  # records per worker
+# and the bytes of their bodies: 2,048 records of two 64 kB bodies would be 256 MB, and a
+# larger payload_log_max_body more, in a server whose container may have far less memory
+QUEUE_BYTES = 64 * 1024 * 1024
 BATCH = 512  # records handed to the sink at once, at most
 # The thread wakes this often: one wake-up (and one write) for all that came meanwhile instead
 # of one per record, so that it takes the GIL from the event loop rarely.
@@ -45,10 +48,15 @@ class Sink(Protocol):
 
 
 class Writer:
-    def __init__(self, sink: Sink, size: int = QUEUE_SIZE) -> None:
+    def __init__(self, sink: Sink, size: int = QUEUE_SIZE, max_bytes: int = QUEUE_BYTES) -> None:
         self.sink = sink
         self.size = size
+        self.max_bytes = max_bytes
         self.queue: deque[Exchange] = deque()
+        # body bytes ever queued (written by the event loop only) and ever taken (by the thread
+        # only): one writer each, so no lock, and what the queue holds is the difference
+        self.bytes_in = 0
+        self.bytes_out = 0
         self.ending = threading.Event()
         self.thread = threading.Thread(target=self._run, name="payload-log", daemon=True)
 
@@ -57,8 +65,13 @@ class Writer:
         self.thread.start()
 
     def put(self, exchange: Exchange) -> None:
-        if len(self.queue) < self.size:
+        """Queue a record, or drop it when the queue is full. An empty queue takes any one
+        record, so a ``payload_log_max_body`` beyond the byte bound still records."""
+        size = exchange.kept
+        if len(self.queue) < self.size and (
+                not self.queue or self.bytes_in - self.bytes_out + size <= self.max_bytes):
             self.queue.append(exchange)
+            self.bytes_in += size
         else:
             metrics.PAYLOAD_DROPPED.labels("queue_full").inc()
 
@@ -96,6 +109,7 @@ class Writer:
         for: its records are counted."""
         while self.queue:
             batch = [self.queue.popleft() for _ in range(min(BATCH, len(self.queue)))]
+            self.bytes_out += sum(exchange.kept for exchange in batch)
             pause = self._hand_over(batch, pause)
             if pause and not ending:
                 break

@@ -25,17 +25,24 @@ from mlflow_docker_target.runtimes.swarm.registry import local_name as _local
 from mlflow_docker_target.runtimes.swarm.registry import push_error as _push_error
 from mlflow_docker_target.runtimes.swarm.services import same as _same
 
-SPEC = {"Image": "r:5000/ml/mlflow-dockerhost/a:1", "Env": ["B=2", "A=1"],
-        "Configs": [{"ConfigID": "c1"}]}
+CONTAINER = {"Image": "r:5000/ml/mlflow-dockerhost/a:1", "Env": ["B=2", "A=1"],
+             "Configs": [{"ConfigID": "c1"}]}
+SPEC = {"ContainerSpec": CONTAINER, "Resources": {"Limits": {"MemoryBytes": 2 ** 30}}}
 
 
-def test_a_task_runs_a_spec_by_image_environment_and_config_files() -> None:
-    pinned = {**SPEC, "Image": SPEC["Image"] + "@sha256:00", "Env": ["A=1", "B=2"]}
-    assert _same(pinned, SPEC)  # a digest Swarm pinned, the environment's order
-    assert not _same({**SPEC, "Env": ["A=1"]}, SPEC)
-    assert not _same({**SPEC, "Configs": [{"ConfigID": "c2"}]}, SPEC)
-    assert not _same({**SPEC, "Image": "r:5000/ml/mlflow-dockerhost/a:2"}, SPEC)
-    assert not _same({**SPEC, "ReadOnly": True}, SPEC)  # -C hardened changed
+def _with(**container: Any) -> dict[str, Any]:
+    return {**SPEC, "ContainerSpec": {**CONTAINER, **container}}
+
+
+def test_a_task_runs_a_spec_by_image_environment_config_files_and_resources() -> None:
+    pinned = _with(Image=CONTAINER["Image"] + "@sha256:00", Env=["A=1", "B=2"])
+    assert _same({**pinned, "Resources": {**SPEC["Resources"], "Reservations": {}}}, SPEC)
+    assert not _same(_with(Env=["A=1"]), SPEC)
+    assert not _same(_with(Configs=[{"ConfigID": "c2"}]), SPEC)
+    assert not _same(_with(Image="r:5000/ml/mlflow-dockerhost/a:2"), SPEC)
+    assert not _same(_with(ReadOnly=True), SPEC)  # -C hardened changed
+    # -C memory alone: Swarm replaces every task, so the old ones are not the new spec yet
+    assert not _same({**SPEC, "Resources": {"Limits": {"MemoryBytes": 24 * 2 ** 20}}}, SPEC)
 
 
 def test_a_replica_task_is_locked_down_unless_hardened_is_false() -> None:
@@ -158,3 +165,39 @@ def test_a_task_failing_between_two_looks_still_waits_for_swarm_to_roll_back(
         services.wait_rollout(client, {"ID": "s", "Spec": SERVICE_SPEC},  # type: ignore[arg-type]
                               deadline=float("inf"), what="model")
     assert client.api.looks >= _RollingBack.LEFT_AT  # reported once the previous version runs
+
+
+class _MemoryOnly:
+    """The engine's answers after ``update -C memory=...`` alone: until Swarm's orchestrator
+    takes the update, the service has no update status and its tasks are the old ones, whose
+    container spec is unchanged (the CI run of stop 39 reported such an update done at once)."""
+
+    TAKEN_AT = 4
+
+    def __init__(self) -> None:
+        self.looks = 0
+
+    def inspect_service(self, _id: str) -> dict[str, Any]:
+        self.looks += 1
+        status = {"State": "completed", "StartedAt": "2"} if self.looks > self.TAKEN_AT else {}
+        return {"ID": "s", "Spec": MEMORY_SPEC, "UpdatedAt": "1", "UpdateStatus": status}
+
+    def tasks(self, filters: dict[str, Any]) -> list[dict[str, Any]]:
+        spec = MEMORY_SPEC["TaskTemplate"] if self.looks > self.TAKEN_AT else {
+            **MEMORY_SPEC["TaskTemplate"], "Resources": {}}
+        return [{"ID": "t", "Spec": spec, "UpdatedAt": "1", "CreatedAt": "1",
+                 "Status": {"State": "running"}}]
+
+
+MEMORY_SPEC = {"Name": "mlflow-a", "Mode": {"Replicated": {"Replicas": 1}},
+               "TaskTemplate": {"ContainerSpec": {"Image": "same"},
+                                "Resources": {"Limits": {"MemoryBytes": 24 * 2 ** 20}}}}
+
+
+def test_an_update_of_resources_alone_waits_for_the_new_tasks(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(services, "POLL", 0.01)
+    client = SimpleNamespace(api=_MemoryOnly())
+    services.wait_rollout(client, {"ID": "s", "Spec": MEMORY_SPEC},  # type: ignore[arg-type]
+                          deadline=float("inf"), what="server", since="0")
+    assert client.api.looks > _MemoryOnly.TAKEN_AT

@@ -76,7 +76,7 @@ def wait_rollout(client: docker.DockerClient, service: Mapping[str, Any], deadli
     when the update before this one started (its outcome is no news)."""
     spec = service["Spec"]
     wanted = spec["Mode"].get("Replicated", {}).get("Replicas")
-    template = spec["TaskTemplate"]["ContainerSpec"]
+    template = spec["TaskTemplate"]
     failed_at: float | None = None
     while True:
         service = client.api.inspect_service(service["ID"])
@@ -109,11 +109,11 @@ def _settled(client: docker.DockerClient, service: Mapping[str, Any], wanted: in
     if wanted is None:
         nodes = nodes_taking_tasks(client)
         return nodes <= {t.get("NodeID") for t in running
-                         if same(t["Spec"]["ContainerSpec"], template)} and all(
-            same(t["Spec"]["ContainerSpec"], template) for t in running
+                         if same(t["Spec"], template)} and all(
+            same(t["Spec"], template) for t in running
             if t.get("NodeID") in nodes)
     return len(tasks) == wanted and len(running) == wanted and all(
-        same(t["Spec"]["ContainerSpec"], template) for t in running)
+        same(t["Spec"], template) for t in running)
 
 
 def _failed(client: docker.DockerClient, service: Mapping[str, Any],
@@ -122,7 +122,7 @@ def _failed(client: docker.DockerClient, service: Mapping[str, Any],
     started = service.get("UpdatedAt", "")
     return [t for t in tasks_of(client, service, running=False)
             if t["Status"]["State"] in FAILED and t.get("UpdatedAt", "") >= started
-            and (template is None or same(t["Spec"]["ContainerSpec"], template))]
+            and (template is None or same(t["Spec"], template))]
 
 
 def _raise_if_failed(client: docker.DockerClient, service: Mapping[str, Any], what: str,
@@ -152,9 +152,9 @@ def _raise_rolled_back(client: docker.DockerClient, service: Mapping[str, Any], 
                        failed_spec: Mapping[str, Any]) -> None:
     """Say that Swarm rolled the update to ``failed_spec`` back, once the version before it
     runs again (so that what ``get`` shows next is the version that serves)."""
-    template = failed_spec["TaskTemplate"]["ContainerSpec"]
+    template = failed_spec["TaskTemplate"]
     failed = [t for t in tasks_of(client, service, running=False)
-              if same(t["Spec"]["ContainerSpec"], template)
+              if same(t["Spec"], template)
               and t["Status"]["State"] != "running"]
     task = failed[0] if failed else None
     why = (task["Status"].get("Err") or task["Status"]["State"]) if task else state
@@ -179,7 +179,7 @@ def _wait_restored(client: docker.DockerClient, service_id: str,
         if (state.startswith("rollback") and state != "rollback_started"
                 and spec != failed_spec
                 and _settled(client, service, spec["Mode"].get("Replicated", {}).get("Replicas"),
-                             spec["TaskTemplate"]["ContainerSpec"])):
+                             spec["TaskTemplate"])):
             return
         time.sleep(POLL)
 
@@ -289,12 +289,17 @@ def labels_of(service: Mapping[str, Any]) -> dict[str, str]:
 
 
 def same(task_spec: Mapping[str, Any], template: Mapping[str, Any]) -> bool:
-    """Whether a task runs ``template`` (its image, environment, configuration files and
-    lock-down)."""
+    """Whether a task runs the task template ``template``: its image, environment,
+    configuration files, lock-down and resources (a change of ``-C memory`` alone replaces
+    every task, so a task of the spec before it is not yet the new one)."""
     def key(spec: Mapping[str, Any]) -> tuple[Any, ...]:
-        return (spec.get("Image", "").split("@")[0], sorted(spec.get("Env") or []),
-                [c.get("ConfigID") for c in spec.get("Configs") or []],
-                bool(spec.get("ReadOnly")), spec.get("CapabilityDrop") or [])
+        container = spec.get("ContainerSpec") or {}
+        resources = spec.get("Resources") or {}
+        return (container.get("Image", "").split("@")[0], sorted(container.get("Env") or []),
+                [c.get("ConfigID") for c in container.get("Configs") or []],
+                bool(container.get("ReadOnly")), container.get("CapabilityDrop") or [],
+                [{k: v for k, v in (resources.get(kind) or {}).items() if v}
+                 for kind in ("Limits", "Reservations")])
     return key(task_spec) == key(template)
 
 

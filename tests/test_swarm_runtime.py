@@ -34,15 +34,19 @@ def _with(**container: Any) -> dict[str, Any]:
     return {**SPEC, "ContainerSpec": {**CONTAINER, **container}}
 
 
-def test_a_task_runs_a_spec_by_image_environment_config_files_and_resources() -> None:
+def test_a_task_runs_a_template_by_container_spec_resources_and_restart_policy() -> None:
     pinned = _with(Image=CONTAINER["Image"] + "@sha256:00", Env=["A=1", "B=2"])
-    assert _same({**pinned, "Resources": {**SPEC["Resources"], "Reservations": {}}}, SPEC)
+    assert _same({**pinned, "Placement": {"Constraints": ["node.role==worker"]}}, SPEC)
+    assert _same(SPEC, {**SPEC, "Runtime": "container"})  # the engine's, not the task's
     assert not _same(_with(Env=["A=1"]), SPEC)
     assert not _same(_with(Configs=[{"ConfigID": "c2"}]), SPEC)
     assert not _same(_with(Image="r:5000/ml/mlflow-dockerhost/a:2"), SPEC)
     assert not _same(_with(ReadOnly=True), SPEC)  # -C hardened changed
-    # -C memory alone: Swarm replaces every task, so the old ones are not the new spec yet
+    # -C memory or -C stop_timeout alone: Swarm replaces every task, so the old ones are not
+    # the new spec yet
     assert not _same({**SPEC, "Resources": {"Limits": {"MemoryBytes": 24 * 2 ** 20}}}, SPEC)
+    assert not _same(_with(StopGracePeriod=60 * 10 ** 9), SPEC)
+    assert not _same({**SPEC, "RestartPolicy": {"Condition": "none"}}, SPEC)
 
 
 def test_a_replica_task_is_locked_down_unless_hardened_is_false() -> None:

@@ -289,17 +289,17 @@ def labels_of(service: Mapping[str, Any]) -> dict[str, str]:
 
 
 def same(task_spec: Mapping[str, Any], template: Mapping[str, Any]) -> bool:
-    """Whether a task runs the task template ``template``: its image, environment,
-    configuration files, lock-down and resources (a change of ``-C memory`` alone replaces
-    every task, so a task of the spec before it is not yet the new one)."""
+    """Whether a task runs the task template ``template``: the same container spec (but for
+    the image's digest, pinned or not, and the environment's order), resources and restart
+    policy. Swarm replaces every task when one of them changes (``-C memory`` or
+    ``-C stop_timeout`` alone too). The rest is left out: Swarm does not replace a task for its
+    placement, and the engine adds fields to a service's template that its tasks lack
+    (``Runtime``)."""
     def key(spec: Mapping[str, Any]) -> tuple[Any, ...]:
-        container = spec.get("ContainerSpec") or {}
-        resources = spec.get("Resources") or {}
-        return (container.get("Image", "").split("@")[0], sorted(container.get("Env") or []),
-                [c.get("ConfigID") for c in container.get("Configs") or []],
-                bool(container.get("ReadOnly")), container.get("CapabilityDrop") or [],
-                [{k: v for k, v in (resources.get(kind) or {}).items() if v}
-                 for kind in ("Limits", "Reservations")])
+        container = dict(spec.get("ContainerSpec") or {})
+        container["Image"] = container.get("Image", "").split("@")[0]
+        container["Env"] = sorted(container.get("Env") or [])
+        return container, spec.get("Resources") or {}, spec.get("RestartPolicy") or {}
     return key(task_spec) == key(template)
 
 

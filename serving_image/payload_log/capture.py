@@ -42,12 +42,13 @@ class PayloadCapture:
             return
         sent_id = content_type = None
         recorded: dict[str, str] = {}
+        wanted = self.headers
         for name, value in scope["headers"]:
             if name == _ID:
                 sent_id = value.decode("latin-1")
             elif name == b"content-type":
                 content_type = value.decode("latin-1")
-            if name in self.headers:
+            if wanted and name in wanted:
                 recorded[name.decode()] = value.decode("latin-1")
         rid = request_id(sent_id)
         id_header = (_ID, rid.encode("latin-1"))
@@ -68,8 +69,10 @@ class PayloadCapture:
         async def receive_and_copy() -> Message:
             message = await receive()
             chunk = message.get("body", b"")
-            _keep(exchange.request_chunks, chunk, exchange.request_size, limit)
-            exchange.request_size += len(chunk)
+            if chunk:
+                exchange.kept += _keep(exchange.request_chunks, chunk, exchange.request_size,
+                                       limit)
+                exchange.request_size += len(chunk)
             return message
 
         async def send_and_copy(message: Message) -> None:
@@ -82,8 +85,10 @@ class PayloadCapture:
                         exchange.response_type = value.decode("latin-1")
             elif message["type"] == "http.response.body":
                 chunk = message.get("body", b"")
-                _keep(exchange.response_chunks, chunk, exchange.response_size, limit)
-                exchange.response_size += len(chunk)
+                if chunk:
+                    exchange.kept += _keep(exchange.response_chunks, chunk,
+                                           exchange.response_size, limit)
+                    exchange.response_size += len(chunk)
             await send(message)
 
         try:
@@ -94,9 +99,14 @@ class PayloadCapture:
                 self.writer.put(exchange)
 
 
-def _keep(kept: list[bytes], chunk: bytes, before: int, limit: int) -> None:
+def _keep(kept: list[bytes], chunk: bytes, before: int, limit: int) -> int:
     """Keep what fits of ``chunk`` under the record's limit, after ``before`` bytes of the same
-    body: the chunk itself when it fits whole (ASGI bodies are immutable ``bytes``)."""
+    body: the chunk itself when it fits whole (ASGI bodies are immutable ``bytes``). Returns
+    the bytes kept."""
     room = limit - before
-    if chunk and room > 0:
-        kept.append(chunk if len(chunk) <= room else chunk[:room])
+    if room <= 0:
+        return 0
+    if len(chunk) > room:
+        chunk = chunk[:room]
+    kept.append(chunk)
+    return len(chunk)

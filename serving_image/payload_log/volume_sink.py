@@ -57,12 +57,15 @@ class VolumeSink:
         the cost of joining the batch's lines first (a few MB made and copied again)."""
         now = time.time()
         file = self._file(now)
+        source, file_size, written = self.source, self.file_size, self.written
         for exchange in exchanges:
-            line = json_line(exchange, self.source)
-            if self.written and self.written + len(line) > self.file_size:
-                file = self._next_file(now)
+            line = json_line(exchange, source)
+            if written and written + len(line) > file_size:
+                self.written = written
+                file, written = self._next_file(now), 0
             file.write(line)
-            self.written += len(line)
+            written += len(line)
+        self.written = written
         file.flush()
         if now - self.swept >= SWEEP_EVERY:
             self.sweep(now)

@@ -396,6 +396,8 @@ def test_weighted_traffic_on_a_swarm_endpoint(swarm: Swarm, iris_versions) -> No
     _remove_settings_volumes(swarm, service_name("shared", "endpoint"))
 
 
+@pytest.mark.slow  # 186 s: CI's engine tests reached its 40 minutes (the controller itself is
+# tested in CI on one engine, in tests/integration/test_controller.py)
 def test_a_swarm_deployment_follows_its_alias(swarm: Swarm, tmp_path: Path,
                                               caplog: pytest.LogCaptureFixture,
                                               monkeypatch: pytest.MonkeyPatch) -> None:

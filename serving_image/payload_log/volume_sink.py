@@ -61,7 +61,6 @@ class VolumeSink:
         for exchange in exchanges:
             line = json_line(exchange, source)
             if written and written + len(line) > file_size:
-                self.written = written
                 file, written = self._next_file(now), 0
             file.write(line)
             written += len(line)
